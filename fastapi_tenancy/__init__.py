@@ -1,0 +1,130 @@
+"""Multitenancy for FastAPI: resolve the tenant, bind it, and scope every ORM statement to it.
+
+The request path reads from the module names::
+
+    middleware -> resolvers/ -> chain -> lookup -> context (the contextvar)
+               -> dependencies -> session (scoping hooks: scoping, writes) -> SQL
+"""
+
+from __future__ import annotations
+
+from .chain import ChainResult, ResolverChain
+from .context import (
+    TenantContext,
+    get_current_tenant,
+    get_tenant_context,
+    mutable_tenant,
+    with_tenant,
+    without_tenant,
+)
+from .dependencies import (
+    AdminSession,
+    AsyncAdminSession,
+    AsyncGlobalSession,
+    AsyncTenantSession,
+    CurrentTenant,
+    GlobalSession,
+    TenantSession,
+    admin_session,
+    async_admin_session,
+    async_global_session,
+    async_tenant_session,
+    current_tenant,
+    global_session,
+    tenant_session,
+)
+from .exceptions import (
+    AdminRequired,
+    AlreadyExists,
+    AmbiguousTenant,
+    CrossTenantWrite,
+    InvalidTenantKey,
+    InvalidToken,
+    NotAMember,
+    SessionTenantMismatch,
+    TenancyError,
+    TenancyMisuse,
+    TenancyUnavailable,
+    TenantInactive,
+    TenantMismatch,
+    TenantNotFound,
+    TenantRequired,
+    UnscopedStatement,
+)
+from .keys import DEFAULT_KEY_PATTERN, KeyValidator
+from .lookup import LookupCache, TenantLookup, TenantTableLookup
+from .middleware import TenancyMiddleware
+from .models import TenantScoped, tenant_unique
+from .resolvers import (
+    CallableResolver,
+    HeaderResolver,
+    JWTClaimResolver,
+    Resolution,
+    Resolver,
+    SubdomainResolver,
+)
+from .scope import Access, SessionScope
+from .session import TenantScopedSession
+from .tenancy import Tenancy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_KEY_PATTERN",
+    "Access",
+    "AdminRequired",
+    "AdminSession",
+    "AlreadyExists",
+    "AmbiguousTenant",
+    "AsyncAdminSession",
+    "AsyncGlobalSession",
+    "AsyncTenantSession",
+    "CallableResolver",
+    "ChainResult",
+    "CrossTenantWrite",
+    "CurrentTenant",
+    "GlobalSession",
+    "HeaderResolver",
+    "InvalidTenantKey",
+    "InvalidToken",
+    "JWTClaimResolver",
+    "KeyValidator",
+    "LookupCache",
+    "NotAMember",
+    "Resolution",
+    "Resolver",
+    "ResolverChain",
+    "SessionScope",
+    "SessionTenantMismatch",
+    "SubdomainResolver",
+    "Tenancy",
+    "TenancyError",
+    "TenancyMiddleware",
+    "TenancyMisuse",
+    "TenancyUnavailable",
+    "TenantContext",
+    "TenantInactive",
+    "TenantLookup",
+    "TenantMismatch",
+    "TenantNotFound",
+    "TenantRequired",
+    "TenantScoped",
+    "TenantScopedSession",
+    "TenantSession",
+    "TenantTableLookup",
+    "UnscopedStatement",
+    "__version__",
+    "admin_session",
+    "async_admin_session",
+    "async_global_session",
+    "async_tenant_session",
+    "current_tenant",
+    "get_current_tenant",
+    "get_tenant_context",
+    "global_session",
+    "mutable_tenant",
+    "tenant_session",
+    "tenant_unique",
+    "with_tenant",
+    "without_tenant",
+]

@@ -1,0 +1,187 @@
+"""FastAPI dependencies: sessions scoped to the bound tenant, and the two named switches.
+
+The middleware binds the tenant; these only read it. Sessions roll back on any exception and
+are always closed. They never commit for you: commit in the route, so a failed commit is an
+error response and never a 2xx for a write that was lost::
+
+    @app.post("/projects", status_code=201)
+    def create(body: ProjectIn, session: TenantSession) -> Project:
+        project = Project(name=body.name)
+        session.add(project)
+        session.commit()
+        return project
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Annotated
+
+from fastapi import Depends
+from sqlmodel import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.requests import HTTPConnection
+
+from .context import TenantContext, audit_logger, get_tenant_context
+from .exceptions import AdminRequired, TenancyMisuse, TenantRequired
+from .scope import Access, SessionScope
+from .tenancy import TENANCY_SCOPE_KEY, Tenancy
+
+__all__ = [
+    "AdminSession",
+    "AsyncAdminSession",
+    "AsyncGlobalSession",
+    "AsyncTenantSession",
+    "CurrentTenant",
+    "GlobalSession",
+    "TenantSession",
+    "admin_session",
+    "async_admin_session",
+    "async_global_session",
+    "async_tenant_session",
+    "current_tenant",
+    "global_session",
+    "tenant_session",
+]
+
+
+def _tenancy(conn: HTTPConnection) -> Tenancy:
+    tenancy = conn.scope.get(TENANCY_SCOPE_KEY)
+    if not isinstance(tenancy, Tenancy):
+        raise TenancyMisuse("no Tenancy is installed on this app: call tenancy.install(app)")
+    return tenancy
+
+
+def current_tenant() -> TenantContext:
+    """The bound tenant context (id, source, claims, record); 400 when no tenant is bound."""
+    context = get_tenant_context()
+    if context is None or context.id is None:
+        raise TenantRequired()
+    return context
+
+
+def _tenant_scope() -> SessionScope:
+    return SessionScope(tenant_id=current_tenant().id)
+
+
+def _global_scope(conn: HTTPConnection, tenancy: Tenancy) -> SessionScope:
+    context = get_tenant_context()
+    if context is not None and context.id is not None:
+        return SessionScope(tenant_id=context.id, access=Access.GLOBAL)
+    audit_logger.info(
+        "global access without a tenant",
+        extra={
+            "tenancy_event": "global_access",
+            "tenancy_principal": None if context is None else tenancy.principal(context),
+            "tenancy_path": conn.url.path,
+        },
+    )
+    return SessionScope(tenant_id=None, access=Access.GLOBAL)
+
+
+async def _admin_scope(conn: HTTPConnection, tenancy: Tenancy) -> SessionScope:
+    context = get_tenant_context() or TenantContext(id=None)
+    principal = tenancy.principal(context)
+    allowed = await tenancy.check_admin(context)
+    audit_logger.info(
+        "admin bypass %s",
+        "granted" if allowed else "refused",
+        extra={
+            "tenancy_event": "admin_bypass",
+            "tenancy_allowed": allowed,
+            "tenancy_principal": principal,
+            "tenancy_tenant": context.id,
+            "tenancy_path": conn.url.path,
+        },
+    )
+    if not allowed:
+        raise AdminRequired()
+    return SessionScope(tenant_id=None, access=Access.UNSCOPED)
+
+
+@contextmanager
+def _sync_session(tenancy: Tenancy, scope: SessionScope) -> Iterator[Session]:
+    session = tenancy.make_session(scope)
+    try:
+        yield session
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+@asynccontextmanager
+async def _async_session(tenancy: Tenancy, scope: SessionScope) -> AsyncIterator[AsyncSession]:
+    session = tenancy.make_async_session(scope)
+    try:
+        yield session
+    except BaseException:
+        await session.rollback()
+        raise
+    finally:
+        await session.close()
+
+
+def tenant_session(conn: HTTPConnection) -> Iterator[Session]:
+    """A session scoped to the bound tenant; 400 ``tenant_required`` when none is bound."""
+    with _sync_session(_tenancy(conn), _tenant_scope()) as session:
+        yield session
+
+
+def global_session(conn: HTTPConnection) -> Iterator[Session]:
+    """The global-access switch: scoped when a tenant is bound; otherwise reads of models
+    declared ``__global_access__`` cross tenants and other tenant models fail closed."""
+    tenancy = _tenancy(conn)
+    with _sync_session(tenancy, _global_scope(conn, tenancy)) as session:
+        yield session
+
+
+async def _admin_dependency_scope(conn: HTTPConnection) -> SessionScope:
+    return await _admin_scope(conn, _tenancy(conn))
+
+
+def admin_session(
+    conn: HTTPConnection, scope: Annotated[SessionScope, Depends(_admin_dependency_scope)]
+) -> Iterator[Session]:
+    """The admin-bypass switch: an unscoped session, only for admins (403 otherwise), audited."""
+    with _sync_session(_tenancy(conn), scope) as session:
+        yield session
+
+
+async def async_tenant_session(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
+    """Async twin of :func:`tenant_session`, for a Tenancy on an ``AsyncEngine``."""
+    async with _async_session(_tenancy(conn), _tenant_scope()) as session:
+        yield session
+
+
+async def async_global_session(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
+    """Async twin of :func:`global_session`."""
+    tenancy = _tenancy(conn)
+    async with _async_session(tenancy, _global_scope(conn, tenancy)) as session:
+        yield session
+
+
+async def async_admin_session(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
+    """Async twin of :func:`admin_session`."""
+    tenancy = _tenancy(conn)
+    scope = await _admin_scope(conn, tenancy)
+    async with _async_session(tenancy, scope) as session:
+        yield session
+
+
+TenantSession = Annotated[Session, Depends(tenant_session)]
+"""Route parameter type for a tenant-scoped session: ``session: TenantSession``."""
+GlobalSession = Annotated[Session, Depends(global_session)]
+"""Route parameter type for the global-access switch."""
+AdminSession = Annotated[Session, Depends(admin_session)]
+"""Route parameter type for the admin-bypass switch."""
+AsyncTenantSession = Annotated[AsyncSession, Depends(async_tenant_session)]
+"""Route parameter type for an async tenant-scoped session."""
+AsyncGlobalSession = Annotated[AsyncSession, Depends(async_global_session)]
+"""Route parameter type for the async global-access switch."""
+AsyncAdminSession = Annotated[AsyncSession, Depends(async_admin_session)]
+"""Route parameter type for the async admin-bypass switch."""
+CurrentTenant = Annotated[TenantContext, Depends(current_tenant)]
+"""Route parameter type for the bound tenant context."""

@@ -1,0 +1,175 @@
+"""Every error the kit raises, under one root.
+
+Each error carries a stable machine ``code`` and the HTTP ``status_code`` it answers with, so
+applications can branch on the code and the middleware can answer ``{"detail", "code"}``::
+
+    TenancyError
+    ├── InvalidToken             401 invalid_token
+    ├── TenantMismatch           403 tenant_mismatch
+    ├── AmbiguousTenant          400 ambiguous_tenant
+    ├── InvalidTenantKey         400 invalid_tenant_key
+    ├── TenantRequired           400 tenant_required
+    ├── TenantNotFound           404 tenant_not_found
+    ├── TenantInactive           403 tenant_inactive
+    ├── TenancyUnavailable       503 tenancy_unavailable
+    ├── NotAMember               403 not_a_member
+    ├── AdminRequired            403 admin_required
+    ├── CrossTenantWrite         403 cross_tenant_write
+    ├── AlreadyExists            409 already_exists
+    └── TenancyMisuse            500 tenancy_misuse
+        ├── UnscopedStatement    500 unscoped_statement
+        └── SessionTenantMismatch 500 session_tenant_mismatch
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "AdminRequired",
+    "AlreadyExists",
+    "AmbiguousTenant",
+    "CrossTenantWrite",
+    "InvalidTenantKey",
+    "InvalidToken",
+    "NotAMember",
+    "SessionTenantMismatch",
+    "TenancyError",
+    "TenancyMisuse",
+    "TenancyUnavailable",
+    "TenantInactive",
+    "TenantMismatch",
+    "TenantNotFound",
+    "TenantRequired",
+    "UnscopedStatement",
+]
+
+
+class TenancyError(Exception):
+    """Root of every error the kit raises; answered as JSON ``{"detail", "code"}``."""
+
+    code: ClassVar[str] = "tenancy_error"
+    status_code: ClassVar[int] = 500
+    default_detail: ClassVar[str] = "Tenancy error."
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+
+
+class InvalidToken(TenancyError):
+    """A bearer token was sent but failed verification; never falls through to other sources."""
+
+    code = "invalid_token"
+    status_code = 401
+    default_detail = "The bearer token is invalid."
+
+
+class TenantMismatch(TenancyError):
+    """Two tenant sources of one request named different tenants."""
+
+    code = "tenant_mismatch"
+    status_code = 403
+    default_detail = "The request names more than one tenant."
+
+
+class AmbiguousTenant(TenancyError):
+    """One tenant source was sent more than once with different values."""
+
+    code = "ambiguous_tenant"
+    status_code = 400
+    default_detail = "The tenant was sent more than once with different values."
+
+
+class InvalidTenantKey(TenancyError):
+    """A tenant key failed validation (empty, too long or outside the pattern)."""
+
+    code = "invalid_tenant_key"
+    status_code = 400
+    default_detail = "The tenant key is not valid."
+
+
+class TenantRequired(TenancyError):
+    """Tenant-scoped work was attempted with no tenant bound."""
+
+    code = "tenant_required"
+    status_code = 400
+    default_detail = "This request needs a tenant."
+
+
+class TenantNotFound(TenancyError):
+    """The tenant lookup knows no tenant with this key."""
+
+    code = "tenant_not_found"
+    status_code = 404
+    default_detail = "No such tenant."
+
+
+class TenantInactive(TenancyError):
+    """The tenant lookup found the tenant, but it is not active."""
+
+    code = "tenant_inactive"
+    status_code = 403
+    default_detail = "This tenant is not active."
+
+
+class TenancyUnavailable(TenancyError):
+    """A tenant lookup or a token key source failed; the request fails closed."""
+
+    code = "tenancy_unavailable"
+    status_code = 503
+    default_detail = "The tenant could not be verified right now."
+
+
+class NotAMember(TenancyError):
+    """The authenticated principal does not belong to the bound tenant."""
+
+    code = "not_a_member"
+    status_code = 403
+    default_detail = "You are not a member of this tenant."
+
+
+class AdminRequired(TenancyError):
+    """The admin-bypass switch was asked for by someone who is not an admin."""
+
+    code = "admin_required"
+    status_code = 403
+    default_detail = "This needs an administrator."
+
+
+class CrossTenantWrite(TenancyError):
+    """A write named another tenant, moved a row between tenants or reached another tenant's row."""
+
+    code = "cross_tenant_write"
+    status_code = 403
+    default_detail = "This write reaches outside the current tenant."
+
+
+class AlreadyExists(TenancyError):
+    """A unique constraint was violated; the transaction is rolled back."""
+
+    code = "already_exists"
+    status_code = 409
+    default_detail = "A record with these values already exists."
+
+
+class TenancyMisuse(TenancyError):
+    """The kit was used in a way that cannot be made safe: a programming error, not bad input."""
+
+    code = "tenancy_misuse"
+    status_code = 500
+    default_detail = "The tenancy kit was used in an unsafe way."
+
+
+class UnscopedStatement(TenancyMisuse):
+    """A statement the ORM cannot scope (``text()``, core tables) was run in a scoped session."""
+
+    code = "unscoped_statement"
+    default_detail = "This statement cannot be scoped to the tenant and was refused."
+
+
+class SessionTenantMismatch(TenancyMisuse):
+    """A session made for one tenant was used while another tenant is bound."""
+
+    code = "session_tenant_mismatch"
+    default_detail = "This session belongs to another tenant."

@@ -1,0 +1,144 @@
+"""The optional "key to tenant" step: turn a resolved key into a tenant record, cached.
+
+A steady stream of requests for the same tenants costs no lookup query per request: answers
+(and misses) are kept in a bounded in-process cache for a time to live. Any failure of the
+underlying lookup fails closed with :class:`TenancyUnavailable`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import anyio.to_thread
+from sqlalchemy import Engine, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .exceptions import TenancyError, TenancyUnavailable, TenantInactive, TenantNotFound
+
+__all__ = ["LookupCache", "TenantLookup", "TenantTableLookup"]
+
+RecordT = TypeVar("RecordT")
+Fetch = Callable[[str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LookupCache:
+    """Bounds of the lookup cache: at most ``maxsize`` keys, each kept ``ttl`` seconds.
+
+    ``ttl=0`` turns caching off. Misses are cached too, so random keys cannot hammer the
+    database; call :meth:`TenantLookup.invalidate` after creating or changing a tenant.
+    """
+
+    maxsize: int = 1024
+    ttl: float = 60.0
+
+
+class TenantTableLookup(Generic[RecordT]):
+    """Look tenants up in a SQLModel table by a key column, with an optional active flag.
+
+    ``TenantTableLookup(Tenant, key="slug", active="active")``; the engine is the Tenancy's.
+    Records are detached copies shared between requests: treat them as read-only.
+    """
+
+    def __init__(self, model: type[RecordT], *, key: str = "slug", active: str | None = None):
+        self.model = model
+        self.key = key
+        self.active = active
+
+    def is_active(self, record: RecordT) -> bool:
+        """Whether the record's active flag (if any) is set."""
+        return self.active is None or bool(getattr(record, self.active))
+
+    def fetch_sync(self, engine: Engine, key: str) -> RecordT | None:
+        """Read the record for ``key`` with a plain (unscoped) session."""
+        with Session(engine, expire_on_commit=False) as session:
+            statement = select(self.model).where(getattr(self.model, self.key) == key)
+            return session.exec(statement).first()  # type: ignore[call-overload,no-any-return]
+
+    async def fetch_async(self, engine: AsyncEngine, key: str) -> RecordT | None:
+        """Async twin of :meth:`fetch_sync`."""
+        async with AsyncSession(engine, expire_on_commit=False) as session:
+            statement = select(self.model).where(getattr(self.model, self.key) == key)
+            result = await session.exec(statement)  # type: ignore[call-overload]
+            return result.first()  # type: ignore[no-any-return]
+
+
+class TenantLookup:
+    """A cached lookup from tenant key to record, failing closed.
+
+    ``fetch`` takes the key and returns the record or ``None`` (sync functions run in the
+    thread pool; async ones are awaited). ``is_active`` tells whether a record may be used.
+    """
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        *,
+        is_active: Callable[[Any], bool] | None = None,
+        cache: LookupCache | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._is_async = inspect.iscoroutinefunction(fetch) or inspect.iscoroutinefunction(
+            getattr(fetch, "__call__", None)  # noqa: B004
+        )
+        self._is_active = is_active or _active_attribute
+        self._cache = cache or LookupCache()
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    async def __call__(self, key: str) -> Any:
+        """The record for ``key``; raises not found (404), inactive (403) or unavailable (503)."""
+        record = await self._cached(key)
+        if record is None:
+            raise TenantNotFound()
+        if not self._is_active(record):
+            raise TenantInactive()
+        return record
+
+    def invalidate(self, key: str | None = None) -> None:
+        """Forget one key (or every key) so the next request looks it up again."""
+        if key is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(key, None)
+
+    async def _cached(self, key: str) -> Any:
+        now = self._clock()
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > now:
+            self._entries.move_to_end(key)
+            return entry[1]
+        record = await self._load(key)
+        if self._cache.ttl > 0 and self._cache.maxsize > 0:
+            self._entries[key] = (now + self._cache.ttl, record)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._cache.maxsize:
+                self._entries.popitem(last=False)
+        return record
+
+    async def _load(self, key: str) -> Any:
+        try:
+            if self._is_async:
+                return await self._fetch(key)
+            result = await anyio.to_thread.run_sync(self._fetch, key)
+            if isinstance(result, Awaitable):
+                return await result
+            return result
+        except TenancyError:
+            raise
+        except Exception as error:
+            raise TenancyUnavailable() from error
+
+
+def _active_attribute(record: Any) -> bool:
+    if isinstance(record, dict):
+        return bool(record.get("active", True))
+    return bool(getattr(record, "active", True))

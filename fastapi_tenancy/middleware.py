@@ -1,0 +1,64 @@
+"""Pure ASGI middleware that binds the request's tenant for exactly that request.
+
+No ``BaseHTTPMiddleware``: it runs the app in another task, and contextvars set there do not
+propagate. Here the tenant is bound around ``await self.app(...)`` and reset in ``finally``,
+so sync routes in the thread pool, background tasks, streaming bodies and tasks created
+inside the request all see it, and nothing outlives the request.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .context import bind, unbind
+from .exceptions import TenancyError
+from .responses import error_response
+from .tenancy import TENANCY_SCOPE_KEY, Tenancy
+
+__all__ = ["TenancyMiddleware"]
+
+WS_POLICY_VIOLATION = 1008
+
+
+class TenancyMiddleware:
+    """Resolve the tenant of each http or websocket connection and bind it.
+
+    Lifespan and other scopes pass straight through. Errors answer through :meth:`on_error`:
+    JSON ``{"detail", "code"}`` for http, a close with code 1008 and the error code as reason
+    for websockets. Subclass and override ``on_error`` to answer differently.
+    """
+
+    def __init__(self, app: ASGIApp, *, tenancy: Tenancy) -> None:
+        self.app = app
+        self.tenancy = tenancy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        scope[TENANCY_SCOPE_KEY] = self.tenancy
+        if self.tenancy.is_excluded(scope["path"]):
+            context = None
+        else:
+            try:
+                context = await self.tenancy.resolve(HTTPConnection(scope))
+            except TenancyError as error:
+                await self.on_error(scope, receive, send, error)
+                return
+        token = bind(context)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            unbind(token)
+
+    async def on_error(
+        self, scope: Scope, receive: Receive, send: Send, error: TenancyError
+    ) -> None:
+        """Answer a refused connection."""
+        if scope["type"] == "websocket":
+            await send(
+                {"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": error.code}
+            )
+            return
+        await error_response(error)(scope, receive, send)

@@ -1,0 +1,79 @@
+"""Tenant-scoped SQLModel tables.
+
+Inherit :class:`TenantScoped` with ``table=True`` and every ORM statement that a tenant session
+runs on the model is filtered to the bound tenant, new rows are stamped with it, and rows cannot
+be written across tenants::
+
+    class Project(TenantScoped, table=True):
+        __table_args__ = (tenant_unique("name"),)
+
+        id: int | None = Field(default=None, primary_key=True)
+        name: str
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlalchemy import UniqueConstraint, column, event
+from sqlalchemy.orm import Mapper
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Field, SQLModel
+
+__all__ = ["TENANT_TABLE_INFO_KEY", "TenantScoped", "is_tenant_model", "tenant_unique"]
+
+TENANT_TABLE_INFO_KEY = "fastapi_tenancy"
+"""Key in ``Table.info`` marking tenant tables; its value is the tenant column's name."""
+
+TENANT_KEY_MAX_LENGTH = 63
+
+
+class TenantScoped(SQLModel):
+    """SQLModel base for tenant-owned tables: an indexed, non-null ``tenant_id`` column.
+
+    Set ``__global_access__ = True`` on a model whose rows may be read across tenants through
+    the global-access switch when no tenant is bound. To store the tenant in a column of another
+    name, redeclare the field: ``tenant_id: str = Field(index=True, max_length=63,
+    sa_column_kwargs={"name": "org_id"})``; the Python attribute stays ``tenant_id``.
+    """
+
+    __global_access__: ClassVar[bool] = False
+
+    tenant_id: str = Field(index=True, nullable=False, max_length=TENANT_KEY_MAX_LENGTH)
+
+    @classmethod
+    def tenant_column(cls) -> ColumnElement[Any]:
+        """The mapped tenant column of this model (a plain column on the unmapped base)."""
+        attribute = cls.__dict__.get("tenant_id")
+        if attribute is None:
+            attribute = getattr(cls, "tenant_id", None)
+        if attribute is None:
+            return column("tenant_id")
+        return attribute  # type: ignore[no-any-return]
+
+
+def is_tenant_model(cls: Any) -> bool:
+    """Whether ``cls`` is a mapped tenant-scoped model."""
+    return isinstance(cls, type) and issubclass(cls, TenantScoped)
+
+
+def tenant_unique(
+    *columns: str, name: str | None = None, tenant_column: str = "tenant_id"
+) -> UniqueConstraint:
+    """A unique constraint that holds per tenant: ``UNIQUE (tenant_id, *columns)``.
+
+    Use it in ``__table_args__`` instead of ``unique=True``: a global unique column would let
+    one tenant learn, from a refused insert, that another tenant has a row with that value.
+    Pass ``tenant_column`` when the model stores the tenant under another column name.
+    """
+    if not columns:
+        raise ValueError("tenant_unique() needs at least one column")
+    return UniqueConstraint(tenant_column, *columns, name=name)
+
+
+@event.listens_for(TenantScoped, "after_mapper_constructed", propagate=True)
+def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
+    tenant_column = mapper.columns["tenant_id"]
+    for table in mapper.tables:
+        if tenant_column.table is table:
+            table.info[TENANT_TABLE_INFO_KEY] = tenant_column.name

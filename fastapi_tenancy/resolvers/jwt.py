@@ -1,0 +1,245 @@
+"""Tenant key from a claim of a verified bearer token (PyJWT)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+import jwt
+from jwt.algorithms import get_default_algorithms
+
+from fastapi_tenancy.exceptions import AmbiguousTenant, InvalidToken, TenancyUnavailable
+from fastapi_tenancy.resolvers.base import Resolution
+
+if TYPE_CHECKING:
+    from jwt.algorithms import AllowedPrivateKeys, AllowedPublicKeys
+    from jwt.types import Options
+    from starlette.requests import HTTPConnection
+
+__all__ = ["JWTClaimResolver"]
+
+_HMAC = frozenset({"HS256", "HS384", "HS512"})
+_MISSING: Any = object()
+_NO_KEYS = "The token signing keys could not be fetched."
+
+# Details are fixed sentences: PyJWT's messages may quote token contents.
+_DETAILS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "The bearer token has expired."),
+    (jwt.ImmatureSignatureError, "The bearer token is not valid yet."),
+    (jwt.InvalidAudienceError, "The bearer token is meant for another audience."),
+    (jwt.InvalidIssuerError, "The bearer token comes from an unexpected issuer."),
+    (jwt.InvalidAlgorithmError, "The bearer token uses an algorithm that is not allowed."),
+    (jwt.InvalidSignatureError, "The bearer token signature does not verify."),
+    (jwt.DecodeError, "The bearer token is malformed."),
+    (jwt.InvalidKeyError, "The bearer token does not fit the configured key."),
+)
+
+
+def _invalid(exc: jwt.PyJWTError) -> InvalidToken:
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return InvalidToken(f"The bearer token lacks the required {exc.claim!r} claim.")
+    for kind, detail in _DETAILS:
+        if isinstance(exc, kind):
+            return InvalidToken(detail)
+    return InvalidToken()
+
+
+def _names(value: Sequence[str], what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError(f"{what} must be a sequence of names, such as [{value!r}].")
+    return tuple(value)
+
+
+def _check_algorithms(algorithms: tuple[str, ...]) -> None:
+    if not algorithms:
+        raise ValueError("algorithms must name at least one algorithm, such as ['HS256'].")
+    known = get_default_algorithms()
+    for name in algorithms:
+        if name.lower() == "none":
+            raise ValueError('"none" is not an algorithm: unsigned tokens are never accepted.')
+        if name not in known:
+            raise ValueError(f"Unknown JWT algorithm {name!r}.")
+    hmac = _HMAC.intersection(algorithms)
+    if hmac and len(hmac) != len(set(algorithms)):
+        raise ValueError(
+            "Do not mix HS* with public-key algorithms in one resolver: a public key would "
+            "then verify HMAC tokens (key confusion). Use two resolvers."
+        )
+
+
+def _signing_key(client: jwt.PyJWKClient, token: str) -> jwt.PyJWK:
+    """Find the token's key in the JWKS; blocking I/O."""
+    try:
+        return client.get_signing_key_from_jwt(token)
+    except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError, OSError) as exc:
+        raise TenancyUnavailable(_NO_KEYS) from exc
+    except jwt.PyJWKClientError:
+        pass
+    except jwt.PyJWTError as exc:
+        raise _invalid(exc) from None
+    # PyJWKClientError says "no key with this kid" or "the key set is unusable"; only the first
+    # is the token's fault, so ask the (cached) key set which one it is.
+    try:
+        client.get_signing_keys()
+    except (jwt.PyJWTError, OSError) as exc:
+        raise TenancyUnavailable(_NO_KEYS) from exc
+    raise InvalidToken("The bearer token was signed with an unknown key.")
+
+
+def _prepare_key(key: Any, algorithms: tuple[str, ...]) -> Any:
+    """Check that ``key`` fits every allowed algorithm now, rather than on each request."""
+    if isinstance(key, jwt.PyJWK):
+        key = key.key
+    prepared: Any = None
+    for name in algorithms:
+        algorithm = jwt.get_algorithm_by_name(name)
+        try:
+            candidate = algorithm.prepare_key(key)
+        except (jwt.InvalidKeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"The key does not fit algorithm {name}: {exc}") from exc
+        too_short = algorithm.check_key_length(candidate)
+        if too_short:
+            raise ValueError(too_short)
+        if prepared is None:
+            prepared = candidate
+    if callable(getattr(prepared, "public_key", None)):
+        # Signatures are verified with the public half; a private key cannot verify.
+        prepared = prepared.public_key()
+    return prepared
+
+
+class JWTClaimResolver:
+    """Reads the tenant key from a claim of a verified ``Authorization: Bearer`` token.
+
+    Verification is PyJWT's, with the algorithms pinned to ``algorithms``; ``exp`` is required
+    by default, and ``audience``, ``issuer`` and ``leeway`` are checked when given. Give exactly
+    one key source: ``key`` (an HMAC secret, a PEM string or a ``cryptography`` public key),
+    ``jwks_url``, or your own ``jwks_client``. A token that is present but bad raises
+    ``InvalidToken`` (401); a JWKS that cannot be fetched raises ``TenancyUnavailable`` (503).
+
+    ``claim`` may be a dotted path into nested objects (``"org.id"``); a claim whose exact
+    name contains dots (``"https://example.test/tenant"``) is looked up as is first. A verified
+    token without the claim answers ``Resolution(None, "jwt", claims)``: authenticated, with no
+    opinion on the tenant.
+
+        JWTClaimResolver(key=secret, algorithms=["HS256"], audience="my-api")
+    """
+
+    source = "jwt"
+
+    def __init__(
+        self,
+        *,
+        claim: str = "tenant",
+        key: str | bytes | AllowedPublicKeys | AllowedPrivateKeys | jwt.PyJWK | None = None,
+        algorithms: Sequence[str],
+        jwks_url: str | None = None,
+        jwks_client: jwt.PyJWKClient | None = None,
+        audience: str | Sequence[str] | None = None,
+        issuer: str | None = None,
+        leeway: float | timedelta = 0,
+        require: Sequence[str] = ("exp",),
+        scheme: str = "Bearer",
+        header: str = "Authorization",
+    ) -> None:
+        if sum(given is not None for given in (key, jwks_url, jwks_client)) != 1:
+            raise ValueError("Give exactly one of key, jwks_url and jwks_client.")
+        path = tuple(claim.split("."))
+        if not all(path):
+            raise ValueError(f"{claim!r} is not a claim name or dotted path.")
+        if not scheme or not header:
+            raise ValueError("scheme and header must not be empty.")
+        self.algorithms = _names(algorithms, "algorithms")
+        _check_algorithms(self.algorithms)
+        self.claim = claim
+        self._path = path
+        self._key: Any = None if key is None else _prepare_key(key, self.algorithms)
+        if jwks_url is not None:
+            # The whole key set is cached for five minutes, so a rotated or revoked key is
+            # noticed; PyJWT's per-kid cache would keep a revoked key forever.
+            jwks_client = jwt.PyJWKClient(jwks_url, cache_jwk_set=True, lifespan=300, timeout=5)
+        self.jwks_client = jwks_client
+        self.audience = (
+            audience if audience is None or isinstance(audience, str) else tuple(audience)
+        )
+        self.issuer = issuer
+        self.leeway = leeway
+        self._options: Options = {"require": list(_names(require, "require"))}
+        self._scheme = scheme.lower()
+        self.header = header
+        self._jwt = jwt.PyJWT()
+
+    async def resolve(self, conn: HTTPConnection) -> Resolution | None:
+        """Return the claim of the bearer token; ``None`` if there is no bearer token."""
+        token = self._bearer_token(conn)
+        if token is None:
+            return None
+        if self.jwks_client is None:
+            claims = self._verify(token, self._key)
+        else:
+            # PyJWKClient fetches with blocking urllib; keep it off the event loop.
+            signing_key = await anyio.to_thread.run_sync(_signing_key, self.jwks_client, token)
+            claims = self._verify(token, signing_key)
+        return Resolution(self._tenant(claims), self.source, claims)
+
+    def decode(self, token: str) -> dict[str, Any]:
+        """Verify ``token`` and return its claims, or raise ``InvalidToken``.
+
+        With a JWKS this may fetch the key set, blocking; ``resolve`` does that in a thread.
+        """
+        if self.jwks_client is None:
+            return self._verify(token, self._key)
+        return self._verify(token, _signing_key(self.jwks_client, token))
+
+    def _bearer_token(self, conn: HTTPConnection) -> str | None:
+        values = conn.headers.getlist(self.header)
+        if not values:
+            return None
+        value = values[0]
+        for other in values[1:]:
+            if other != value:
+                raise AmbiguousTenant(
+                    f"The {self.header} header was sent more than once with different values."
+                )
+        parts = value.split(None, 1)
+        if not parts or parts[0].lower() != self._scheme:
+            return None
+        token = parts[1].strip() if len(parts) == 2 else ""
+        if not token:
+            raise InvalidToken("The bearer token is empty.")
+        return token
+
+    def _verify(self, token: str, key: Any) -> dict[str, Any]:
+        try:
+            return self._jwt.decode(
+                token,
+                key,
+                algorithms=self.algorithms,
+                options=self._options,
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+            )
+        except jwt.PyJWTError as exc:
+            raise _invalid(exc) from None
+
+    def _tenant(self, claims: Mapping[str, Any]) -> str | None:
+        value = claims.get(self.claim, _MISSING)
+        if value is _MISSING and len(self._path) > 1:
+            value = claims
+            for part in self._path:
+                if not isinstance(value, Mapping):
+                    raise InvalidToken("The tenant claim must be a string.")
+                value = value.get(part, _MISSING)
+                if value is _MISSING:
+                    break
+        if value is _MISSING:
+            return None
+        if not isinstance(value, str):
+            raise InvalidToken("The tenant claim must be a string.")
+        return value
+
+    def __repr__(self) -> str:
+        return f"JWTClaimResolver(claim={self.claim!r}, algorithms={list(self.algorithms)!r})"

@@ -1,0 +1,52 @@
+"""What a session may see, fixed when the session is made."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .context import get_tenant_context
+from .exceptions import SessionTenantMismatch
+
+__all__ = ["Access", "SessionScope"]
+
+
+class Access(enum.Enum):
+    """How a session treats tenant-scoped models."""
+
+    TENANT = "tenant"
+    """Scoped to ``tenant_id``; with no tenant, tenant models fail closed."""
+    GLOBAL = "global"
+    """Global-access switch: scoped when a tenant is bound; otherwise only models declared
+    ``__global_access__`` may be read, and tenant models may not be written."""
+    UNSCOPED = "unscoped"
+    """Admin bypass or ``without_tenant()``: no scoping at all (moves still need a mutable
+    block)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionScope:
+    """The tenant and access mode a session was made with; stored in ``session.info``."""
+
+    tenant_id: str | None
+    access: Access = Access.TENANT
+
+    @property
+    def scoped(self) -> bool:
+        """Whether the session filters tenant models at all."""
+        return self.access is not Access.UNSCOPED
+
+    def check_ambient(self) -> None:
+        """Refuse use under another tenant than the one the session was made for.
+
+        The session's identity map holds its own tenant's objects; handing the session to
+        another tenant's code would give that code those objects without any SQL.
+        """
+        if self.tenant_id is None or not self.scoped:
+            return
+        context = get_tenant_context()
+        if context is not None and context.id is not None and context.id != self.tenant_id:
+            raise SessionTenantMismatch(
+                f"This session was made for tenant {self.tenant_id!r} but tenant "
+                f"{context.id!r} is bound; make a new session for each tenant."
+            )

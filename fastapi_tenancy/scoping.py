@@ -1,0 +1,313 @@
+"""Scoping of statements: the ``do_orm_execute`` side of the tenant wall.
+
+Every ORM SELECT, UPDATE and DELETE run through a scoped session gets one
+``with_loader_criteria`` option that adds ``tenant_id = :tenant`` for every tenant model it
+touches, in any position (joins, subqueries, relationship loads). The criteria compare with a
+named bound parameter, so the compiled SQL is cached once for all tenants and the tenant travels
+as a parameter; a statement that reaches SQL without the parameter fails instead of running
+unscoped. What the ORM cannot scope (``text()``, core tables of tenant models) is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, select, true, tuple_
+from sqlalchemy.orm import ORMExecuteState, with_loader_criteria
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.dml import Delete, Insert, Update
+from sqlalchemy.sql.elements import BindParameter, ClauseElement, ColumnClause, TextClause
+from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.schema import Column, Table
+from sqlalchemy.sql.selectable import Join, Select, TableClause
+
+from .context import get_tenant_context
+from .exceptions import CrossTenantWrite, TenantRequired, UnscopedStatement
+from .models import TENANT_TABLE_INFO_KEY, TenantScoped, is_tenant_model
+from .scope import Access, SessionScope
+
+__all__ = ["TENANT_PARAM", "scope_execution"]
+
+TENANT_PARAM = "fastapi_tenancy_tenant_id"
+"""Name of the bound parameter that carries the tenant into scoped SQL."""
+
+
+def _tenant_criteria(cls: type[TenantScoped]) -> Any:
+    return cls.tenant_column() == bindparam(TENANT_PARAM)
+
+
+def _global_read_criteria(cls: type[TenantScoped]) -> Any:
+    if cls.__global_access__:
+        return true()
+    return cls.tenant_column() == bindparam(TENANT_PARAM)
+
+
+TENANT_CRITERIA = with_loader_criteria(
+    TenantScoped,
+    lambda cls: _tenant_criteria(cls),
+    include_aliases=True,
+    track_closure_variables=False,
+)
+GLOBAL_READ_CRITERIA = with_loader_criteria(
+    TenantScoped,
+    lambda cls: _global_read_criteria(cls),
+    include_aliases=True,
+    track_closure_variables=False,
+)
+
+
+def scope_execution(state: ORMExecuteState, scope: SessionScope) -> None:
+    """Scope, stamp or refuse one statement about to run in a scoped session."""
+    statement = state.statement
+    internal_load = (
+        state.is_relationship_load
+        or state.is_column_load
+        or "_result_disable_adapt_to_context" in state.execution_options
+    )
+    if not internal_load:
+        _refuse_unscopable(statement, orm=state.is_orm_statement)
+    tenant = scope.tenant_id
+    if isinstance(statement, Insert):
+        _scope_insert(state, statement, tenant)
+        return
+    if tenant is None:
+        writing = state.is_update or state.is_delete
+        _refuse_tenant_entities(statement, scope.access, writing=writing)
+        criteria = GLOBAL_READ_CRITERIA if scope.access is Access.GLOBAL else TENANT_CRITERIA
+        state.statement = statement.options(criteria)
+        return
+    if isinstance(statement, (Update, Delete)):
+        _scope_dml(state, statement, tenant)
+        return
+    state.statement = statement.options(TENANT_CRITERIA)
+    state.parameters = _with_tenant_param(state.parameters, tenant)
+
+
+def _with_tenant_param(parameters: Any, tenant: str) -> Any:
+    if parameters is None:
+        return {TENANT_PARAM: tenant}
+    if isinstance(parameters, Mapping):
+        return {**parameters, TENANT_PARAM: tenant}
+    return [{**row, TENANT_PARAM: tenant} for row in parameters]
+
+
+def _is_tenant_table(table: Any) -> bool:
+    return isinstance(table, Table) and TENANT_TABLE_INFO_KEY in table.info
+
+
+def _is_plain(element: ClauseElement) -> bool:
+    return "parententity" not in element._annotations
+
+
+def _refuse_unscopable(statement: Executable, *, orm: bool) -> None:
+    """Refuse what the ORM cannot scope: textual SQL and tenant tables used through core.
+
+    A core statement may not touch a tenant table anywhere. An ORM statement may not select,
+    select from or join a tenant table or column given as a core object; the ORM builds such
+    objects itself for relationship conditions, which its criteria do scope.
+    """
+    for element in visitors.iterate(statement):
+        if isinstance(element, TextClause):
+            raise UnscopedStatement(
+                "textual SQL (text()) cannot be scoped to a tenant and is refused in a tenant "
+                "session; use the ORM, or trusted code under without_tenant()"
+            )
+        if isinstance(element, ColumnClause) and element.is_literal:
+            if element.name not in _HARMLESS_LITERALS:
+                raise UnscopedStatement(
+                    "literal_column() fragments cannot be scoped to a tenant and are refused "
+                    "in a tenant session"
+                )
+        elif isinstance(element, TableClause) and not isinstance(element, Table):
+            raise UnscopedStatement(
+                "lightweight table() constructs cannot be scoped to a tenant and are refused "
+                "in a tenant session; use the mapped model"
+            )
+        elif not orm:
+            table = element.table if isinstance(element, Column) else element
+            if _is_tenant_table(table):
+                _raise_core(table)
+        elif isinstance(element, Select):
+            _refuse_plain_tables(element._raw_columns)
+            _refuse_plain_tables(element._from_obj)
+            _refuse_plain_tables(join[0] for join in element._setup_joins)
+        elif isinstance(element, Join):
+            _refuse_plain_tables((element.left, element.right))
+
+
+_HARMLESS_LITERALS = frozenset({"*", "1"})
+
+
+def _refuse_plain_tables(elements: Iterable[Any]) -> None:
+    for element in elements:
+        table = element.table if isinstance(element, Column) else element
+        if _is_tenant_table(table) and _is_plain(element):
+            _raise_core(table)
+
+
+def _raise_core(table: Any) -> None:
+    raise UnscopedStatement(
+        f"the table {table.name!r} of a tenant model was used as a core Table, which the ORM "
+        "cannot scope; select the mapped model instead"
+    )
+
+
+def _tenant_entities(statement: Executable) -> Iterable[Any]:
+    """Mapped tenant classes (or their aliases) anywhere in the statement."""
+    for element in visitors.iterate(statement):
+        entity = element._annotations.get("parententity")
+        if entity is not None and is_tenant_model(entity.class_):
+            yield entity
+
+
+def _refuse_tenant_entities(statement: Executable, access: Access, *, writing: bool) -> None:
+    for entity in _tenant_entities(statement):
+        if writing or access is not Access.GLOBAL or not entity.class_.__global_access__:
+            raise TenantRequired(
+                f"{entity.class_.__name__} is tenant-scoped and no tenant is bound; bind one "
+                "(with_tenant(), a request) or use without_tenant() in trusted code"
+            )
+
+
+def _scope_insert(state: ORMExecuteState, statement: Insert, tenant: str | None) -> None:
+    mapper = state.bind_mapper
+    if mapper is None or not is_tenant_model(mapper.class_):
+        return
+    name = mapper.class_.__name__
+    if tenant is None:
+        raise TenantRequired(f"cannot insert {name} rows with no tenant bound")
+    if statement.select is not None:
+        raise UnscopedStatement(
+            f"INSERT ... FROM SELECT into {name} is refused in a tenant session"
+        )
+    if getattr(statement, "_post_values_clause", None) is not None:
+        raise UnscopedStatement(
+            f"upserts (ON CONFLICT / ON DUPLICATE KEY) on {name} could update another tenant's "
+            "row and are refused in a tenant session"
+        )
+    column = mapper.columns["tenant_id"]
+    for rows in statement._multi_values:
+        for row in rows:
+            value = _find_value(row, column) if isinstance(row, Mapping) else _MISSING
+            if value is _MISSING:
+                raise CrossTenantWrite(
+                    f"each row of a multi-row INSERT into {name} must name the tenant"
+                )
+            _check_value(value, tenant)
+    value = _find_value(statement._values or {}, column)
+    if value is not _MISSING:
+        _check_value(value, tenant)
+    parameters = state.parameters
+    if isinstance(parameters, Mapping):
+        if parameters or value is _MISSING:
+            state.parameters = _stamp_row(parameters, column, tenant)
+    elif parameters is not None:
+        state.parameters = [_stamp_row(row, column, tenant) for row in parameters]
+    elif value is _MISSING and not statement._multi_values:
+        state.statement = statement.values({column: tenant})
+
+
+_MISSING = object()
+
+
+def _find_value(values: Mapping[Any, Any], column: Column[Any]) -> Any:
+    for key, value in values.items():
+        if (
+            key is column
+            or key in ("tenant_id", column.name)
+            or getattr(key, "key", None)
+            in (
+                "tenant_id",
+                column.name,
+            )
+        ):
+            return value
+    return _MISSING
+
+
+def _check_value(value: Any, tenant: str) -> None:
+    if isinstance(value, BindParameter):
+        value = value.value
+    if value != tenant:
+        raise CrossTenantWrite("this write names another tenant")
+
+
+def _stamp_row(row: Mapping[str, Any], column: Column[Any], tenant: str) -> dict[str, Any]:
+    value = _find_value(row, column)
+    if value is _MISSING or value is None:
+        return {**row, "tenant_id": tenant}
+    _check_value(value, tenant)
+    return dict(row)
+
+
+def _scope_dml(state: ORMExecuteState, statement: Update | Delete, tenant: str) -> None:
+    mapper = state.bind_mapper
+    target_is_tenant = mapper is not None and is_tenant_model(mapper.class_)
+    parameters = state.parameters
+    if isinstance(statement, Update) and mapper is not None and target_is_tenant:
+        column = mapper.columns["tenant_id"]
+        moving = _find_value(statement._values or {}, column) is not _MISSING
+        if isinstance(parameters, Mapping):
+            moving = moving or _find_value(parameters, column) is not _MISSING
+        if isinstance(parameters, Sequence) and not isinstance(parameters, Mapping):
+            _check_bulk_update_by_pk(state, mapper, parameters, tenant)
+            return
+        context = get_tenant_context()
+        if moving and not (context is not None and context.mutable):
+            raise CrossTenantWrite("changing tenant_id is refused outside a mutable_tenant() block")
+    target = mapper.local_table if mapper is not None else None
+    extra = _joined_tenant_froms(statement, target)
+    scoped = statement.options(TENANT_CRITERIA)
+    for from_ in extra:
+        tenant_column = from_.c[_tenant_table_of(from_).info[TENANT_TABLE_INFO_KEY]]
+        scoped = scoped.where(tenant_column == bindparam(TENANT_PARAM))
+    state.statement = scoped
+    if target_is_tenant or extra:
+        state.parameters = _with_tenant_param(parameters, tenant)
+
+
+def _tenant_table_of(from_: Any) -> Any:
+    return getattr(from_, "element", from_)
+
+
+def _joined_tenant_froms(statement: Update | Delete, target: Any) -> list[Any]:
+    """Tenant tables that an UPDATE ... FROM or DELETE ... USING joins at its top level."""
+    found: dict[int, Any] = {}
+    for criterion in statement._where_criteria:
+        for from_ in criterion._from_objects:
+            if from_ is target or not _is_tenant_table(_tenant_table_of(from_)):
+                continue
+            found.setdefault(id(from_), from_)
+    return list(found.values())
+
+
+def _check_bulk_update_by_pk(
+    state: ORMExecuteState, mapper: Any, rows: Sequence[Mapping[str, Any]], tenant: str
+) -> None:
+    """ORM bulk UPDATE by primary key takes no criteria: prove every key is the tenant's."""
+    column = mapper.columns["tenant_id"]
+    primary_key = mapper.primary_key
+    keys = []
+    for row in rows:
+        value = _find_value(row, column)
+        if value is not _MISSING:
+            _check_value(value, tenant)
+        try:
+            keys.append(tuple(row[mapper.get_property_by_column(c).key] for c in primary_key))
+        except KeyError:
+            raise UnscopedStatement("bulk UPDATE rows must carry the primary key") from None
+    entity = mapper.class_
+    pk_attrs = [getattr(entity, mapper.get_property_by_column(c).key) for c in primary_key]
+    found: set[tuple[Any, ...]] = set()
+    chunk = 500
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        if len(pk_attrs) == 1:
+            condition = pk_attrs[0].in_([k[0] for k in part])
+        else:
+            condition = tuple_(*pk_attrs).in_(part)
+        result = state.session.execute(select(*pk_attrs).where(condition))
+        found.update(tuple(r) for r in result)
+    if any(k not in found for k in keys):
+        raise CrossTenantWrite("bulk UPDATE names rows outside the current tenant")

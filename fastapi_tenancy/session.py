@@ -1,0 +1,128 @@
+"""The kit's own Session class, on which every scoping hook is registered.
+
+Hooks live on :class:`TenantScopedSession` only, never on SQLAlchemy's global ``Session``, so a host
+application's other sessions are untouched. The tenant belongs to the session: it is fixed in
+``session.info`` when the session is made and checked against the bound tenant on every use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlmodel import Session as SQLModelSession
+
+from .exceptions import AlreadyExists, UnscopedStatement
+from .scope import Access, SessionScope
+from .scoping import scope_execution
+from .writes import check_flush, mark_persisted
+
+__all__ = ["SCOPE_KEY", "TenantScopedSession", "is_unique_violation", "scope_of"]
+
+SCOPE_KEY = "fastapi_tenancy.scope"
+_FAIL_CLOSED = SessionScope(tenant_id=None, access=Access.TENANT)
+
+
+def scope_of(session: Session) -> SessionScope:
+    """The scope a session was made with; a session made without one fails closed."""
+    scope = session.info.get(SCOPE_KEY)
+    return scope if isinstance(scope, SessionScope) else _FAIL_CLOSED
+
+
+def is_unique_violation(error: IntegrityError) -> bool:
+    """Whether a driver's integrity error is a unique or primary-key violation."""
+    original = error.orig
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if code is not None:
+        return bool(code == "23505")
+    args = getattr(original, "args", ())
+    if args and args[0] == 1062:
+        return True
+    name = getattr(original, "sqlite_errorname", "")
+    if name in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
+        return True
+    return "UNIQUE constraint failed" in str(original) or "Duplicate entry" in str(original)
+
+
+class TenantScopedSession(SQLModelSession):
+    """A SQLModel session scoped to the tenant in its :class:`SessionScope`.
+
+    Made by :class:`~fastapi_tenancy.Tenancy` (``tenancy.session()`` or the dependencies);
+    made directly without a scope it fails closed on every tenant model.
+    """
+
+    @property
+    def scope(self) -> SessionScope:
+        """The tenant and access mode this session was made with."""
+        return scope_of(self)
+
+    @property
+    def tenant_id(self) -> str | None:
+        """The tenant this session is scoped to, or ``None``."""
+        return scope_of(self).tenant_id
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        """``Session.get``, refused when another tenant is bound (see ``check_ambient``)."""
+        scope_of(self).check_ambient()
+        return super().get(*args, **kwargs)
+
+    def get_one(self, *args: Any, **kwargs: Any) -> Any:
+        """``Session.get_one``, refused when another tenant is bound."""
+        scope_of(self).check_ambient()
+        return super().get_one(*args, **kwargs)
+
+    def merge(self, *args: Any, **kwargs: Any) -> Any:
+        """``Session.merge``, refused when another tenant is bound."""
+        scope_of(self).check_ambient()
+        return super().merge(*args, **kwargs)
+
+    def connection(self, *args: Any, **kwargs: Any) -> Connection:
+        """The raw connection, refused in scoped sessions: nothing on it would be scoped."""
+        if scope_of(self).scoped:
+            raise UnscopedStatement(
+                "a scoped session does not hand out its raw connection, whose statements "
+                "nothing would scope; use without_tenant() in trusted code"
+            )
+        return super().connection(*args, **kwargs)
+
+    def flush(self, objects: Sequence[Any] | None = None) -> None:
+        """``Session.flush``, answering unique violations with :class:`AlreadyExists`."""
+        try:
+            super().flush(objects)
+        except IntegrityError as error:
+            if is_unique_violation(error):
+                raise AlreadyExists() from error
+            raise
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        """``Session.execute``, answering unique violations with :class:`AlreadyExists`."""
+        try:
+            return super().execute(*args, **kwargs)
+        except IntegrityError as error:
+            if is_unique_violation(error):
+                raise AlreadyExists() from error
+            raise
+
+
+@event.listens_for(TenantScopedSession, "do_orm_execute")
+def _scope_statement(state: ORMExecuteState) -> None:
+    scope = scope_of(state.session)
+    scope.check_ambient()
+    if scope.scoped:
+        scope_execution(state, scope)
+
+
+@event.listens_for(TenantScopedSession, "before_flush")
+def _check_flush(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
+    scope = scope_of(session)
+    scope.check_ambient()
+    check_flush(session, scope)
+
+
+@event.listens_for(TenantScopedSession, "pending_to_persistent")
+def _remember_written(session: Session, instance: Any) -> None:
+    mark_persisted(inspect(instance))

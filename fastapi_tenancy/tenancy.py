@@ -1,0 +1,194 @@
+"""The one configuration object: resolvers, lookup, membership, admin rule and sessions."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.requests import HTTPConnection
+
+from .chain import ResolverChain
+from .context import TenantContext, get_tenant_context
+from .exceptions import NotAMember, TenancyMisuse, TenantRequired
+from .keys import DEFAULT_KEY_PATTERN, KeyValidator
+from .lookup import LookupCache, TenantLookup, TenantTableLookup
+from .resolvers.base import Resolver
+from .scope import Access, SessionScope
+from .session import SCOPE_KEY, TenantScopedSession
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["Tenancy"]
+
+TENANCY_SCOPE_KEY = "fastapi_tenancy"
+"""Key in the ASGI scope under which the middleware leaves its :class:`Tenancy`."""
+
+DEFAULT_EXCLUDED_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+
+Predicate = Callable[[TenantContext], "bool | Awaitable[bool]"]
+
+
+class Tenancy:
+    """How an application finds its tenant, checks it, and scopes its sessions.
+
+    ``engine`` is a sync ``Engine`` or an ``AsyncEngine``. ``resolvers`` are asked in order
+    (see :class:`~fastapi_tenancy.chain.ResolverChain`); plain callables are accepted.
+    ``lookup`` turns a key into a tenant record (a :class:`TenantTableLookup` or a callable).
+    ``membership`` says whether the principal may act in the bound tenant; ``is_admin`` guards
+    the admin-bypass switch. ``require_tenant`` may be a bool or a per-request callable;
+    ``exclude_paths`` are served with no tenant resolution at all (exact paths, or prefixes
+    ending with ``/``).
+
+    Usage::
+
+        tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
+        app = FastAPI()
+        tenancy.install(app)
+    """
+
+    def __init__(
+        self,
+        engine: Engine | AsyncEngine,
+        *,
+        resolvers: Sequence[Resolver | Callable[..., Any]],
+        lookup: TenantTableLookup[Any] | Callable[[str], Any] | None = None,
+        lookup_cache: LookupCache | None = None,
+        membership: Predicate | None = None,
+        is_admin: Predicate | None = None,
+        require_tenant: bool | Callable[[HTTPConnection], bool] = True,
+        exclude_paths: Collection[str] = DEFAULT_EXCLUDED_PATHS,
+        key_pattern: str | re.Pattern[str] = DEFAULT_KEY_PATTERN,
+        principal_claim: str = "sub",
+        session_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(engine, (Engine, AsyncEngine)):
+            raise TypeError("Tenancy needs a SQLAlchemy Engine or AsyncEngine")
+        self.engine = engine
+        self.is_async = isinstance(engine, AsyncEngine)
+        self.chain = ResolverChain(resolvers, validate_key=KeyValidator(key_pattern))
+        self.lookup = self._build_lookup(lookup, lookup_cache)
+        self.membership = membership
+        self.is_admin = is_admin
+        self.require_tenant = require_tenant
+        self._exact_excluded = frozenset(p for p in exclude_paths if not p.endswith("/"))
+        self._prefix_excluded = tuple(p for p in exclude_paths if p.endswith("/"))
+        self.principal_claim = principal_claim
+        defaults: dict[str, Any] = {"expire_on_commit": False} if self.is_async else {}
+        self.session_options = {**defaults, **(session_options or {})}
+
+    def install(self, app: FastAPI) -> None:
+        """Add :class:`TenancyMiddleware` and the JSON handler for :class:`TenancyError`."""
+        from .exceptions import TenancyError
+        from .middleware import TenancyMiddleware
+        from .responses import tenancy_error_handler
+
+        app.add_middleware(TenancyMiddleware, tenancy=self)
+        app.add_exception_handler(TenancyError, tenancy_error_handler)  # type: ignore[arg-type]
+
+    def is_excluded(self, path: str) -> bool:
+        """Whether ``path`` is served without tenant resolution."""
+        return path in self._exact_excluded or path.startswith(self._prefix_excluded)
+
+    def principal(self, context: TenantContext) -> str | None:
+        """The principal named by the verified claims (``sub`` by default), for audit lines."""
+        value = context.claims.get(self.principal_claim)
+        return None if value is None else str(value)
+
+    async def resolve(self, conn: HTTPConnection) -> TenantContext:
+        """Run the chain, the required-tenant rule, the lookup and the membership check."""
+        result = await self.chain.resolve(conn)
+        claims = result.claims if result.claims is not None else {}
+        if result.key is None:
+            required = self.require_tenant
+            if required if isinstance(required, bool) else required(conn):
+                raise TenantRequired()
+            return TenantContext(id=None, source=None, claims=claims)
+        record = None if self.lookup is None else await self.lookup(result.key)
+        context = TenantContext(id=result.key, source=result.source, claims=claims, record=record)
+        if self.membership is not None and not await _call(self.membership, context):
+            raise NotAMember()
+        return context
+
+    async def check_admin(self, context: TenantContext) -> bool:
+        """Whether the admin predicate admits this context (no predicate: nobody)."""
+        return self.is_admin is not None and bool(await _call(self.is_admin, context))
+
+    def session(self) -> TenantScopedSession:
+        """A session scoped like ``tenant_session``, for code outside a request.
+
+        Scoped to the tenant bound by ``with_tenant()``; unscoped inside ``without_tenant()``;
+        with no tenant bound, queries on tenant models fail closed.
+        """
+        if self.is_async:
+            raise TenancyMisuse("this Tenancy has an AsyncEngine: use tenancy.async_session()")
+        return self.make_session(self.ambient_scope())
+
+    def async_session(self) -> AsyncSession:
+        """Async twin of :meth:`session`, for a Tenancy built on an ``AsyncEngine``."""
+        if not self.is_async:
+            raise TenancyMisuse("this Tenancy has a sync Engine: use tenancy.session()")
+        return self.make_async_session(self.ambient_scope())
+
+    @staticmethod
+    def ambient_scope(access: Access = Access.TENANT) -> SessionScope:
+        """The scope matching the tenant bound right now."""
+        context = get_tenant_context()
+        if context is not None and context.unscoped:
+            return SessionScope(tenant_id=None, access=Access.UNSCOPED)
+        return SessionScope(tenant_id=None if context is None else context.id, access=access)
+
+    def make_session(self, scope: SessionScope) -> TenantScopedSession:
+        """A sync session with an explicit scope."""
+        if self.is_async:
+            raise TenancyMisuse("this Tenancy has an AsyncEngine: use the async dependencies")
+        return TenantScopedSession(self.engine, info={SCOPE_KEY: scope}, **self.session_options)  # type: ignore[arg-type]
+
+    def make_async_session(self, scope: SessionScope) -> AsyncSession:
+        """An async session with an explicit scope."""
+        if not self.is_async:
+            raise TenancyMisuse("this Tenancy has a sync Engine: use the sync dependencies")
+        return AsyncSession(
+            self.engine,  # type: ignore[arg-type]
+            sync_session_class=TenantScopedSession,
+            info={SCOPE_KEY: scope},
+            **self.session_options,
+        )
+
+    def _build_lookup(
+        self,
+        lookup: TenantTableLookup[Any] | Callable[[str], Any] | None,
+        cache: LookupCache | None,
+    ) -> TenantLookup | None:
+        if lookup is None:
+            return None
+        if isinstance(lookup, TenantTableLookup):
+            table = lookup
+            engine = self.engine
+            if isinstance(engine, AsyncEngine):
+
+                async def fetch_async(key: str) -> Any:
+                    return await table.fetch_async(engine, key)
+
+                return TenantLookup(fetch_async, is_active=table.is_active, cache=cache)
+
+            def fetch(key: str) -> Any:
+                return table.fetch_sync(engine, key)
+
+            return TenantLookup(fetch, is_active=table.is_active, cache=cache)
+        return TenantLookup(lookup, cache=cache)
+
+
+async def _call(predicate: Predicate, context: TenantContext) -> bool:
+    if inspect.iscoroutinefunction(predicate):
+        return bool(await predicate(context))
+    result = await anyio.to_thread.run_sync(predicate, context)
+    if inspect.isawaitable(result):
+        result = await result
+    return bool(result)

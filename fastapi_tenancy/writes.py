@@ -1,0 +1,202 @@
+"""Checks on flush: the unit-of-work side of the tenant wall.
+
+The ORM writes pending objects with UPDATE/DELETE ... WHERE primary key, which no loader
+criteria reach. So before every flush the kit stamps new rows with the session's tenant, refuses
+rows that name or point at another tenant, refuses moving a row between tenants outside a
+``mutable_tenant()`` block, and proves that every row it is about to update or delete was read
+from the database as the session's tenant's row.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import event, inspect, select, tuple_
+from sqlalchemy.orm import Mapper, QueryContext, Session
+from sqlalchemy.orm.base import NO_VALUE
+from sqlalchemy.orm.interfaces import MANYTOONE
+from sqlalchemy.orm.state import InstanceState
+
+from .context import audit_logger, get_tenant_context
+from .exceptions import CrossTenantWrite, TenantRequired
+from .models import TENANT_TABLE_INFO_KEY, TenantScoped, is_tenant_model
+from .scope import Access, SessionScope
+
+__all__ = ["check_flush", "mark_persisted"]
+
+_VERIFIED = "fastapi_tenancy.verified_tenant"
+"""Key in ``InstanceState.info``: the tenant the row had when it was last read or written."""
+
+
+@event.listens_for(TenantScoped, "load", propagate=True)
+def _remember_loaded_tenant(target: Any, context: QueryContext) -> None:
+    state = inspect(target)
+    tenant = state.dict.get("tenant_id")
+    if tenant is not None:
+        state.info[_VERIFIED] = tenant
+
+
+@event.listens_for(TenantScoped, "refresh", propagate=True)
+def _remember_refreshed_tenant(target: Any, context: QueryContext, attrs: Any) -> None:
+    _remember_loaded_tenant(target, context)
+
+
+def mark_persisted(state: InstanceState[Any]) -> None:
+    """Remember the tenant of a row this session has just written."""
+    tenant = state.dict.get("tenant_id")
+    if tenant is not None and is_tenant_model(state.class_):
+        state.info[_VERIFIED] = tenant
+
+
+def check_flush(session: Session, scope: SessionScope) -> None:
+    """Stamp and check every tenant row that this flush will write."""
+    context = get_tenant_context()
+    mutable = context is not None and context.mutable
+    tenant = scope.tenant_id
+    new = [o for o in session.new if is_tenant_model(type(o))]
+    dirty = [o for o in session.dirty if is_tenant_model(type(o))]
+    deleted = [o for o in session.deleted if is_tenant_model(type(o))]
+    for obj in dirty:
+        _check_move(obj, scope, mutable)
+    if not scope.scoped:
+        return
+    if tenant is None:
+        if new or deleted or any(session.is_modified(o) for o in dirty):
+            what = "tenant-scoped rows" if scope.access is Access.GLOBAL else "rows"
+            raise TenantRequired(f"writing {what} needs a bound tenant")
+        return
+    for obj in new:
+        current = obj.tenant_id
+        if current is None:
+            obj.tenant_id = tenant
+        elif current != tenant:
+            raise CrossTenantWrite(f"a new {type(obj).__name__} names another tenant")
+    unverified = []
+    for obj in (*dirty, *deleted):
+        state = inspect(obj)
+        verified = state.info.get(_VERIFIED)
+        if verified is None:
+            unverified.append(obj)
+        elif verified != tenant:
+            raise CrossTenantWrite(f"this {type(obj).__name__} belongs to another tenant")
+        elif not mutable and obj.tenant_id != tenant:
+            raise CrossTenantWrite(f"this {type(obj).__name__} would move to another tenant")
+    _prove_owned(session, unverified)
+    _check_references(session, (*new, *dirty), tenant)
+
+
+def _check_move(obj: Any, scope: SessionScope, mutable: bool) -> None:
+    history = inspect(obj).attrs.tenant_id.history
+    if not history.deleted or not history.added:
+        return
+    before, after = history.deleted[0], history.added[0]
+    if before == after:
+        return
+    if not mutable:
+        raise CrossTenantWrite("changing tenant_id is refused outside a mutable_tenant() block")
+    if scope.scoped and scope.tenant_id is not None and before != scope.tenant_id:
+        raise CrossTenantWrite(f"this {type(obj).__name__} belongs to another tenant")
+    audit_logger.info(
+        "row moved between tenants",
+        extra={
+            "tenancy_event": "tenant_moved",
+            "tenancy_model": type(obj).__name__,
+            "tenancy_from": before,
+            "tenancy_to": after,
+        },
+    )
+
+
+def _prove_owned(session: Session, objects: Iterable[Any]) -> None:
+    """Rows that entered the session without a read (merge(load=False), add of a detached
+    object) are checked against the database, scoped to the tenant."""
+    by_mapper: dict[Mapper[Any], list[InstanceState[Any]]] = defaultdict(list)
+    for obj in objects:
+        state = inspect(obj)
+        by_mapper[state.mapper].append(state)
+    for mapper, states in by_mapper.items():
+        keys = {state.identity for state in states}
+        found = _existing_keys(session, mapper, list(keys))
+        if keys - found:
+            raise CrossTenantWrite(f"this {mapper.class_.__name__} belongs to another tenant")
+        for state in states:
+            state.info[_VERIFIED] = state.dict.get("tenant_id")
+
+
+def _existing_keys(session: Session, mapper: Mapper[Any], keys: list[Any]) -> set[Any]:
+    columns = [
+        getattr(mapper.class_, mapper.get_property_by_column(c).key) for c in mapper.primary_key
+    ]
+    if len(columns) == 1:
+        condition = columns[0].in_([k[0] for k in keys])
+    else:
+        condition = tuple_(*columns).in_(keys)
+    with session.no_autoflush:
+        rows = session.execute(select(*columns).where(condition)).all()
+    return {tuple(row) for row in rows}
+
+
+def _check_references(session: Session, objects: Iterable[Any], tenant: str) -> None:
+    """Refuse rows whose many-to-one relationships or foreign keys reach another tenant."""
+    wanted: dict[Mapper[Any], set[Any]] = defaultdict(set)
+    for obj in objects:
+        state = inspect(obj)
+        mapper = state.mapper
+        for relationship in mapper.relationships:
+            if relationship.direction is not MANYTOONE:
+                continue
+            target = state.dict.get(relationship.key, NO_VALUE)
+            if target is NO_VALUE or target is None or not is_tenant_model(type(target)):
+                continue
+            if target.tenant_id is not None and target.tenant_id != tenant:
+                raise CrossTenantWrite(
+                    f"{type(obj).__name__}.{relationship.key} points at another tenant's row"
+                )
+        for column_key, parent_mapper in _tenant_foreign_keys(mapper):
+            history = state.attrs[column_key].history
+            if state.key is not None and not history.added:
+                continue
+            value = state.dict.get(column_key)
+            if value is not None:
+                wanted[parent_mapper].add((value,))
+    for parent_mapper, keys in wanted.items():
+        if keys - _existing_keys(session, parent_mapper, list(keys)):
+            raise CrossTenantWrite(
+                f"a foreign key points at a {parent_mapper.class_.__name__} of another tenant"
+            )
+
+
+def _tenant_foreign_keys(mapper: Mapper[Any]) -> list[tuple[str, Mapper[Any]]]:
+    """(attribute key, parent mapper) for single-column foreign keys to tenant tables' keys."""
+    cached: list[tuple[str, Mapper[Any]]] | None = _FK_CACHE.get(mapper)
+    if cached is not None:
+        return cached
+    found = []
+    for table in mapper.tables:
+        for fk in table.foreign_keys:
+            parent_table = fk.column.table
+            if TENANT_TABLE_INFO_KEY not in parent_table.info:
+                continue
+            parent = _mapper_for_table(mapper, parent_table)
+            if parent is None or list(parent.primary_key) != [fk.column]:
+                continue
+            prop = mapper._columntoproperty.get(fk.parent)
+            if prop is not None:
+                found.append((prop.key, parent))
+    _FK_CACHE[mapper] = found
+    return found
+
+
+_FK_CACHE: weakref.WeakKeyDictionary[Mapper[Any], list[tuple[str, Mapper[Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _mapper_for_table(mapper: Mapper[Any], table: Any) -> Mapper[Any] | None:
+    for candidate in mapper.registry.mappers:
+        if candidate.local_table is table:
+            return candidate
+    return None
