@@ -60,10 +60,12 @@ GLOBAL_READ_CRITERIA = with_loader_criteria(
 def scope_execution(state: ORMExecuteState, scope: SessionScope) -> None:
     """Scope, stamp or refuse one statement about to run in a scoped session."""
     statement = state.statement
+    # Relationship and column loads, and the SELECT the ORM derives from an already scoped
+    # UPDATE/DELETE to synchronize the session, are built by the ORM from core columns.
     internal_load = (
         state.is_relationship_load
         or state.is_column_load
-        or "_result_disable_adapt_to_context" in state.execution_options
+        or TENANT_CRITERIA in getattr(statement, "_with_options", ())
     )
     if not internal_load:
         _refuse_unscopable(statement, orm=state.is_orm_statement)
@@ -100,7 +102,7 @@ def _is_plain(element: ClauseElement) -> bool:
     return "parententity" not in element._annotations
 
 
-def _refuse_unscopable(statement: Executable, *, orm: bool) -> None:
+def _refuse_unscopable(statement: Any, *, orm: bool) -> None:
     """Refuse what the ORM cannot scope: textual SQL and tenant tables used through core.
 
     A core statement may not touch a tenant table anywhere. An ORM statement may not select,
@@ -153,7 +155,7 @@ def _raise_core(table: Any) -> None:
     )
 
 
-def _tenant_entities(statement: Executable) -> Iterable[Any]:
+def _tenant_entities(statement: Any) -> Iterable[Any]:
     """Mapped tenant classes (or their aliases) anywhere in the statement."""
     for element in visitors.iterate(statement):
         entity = element._annotations.get("parententity")

@@ -31,17 +31,18 @@ _VERIFIED = "fastapi_tenancy.verified_tenant"
 """Key in ``InstanceState.info``: the tenant the row had when it was last read or written."""
 
 
-@event.listens_for(TenantScoped, "load", propagate=True)
-def _remember_loaded_tenant(target: Any, context: QueryContext) -> None:
-    state = inspect(target)
+@event.listens_for(TenantScoped, "load", propagate=True, raw=True)
+def _remember_loaded_tenant(state: InstanceState[Any], context: QueryContext) -> None:
     tenant = state.dict.get("tenant_id")
     if tenant is not None:
         state.info[_VERIFIED] = tenant
 
 
-@event.listens_for(TenantScoped, "refresh", propagate=True)
-def _remember_refreshed_tenant(target: Any, context: QueryContext, attrs: Any) -> None:
-    _remember_loaded_tenant(target, context)
+@event.listens_for(TenantScoped, "refresh", propagate=True, raw=True)
+def _remember_refreshed_tenant(
+    state: InstanceState[Any], context: QueryContext, attrs: Any
+) -> None:
+    _remember_loaded_tenant(state, context)
 
 
 def mark_persisted(state: InstanceState[Any]) -> None:
