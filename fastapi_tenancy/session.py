@@ -36,16 +36,18 @@ def scope_of(session: Session) -> SessionScope:
 def is_unique_violation(error: IntegrityError) -> bool:
     """Whether a driver's integrity error is a unique or primary-key violation."""
     original = error.orig
-    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-    if code is not None:
-        return bool(code == "23505")
     args = getattr(original, "args", ())
-    if args and args[0] == 1062:
+    if args and args[0] == 1062:  # MySQL / MariaDB ER_DUP_ENTRY
         return True
-    name = getattr(original, "sqlite_errorname", "")
-    if name in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
+    if getattr(original, "sqlite_errorname", None) in _SQLITE_UNIQUE:
         return True
-    return "UNIQUE constraint failed" in str(original) or "Duplicate entry" in str(original)
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if code == "23505":  # PostgreSQL unique_violation
+        return True
+    return "UNIQUE constraint failed" in str(original)
+
+
+_SQLITE_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 
 
 class TenantScopedSession(SQLModelSession):
