@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, true, tuple_
 from sqlalchemy.orm import ORMExecuteState, with_loader_criteria
 from sqlalchemy.sql import visitors
-from sqlalchemy.sql.dml import Delete, Insert, Update
+from sqlalchemy.sql.dml import Delete, Insert, Update, UpdateBase
 from sqlalchemy.sql.elements import BindParameter, ClauseElement, ColumnClause, TextClause
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.schema import Column, Table
@@ -26,8 +26,9 @@ from .context import get_tenant_context
 from .exceptions import CrossTenantWrite, TenantRequired, UnscopedStatement
 from .models import TENANT_TABLE_INFO_KEY, TenantScoped, is_tenant_model
 from .scope import Access, SessionScope
+from .writes import prove_statement_references
 
-__all__ = ["TENANT_PARAM", "scope_execution"]
+__all__ = ["TENANT_PARAM", "refuse_unscoped_moves", "scope_execution"]
 
 TENANT_PARAM = "fastapi_tenancy_tenant_id"
 """Name of the bound parameter that carries the tenant into scoped SQL."""
@@ -86,6 +87,26 @@ def scope_execution(state: ORMExecuteState, scope: SessionScope) -> None:
     state.parameters = _with_tenant_param(state.parameters, tenant)
 
 
+def refuse_unscoped_moves(state: ORMExecuteState) -> None:
+    """Even unscoped sessions move rows between tenants only inside ``mutable_tenant()``."""
+    statement = state.statement
+    mapper = state.bind_mapper
+    if isinstance(statement, Update) and mapper is not None and is_tenant_model(mapper.class_):
+        _refuse_move(statement, mapper, state.parameters)
+
+
+def _refuse_move(statement: Update, mapper: Any, parameters: Any) -> None:
+    column = mapper.columns["tenant_id"]
+    moving = _find_value(statement._values or {}, column) is not _MISSING
+    if isinstance(parameters, Mapping):
+        moving = moving or _find_value(parameters, column) is not _MISSING
+    elif parameters is not None:
+        moving = moving or any(_find_value(row, column) is not _MISSING for row in parameters)
+    context = get_tenant_context()
+    if moving and not (context is not None and context.mutable):
+        raise CrossTenantWrite("changing tenant_id is refused outside a mutable_tenant() block")
+
+
 def _with_tenant_param(parameters: Any, tenant: str) -> Any:
     if parameters is None:
         return {TENANT_PARAM: tenant}
@@ -105,9 +126,10 @@ def _is_plain(element: ClauseElement) -> bool:
 def _refuse_unscopable(statement: Any, *, orm: bool) -> None:
     """Refuse what the ORM cannot scope: textual SQL and tenant tables used through core.
 
-    A core statement may not touch a tenant table anywhere. An ORM statement may not select,
-    select from or join a tenant table or column given as a core object; the ORM builds such
-    objects itself for relationship conditions, which its criteria do scope.
+    No statement may select, select from, join or write a tenant table or column given as a
+    core object, and a core statement may not name a core column of a tenant table anywhere.
+    ORM statements may: the ORM builds such columns itself for primary-key and relationship
+    conditions, on tables its criteria scope.
     """
     for element in visitors.iterate(statement):
         if isinstance(element, TextClause):
@@ -126,16 +148,16 @@ def _refuse_unscopable(statement: Any, *, orm: bool) -> None:
                 "lightweight table() constructs cannot be scoped to a tenant and are refused "
                 "in a tenant session; use the mapped model"
             )
-        elif not orm:
-            table = element.table if isinstance(element, Column) else element
-            if _is_tenant_table(table):
-                _raise_core(table)
         elif isinstance(element, Select):
             _refuse_plain_tables(element._raw_columns)
             _refuse_plain_tables(element._from_obj)
             _refuse_plain_tables(join[0] for join in element._setup_joins)
         elif isinstance(element, Join):
             _refuse_plain_tables((element.left, element.right))
+        elif isinstance(element, UpdateBase):
+            _refuse_plain_tables((element.table,))
+        elif not orm and isinstance(element, Column):
+            _refuse_plain_tables((element,))
 
 
 _HARMLESS_LITERALS = frozenset({"*", "1"})
@@ -189,25 +211,40 @@ def _scope_insert(state: ORMExecuteState, statement: Insert, tenant: str | None)
             "row and are refused in a tenant session"
         )
     column = mapper.columns["tenant_id"]
-    for rows in statement._multi_values:
-        for row in rows:
-            value = _find_value(row, column) if isinstance(row, Mapping) else _MISSING
-            if value is _MISSING:
-                raise CrossTenantWrite(
-                    f"each row of a multi-row INSERT into {name} must name the tenant"
-                )
-            _check_value(value, tenant)
+    if statement._multi_values:
+        stamped = [_stamp_row(row, column, tenant, key=column) for row in _multi_rows(statement)]
+        prove_statement_references(state.session, mapper, stamped)
+        statement = statement._clone()
+        statement._multi_values = (stamped,)
+        state.statement = statement
+        return
     value = _find_value(statement._values or {}, column)
     if value is not _MISSING:
         _check_value(value, tenant)
     parameters = state.parameters
     if isinstance(parameters, Mapping):
         if parameters or value is _MISSING:
-            state.parameters = _stamp_row(parameters, column, tenant)
+            state.parameters = parameters = _stamp_row(parameters, column, tenant)
+        rows: list[Mapping[Any, Any]] = [{**(statement._values or {}), **parameters}]
     elif parameters is not None:
-        state.parameters = [_stamp_row(row, column, tenant) for row in parameters]
-    elif value is _MISSING and not statement._multi_values:
-        state.statement = statement.values({column: tenant})
+        state.parameters = rows = [_stamp_row(row, column, tenant) for row in parameters]
+    else:
+        rows = [dict(statement._values or {})]
+        if value is _MISSING:
+            state.statement = statement.values({column: tenant})
+    prove_statement_references(state.session, mapper, rows)
+
+
+def _multi_rows(statement: Insert) -> list[Mapping[Any, Any]]:
+    rows: list[Mapping[Any, Any]] = []
+    for group in statement._multi_values:
+        for row in group:
+            if not isinstance(row, Mapping):
+                raise UnscopedStatement(
+                    "multi-row INSERT rows must be dictionaries in a tenant session"
+                )
+            rows.append(row)
+    return rows
 
 
 _MISSING = object()
@@ -235,10 +272,15 @@ def _check_value(value: Any, tenant: str) -> None:
         raise CrossTenantWrite("this write names another tenant")
 
 
-def _stamp_row(row: Mapping[str, Any], column: Column[Any], tenant: str) -> dict[str, Any]:
+def _stamp_row(
+    row: Mapping[Any, Any], column: Column[Any], tenant: str, *, key: Any = "tenant_id"
+) -> dict[Any, Any]:
     value = _find_value(row, column)
     if value is _MISSING or value is None:
-        return {**row, "tenant_id": tenant}
+        return {
+            **{k: v for k, v in row.items() if v is not value or value is _MISSING},
+            key: tenant,
+        }
     _check_value(value, tenant)
     return dict(row)
 
@@ -248,16 +290,15 @@ def _scope_dml(state: ORMExecuteState, statement: Update | Delete, tenant: str) 
     target_is_tenant = mapper is not None and is_tenant_model(mapper.class_)
     parameters = state.parameters
     if isinstance(statement, Update) and mapper is not None and target_is_tenant:
-        column = mapper.columns["tenant_id"]
-        moving = _find_value(statement._values or {}, column) is not _MISSING
-        if isinstance(parameters, Mapping):
-            moving = moving or _find_value(parameters, column) is not _MISSING
         if isinstance(parameters, Sequence) and not isinstance(parameters, Mapping):
             _check_bulk_update_by_pk(state, mapper, parameters, tenant)
+            prove_statement_references(state.session, mapper, parameters)
             return
-        context = get_tenant_context()
-        if moving and not (context is not None and context.mutable):
-            raise CrossTenantWrite("changing tenant_id is refused outside a mutable_tenant() block")
+        _refuse_move(statement, mapper, parameters)
+        rows: list[Mapping[Any, Any]] = [dict(statement._values or {})]
+        if isinstance(parameters, Mapping):
+            rows.append(dict(parameters))
+        prove_statement_references(state.session, mapper, rows)
     target = mapper.local_table if mapper is not None else None
     extra = _joined_tenant_froms(statement, target)
     scoped = statement.options(TENANT_CRITERIA)

@@ -7,7 +7,8 @@ application's other sessions are untouched. The tenant belongs to the session: i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event, inspect
@@ -18,7 +19,7 @@ from sqlmodel import Session as SQLModelSession
 
 from .exceptions import AlreadyExists, UnscopedStatement
 from .scope import Access, SessionScope
-from .scoping import scope_execution
+from .scoping import refuse_unscoped_moves, scope_execution
 from .writes import check_flush, mark_persisted
 
 __all__ = ["SCOPE_KEY", "TenantScopedSession", "is_unique_violation", "scope_of"]
@@ -48,6 +49,16 @@ def is_unique_violation(error: IntegrityError) -> bool:
 
 
 _SQLITE_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+
+
+@contextmanager
+def _unique_violation_as_already_exists() -> Iterator[None]:
+    try:
+        yield
+    except IntegrityError as error:
+        if is_unique_violation(error):
+            raise AlreadyExists() from error
+        raise
 
 
 class TenantScopedSession(SQLModelSession):
@@ -91,23 +102,45 @@ class TenantScopedSession(SQLModelSession):
             )
         return super().connection(*args, **kwargs)
 
+    def bulk_save_objects(self, *args: Any, **kwargs: Any) -> None:
+        """Refused in scoped sessions: the legacy bulk methods skip every ORM event."""
+        _refuse_legacy_bulk(self)
+        super().bulk_save_objects(*args, **kwargs)
+
+    def bulk_insert_mappings(self, *args: Any, **kwargs: Any) -> None:
+        """Refused in scoped sessions; use ``session.execute(insert(Model), rows)``."""
+        _refuse_legacy_bulk(self)
+        super().bulk_insert_mappings(*args, **kwargs)
+
+    def bulk_update_mappings(self, *args: Any, **kwargs: Any) -> None:
+        """Refused in scoped sessions; use ``session.execute(update(Model), rows)``."""
+        _refuse_legacy_bulk(self)
+        super().bulk_update_mappings(*args, **kwargs)
+
     def flush(self, objects: Sequence[Any] | None = None) -> None:
         """``Session.flush``, answering unique violations with :class:`AlreadyExists`."""
-        try:
+        with _unique_violation_as_already_exists():
             super().flush(objects)
-        except IntegrityError as error:
-            if is_unique_violation(error):
-                raise AlreadyExists() from error
-            raise
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         """``Session.execute``, answering unique violations with :class:`AlreadyExists`."""
-        try:
+        with _unique_violation_as_already_exists():
             return super().execute(*args, **kwargs)
-        except IntegrityError as error:
-            if is_unique_violation(error):
-                raise AlreadyExists() from error
-            raise
+
+    def exec(self, *args: Any, **kwargs: Any) -> Any:
+        """SQLModel's ``Session.exec``, answering unique violations with
+        :class:`AlreadyExists` (it calls SQLAlchemy's ``execute`` directly)."""
+        with _unique_violation_as_already_exists():
+            return super().exec(*args, **kwargs)
+
+
+def _refuse_legacy_bulk(session: Session) -> None:
+    if scope_of(session).scoped:
+        raise UnscopedStatement(
+            "the legacy bulk methods (bulk_save_objects, bulk_*_mappings) bypass the ORM's "
+            "events and are refused in a scoped session; use session.execute(insert(Model), "
+            "rows) or session.execute(update(Model), rows)"
+        )
 
 
 @event.listens_for(TenantScopedSession, "do_orm_execute")
@@ -116,6 +149,8 @@ def _scope_statement(state: ORMExecuteState) -> None:
     scope.check_ambient()
     if scope.scoped:
         scope_execution(state, scope)
+    else:
+        refuse_unscoped_moves(state)
 
 
 @event.listens_for(TenantScopedSession, "before_flush")

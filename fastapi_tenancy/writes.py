@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import event, inspect, select, tuple_
@@ -19,20 +19,23 @@ from sqlalchemy.orm import Mapper, QueryContext, Session
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.interfaces import MANYTOONE
 from sqlalchemy.orm.state import InstanceState
+from sqlalchemy.sql.elements import BindParameter, ClauseElement
 
 from .context import audit_logger, get_tenant_context
 from .exceptions import CrossTenantWrite, TenantRequired
 from .models import TENANT_TABLE_INFO_KEY, TenantScoped, is_tenant_model
 from .scope import Access, SessionScope
 
-__all__ = ["check_flush", "mark_persisted"]
+__all__ = ["check_flush", "mark_persisted", "prove_statement_references"]
 
 _VERIFIED = "fastapi_tenancy.verified_tenant"
 """Key in ``InstanceState.info``: the tenant the row had when it was last read or written."""
 
 
 @event.listens_for(TenantScoped, "load", propagate=True, raw=True)
-def _remember_loaded_tenant(state: InstanceState[Any], context: QueryContext) -> None:
+def _remember_loaded_tenant(state: InstanceState[Any], context: QueryContext | None) -> None:
+    if context is None:  # merge(load=False) fires "load" without reading anything
+        return
     tenant = state.dict.get("tenant_id")
     if tenant is not None:
         state.info[_VERIFIED] = tenant
@@ -156,7 +159,7 @@ def _check_references(session: Session, objects: Iterable[Any], tenant: str) -> 
                 raise CrossTenantWrite(
                     f"{type(obj).__name__}.{relationship.key} points at another tenant's row"
                 )
-        for column_key, parent_mapper in _tenant_foreign_keys(mapper):
+        for column_key, _column, parent_mapper in _tenant_foreign_keys(mapper):
             history = state.attrs[column_key].history
             if state.key is not None and not history.added:
                 continue
@@ -170,12 +173,47 @@ def _check_references(session: Session, objects: Iterable[Any], tenant: str) -> 
             )
 
 
-def _tenant_foreign_keys(mapper: Mapper[Any]) -> list[tuple[str, Mapper[Any]]]:
-    """(attribute key, parent mapper) for single-column foreign keys to tenant tables' keys."""
-    cached: list[tuple[str, Mapper[Any]]] | None = _FK_CACHE.get(mapper)
+def prove_statement_references(
+    session: Session, mapper: Mapper[Any], rows: Iterable[Mapping[Any, Any]]
+) -> None:
+    """Refuse INSERT/UPDATE statement values whose foreign keys reach another tenant's row."""
+    foreign_keys = _tenant_foreign_keys(mapper)
+    if not foreign_keys:
+        return
+    wanted: dict[Mapper[Any], set[Any]] = defaultdict(set)
+    for row in rows:
+        for key, value in row.items():
+            for attribute, column, parent_mapper in foreign_keys:
+                if not _names_column(key, attribute, column):
+                    continue
+                if isinstance(value, BindParameter):
+                    value = value.value
+                if value is not None and not isinstance(value, ClauseElement):
+                    wanted[parent_mapper].add((value,))
+    for parent_mapper, keys in wanted.items():
+        if keys - _existing_keys(session, parent_mapper, list(keys)):
+            raise CrossTenantWrite(
+                f"a foreign key points at a {parent_mapper.class_.__name__} of another tenant"
+            )
+
+
+def _names_column(key: Any, attribute: str, column: Any) -> bool:
+    if isinstance(key, str):
+        return key in (attribute, column.name, column.key)
+    return key is column or getattr(key, "key", None) == attribute
+
+
+_ForeignKeys = list[tuple[str, Any, Mapper[Any]]]
+_FK_CACHE: weakref.WeakKeyDictionary[Mapper[Any], _ForeignKeys] = weakref.WeakKeyDictionary()
+
+
+def _tenant_foreign_keys(mapper: Mapper[Any]) -> _ForeignKeys:
+    """(attribute key, column, parent mapper) for single-column foreign keys to the primary
+    keys of tenant tables."""
+    cached = _FK_CACHE.get(mapper)
     if cached is not None:
         return cached
-    found = []
+    found: _ForeignKeys = []
     for table in mapper.tables:
         for fk in table.foreign_keys:
             parent_table = fk.column.table
@@ -186,14 +224,9 @@ def _tenant_foreign_keys(mapper: Mapper[Any]) -> list[tuple[str, Mapper[Any]]]:
                 continue
             prop = mapper._columntoproperty.get(fk.parent)
             if prop is not None:
-                found.append((prop.key, parent))
+                found.append((prop.key, fk.parent, parent))
     _FK_CACHE[mapper] = found
     return found
-
-
-_FK_CACHE: weakref.WeakKeyDictionary[Mapper[Any], list[tuple[str, Mapper[Any]]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def _mapper_for_table(mapper: Mapper[Any], table: Any) -> Mapper[Any] | None:

@@ -1,0 +1,230 @@
+"""The world every scoping attack runs against: two tenants, their projects and tasks.
+
+The models live in a registry of their own, so their class and table names cannot clash with
+other tests' SQLModel tables. The seed plants two rows that only an unscoped admin could write,
+so that a relationship, join or subquery that forgets the tenant shows up at once:
+
+- acme's task ``leak-probe`` points at globex's project ``zeus``;
+- globex's task ``planted`` points at acme's project ``apollo``.
+"""
+
+# No "from __future__ import annotations": SQLModel resolves relationships from real annotations.
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Column, and_, event, false, func, inspect, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import column_property, registry, relationship
+from sqlmodel import Field, Relationship, SQLModel
+
+from fastapi_tenancy import Access, SessionScope, Tenancy, TenantScoped, tenant_unique
+
+scoping_registry = registry()
+
+
+class ScopingModel(SQLModel, registry=scoping_registry):
+    """Base of this folder's tables: their own registry and metadata."""
+
+
+class Plan(ScopingModel, table=True):
+    """Shared reference data: no tenant column, never scoped."""
+
+    __tablename__ = "scoping_plan"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+
+
+class Project(ScopingModel, TenantScoped, table=True):
+    __tablename__ = "scoping_project"
+    __table_args__ = (tenant_unique("name", name="uq_scoping_project_tenant_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+
+    tasks: list["Task"] = Relationship(back_populates="project")
+
+
+class Task(ScopingModel, TenantScoped, table=True):
+    __tablename__ = "scoping_task"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+    done: bool = False
+    project_id: int | None = Field(default=None, foreign_key="scoping_project.id")
+
+    project: Project | None = Relationship(back_populates="tasks")
+
+
+class Template(ScopingModel, TenantScoped, table=True):
+    """A tenant model declared readable across tenants through the global-access switch."""
+
+    __tablename__ = "scoping_template"
+    __global_access__ = True
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+
+
+class Note(ScopingModel, TenantScoped, table=True):
+    """A tenant model whose tenant lives in a column named ``org_id``."""
+
+    __tablename__ = "scoping_note"
+    __table_args__ = (
+        tenant_unique("title", name="uq_scoping_note_org_title", tenant_column="org_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(index=True, max_length=63, sa_column_kwargs={"name": "org_id"})
+    title: str = Field(max_length=50)
+
+
+# A correlated subquery on another tenant model, loaded with the project on request.
+Project.task_count = column_property(  # type: ignore[attr-defined]
+    select(func.count(Task.id))
+    .where(Task.project_id == Project.id)
+    .correlate_except(Task)
+    .scalar_subquery(),
+    deferred=True,
+)
+
+# A relationship whose join condition is written on the tables' columns, not the attributes.
+_project_t = Project.__table__  # type: ignore[attr-defined]
+_task_t = Task.__table__  # type: ignore[attr-defined]
+Project.open_tasks = relationship(  # type: ignore[attr-defined]
+    Task,
+    primaryjoin=and_(_task_t.c.project_id == _project_t.c.id, _task_t.c.done == false()),
+    viewonly=True,
+    order_by=_task_t.c.id,
+)
+
+CORE_MODELS = (Project, Task)
+"""The tables of every test; the others are created only by the tests that use them."""
+
+
+@dataclass(frozen=True)
+class World:
+    """Primary keys of the seeded projects and tasks, by name."""
+
+    apollo: int  # acme's project
+    zeus: int  # globex's project
+    hermes: int  # globex's project
+    design: int  # acme's task on apollo
+    build: int  # acme's task on apollo, done
+    leak_probe: int  # acme's task planted on globex's zeus
+    secret_plan: int  # globex's task on zeus
+    planted: int  # globex's task planted on acme's apollo
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Primary keys of one acme row and one globex row of a model."""
+
+    acme: int
+    globex: int
+
+
+def _admin(tenancy: Tenancy) -> Any:
+    return tenancy.make_session(SessionScope(None, Access.UNSCOPED))
+
+
+def seed(tenancy: Tenancy) -> World:
+    """Write the world with an unscoped session (the only way to plant cross-tenant links)."""
+    with _admin(tenancy) as session:
+        apollo = Project(name="apollo", tenant_id="acme")
+        zeus = Project(name="zeus", tenant_id="globex")
+        hermes = Project(name="hermes", tenant_id="globex")
+        session.add_all([apollo, zeus, hermes])
+        session.flush()
+        tasks = {
+            "design": Task(name="design", tenant_id="acme", project_id=apollo.id),
+            "build": Task(name="build", tenant_id="acme", project_id=apollo.id, done=True),
+            "leak_probe": Task(name="leak-probe", tenant_id="acme", project_id=zeus.id),
+            "secret_plan": Task(name="secret-plan", tenant_id="globex", project_id=zeus.id),
+            "planted": Task(name="planted", tenant_id="globex", project_id=apollo.id),
+        }
+        # One flush per row keeps the ids in a known order on every database.
+        for task in tasks.values():
+            session.add(task)
+            session.flush()
+        ids = {name: task.id for name, task in tasks.items()}
+        session.commit()
+        return World(apollo=apollo.id, zeus=zeus.id, hermes=hermes.id, **ids)  # type: ignore[arg-type]
+
+
+def seed_pair(tenancy: Tenancy, acme: Any, globex: Any) -> Pair:
+    """Write one row for each tenant (rows built with their ``tenant_id``)."""
+    with _admin(tenancy) as session:
+        session.add(acme)
+        session.flush()
+        session.add(globex)
+        session.commit()
+        return Pair(acme=acme.id, globex=globex.id)
+
+
+Rows = list[dict[str, Any]]
+
+
+def snapshot(tenancy: Tenancy, *models: Any) -> dict[Any, Rows]:
+    """Every row of ``models`` (default Project and Task), read unscoped, by model.
+
+    Compare a snapshot taken before an attack with one taken after it.
+    """
+    with _admin(tenancy) as session:
+        return {model: _rows(session, model) for model in models or (Project, Task)}
+
+
+def _rows(session: Any, model: Any) -> Rows:
+    columns = [
+        getattr(model, prop.key)
+        for prop in inspect(model).column_attrs
+        if isinstance(prop.expression, Column)  # not the computed task_count
+    ]
+    result = session.execute(select(*columns).order_by(model.id))
+    return [dict(row._mapping) for row in result]
+
+
+def owned_by(rows: Rows, tenant_id: str) -> Rows:
+    """The rows of one tenant out of a snapshot's rows."""
+    return [row for row in rows if row["tenant_id"] == tenant_id]
+
+
+def rows_of(tenancy: Tenancy, model: Any, tenant_id: str) -> dict[int, Any]:
+    """``{id: row}`` of one tenant's rows of ``model``, read unscoped and detached."""
+    with _admin(tenancy) as session:
+        rows = session.execute(select(model).where(model.tenant_id == tenant_id)).scalars()
+        found = {row.id: row for row in rows}
+        session.expunge_all()
+        return found
+
+
+def assert_all_refused(session: Any, error: type[Exception], statements: dict[str, Any]) -> None:
+    """Run each statement; every one of them must raise ``error``."""
+    ran = []
+    for name, statement in statements.items():
+        try:
+            session.execute(statement)
+        except error:
+            continue
+        ran.append(name)
+    assert ran == [], f"these statements were not refused with {error.__name__}: {ran}"
+
+
+@contextmanager
+def capture_sql(engine: Engine | AsyncEngine) -> Iterator[list[str]]:
+    """Record every statement the engine sends to the database inside the block."""
+    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    sent: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    event.listen(target, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(target, "before_cursor_execute", record)

@@ -1,0 +1,151 @@
+"""Attacks that bring another tenant's row into acme's session without reading it.
+
+``merge(load=False)`` and ``add()`` of a detached object skip the scoped SELECT, so the kit
+must prove on flush that the row is acme's before it writes an UPDATE or DELETE by primary key.
+"""
+
+from __future__ import annotations
+
+import pytest
+from models import Project, Task, snapshot
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+
+from fastapi_tenancy import Access, AlreadyExists, CrossTenantWrite
+
+
+def detached_zeus(session_for, world, *, disguise: bool) -> Project:
+    """globex's zeus, loaded unscoped and detached; disguised as acme's if asked."""
+    with session_for(None, Access.UNSCOPED) as session:
+        zeus = session.get(Project, world.zeus)
+        session.expunge(zeus)
+    if disguise:
+        set_committed_value(zeus, "tenant_id", "acme")
+    return zeus
+
+
+def test_merge_with_load_of_another_tenants_key_does_not_update_it(tenancy, session_for, world):
+    before = snapshot(tenancy)
+
+    with session_for("acme") as session:
+        merged = session.merge(Project(id=world.zeus, name="pwned", tenant_id="acme"))
+        # The scoped load found nothing: the merged object is a new row, not globex's zeus...
+        assert merged in session.new
+        # ...and inserting it collides with zeus's key without touching zeus.
+        with pytest.raises(AlreadyExists):
+            session.commit()
+
+    assert snapshot(tenancy) == before
+
+
+def test_merge_with_load_naming_another_tenant_is_refused(tenancy, session_for, world):
+    before = snapshot(tenancy)
+
+    with session_for("acme") as session:
+        session.merge(Project(id=world.zeus, name="pwned", tenant_id="globex"))
+        with pytest.raises(CrossTenantWrite):
+            session.commit()
+
+    assert snapshot(tenancy) == before
+
+
+def test_merge_without_load_of_another_tenants_row_disguised_is_refused(
+    tenancy, session_for, world
+):
+    before = snapshot(tenancy)
+    zeus = detached_zeus(session_for, world, disguise=True)
+
+    with session_for("acme") as session:
+        merged = session.merge(zeus, load=False)
+        merged.name = "pwned"
+        with pytest.raises(CrossTenantWrite):
+            session.flush()
+
+    assert snapshot(tenancy) == before
+
+
+def test_merge_without_load_of_a_transient_copy_of_another_tenants_key_is_refused(
+    tenancy, session_for, world
+):
+    before = snapshot(tenancy)
+    copy = Project(id=world.zeus, name="zeus", tenant_id="acme")
+    make_transient_to_detached(copy)
+
+    with session_for("acme") as session:
+        merged = session.merge(copy, load=False)
+        merged.name = "pwned"
+        with pytest.raises(CrossTenantWrite):
+            session.flush()
+
+    assert snapshot(tenancy) == before
+
+
+def test_merge_without_load_then_delete_of_another_tenants_row_is_refused(
+    tenancy, session_for, world
+):
+    before = snapshot(tenancy)
+    copy = Task(id=world.secret_plan, name="secret-plan", tenant_id="acme")
+    make_transient_to_detached(copy)
+
+    with session_for("acme") as session:
+        session.delete(session.merge(copy, load=False))
+        with pytest.raises(CrossTenantWrite):
+            session.flush()
+
+    assert snapshot(tenancy) == before
+
+
+def test_merge_without_load_of_the_tenants_own_row_is_allowed(tenancy, session_for, world):
+    copy = Project(id=world.apollo, name="apollo", tenant_id="acme")
+    make_transient_to_detached(copy)
+
+    with session_for("acme") as session:
+        merged = session.merge(copy, load=False)
+        merged.name = "apollo-2"
+        session.commit()
+
+    with session_for("acme") as session:
+        assert session.get(Project, world.apollo).name == "apollo-2"
+
+
+def test_adding_a_detached_row_loaded_by_another_tenant_is_refused(tenancy, session_for, world):
+    before = snapshot(tenancy)
+    with session_for("globex") as session:
+        zeus = session.get(Project, world.zeus)
+        session.expunge(zeus)
+
+    with session_for("acme") as session:
+        session.add(zeus)
+        zeus.name = "pwned"
+        with pytest.raises(CrossTenantWrite):
+            session.flush()
+
+    assert snapshot(tenancy) == before
+
+
+def test_adding_a_detached_row_of_another_tenant_disguised_is_refused(tenancy, session_for, world):
+    before = snapshot(tenancy)
+    zeus = detached_zeus(session_for, world, disguise=True)
+
+    with session_for("acme") as session:
+        session.add(zeus)
+        zeus.name = "pwned"
+        with pytest.raises(CrossTenantWrite):
+            session.flush()
+
+    assert snapshot(tenancy) == before
+
+
+def test_deleting_a_detached_row_of_another_tenant_is_refused(tenancy, session_for, world):
+    before = snapshot(tenancy)
+    with session_for("globex") as session:
+        secret = session.get(Task, world.secret_plan)
+        session.expunge(secret)
+
+    with session_for("acme") as session:
+        session.add(secret)
+        session.delete(secret)
+        with pytest.raises(CrossTenantWrite):
+            session.flush()
+
+    assert snapshot(tenancy) == before

@@ -1,0 +1,150 @@
+"""Attacks that move rows between tenants by changing ``tenant_id``.
+
+Outside a ``mutable_tenant()`` block no session may move a row, not even an unscoped one;
+inside it, acme may move its own rows (audited) and still cannot take globex's.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from models import Project, capture_sql, snapshot
+from sqlalchemy import select, update
+
+from fastapi_tenancy import Access, CrossTenantWrite, mutable_tenant, with_tenant
+
+
+def test_setting_tenant_id_of_a_loaded_row_is_refused_on_flush(tenancy, session_for, world):
+    before = snapshot(tenancy)
+
+    with session_for("acme") as session:
+        apollo = session.get(Project, world.apollo)
+        apollo.tenant_id = "globex"
+        with capture_sql(tenancy.engine) as sent, pytest.raises(CrossTenantWrite):
+            session.commit()
+
+    assert sent == []
+    assert snapshot(tenancy) == before
+
+
+def test_bulk_update_of_tenant_id_is_refused_before_any_sql(tenancy, session_for, world):
+    before = snapshot(tenancy)
+
+    with session_for("acme") as session:
+        with capture_sql(tenancy.engine) as sent:
+            with pytest.raises(CrossTenantWrite):
+                session.execute(update(Project).values(tenant_id="globex"))
+            with pytest.raises(CrossTenantWrite):
+                session.execute(
+                    update(Project).where(Project.id == world.apollo).values(tenant_id="globex")
+                )
+        session.commit()
+
+    assert sent == []
+    assert snapshot(tenancy) == before
+
+
+def test_mutable_tenant_allows_moving_the_tenants_own_row_and_audits_it(
+    tenancy, session_for, world, caplog
+):
+    caplog.set_level(logging.INFO, logger="fastapi_tenancy.audit")
+
+    with (
+        with_tenant("acme"),
+        mutable_tenant(reason="hand apollo over"),
+        session_for("acme") as session,
+    ):
+        apollo = session.get(Project, world.apollo)
+        apollo.tenant_id = "globex"
+        session.commit()
+
+    moves = [r for r in caplog.records if getattr(r, "tenancy_event", None) == "tenant_moved"]
+    assert [(m.tenancy_from, m.tenancy_to) for m in moves] == [("acme", "globex")]
+    with session_for("globex") as session:
+        assert session.get(Project, world.apollo).tenant_id == "globex"
+
+
+def test_mutable_tenant_allows_a_bulk_move_of_the_tenants_own_rows(
+    tenancy, session_for, world, caplog
+):
+    caplog.set_level(logging.INFO, logger="fastapi_tenancy.audit")
+
+    with (
+        with_tenant("acme"),
+        mutable_tenant(reason="hand everything over"),
+        session_for("acme") as session,
+    ):
+        result = session.execute(update(Project).values(tenant_id="initech"))
+        session.commit()
+
+    events = [getattr(r, "tenancy_event", None) for r in caplog.records]
+    assert "mutable_tenant" in events
+    assert result.rowcount == 1
+    with session_for("initech") as session:
+        moved = session.execute(select(Project.id)).scalars().all()
+    assert moved == [world.apollo]
+
+
+def test_mutable_tenant_still_cannot_take_another_tenants_rows(tenancy, session_for, world):
+    before = snapshot(tenancy)
+
+    with with_tenant("acme"), mutable_tenant(reason="attack"), session_for("acme") as session:
+        assert session.get(Project, world.zeus) is None
+        result = session.execute(
+            update(Project).where(Project.id == world.zeus).values(tenant_id="acme")
+        )
+        session.commit()
+
+    assert result.rowcount == 0
+    assert snapshot(tenancy) == before
+
+
+def test_mutable_tenant_refuses_a_detached_row_of_another_tenant(tenancy, session_for, world):
+    before = snapshot(tenancy)
+    with session_for("globex") as session:
+        zeus = session.get(Project, world.zeus)
+        session.expunge(zeus)
+
+    with with_tenant("acme"), mutable_tenant(reason="attack"), session_for("acme") as session:
+        session.add(zeus)
+        zeus.tenant_id = "acme"
+        with pytest.raises(CrossTenantWrite):
+            session.commit()
+
+    assert snapshot(tenancy) == before
+
+
+def test_unscoped_session_cannot_move_a_row_on_flush(tenancy, session_for, world):
+    before = snapshot(tenancy)
+
+    with session_for(None, Access.UNSCOPED) as session:
+        zeus = session.get(Project, world.zeus)
+        zeus.tenant_id = "acme"
+        with pytest.raises(CrossTenantWrite):
+            session.commit()
+
+    assert snapshot(tenancy) == before
+
+
+def test_unscoped_session_cannot_move_rows_with_a_bulk_update(tenancy, session_for, world):
+    before = snapshot(tenancy)
+
+    with session_for(None, Access.UNSCOPED) as session:
+        with pytest.raises(CrossTenantWrite):
+            session.execute(
+                update(Project).where(Project.id == world.zeus).values(tenant_id="acme")
+            )
+        session.commit()
+
+    assert snapshot(tenancy) == before
+
+
+def test_unscoped_session_may_move_a_row_inside_mutable_tenant(tenancy, session_for, world):
+    with mutable_tenant(reason="migration"), session_for(None, Access.UNSCOPED) as session:
+        zeus = session.get(Project, world.zeus)
+        zeus.tenant_id = "acme"
+        session.commit()
+
+    with session_for("acme") as session:
+        assert session.get(Project, world.zeus) is not None
