@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import anyio
 import anyio.to_thread
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import Session
+from sqlmodel import Session, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .exceptions import TenancyError, TenancyUnavailable, TenantInactive, TenantNotFound
@@ -60,13 +61,13 @@ class TenantTableLookup(Generic[RecordT]):
         """Read the record for ``key`` with a plain (unscoped) session."""
         with Session(engine, expire_on_commit=False) as session:
             statement = select(self.model).where(getattr(self.model, self.key) == key)
-            return session.exec(statement).first()  # type: ignore[call-overload,no-any-return]
+            return session.exec(statement).first()  # type: ignore[no-any-return]
 
     async def fetch_async(self, engine: AsyncEngine, key: str) -> RecordT | None:
         """Async twin of :meth:`fetch_sync`."""
         async with AsyncSession(engine, expire_on_commit=False) as session:
             statement = select(self.model).where(getattr(self.model, self.key) == key)
-            result = await session.exec(statement)  # type: ignore[call-overload]
+            result = await session.exec(statement)
             return result.first()  # type: ignore[no-any-return]
 
 
@@ -93,6 +94,7 @@ class TenantLookup:
         self._cache = cache or LookupCache()
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._pending: dict[str, _Pending] = {}
 
     async def __call__(self, key: str) -> Any:
         """The record for ``key``; raises not found (404), inactive (403) or unavailable (503)."""
@@ -111,18 +113,36 @@ class TenantLookup:
             self._entries.pop(key, None)
 
     async def _cached(self, key: str) -> Any:
-        now = self._clock()
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] > now:
-            self._entries.move_to_end(key)
-            return entry[1]
-        record = await self._load(key)
+        while True:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] > self._clock():
+                self._entries.move_to_end(key)
+                return entry[1]
+            pending = self._pending.get(key)
+            if pending is None:
+                break
+            # Another request is looking this key up: share its answer, not another query.
+            await pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            if pending.loaded:
+                return pending.record
+        pending = self._pending[key] = _Pending()
+        try:
+            pending.record = await self._load(key)
+            pending.loaded = True
+        except TenancyError as error:
+            pending.error = error
+            raise
+        finally:
+            del self._pending[key]
+            pending.done.set()
         if self._cache.ttl > 0 and self._cache.maxsize > 0:
-            self._entries[key] = (now + self._cache.ttl, record)
+            self._entries[key] = (self._clock() + self._cache.ttl, pending.record)
             self._entries.move_to_end(key)
             while len(self._entries) > self._cache.maxsize:
                 self._entries.popitem(last=False)
-        return record
+        return pending.record
 
     async def _load(self, key: str) -> Any:
         try:
@@ -136,6 +156,18 @@ class TenantLookup:
             raise
         except Exception as error:
             raise TenancyUnavailable() from error
+
+
+class _Pending:
+    """One lookup in flight, awaited by every request for the same key."""
+
+    __slots__ = ("done", "error", "loaded", "record")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.error: TenancyError | None = None
+        self.loaded = False
+        self.record: Any = None
 
 
 def _active_attribute(record: Any) -> bool:

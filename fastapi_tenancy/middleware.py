@@ -21,6 +21,17 @@ __all__ = ["TenancyMiddleware"]
 WS_POLICY_VIOLATION = 1008
 
 
+def _route_path(scope: Scope) -> str:
+    """The path as the app's routes see it: without the ``root_path`` it is mounted under."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        rest = path[len(root_path) :]
+        if not rest or rest.startswith("/"):
+            return rest or "/"
+    return path
+
+
 class TenancyMiddleware:
     """Resolve the tenant of each http or websocket connection and bind it.
 
@@ -38,7 +49,7 @@ class TenancyMiddleware:
             await self.app(scope, receive, send)
             return
         scope[TENANCY_SCOPE_KEY] = self.tenancy
-        if self.tenancy.is_excluded(scope["path"]):
+        if self.tenancy.is_excluded(_route_path(scope)):
             context = None
         else:
             try:

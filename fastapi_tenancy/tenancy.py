@@ -40,7 +40,8 @@ class Tenancy:
 
     ``engine`` is a sync ``Engine`` or an ``AsyncEngine``. ``resolvers`` are asked in order
     (see :class:`~fastapi_tenancy.chain.ResolverChain`); plain callables are accepted.
-    ``lookup`` turns a key into a tenant record (a :class:`TenantTableLookup` or a callable).
+    ``lookup`` turns a key into a tenant record (a :class:`TenantTableLookup`, a callable, or a
+    ready :class:`TenantLookup`, used as given).
     ``membership`` says whether the principal may act in the bound tenant; ``is_admin`` guards
     the admin-bypass switch. ``require_tenant`` may be a bool or a per-request callable;
     ``exclude_paths`` are served with no tenant resolution at all (exact paths, or prefixes
@@ -58,7 +59,7 @@ class Tenancy:
         engine: Engine | AsyncEngine,
         *,
         resolvers: Sequence[Resolver | Callable[..., Any]],
-        lookup: TenantTableLookup[Any] | Callable[[str], Any] | None = None,
+        lookup: TenantLookup | TenantTableLookup[Any] | Callable[[str], Any] | None = None,
         lookup_cache: LookupCache | None = None,
         membership: Predicate | None = None,
         is_admin: Predicate | None = None,
@@ -163,11 +164,11 @@ class Tenancy:
 
     def _build_lookup(
         self,
-        lookup: TenantTableLookup[Any] | Callable[[str], Any] | None,
+        lookup: TenantLookup | TenantTableLookup[Any] | Callable[[str], Any] | None,
         cache: LookupCache | None,
     ) -> TenantLookup | None:
-        if lookup is None:
-            return None
+        if lookup is None or isinstance(lookup, TenantLookup):
+            return lookup
         if isinstance(lookup, TenantTableLookup):
             table = lookup
             engine = self.engine

@@ -612,7 +612,10 @@ def async_engine(database: IsolatedDatabase) -> Iterator[AsyncEngine]:
 
 
 @pytest.fixture
-def any_engine(request: pytest.FixtureRequest, engine_flavor: str) -> Engine | AsyncEngine:
+def any_engine(
+    request: pytest.FixtureRequest, backend: str, engine_flavor: str
+) -> Engine | AsyncEngine:
+    # ``backend`` is requested so that a test asking only for ``any_engine`` is parametrized.
     chosen: Engine | AsyncEngine = request.getfixturevalue(
         "async_engine" if engine_flavor == "async" else "engine"
     )
