@@ -1,0 +1,140 @@
+"""The application factory: the kit's configuration in one place.
+
+``create_app(engine)`` builds a new app around an engine it is given (tests hand it their own
+database); with no engine it reads the environment like ``python -m example_app``. Nothing is
+created at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI
+from pwdlib import PasswordHash
+from sqlalchemy import Engine
+from starlette.requests import HTTPConnection
+
+from fastapi_tenancy import (
+    HeaderResolver,
+    JWTClaimResolver,
+    SubdomainResolver,
+    Tenancy,
+    TenantTableLookup,
+)
+
+from .auth import (
+    DEFAULT_TOKEN_TTL,
+    JWT_ALGORITHM,
+    PasswordHasher,
+    TokenIssuer,
+    is_platform_admin,
+    membership_check,
+)
+from .errors import install_error_handlers
+from .middleware import AccessLogMiddleware, BearerRequiredMiddleware
+from .models import Tenant
+from .routes import Services, admin_router, public_router, tenant_router
+from .settings import Settings, make_engine
+
+__all__ = ["DOCS_PATHS", "PUBLIC_PATHS", "TENANT_OPTIONAL_PATHS", "create_app"]
+
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+PUBLIC_PATHS = ("/", "/healthz", "/plans", "/auth/login", *DOCS_PATHS)
+"""Served without a token. All other paths need one (401 ``not_authenticated``)."""
+UNRESOLVED_PATHS = ("/healthz", "/auth/login", *DOCS_PATHS)
+"""Served without tenant resolution at all: a stale token must not stop a new login.
+("/" cannot be listed: the kit reads paths ending in "/" as prefixes.)"""
+TENANT_OPTIONAL_PATHS = frozenset({"/", "/plans", "/me", "/admin/projects"})
+"""Resolved as usual (a tenant they name is checked) but served without one."""
+
+DESCRIPTION = """\
+A small multi-tenant SaaS API built on **fastapi_tenancy**.
+
+1. `POST /auth/login` with `{"email": "alice@acme.test", "password": "alice-pass"}`.
+2. Press **Authorize** and paste the `access_token`.
+3. Users in several tenants (carol@example.test) choose one per request with the
+   `X-Tenant-ID` header or a subdomain (`acme.example.test`).
+
+The tenant comes from, in order: the token's `tenant` claim, the subdomain, `X-Tenant-ID`.
+Sources that disagree are refused (403), and you may act only in your own tenants.
+"""
+
+
+def _tenant_required(conn: HTTPConnection) -> bool:
+    return conn.url.path not in TENANT_OPTIONAL_PATHS
+
+
+def create_app(
+    engine: Engine | None = None,
+    *,
+    jwt_secret: str | None = None,
+    base_domain: str | None = None,
+    password_hash: PasswordHash | None = None,
+    token_ttl: timedelta = DEFAULT_TOKEN_TTL,
+) -> FastAPI:
+    """Build the example API on ``engine``.
+
+    ``jwt_secret`` is the HS256 key (at least 32 bytes); ``base_domain`` the domain whose
+    subdomains name tenants; ``password_hash`` a pwdlib ``PasswordHash`` (Argon2id by default).
+    Arguments left out come from the environment (see :class:`~example_app.settings.Settings`);
+    an engine the app made itself is disposed of at shutdown. The tables must exist: see
+    :func:`~example_app.seed.init_database`.
+
+        app = create_app(engine, jwt_secret=secret, base_domain="example.test")
+    """
+    owns_engine = engine is None
+    if engine is None or jwt_secret is None or base_domain is None:
+        settings = Settings.from_env()
+        engine = engine or make_engine(settings.database_url)
+        jwt_secret = jwt_secret or settings.jwt_secret
+        base_domain = base_domain or settings.base_domain
+
+    tenancy = Tenancy(
+        engine,
+        resolvers=[
+            JWTClaimResolver(
+                claim="tenant",
+                key=jwt_secret,
+                algorithms=[JWT_ALGORITHM],
+                require=("exp", "sub"),
+            ),
+            SubdomainResolver(base_domain),
+            HeaderResolver("X-Tenant-ID"),
+        ],
+        lookup=TenantTableLookup(Tenant, key="slug", active="active"),
+        membership=membership_check(engine),
+        is_admin=is_platform_admin,
+        require_tenant=_tenant_required,
+        exclude_paths=UNRESOLVED_PATHS,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owns_engine:
+                engine.dispose()
+
+    app = FastAPI(
+        title="fastapi_tenancy example app",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.services = Services(
+        engine=engine,
+        tokens=TokenIssuer(jwt_secret, token_ttl),
+        passwords=PasswordHasher(password_hash),
+    )
+    app.state.tenancy = tenancy
+    app.include_router(public_router)
+    app.include_router(tenant_router)
+    app.include_router(admin_router)
+    install_error_handlers(app)
+    tenancy.install(app)  # TenancyMiddleware, and the {"detail", "code"} error handler
+    app.add_middleware(BearerRequiredMiddleware, public_paths=PUBLIC_PATHS)
+    app.add_middleware(AccessLogMiddleware)
+    return app

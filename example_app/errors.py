@@ -1,0 +1,87 @@
+"""The app's own errors, answered in the kit's shape ``{"detail": ..., "code": ...}``.
+
+They subclass :class:`~fastapi_tenancy.TenancyError` so that the handler ``tenancy.install(app)``
+registers answers them too, and so that :class:`NotAuthenticated` can be raised from the
+membership check, which runs inside the kit's middleware. The handlers below give FastAPI's
+own errors (validation, unknown routes) the same shape.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from fastapi_tenancy import TenancyError
+
+__all__ = [
+    "InvalidCredentials",
+    "NotAuthenticated",
+    "NotFound",
+    "install_error_handlers",
+]
+
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+class NotAuthenticated(TenancyError):
+    """The route needs a bearer token and the request has none."""
+
+    code = "not_authenticated"
+    status_code = 401
+    default_detail = "This needs a bearer token: log in with POST /auth/login."
+
+
+class InvalidCredentials(TenancyError):
+    """``POST /auth/login`` with an unknown email or a wrong password (one answer for both)."""
+
+    code = "invalid_credentials"
+    status_code = 401
+    default_detail = "The email or the password is wrong."
+
+
+class NotFound(TenancyError):
+    """No such row in the bound tenant: also the answer for another tenant's row."""
+
+    code = "not_found"
+    status_code = 404
+    default_detail = "Not found."
+
+
+def _code(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    errors = error.errors() if isinstance(error, RequestValidationError) else []
+    return JSONResponse(
+        {
+            "detail": "The request is not valid.",
+            "code": "invalid_request",
+            "errors": jsonable_encoder(errors),
+        },
+        status_code=422,
+    )
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    if not isinstance(error, StarletteHTTPException):  # pragma: no cover - registered for it
+        raise error
+    return JSONResponse(
+        {"detail": error.detail, "code": _code(error.status_code)},
+        status_code=error.status_code,
+        headers=error.headers,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer validation errors and HTTP errors (404 route, 405) as ``{"detail", "code"}``."""
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,0 +1,121 @@
+"""The example app's tables.
+
+Global tables (plans, tenants, users, memberships) are plain SQLModel tables. Tenant data
+(projects, tasks) inherits :class:`~fastapi_tenancy.TenantScoped`, so every ORM statement on it is
+scoped to the request's tenant. Two rules are also kept by the database itself, whatever code
+writes to it:
+
+- a project belongs to an existing tenant (``projects.tenant_id`` references ``tenants.slug``);
+- a task's project is in the task's own tenant: the foreign key is the pair
+  ``(tenant_id, project_id)`` referencing ``projects (tenant_id, id)``, so no task can point at
+  another tenant's project, on SQLite (with foreign keys on), PostgreSQL and MariaDB alike.
+
+The tables live in a registry of their own, so they never mix with other SQLModel tables in
+the same process (the kit's tests, a host application).
+"""
+
+# No "from __future__ import annotations": SQLModel reads the real annotations.
+
+from sqlalchemy import ForeignKeyConstraint, MetaData, UniqueConstraint
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from fastapi_tenancy import TenantScoped, tenant_unique
+
+__all__ = [
+    "ExampleModel",
+    "Membership",
+    "Plan",
+    "Project",
+    "Task",
+    "Tenant",
+    "User",
+    "metadata",
+]
+
+example_registry = registry()
+
+
+class ExampleModel(SQLModel, registry=example_registry):
+    """Base of the example app's tables: their own registry and ``MetaData``."""
+
+
+metadata: MetaData = example_registry.metadata
+
+
+class Plan(ExampleModel, table=True):
+    """A subscription plan: shared reference data, the same for every tenant."""
+
+    __tablename__ = "plans"
+
+    code: str = Field(primary_key=True, max_length=20)
+    name: str = Field(max_length=50)
+    monthly_price_cents: int = 0
+    max_projects: int | None = None
+
+
+class Tenant(ExampleModel, table=True):
+    """A customer organisation; ``slug`` is the tenant key in tokens, hosts and headers."""
+
+    __tablename__ = "tenants"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(unique=True, max_length=63)
+    name: str = Field(max_length=100)
+    active: bool = True
+    plan: str = Field(foreign_key="plans.code", max_length=20)
+
+
+class User(ExampleModel, table=True):
+    """A person who logs in; ``is_platform_admin`` puts ``"admin"`` in their token's roles."""
+
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, max_length=254)
+    name: str = Field(max_length=100)
+    password_hash: str = Field(max_length=255)
+    is_platform_admin: bool = False
+
+
+class Membership(ExampleModel, table=True):
+    """A user's role in one tenant; a user may belong to several tenants."""
+
+    __tablename__ = "memberships"
+
+    user_id: int = Field(foreign_key="users.id", primary_key=True)
+    tenant_id: str = Field(foreign_key="tenants.slug", primary_key=True, max_length=63)
+    role: str = Field(default="member", max_length=20)
+
+
+class Project(ExampleModel, TenantScoped, table=True):
+    """A tenant's project; names are unique within a tenant, not across tenants."""
+
+    __tablename__ = "projects"
+    __table_args__ = (
+        tenant_unique("name", name="uq_projects_tenant_name"),
+        # The target of the tasks' composite foreign key.
+        UniqueConstraint("tenant_id", "id", name="uq_projects_tenant_id_id"),
+        ForeignKeyConstraint(["tenant_id"], ["tenants.slug"], name="fk_projects_tenant"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+
+
+class Task(ExampleModel, TenantScoped, table=True):
+    """A task in a project of the same tenant (enforced by the composite foreign key)."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "project_id"],
+            ["projects.tenant_id", "projects.id"],
+            name="fk_tasks_project_same_tenant",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(index=True)
+    name: str = Field(max_length=200)
+    done: bool = False

@@ -1,0 +1,300 @@
+"""The HTTP API. Every tenant route takes a :data:`~fastapi_tenancy.TenantSession`, so it sees
+only the bound tenant's rows; none of them filters by tenant itself.
+
+A row of another tenant is invisible to the scoped session, so it answers 404 exactly like a
+missing row: the API never tells one tenant what ids another tenant has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, cast
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from sqlalchemy import Engine, delete, func, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from fastapi_tenancy import (
+    AdminSession,
+    GlobalSession,
+    NotAMember,
+    TenantSession,
+    get_tenant_context,
+)
+
+from .auth import CurrentPrincipal, PasswordHasher, TokenIssuer, current_principal
+from .errors import InvalidCredentials, NotFound
+from .models import Membership, Plan, Project, Task, Tenant, User
+from .schemas import (
+    LoginRequest,
+    MembershipOut,
+    MeOut,
+    PlanOut,
+    ProjectCreate,
+    ProjectOut,
+    ProjectUpdate,
+    StatsOut,
+    TaskCreate,
+    TaskOut,
+    TokenOut,
+)
+
+__all__ = ["Services", "admin_router", "public_router", "tenant_router"]
+
+MAX_ID = 2**31 - 1
+MAX_PAGE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the routes need besides the kit: the engine, the token issuer, the hasher."""
+
+    engine: Engine
+    tokens: TokenIssuer
+    passwords: PasswordHasher
+
+
+def get_services(request: Request) -> Services:
+    return cast(Services, request.app.state.services)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def account_session(services: ServicesDep) -> Iterator[Session]:
+    """A plain session for the identity tables (users, memberships, tenants): no tenant data."""
+    with Session(services.engine) as session:
+        yield session
+
+
+AccountSession = Annotated[Session, Depends(account_session)]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    limit: int
+    offset: int
+
+
+def page(
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size.")] = 20,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Rows to skip.")] = 0,
+) -> Page:
+    """``?limit=&offset=`` on list routes; the total travels in ``X-Total-Count``."""
+    return Page(limit=limit, offset=offset)
+
+
+PageDep = Annotated[Page, Depends(page)]
+ProjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+public_router = APIRouter()
+tenant_router = APIRouter(dependencies=[Depends(current_principal)])
+admin_router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+# -- public ----------------------------------------------------------------------------------
+
+
+@public_router.get("/", tags=["meta"])
+def index() -> dict[str, str]:
+    """Where to start."""
+    return {"name": "example_app", "docs": "/docs", "login": "POST /auth/login"}
+
+
+@public_router.get("/healthz", tags=["meta"])
+def healthz(services: ServicesDep, response: Response) -> dict[str, str]:
+    """200 when the database answers; no token and no tenant needed."""
+    try:
+        with services.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"status": "unavailable"}
+    return {"status": "ok"}
+
+
+@public_router.get("/plans", tags=["meta"])
+def list_plans(session: GlobalSession) -> list[PlanOut]:
+    """The subscription plans: shared reference data, no token and no tenant needed."""
+    plans = session.exec(select(Plan).order_by(col(Plan.monthly_price_cents))).all()
+    return [PlanOut.of(plan) for plan in plans]
+
+
+@public_router.post("/auth/login", tags=["auth"])
+def login(body: LoginRequest, services: ServicesDep, session: AccountSession) -> TokenOut:
+    """Trade an email and password for a bearer token.
+
+    The token names the user's tenant when they have exactly one, or the one given as
+    ``tenant``; otherwise it names none, and each request chooses one of the user's tenants by
+    subdomain or ``X-Tenant-ID``.
+    """
+    user = session.exec(select(User).where(col(User.email) == body.email.lower())).first()
+    # Verify even for an unknown email, so the answer takes as long as for a wrong password.
+    valid = services.passwords.verify(body.password, None if user is None else user.password_hash)
+    if user is None or not valid:
+        raise InvalidCredentials()
+    tenants = session.exec(
+        select(Membership.tenant_id)
+        .where(col(Membership.user_id) == user.id)
+        .order_by(col(Membership.tenant_id))
+    ).all()
+    if body.tenant is not None:
+        if body.tenant not in tenants:
+            raise NotAMember()
+        tenant: str | None = body.tenant
+    else:
+        tenant = tenants[0] if len(tenants) == 1 else None
+    roles = ["admin"] if user.is_platform_admin else []
+    return TokenOut(access_token=services.tokens.issue(user.email, tenant=tenant, roles=roles))
+
+
+# -- the user ----------------------------------------------------------------------------------
+
+
+@tenant_router.get("/me", tags=["auth"])
+def me(principal: CurrentPrincipal, session: AccountSession) -> MeOut:
+    """The user, the bound tenant (if any) and the roles; works with or without a tenant."""
+    user = session.exec(select(User).where(col(User.email) == principal.email)).first()
+    if user is None:
+        raise NotFound("This account no longer exists.")
+    rows = session.exec(
+        select(Membership.tenant_id, Tenant.name, Membership.role)
+        .join(Tenant, col(Tenant.slug) == col(Membership.tenant_id))
+        .where(col(Membership.user_id) == user.id)
+        .order_by(col(Membership.tenant_id))
+    ).all()
+    context = get_tenant_context()
+    return MeOut(
+        email=user.email,
+        name=user.name,
+        roles=list(principal.roles),
+        tenant=principal.tenant,
+        tenant_source=None if context is None or context.id is None else context.source,
+        memberships=[MembershipOut(tenant=slug, name=name, role=role) for slug, name, role in rows],
+    )
+
+
+# -- projects and tasks ------------------------------------------------------------------------
+
+PROJECT_NOT_FOUND = "Project not found."
+
+
+def _project(session: Session, project_id: int) -> Project:
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFound(PROJECT_NOT_FOUND)
+    return project
+
+
+def _count(session: Session, column: Any) -> int:
+    return session.exec(select(func.count(column))).one()
+
+
+@tenant_router.get("/projects", tags=["projects"])
+def list_projects(session: TenantSession, page: PageDep, response: Response) -> list[ProjectOut]:
+    """The bound tenant's projects, oldest first."""
+    response.headers["X-Total-Count"] = str(_count(session, col(Project.id)))
+    projects = session.exec(
+        select(Project).order_by(col(Project.id)).offset(page.offset).limit(page.limit)
+    ).all()
+    return [ProjectOut.of(project) for project in projects]
+
+
+@tenant_router.post("/projects", status_code=status.HTTP_201_CREATED, tags=["projects"])
+def create_project(body: ProjectCreate, session: TenantSession, response: Response) -> ProjectOut:
+    """Create a project in the bound tenant; 409 if the tenant already has one of that name."""
+    project = Project(name=body.name)
+    if body.tenant_id is not None:
+        project.tenant_id = body.tenant_id  # the kit refuses another tenant's id
+    session.add(project)
+    session.commit()
+    response.headers["Location"] = f"/projects/{project.id}"
+    return ProjectOut.of(project)
+
+
+@tenant_router.get("/projects/{project_id}", tags=["projects"])
+def get_project(project_id: ProjectId, session: TenantSession) -> ProjectOut:
+    """One project of the bound tenant."""
+    return ProjectOut.of(_project(session, project_id))
+
+
+@tenant_router.patch("/projects/{project_id}", tags=["projects"])
+def update_project(
+    project_id: ProjectId, body: ProjectUpdate, session: TenantSession
+) -> ProjectOut:
+    """Rename a project; a ``tenant_id`` other than the bound tenant's is refused (403)."""
+    project = _project(session, project_id)
+    if body.name is not None:
+        project.name = body.name
+    if body.tenant_id is not None:
+        project.tenant_id = body.tenant_id  # the kit refuses moving a row between tenants
+    session.commit()
+    return ProjectOut.of(project)
+
+
+@tenant_router.delete(
+    "/projects/{project_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["projects"]
+)
+def delete_project(project_id: ProjectId, session: TenantSession) -> Response:
+    """Delete a project and its tasks."""
+    project = _project(session, project_id)
+    session.exec(delete(Task).where(col(Task.project_id) == project.id))
+    session.delete(project)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@tenant_router.get("/projects/{project_id}/tasks", tags=["tasks"])
+def list_tasks(
+    project_id: ProjectId, session: TenantSession, page: PageDep, response: Response
+) -> list[TaskOut]:
+    """The tasks of one of the bound tenant's projects."""
+    project = _project(session, project_id)
+    in_project = col(Task.project_id) == project.id
+    total = session.exec(select(func.count(col(Task.id))).where(in_project)).one()
+    response.headers["X-Total-Count"] = str(total)
+    tasks = session.exec(
+        select(Task).where(in_project).order_by(col(Task.id)).offset(page.offset).limit(page.limit)
+    ).all()
+    return [TaskOut.of(task) for task in tasks]
+
+
+@tenant_router.post(
+    "/projects/{project_id}/tasks", status_code=status.HTTP_201_CREATED, tags=["tasks"]
+)
+def create_task(project_id: ProjectId, body: TaskCreate, session: TenantSession) -> TaskOut:
+    """Add a task to one of the bound tenant's projects."""
+    project = _project(session, project_id)
+    task = Task(project_id=project.id or 0, name=body.name, done=body.done)
+    if body.tenant_id is not None:
+        task.tenant_id = body.tenant_id  # the kit refuses another tenant's id
+    session.add(task)
+    session.commit()
+    return TaskOut.of(task)
+
+
+@tenant_router.get("/stats", tags=["projects"])
+def stats(session: TenantSession) -> StatsOut:
+    """How many projects and tasks the bound tenant has."""
+    return StatsOut(projects=_count(session, col(Project.id)), tasks=_count(session, col(Task.id)))
+
+
+# -- platform admin ----------------------------------------------------------------------------
+
+
+@admin_router.get("/projects")
+def all_projects(
+    principal: CurrentPrincipal, session: AdminSession, page: PageDep, response: Response
+) -> list[ProjectOut]:
+    """Every tenant's projects: platform admins only (403 otherwise), audited by the kit."""
+    response.headers["X-Total-Count"] = str(_count(session, col(Project.id)))
+    projects = session.exec(
+        select(Project)
+        .order_by(col(Project.tenant_id), col(Project.id))
+        .offset(page.offset)
+        .limit(page.limit)
+    ).all()
+    return [ProjectOut.of(project) for project in projects]

@@ -1,0 +1,149 @@
+"""Request and response bodies.
+
+Request bodies forbid unknown fields. Create and update bodies do accept ``tenant_id``: a
+client may name its own tenant, and a body naming another tenant reaches the kit, which refuses
+the write (403 ``cross_tenant_write``) before anything is sent to the database.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from .models import Plan, Project, Task
+
+__all__ = [
+    "LoginRequest",
+    "MeOut",
+    "MembershipOut",
+    "PlanOut",
+    "ProjectCreate",
+    "ProjectOut",
+    "ProjectUpdate",
+    "StatsOut",
+    "TaskCreate",
+    "TaskOut",
+    "TokenOut",
+]
+
+ProjectName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+TaskName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+TenantKey = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(_Body):
+    """``POST /auth/login``; ``tenant`` optionally pins one of the user's tenants in the token."""
+
+    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=254)]
+    password: Annotated[str, StringConstraints(max_length=1024)]
+    tenant: TenantKey | None = None
+
+
+class TokenOut(BaseModel):
+    """The login answer: an OAuth2-style bearer token."""
+
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 (the OAuth2 token type, not a secret)
+
+
+class ProjectCreate(_Body):
+    """``POST /projects``."""
+
+    name: ProjectName
+    tenant_id: TenantKey | None = None
+
+
+class ProjectUpdate(_Body):
+    """``PATCH /projects/{id}``: the fields to change."""
+
+    name: ProjectName | None = None
+    tenant_id: TenantKey | None = None
+
+
+class ProjectOut(BaseModel):
+    """A project as the API shows it."""
+
+    id: int
+    name: str
+    tenant_id: str
+
+    @classmethod
+    def of(cls, project: Project) -> ProjectOut:
+        return cls(id=project.id or 0, name=project.name, tenant_id=project.tenant_id)
+
+
+class TaskCreate(_Body):
+    """``POST /projects/{id}/tasks``."""
+
+    name: TaskName
+    done: bool = False
+    tenant_id: TenantKey | None = None
+
+
+class TaskOut(BaseModel):
+    """A task as the API shows it."""
+
+    id: int
+    name: str
+    tenant_id: str
+    project_id: int
+    done: bool
+
+    @classmethod
+    def of(cls, task: Task) -> TaskOut:
+        return cls(
+            id=task.id or 0,
+            name=task.name,
+            tenant_id=task.tenant_id,
+            project_id=task.project_id,
+            done=task.done,
+        )
+
+
+class StatsOut(BaseModel):
+    """The bound tenant's counts."""
+
+    projects: int
+    tasks: int
+
+
+class PlanOut(BaseModel):
+    """A subscription plan (shared reference data)."""
+
+    code: str
+    name: str
+    monthly_price_cents: int
+    max_projects: int | None
+
+    @classmethod
+    def of(cls, plan: Plan) -> PlanOut:
+        return cls(
+            code=plan.code,
+            name=plan.name,
+            monthly_price_cents=plan.monthly_price_cents,
+            max_projects=plan.max_projects,
+        )
+
+
+class MembershipOut(BaseModel):
+    """One of the user's tenants and the user's role there."""
+
+    tenant: str
+    name: str
+    role: str
+
+
+class MeOut(BaseModel):
+    """``GET /me``: who is asking, in which tenant, with which roles."""
+
+    email: str
+    name: str
+    roles: list[str]
+    tenant: str | None
+    tenant_source: str | None
+    memberships: list[MembershipOut]
