@@ -74,7 +74,9 @@ def _global_scope(conn: HTTPConnection, tenancy: Tenancy) -> SessionScope:
         extra={
             "tenancy_event": "global_access",
             "tenancy_principal": None if context is None else tenancy.principal(context),
+            "tenancy_tenant": None,
             "tenancy_path": conn.url.path,
+            "tenancy_reason": "global_session without a tenant",
         },
     )
     return SessionScope(tenant_id=None, access=Access.GLOBAL)
@@ -93,6 +95,7 @@ async def _admin_scope(conn: HTTPConnection, tenancy: Tenancy) -> SessionScope:
             "tenancy_principal": principal,
             "tenancy_tenant": context.id,
             "tenancy_path": conn.url.path,
+            "tenancy_reason": "admin_session" if allowed else "not an admin",
         },
     )
     if not allowed:

@@ -17,7 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from sqlmodel import Session as SQLModelSession
 
-from .exceptions import AlreadyExists, UnscopedStatement
+from .context import audit_logger, get_tenant_context
+from .exceptions import AlreadyExists, CrossTenantWrite, UnscopedStatement
 from .scope import Access, SessionScope
 from .scoping import refuse_unscoped_moves, scope_execution
 from .writes import check_flush, mark_persisted
@@ -143,21 +144,42 @@ def _refuse_legacy_bulk(session: Session) -> None:
         )
 
 
+@contextmanager
+def _audited_refusals(scope: SessionScope) -> Iterator[None]:
+    """Log every refused cross-tenant write on the audit logger before it propagates."""
+    try:
+        yield
+    except CrossTenantWrite as error:
+        context = get_tenant_context()
+        audit_logger.warning(
+            "cross-tenant write refused",
+            extra={
+                "tenancy_event": "cross_tenant_write",
+                "tenancy_tenant": scope.tenant_id,
+                "tenancy_principal": None if context is None else context.claims.get("sub"),
+                "tenancy_reason": error.detail,
+            },
+        )
+        raise
+
+
 @event.listens_for(TenantScopedSession, "do_orm_execute")
 def _scope_statement(state: ORMExecuteState) -> None:
     scope = scope_of(state.session)
     scope.check_ambient()
-    if scope.scoped:
-        scope_execution(state, scope)
-    else:
-        refuse_unscoped_moves(state)
+    with _audited_refusals(scope):
+        if scope.scoped:
+            scope_execution(state, scope)
+        else:
+            refuse_unscoped_moves(state)
 
 
 @event.listens_for(TenantScopedSession, "before_flush")
 def _check_flush(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
     scope = scope_of(session)
     scope.check_ambient()
-    check_flush(session, scope)
+    with _audited_refusals(scope):
+        check_flush(session, scope)
 
 
 @event.listens_for(TenantScopedSession, "pending_to_persistent")

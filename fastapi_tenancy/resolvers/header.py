@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi_tenancy.exceptions import AmbiguousTenant
 from fastapi_tenancy.resolvers.base import Resolution
@@ -44,6 +44,10 @@ class HeaderResolver:
                     f"The {self.name} header was sent more than once with different values."
                 )
         return Resolution(key, self.source)
+
+    def openapi_scheme(self) -> tuple[str, dict[str, Any]]:
+        """This resolver's OpenAPI security scheme: an API key in the header, named after it."""
+        return self.name, {"type": "apiKey", "in": "header", "name": self.name}
 
     def __repr__(self) -> str:
         return f"HeaderResolver({self.name!r})"

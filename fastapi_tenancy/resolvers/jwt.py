@@ -184,6 +184,14 @@ class JWTClaimResolver:
             claims = self._verify(token, signing_key)
         return Resolution(self._tenant(claims), self.source, claims)
 
+    def openapi_scheme(self) -> tuple[str, dict[str, Any]]:
+        """This resolver's OpenAPI security scheme: a bearer JWT (an API-key header if the
+        token travels in another header), so ``/docs`` offers "Authorize"."""
+        if self.header.lower() == "authorization":
+            scheme = {"type": "http", "scheme": self._scheme, "bearerFormat": "JWT"}
+            return "BearerToken", scheme
+        return self.header, {"type": "apiKey", "in": "header", "name": self.header}
+
     def decode(self, token: str) -> dict[str, Any]:
         """Verify ``token`` and return its claims, or raise ``InvalidToken``.
 
