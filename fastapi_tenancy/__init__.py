@@ -9,6 +9,7 @@ The request path reads from the module names::
 from __future__ import annotations
 
 from .chain import ChainResult, ResolverChain
+from .constraints import tenant_foreign_key
 from .context import (
     TenantContext,
     get_current_tenant,
@@ -52,9 +53,11 @@ from .exceptions import (
     UnscopedStatement,
 )
 from .keys import DEFAULT_KEY_PATTERN, KeyValidator
+from .logging import TenantLogFilter
 from .lookup import LookupCache, TenantLookup, TenantTableLookup
 from .middleware import TenancyMiddleware
 from .models import TenantScoped, tenant_unique
+from .propagation import as_tenant, capture, carry_tenant, restore
 from .resolvers import (
     CallableResolver,
     HeaderResolver,
@@ -104,6 +107,7 @@ __all__ = [
     "TenancyUnavailable",
     "TenantContext",
     "TenantInactive",
+    "TenantLogFilter",
     "TenantLookup",
     "TenantMismatch",
     "TenantNotFound",
@@ -115,14 +119,19 @@ __all__ = [
     "UnscopedStatement",
     "__version__",
     "admin_session",
+    "as_tenant",
     "async_admin_session",
     "async_global_session",
     "async_tenant_session",
+    "capture",
+    "carry_tenant",
     "current_tenant",
     "get_current_tenant",
     "get_tenant_context",
     "global_session",
     "mutable_tenant",
+    "restore",
+    "tenant_foreign_key",
     "tenant_session",
     "tenant_unique",
     "with_tenant",

@@ -25,6 +25,8 @@ from .session import SCOPE_KEY, TenantScopedSession
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from .postgres.setting import RowLevelSecurity, TenantSetting
+
 __all__ = ["Tenancy"]
 
 TENANCY_SCOPE_KEY = "fastapi_tenancy"
@@ -45,7 +47,14 @@ class Tenancy:
     ``membership`` says whether the principal may act in the bound tenant; ``is_admin`` guards
     the admin-bypass switch. ``require_tenant`` may be a bool or a per-request callable;
     ``exclude_paths`` are served with no tenant resolution at all (exact paths, or prefixes
-    ending with ``/``).
+    ending with ``/``; ``"/"`` alone is the root path only).
+
+    ``rls=True`` (PostgreSQL) adds the database's own wall under the ORM scoping: every
+    transaction of a tenant session names its tenant to the row-level security policies (see
+    :mod:`fastapi_tenancy.postgres`), and a connection whose role would bypass them is refused.
+    ``admin_engine`` serves the unscoped sessions (the admin-bypass switch and
+    ``without_tenant()``): with row-level security on, give it a role with ``BYPASSRLS``, so
+    ordinary sessions have no way to cross tenants of their own.
 
     Usage::
 
@@ -68,30 +77,53 @@ class Tenancy:
         key_pattern: str | re.Pattern[str] = DEFAULT_KEY_PATTERN,
         principal_claim: str = "sub",
         session_options: Mapping[str, Any] | None = None,
+        rls: bool | RowLevelSecurity = False,
+        admin_engine: Engine | AsyncEngine | None = None,
     ) -> None:
         if not isinstance(engine, (Engine, AsyncEngine)):
             raise TypeError("Tenancy needs a SQLAlchemy Engine or AsyncEngine")
         self.engine = engine
         self.is_async = isinstance(engine, AsyncEngine)
+        if admin_engine is not None and isinstance(admin_engine, AsyncEngine) != self.is_async:
+            raise TypeError("admin_engine must be of the same kind (sync or async) as engine")
+        self.admin_engine = admin_engine
+        self.rls: TenantSetting | None = None
+        self._session_class: type[TenantScopedSession] = TenantScopedSession
+        self._session_info: dict[str, Any] = {}
+        if rls is not False:
+            from .postgres.setting import (
+                SETTING_KEY,
+                RLSSession,
+                RowLevelSecurity,
+                enable_tenant_setting,
+            )
+
+            options = rls if isinstance(rls, RowLevelSecurity) else RowLevelSecurity()
+            self.rls = enable_tenant_setting(engine, options)
+            self._session_class = RLSSession
+            self._session_info = {SETTING_KEY: self.rls}
         self.chain = ResolverChain(resolvers, validate_key=KeyValidator(key_pattern))
         self.lookup = self._build_lookup(lookup, lookup_cache)
         self.membership = membership
         self.is_admin = is_admin
         self.require_tenant = require_tenant
-        self._exact_excluded = frozenset(p for p in exclude_paths if not p.endswith("/"))
-        self._prefix_excluded = tuple(p for p in exclude_paths if p.endswith("/"))
+        self._exact_excluded = frozenset(p for p in exclude_paths if p == "/" or p[-1:] != "/")
+        self._prefix_excluded = tuple(p for p in exclude_paths if p.endswith("/") and p != "/")
         self.principal_claim = principal_claim
         defaults: dict[str, Any] = {"expire_on_commit": False} if self.is_async else {}
         self.session_options = {**defaults, **(session_options or {})}
 
     def install(self, app: FastAPI) -> None:
-        """Add :class:`TenancyMiddleware` and the JSON handler for :class:`TenancyError`."""
+        """Add :class:`TenancyMiddleware`, the JSON handler for :class:`TenancyError`, and the
+        resolvers' security schemes to the OpenAPI document (so ``/docs`` offers "Authorize")."""
         from .exceptions import TenancyError
         from .middleware import TenancyMiddleware
+        from .openapi import install_openapi
         from .responses import tenancy_error_handler
 
         app.add_middleware(TenancyMiddleware, tenancy=self)
         app.add_exception_handler(TenancyError, tenancy_error_handler)  # type: ignore[arg-type]
+        install_openapi(app, self)
 
     def is_excluded(self, path: str) -> bool:
         """Whether ``path`` is served without tenant resolution."""
@@ -149,18 +181,28 @@ class Tenancy:
         """A sync session with an explicit scope."""
         if self.is_async:
             raise TenancyMisuse("this Tenancy has an AsyncEngine: use the async dependencies")
-        return TenantScopedSession(self.engine, info={SCOPE_KEY: scope}, **self.session_options)  # type: ignore[arg-type]
+        bind, session_class, info = self._session_parts(scope)
+        return session_class(bind, info=info, **self.session_options)  # type: ignore[arg-type]
 
     def make_async_session(self, scope: SessionScope) -> AsyncSession:
         """An async session with an explicit scope."""
         if not self.is_async:
             raise TenancyMisuse("this Tenancy has a sync Engine: use the sync dependencies")
+        bind, session_class, info = self._session_parts(scope)
         return AsyncSession(
-            self.engine,  # type: ignore[arg-type]
-            sync_session_class=TenantScopedSession,
-            info={SCOPE_KEY: scope},
+            bind,  # type: ignore[arg-type]
+            sync_session_class=session_class,
+            info=info,
             **self.session_options,
         )
+
+    def _session_parts(
+        self, scope: SessionScope
+    ) -> tuple[Engine | AsyncEngine, type[TenantScopedSession], dict[str, Any]]:
+        admin = scope.access is Access.UNSCOPED and scope.tenant_id is None
+        if admin and self.admin_engine is not None:
+            return self.admin_engine, TenantScopedSession, {SCOPE_KEY: scope}
+        return self.engine, self._session_class, {SCOPE_KEY: scope, **self._session_info}
 
     def _build_lookup(
         self,

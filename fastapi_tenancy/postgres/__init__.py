@@ -1,0 +1,61 @@
+"""PostgreSQL defense in depth: row-level security under the ORM scoping, opt-in.
+
+The ORM scoping guards every statement that goes through the ORM; this package adds the
+database's own wall, for what does not (``text()``, core tables, a report's raw SQL, another
+service on the same database). Turn it on in one step, with the policies applied by the owner::
+
+    apply_rls(owner_engine, SQLModel.metadata)  # or op.enable_tenant_rls(...) in a migration
+    tenancy = Tenancy(app_engine, resolvers=[...], rls=True, admin_engine=admin_engine)
+
+Modules, in the order a request meets them:
+
+    policies  the DDL: ENABLE/FORCE ROW LEVEL SECURITY and one policy per command
+    setting   the tenant set per transaction (set_config(..., true)), sent with the first
+              statement on psycopg 3
+    guard     the refusal to run on a role that would bypass the policies silently
+    check     the checker of a live database (fastapi-tenancy-check DATABASE_URL)
+    alembic   the same DDL as Alembic operations (optional extra)
+
+See ``docs/postgres-rls.md`` for the threat model.
+"""
+
+from __future__ import annotations
+
+from .check import Finding, check_database
+from .guard import UnsafeDatabaseRole
+from .policies import (
+    GLOBAL_READ_SETTING,
+    TENANT_SETTING,
+    TenantTable,
+    apply_rls,
+    remove_rls,
+    rls_statements,
+    tenant_tables,
+)
+from .setting import (
+    RLSSession,
+    RowLevelSecurity,
+    flush_tenant_setting,
+    read_tenant_setting,
+    set_tenant,
+    tenant_savepoint,
+)
+
+__all__ = [
+    "GLOBAL_READ_SETTING",
+    "TENANT_SETTING",
+    "Finding",
+    "RLSSession",
+    "RowLevelSecurity",
+    "TenantTable",
+    "UnsafeDatabaseRole",
+    "apply_rls",
+    "check_database",
+    "flush_tenant_setting",
+    "read_tenant_setting",
+    "remove_rls",
+    "rls_statements",
+    "set_tenant",
+    "tenant_savepoint",
+    "tenant_tables",
+]

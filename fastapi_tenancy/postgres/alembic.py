@@ -1,0 +1,138 @@
+"""Alembic operations that turn the tenant wall on and off, for migrations.
+
+Alembic is an optional extra (``pip install "fastapi-tenancy-kit[alembic]"``); importing this
+module registers two operations on Alembic's ``op``::
+
+    import fastapi_tenancy.postgres.alembic  # noqa: F401  (once, in env.py or the migration)
+
+
+    def upgrade() -> None:
+        op.create_table("project", ...)
+        op.enable_tenant_rls("project")
+        op.enable_tenant_rls("template", global_read=True)
+
+
+    def downgrade() -> None:
+        op.disable_tenant_rls("template")
+        op.disable_tenant_rls("project")
+        op.drop_table("project")
+
+They run exactly the statements of :func:`~fastapi_tenancy.postgres.apply_rls`, so a database
+migrated with them and one set up with ``apply_rls`` are the same; ``--sql`` (offline) mode
+prints them. Migrations run as the tables' owner, never as the application's role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from alembic.operations import MigrateOperation, Operations
+from sqlalchemy.types import TypeEngine
+
+from .policies import TenantTable, disable_statements, enable_statements
+
+__all__ = ["DisableTenantRLSOp", "EnableTenantRLSOp"]
+
+
+class _TenantRLSOp(MigrateOperation):
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        schema: str | None = None,
+        tenant_column: str = "tenant_id",
+        global_read: bool = False,
+        tenant_type: TypeEngine[Any] | None = None,
+        admin_roles: Sequence[str] = (),
+    ) -> None:
+        self.table = TenantTable(
+            name=table_name,
+            schema=schema,
+            tenant_column=tenant_column,
+            global_read=global_read,
+            tenant_type=tenant_type,
+            admin_roles=tuple(admin_roles),
+        )
+
+    def _options(self) -> dict[str, Any]:
+        t = self.table
+        return {
+            "schema": t.schema,
+            "tenant_column": t.tenant_column,
+            "global_read": t.global_read,
+            "tenant_type": t.tenant_type,
+            "admin_roles": t.admin_roles,
+        }
+
+
+@Operations.register_operation("enable_tenant_rls")
+class EnableTenantRLSOp(_TenantRLSOp):
+    """``op.enable_tenant_rls(table)``: row-level security and the kit's policies on a table."""
+
+    @classmethod
+    def enable_tenant_rls(
+        cls,
+        operations: Operations,
+        table_name: str,
+        *,
+        schema: str | None = None,
+        tenant_column: str = "tenant_id",
+        global_read: bool = False,
+        tenant_type: TypeEngine[Any] | None = None,
+        admin_roles: Sequence[str] = (),
+    ) -> None:
+        """Enable and force row-level security on ``table_name`` with the tenant policies.
+
+        ``global_read=True`` for a model declared ``__global_access__``; ``tenant_type`` when
+        the tenant column is not a string type; ``admin_roles`` for roles that get a policy
+        admitting every row. Idempotent.
+        """
+        operations.invoke(
+            cls(
+                table_name,
+                schema=schema,
+                tenant_column=tenant_column,
+                global_read=global_read,
+                tenant_type=tenant_type,
+                admin_roles=admin_roles,
+            )
+        )
+
+    def reverse(self) -> DisableTenantRLSOp:
+        """The operation that undoes this one."""
+        return DisableTenantRLSOp(self.table.name, **self._options())
+
+
+@Operations.register_operation("disable_tenant_rls")
+class DisableTenantRLSOp(_TenantRLSOp):
+    """``op.disable_tenant_rls(table)``: drop the kit's policies and turn row-level security
+    off."""
+
+    @classmethod
+    def disable_tenant_rls(
+        cls,
+        operations: Operations,
+        table_name: str,
+        *,
+        schema: str | None = None,
+        tenant_column: str = "tenant_id",
+    ) -> None:
+        """Drop the kit's policies from ``table_name`` and disable row-level security."""
+        operations.invoke(cls(table_name, schema=schema, tenant_column=tenant_column))
+
+    def reverse(self) -> EnableTenantRLSOp:
+        """The operation that undoes this one (with the default options)."""
+        return EnableTenantRLSOp(self.table.name, **self._options())
+
+
+@Operations.implementation_for(EnableTenantRLSOp)
+def _enable(operations: Operations, operation: EnableTenantRLSOp) -> None:
+    for statement in enable_statements(operation.table):
+        operations.execute(statement)
+
+
+@Operations.implementation_for(DisableTenantRLSOp)
+def _disable(operations: Operations, operation: DisableTenantRLSOp) -> None:
+    for statement in disable_statements(operation.table):
+        operations.execute(statement)

@@ -1,0 +1,260 @@
+"""Row-level security for the tenant tables of a ``MetaData``: the DDL, and applying it.
+
+For every tenant table (a ``TenantScoped`` model's table, or a core ``Table`` marked the same
+way) the kit generates::
+
+    ALTER TABLE project ENABLE ROW LEVEL SECURITY
+    ALTER TABLE project FORCE ROW LEVEL SECURITY
+    CREATE POLICY tenancy_select ON project FOR SELECT USING (<tenant matches>)
+    CREATE POLICY tenancy_insert ON project FOR INSERT WITH CHECK (<tenant matches>)
+    CREATE POLICY tenancy_update ON project FOR UPDATE USING (<...>) WITH CHECK (<...>)
+    CREATE POLICY tenancy_delete ON project FOR DELETE USING (<tenant matches>)
+
+where ``<tenant matches>`` is ``tenant_id = (SELECT NULLIF(current_setting(
+'fastapi_tenancy.tenant_id', true), ''))``. The scalar subquery is an InitPlan, evaluated once
+per statement and then usable as an index condition; ``current_setting(..., true)`` answers NULL
+when the setting was never made and ``''`` once some earlier transaction of the session made it,
+and ``NULLIF`` turns both into NULL, so a transaction without a tenant sees no row, writes no
+row, and breaks no cast. Models declared ``__global_access__`` get one more SELECT policy that
+admits every row while ``fastapi_tenancy.global_read`` is ``on``: the global-access switch sets
+it, and only when no tenant is bound.
+
+Applying is idempotent (each policy is dropped if it exists and created again, in one
+transaction), identifiers go through PostgreSQL's identifier quoting, and no value of any request
+ever reaches this SQL: the tenant travels as a bound parameter of ``set_config``.
+
+Usage::
+
+    from fastapi_tenancy.postgres import apply_rls
+
+    apply_rls(owner_engine, SQLModel.metadata)  # as the tables' owner, after create_all
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Enum, MetaData, String, Table, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from ..models import TENANT_TABLE_INFO_KEY, TenantScoped
+
+__all__ = [
+    "GLOBAL_READ_INFO_KEY",
+    "GLOBAL_READ_SETTING",
+    "POLICY_NAMES",
+    "TENANT_SETTING",
+    "TenantTable",
+    "apply_rls",
+    "disable_statements",
+    "enable_statements",
+    "remove_rls",
+    "rls_statements",
+    "tenant_condition",
+    "tenant_tables",
+]
+
+TENANT_SETTING = "fastapi_tenancy.tenant_id"
+"""The transaction-local setting that names the tenant the policies admit."""
+GLOBAL_READ_SETTING = "fastapi_tenancy.global_read"
+"""The transaction-local setting (``on``) under which global-access tables read across tenants."""
+GLOBAL_READ_INFO_KEY = "fastapi_tenancy.global_read"
+"""Key in ``Table.info``: ``True`` gives a core tenant table the global-read policy."""
+
+POLICY_NAMES = {
+    "select": "tenancy_select",
+    "insert": "tenancy_insert",
+    "update": "tenancy_update",
+    "delete": "tenancy_delete",
+    "global_read": "tenancy_global_read",
+    "admin": "tenancy_admin",
+}
+"""The policy names the kit owns on each tenant table; re-applying replaces exactly these."""
+
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+_QUOTE = _DIALECT.identifier_preparer
+
+
+@dataclass(frozen=True)
+class TenantTable:
+    """One table to protect: its name, schema, tenant column and read rule.
+
+    ``tenant_type`` is needed only when the tenant column is not a string type (a ``UUID``,
+    say): the setting is then cast to it. ``global_read`` adds the global-access read policy.
+    ``admin_roles`` names roles that get a policy admitting every row, for databases where the
+    admin role cannot be given ``BYPASSRLS`` (see ``docs/postgres-rls.md``).
+    """
+
+    name: str
+    schema: str | None = None
+    tenant_column: str = "tenant_id"
+    global_read: bool = False
+    tenant_type: TypeEngine[Any] | None = None
+    admin_roles: Sequence[str] = field(default=())
+
+    @property
+    def qualified_name(self) -> str:
+        """The quoted, schema-qualified name, as it appears in the DDL."""
+        name = _QUOTE.quote(self.name)
+        return f"{_QUOTE.quote_schema(self.schema)}.{name}" if self.schema else name
+
+
+def _subclasses(cls: type[Any]) -> Iterator[type[Any]]:
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def _global_access_tables() -> dict[Table, bool]:
+    found: dict[Table, bool] = {}
+    for cls in _subclasses(TenantScoped):
+        table = cls.__dict__.get("__table__")
+        if isinstance(table, Table):
+            found[table] = found.get(table, False) or bool(cls.__global_access__)
+    return found
+
+
+def _compares_as_text(type_: TypeEngine[Any]) -> bool:
+    if isinstance(type_, TypeDecorator):
+        type_ = type_.impl_instance
+    # A native enum does not compare with text: the setting is cast to it instead.
+    return isinstance(type_, String) and not isinstance(type_, Enum)
+
+
+def tenant_tables(
+    metadata: MetaData | Iterable[Table] | None = None, *, admin_roles: Sequence[str] = ()
+) -> list[TenantTable]:
+    """The tenant tables of ``metadata`` (or of every ``TenantScoped`` model, when ``None``).
+
+    A table counts when a ``TenantScoped`` model maps it, or when its ``info`` carries
+    ``"fastapi_tenancy"`` (the tenant column's name), as the kit's own models' tables do.
+    """
+    global_access = _global_access_tables()
+    if metadata is None:
+        tables: Iterable[Table] = global_access
+    elif isinstance(metadata, MetaData):
+        tables = metadata.sorted_tables
+    else:
+        tables = metadata
+    found = []
+    for table in tables:
+        column_name = table.info.get(TENANT_TABLE_INFO_KEY)
+        if not isinstance(column_name, str):
+            continue
+        column = table.c.get(column_name)
+        tenant_type = None if column is None or _compares_as_text(column.type) else column.type
+        found.append(
+            TenantTable(
+                name=table.name,
+                schema=table.schema,
+                tenant_column=column_name,
+                global_read=global_access.get(table, False)
+                or bool(table.info.get(GLOBAL_READ_INFO_KEY)),
+                tenant_type=tenant_type,
+                admin_roles=tuple(admin_roles),
+            )
+        )
+    return found
+
+
+def _setting(name: str, tenant_type: TypeEngine[Any] | None = None) -> str:
+    value = f"NULLIF(current_setting('{name}', true), '')"
+    if tenant_type is not None:
+        value = f"CAST({value} AS {_DIALECT.type_compiler_instance.process(tenant_type)})"
+    return f"(SELECT {value})"
+
+
+def tenant_condition(table: TenantTable) -> str:
+    """The policy expression: the tenant column equals the transaction's tenant setting."""
+    return f"{_QUOTE.quote(table.tenant_column)} = {_setting(TENANT_SETTING, table.tenant_type)}"
+
+
+def enable_statements(table: TenantTable) -> list[str]:
+    """The statements that turn the wall on for one table; safe to run again."""
+    target = table.qualified_name
+    matches = tenant_condition(table)
+    policies = {
+        "select": f"FOR SELECT USING ({matches})",
+        "insert": f"FOR INSERT WITH CHECK ({matches})",
+        "update": f"FOR UPDATE USING ({matches}) WITH CHECK ({matches})",
+        "delete": f"FOR DELETE USING ({matches})",
+    }
+    if table.global_read:
+        policies["global_read"] = f"FOR SELECT USING ({_setting(GLOBAL_READ_SETTING)} = 'on')"
+    if table.admin_roles:
+        roles = ", ".join(_QUOTE.quote(role) for role in table.admin_roles)
+        policies["admin"] = f"FOR ALL TO {roles} USING (true) WITH CHECK (true)"
+    statements = [
+        f"ALTER TABLE {target} ENABLE ROW LEVEL SECURITY",
+        f"ALTER TABLE {target} FORCE ROW LEVEL SECURITY",
+    ]
+    for key, name in POLICY_NAMES.items():
+        policy = _QUOTE.quote(name)
+        statements.append(f"DROP POLICY IF EXISTS {policy} ON {target}")
+        if key in policies:
+            statements.append(f"CREATE POLICY {policy} ON {target} {policies[key]}")
+    return statements
+
+
+def disable_statements(table: TenantTable) -> list[str]:
+    """The statements that take the kit's policies off one table and turn RLS off."""
+    target = table.qualified_name
+    statements = [
+        f"DROP POLICY IF EXISTS {_QUOTE.quote(name)} ON {target}" for name in POLICY_NAMES.values()
+    ]
+    statements += [
+        f"ALTER TABLE {target} NO FORCE ROW LEVEL SECURITY",
+        f"ALTER TABLE {target} DISABLE ROW LEVEL SECURITY",
+    ]
+    return statements
+
+
+def rls_statements(
+    metadata: MetaData | Iterable[Table] | None = None, *, admin_roles: Sequence[str] = ()
+) -> list[str]:
+    """Every statement :func:`apply_rls` would run, for review or a migration script."""
+    return [
+        statement
+        for table in tenant_tables(metadata, admin_roles=admin_roles)
+        for statement in enable_statements(table)
+    ]
+
+
+def _run(bind: Engine | Connection, statements: Sequence[str]) -> None:
+    if isinstance(bind, Engine):
+        with bind.begin() as connection:
+            _run(connection, statements)
+        return
+    for statement in statements:
+        bind.execute(text(statement))
+
+
+def apply_rls(
+    bind: Engine | Connection,
+    metadata: MetaData | Iterable[Table] | None = None,
+    *,
+    admin_roles: Sequence[str] = (),
+) -> list[TenantTable]:
+    """Turn row-level security on for every tenant table of ``metadata``; idempotent.
+
+    Run it as the tables' owner (the role that ran ``create_all`` or the migrations), never as
+    the application's role. On an ``Engine`` it runs in one transaction of its own; on a
+    ``Connection`` in the caller's transaction. Async: ``await conn.run_sync(apply_rls, md)``.
+    Answers the tables it protected.
+    """
+    tables = tenant_tables(metadata, admin_roles=admin_roles)
+    _run(bind, [statement for table in tables for statement in enable_statements(table)])
+    return tables
+
+
+def remove_rls(
+    bind: Engine | Connection, metadata: MetaData | Iterable[Table] | None = None
+) -> list[TenantTable]:
+    """Undo :func:`apply_rls`: drop the kit's policies and turn row-level security off."""
+    tables = tenant_tables(metadata)
+    _run(bind, [statement for table in tables for statement in disable_statements(table)])
+    return tables

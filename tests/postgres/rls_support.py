@@ -1,0 +1,161 @@
+"""Helpers of the PostgreSQL wall's tests: roles, the seeded world, the owner's connection."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rls_models import ACME_ORG, GLOBEX_ORG, Plan, Project, Task, Template, badge, metadata
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import quoted_name
+
+from fastapi_tenancy.postgres import apply_rls
+
+
+def quote(engine: Engine, name: str) -> str:
+    return engine.dialect.identifier_preparer.quote(quoted_name(name, quote=True))
+
+
+@dataclass
+class AppRole:
+    """An ordinary role made for one test, and the engines that connect as it."""
+
+    name: str
+    owner: Engine
+    database: Any
+    _engines: list[Engine | AsyncEngine] = field(default_factory=list)
+    _roles: list[str] = field(default_factory=list)
+
+    def url(self, role: str | None = None, *, port: int | None = None) -> URL:
+        """The sync URL of the test's schema as ``role``; ``port`` reaches 127.0.0.1 there."""
+        url: URL = self.database.url.set(username=role or self.name)
+        return url if port is None else url.set(host="127.0.0.1", port=port)
+
+    def engine(self, role: str | None = None, *, port: int | None = None, **kwargs: Any) -> Engine:
+        engine = create_engine(self.url(role, port=port), **kwargs)
+        self._engines.append(engine)
+        return engine
+
+    def async_engine(self, role: str | None = None, **kwargs: Any) -> AsyncEngine:
+        kwargs["connect_args"] = {
+            **self.database.async_connect_args,
+            **kwargs.get("connect_args", {}),
+        }
+        engine = create_async_engine(
+            self.database.async_url.set(username=role or self.name), **kwargs
+        )
+        self._engines.append(engine)
+        return engine
+
+    def async_engine_at(self, url: URL, **kwargs: Any) -> AsyncEngine:
+        """An async engine on an explicit URL (another async driver, say)."""
+        engine = create_async_engine(url, **kwargs)
+        self._engines.append(engine)
+        return engine
+
+    def make_role(self, attributes: str = "") -> str:
+        """Another role (``attributes`` such as ``"BYPASSRLS"``), with the same grants."""
+        name = f"tenancy_{secrets.token_hex(5)}"
+        create_role(self.owner, self.database.name, name, attributes)
+        self._roles.append(name)
+        return name
+
+    def dispose(self) -> None:
+        for engine in self._engines:
+            engine.sync_engine.dispose() if isinstance(engine, AsyncEngine) else engine.dispose()
+
+    def drop(self) -> None:
+        self.dispose()
+        for role in [self.name, *self._roles]:
+            drop_role(self.owner, role)
+
+
+def create_role(owner: Engine, schema: str, role: str, attributes: str = "") -> None:
+    r, s = quote(owner, role), quote(owner, schema)
+    with owner.begin() as conn:
+        conn.execute(text(f"CREATE ROLE {r} LOGIN {attributes}"))
+        conn.execute(text(f"GRANT USAGE ON SCHEMA {s} TO {r}"))
+        conn.execute(
+            text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}")
+        )
+        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO {r}"))
+        conn.execute(
+            text(
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {s} "
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}"
+            )
+        )
+        conn.execute(
+            text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE ON SEQUENCES TO {r}")
+        )
+
+
+def drop_role(owner: Engine, role: str) -> None:
+    r = quote(owner, role)
+    with owner.begin() as conn:
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :role"),
+            {"role": role},
+        )
+        conn.execute(text(f"REASSIGN OWNED BY {r} TO CURRENT_USER"))
+        conn.execute(text(f"DROP OWNED BY {r}"))
+        conn.execute(text(f"DROP ROLE {r}"))
+
+
+@dataclass(frozen=True)
+class World:
+    """Primary keys of the seeded rows."""
+
+    apollo: int  # acme's project
+    zeus: int  # globex's project
+    design: int  # acme's task on apollo
+    secret: int  # globex's task on zeus
+    acme_template: int
+    globex_template: int
+
+
+def build_world(owner: Engine) -> World:
+    """Create the tables, apply the kit's policies and seed two tenants, as the owner."""
+    with owner.begin() as conn:
+        metadata.create_all(conn)
+        apply_rls(conn, metadata)
+        apollo = conn.execute(
+            insert(Project).values(tenant_id="acme", name="apollo").returning(Project.id)
+        ).scalar_one()
+        zeus = conn.execute(
+            insert(Project).values(tenant_id="globex", name="zeus").returning(Project.id)
+        ).scalar_one()
+        design = conn.execute(
+            insert(Task)
+            .values(tenant_id="acme", name="design", project_id=apollo)
+            .returning(Task.id)
+        ).scalar_one()
+        secret = conn.execute(
+            insert(Task)
+            .values(tenant_id="globex", name="secret", project_id=zeus)
+            .returning(Task.id)
+        ).scalar_one()
+        templates = [
+            conn.execute(
+                insert(Template).values(tenant_id=t, name=f"{t}-template").returning(Template.id)
+            ).scalar_one()
+            for t in ("acme", "globex")
+        ]
+        conn.execute(insert(Plan).values([{"name": "free"}, {"name": "pro"}]))
+        conn.execute(
+            insert(badge).values(
+                [{"org": ACME_ORG, "label": "acme-badge"}, {"org": GLOBEX_ORG, "label": "globex"}]
+            )
+        )
+    return World(apollo, zeus, design, secret, *templates)
+
+
+@contextlib.contextmanager
+def as_owner(owner: Engine) -> Iterator[Any]:
+    with owner.begin() as conn:
+        yield conn

@@ -1,0 +1,89 @@
+"""The Alembic operations run the same DDL as ``apply_rls``, online and offline."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from rls_support import as_owner
+from sqlalchemy import text
+
+import fastapi_tenancy.postgres.alembic  # noqa: F401  (registers the operations)
+from fastapi_tenancy.postgres import TenantTable
+from fastapi_tenancy.postgres.alembic import DisableTenantRLSOp, EnableTenantRLSOp
+from fastapi_tenancy.postgres.policies import enable_statements
+
+pytestmark = pytest.mark.backends("postgres")
+
+POLICIES = text(
+    "SELECT policyname, cmd, qual, with_check FROM pg_policies "
+    "WHERE schemaname = current_schema() AND tablename = :table ORDER BY policyname"
+)
+SECURED = text(
+    "SELECT relrowsecurity, relforcerowsecurity FROM pg_class "
+    "WHERE relname = :table AND relnamespace = current_schema()::regnamespace"
+)
+
+
+def make_tables(conn) -> None:
+    conn.execute(text("CREATE TABLE migrated (id serial PRIMARY KEY, tenant_id text NOT NULL)"))
+    conn.execute(text("CREATE TABLE applied (id serial PRIMARY KEY, tenant_id text NOT NULL)"))
+
+
+def test_enable_tenant_rls_creates_what_apply_rls_creates(owner):
+    with as_owner(owner) as conn:
+        make_tables(conn)
+        op = Operations(MigrationContext.configure(conn))
+        op.enable_tenant_rls("migrated", global_read=True)
+        for statement in enable_statements(TenantTable("applied", global_read=True)):
+            conn.execute(text(statement))
+
+        migrated = conn.execute(POLICIES, {"table": "migrated"}).all()
+        applied = conn.execute(POLICIES, {"table": "applied"}).all()
+        secured = conn.execute(SECURED, {"table": "migrated"}).one()
+
+    assert migrated == applied
+    assert [row.policyname for row in migrated] == [
+        "tenancy_delete",
+        "tenancy_global_read",
+        "tenancy_insert",
+        "tenancy_select",
+        "tenancy_update",
+    ]
+    assert tuple(secured) == (True, True)
+
+
+def test_disable_tenant_rls_undoes_it(owner):
+    with as_owner(owner) as conn:
+        make_tables(conn)
+        op = Operations(MigrationContext.configure(conn))
+        op.enable_tenant_rls("migrated")
+        op.enable_tenant_rls("migrated")  # idempotent
+        op.disable_tenant_rls("migrated")
+
+        policies = conn.execute(POLICIES, {"table": "migrated"}).all()
+        secured = conn.execute(SECURED, {"table": "migrated"}).one()
+
+    assert policies == []
+    assert tuple(secured) == (False, False)
+
+
+def test_offline_mode_prints_the_statements():
+    buffer = io.StringIO()
+    context = MigrationContext.configure(
+        dialect_name="postgresql", opts={"as_sql": True, "output_buffer": buffer}
+    )
+    Operations(context).enable_tenant_rls("project", schema="app")
+
+    printed = buffer.getvalue()
+    assert "ALTER TABLE app.project FORCE ROW LEVEL SECURITY;" in printed
+    assert "CREATE POLICY tenancy_insert ON app.project FOR INSERT WITH CHECK" in printed
+
+
+def test_the_operations_reverse_each_other():
+    enable = EnableTenantRLSOp("project", tenant_column="org_id", global_read=True)
+
+    assert isinstance(enable.reverse(), DisableTenantRLSOp)
+    assert enable.reverse().reverse().table == enable.table

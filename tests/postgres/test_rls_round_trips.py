@@ -1,0 +1,159 @@
+"""The per-transaction tenant costs no round trip of its own on psycopg 3.
+
+The session notes the tenant when a transaction begins; the transaction's first statement
+carries it, ``set_config`` and the statement sent together in one pipeline. A relay between
+the driver and the server counts round trips. The remaining tests drive the first statement of
+a transaction through each path the pipelining has to handle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from rls_models import Project, Template
+from rls_support import World
+from rls_wire import RoundTripCounter
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session
+
+from fastapi_tenancy import AlreadyExists, HeaderResolver, SessionScope, Tenancy
+from fastapi_tenancy.postgres import RowLevelSecurity, read_tenant_setting
+from fastapi_tenancy.scope import Access
+
+pytestmark = pytest.mark.backends("postgres")
+
+READ = text("SELECT tenant_id, name FROM rls_project")
+
+
+@pytest.fixture
+def relay(database) -> Iterator[RoundTripCounter]:
+    counter = RoundTripCounter(database.url.host or "127.0.0.1", database.url.port or 5432)
+    try:
+        yield counter
+    finally:
+        counter.close()
+
+
+def round_trips(relay: RoundTripCounter, work: Callable[[], object], times: int = 3) -> float:
+    for _ in range(6):  # past psycopg's prepare threshold, so every run is alike
+        work()
+    before = relay.count()
+    for _ in range(times):
+        work()
+    return (relay.count() - before) / times
+
+
+def test_the_pipelined_setting_costs_no_round_trip_of_its_own(app_role, relay, world):
+    bare_engine = app_role.engine(port=relay.port, pool_size=1)
+    kit = Tenancy(app_role.engine(port=relay.port, pool_size=1), resolvers=[], rls=True)
+    unpipelined = Tenancy(
+        app_role.engine(port=relay.port, pool_size=1),
+        resolvers=[],
+        rls=RowLevelSecurity(pipeline=False),
+    )
+
+    def bare() -> None:
+        with Session(bare_engine) as session:
+            session.execute(READ).all()
+
+    def through(tenancy: Tenancy) -> Callable[[], None]:
+        def work() -> None:
+            with tenancy.make_session(SessionScope("acme", Access.UNSCOPED)) as session:
+                assert session.execute(READ).all() == [("acme", "apollo")]
+
+        return work
+
+    bare_trips = round_trips(relay, bare)
+    kit_trips = round_trips(relay, through(kit))
+    unpipelined_trips = round_trips(relay, through(unpipelined))
+
+    assert bare_trips == 3  # BEGIN, the query, ROLLBACK
+    assert kit_trips == bare_trips
+    assert unpipelined_trips == bare_trips + 1
+
+
+def test_every_transaction_of_a_session_carries_the_tenant_without_a_round_trip(
+    app_role, relay, world
+):
+    kit = Tenancy(app_role.engine(port=relay.port, pool_size=1), resolvers=[], rls=True)
+
+    def two_transactions() -> None:
+        with kit.make_session(SessionScope("globex", Access.UNSCOPED)) as session:
+            assert session.execute(READ).all() == [("globex", "zeus")]
+            session.commit()
+            assert session.execute(READ).all() == [("globex", "zeus")]
+
+    assert round_trips(relay, two_transactions) == 6
+
+
+# --------------------------------------------------------------------------------------------
+# The first statement of a transaction, through each path
+
+
+def test_a_failing_first_statement_raises_its_own_error_and_the_session_recovers(wall, world):
+    with wall("acme") as session:
+        with pytest.raises(AlreadyExists):
+            session.execute(
+                text("INSERT INTO rls_project (tenant_id, name) VALUES ('acme', 'apollo')")
+            )
+        session.rollback()
+        assert session.execute(READ).all() == [("acme", "apollo")]
+
+
+def test_a_server_side_cursor_as_first_statement_gets_the_tenant(wall, world):
+    with wall("globex") as session:
+        result = session.execute(
+            select(Project.name), execution_options={"stream_results": True, "yield_per": 1}
+        )
+        names = result.scalars().all()
+
+    assert names == ["zeus"]
+
+
+def test_executemany_as_first_statement_gets_the_tenant(wall, world, owner):
+    insert_template = text("INSERT INTO rls_template (tenant_id, name) VALUES (:t, :n)")
+    with wall("acme") as session:
+        session.execute(insert_template, [{"t": "acme", "n": "a"}, {"t": "acme", "n": "b"}])
+        session.commit()
+        with pytest.raises(DBAPIError):
+            session.execute(insert_template, [{"t": "acme", "n": "c"}, {"t": "globex", "n": "d"}])
+
+    with wall("acme") as session:
+        names = sorted(session.execute(select(Template.name)).scalars())
+    assert names == ["a", "acme-template", "b"]
+
+
+def test_a_statement_without_parameters_as_first_statement_gets_the_tenant(wall, world):
+    with wall("acme") as session:
+        rows = session.execute(READ, execution_options={"no_parameters": True}).all()
+
+    assert rows == [("acme", "apollo")]
+
+
+def test_a_transaction_that_ends_before_any_statement_leaves_nothing_pending(
+    app_role, world: World
+):
+    engine = app_role.engine(pool_size=1, max_overflow=0)
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True)
+    with tenancy.make_session(SessionScope("acme", Access.UNSCOPED)) as session:
+        session.connection()  # begins: the tenant is noted for the first statement
+        session.rollback()  # ...which never comes
+
+    with engine.connect() as conn:  # the same pooled connection
+        assert read_tenant_setting(conn) is None
+        assert conn.execute(READ).all() == []
+
+
+@pytest.mark.anyio
+async def test_async_psycopg_sends_the_setting_as_a_statement_of_its_own(app_role, world):
+    url = app_role.url().set(drivername="postgresql+psycopg")
+    engine = app_role.async_engine_at(url, pool_size=1)
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True)
+    try:
+        for tenant, expected in (("acme", "apollo"), ("globex", "zeus"), ("acme", "apollo")):
+            async with tenancy.make_async_session(SessionScope(tenant, Access.UNSCOPED)) as s:
+                assert (await s.exec(select(Project.name))).scalars().all() == [expected]
+    finally:
+        await engine.dispose()
