@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, select, true, tuple_
-from sqlalchemy.orm import ORMExecuteState, with_loader_criteria
+from sqlalchemy.orm import FromStatement, LoaderCriteriaOption, ORMExecuteState
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.dml import Delete, Insert, Update, UpdateBase
 from sqlalchemy.sql.elements import BindParameter, ClauseElement, ColumnClause, TextClause
@@ -44,13 +44,30 @@ def _global_read_criteria(cls: type[TenantScoped]) -> Any:
     return cls.tenant_column() == bindparam(TENANT_PARAM)
 
 
-TENANT_CRITERIA = with_loader_criteria(
+class _ScopingCriteria(LoaderCriteriaOption):
+    """The tenant criteria, which also refuse unscopable statements when they are compiled.
+
+    Compiling happens once per statement shape (the result is cached by structure), so the
+    walk over an ORM statement costs nothing on the requests that reuse its compiled form,
+    and a refused shape is never cached.
+    """
+
+    _traverse_internals = LoaderCriteriaOption._traverse_internals  # same cache key
+
+    def process_compile_state(self, compile_state: Any) -> None:
+        statement = getattr(compile_state, "select_statement", None)
+        if statement is not None:
+            _refuse_unscopable(statement, orm=True)
+        super().process_compile_state(compile_state)
+
+
+TENANT_CRITERIA = _ScopingCriteria(
     TenantScoped,
     lambda cls: _tenant_criteria(cls),
     include_aliases=True,
     track_closure_variables=False,
 )
-GLOBAL_READ_CRITERIA = with_loader_criteria(
+GLOBAL_READ_CRITERIA = _ScopingCriteria(
     TenantScoped,
     lambda cls: _global_read_criteria(cls),
     include_aliases=True,
@@ -68,8 +85,10 @@ def scope_execution(state: ORMExecuteState, scope: SessionScope) -> None:
         or state.is_column_load
         or TENANT_CRITERIA in getattr(statement, "_with_options", ())
     )
-    if not internal_load:
-        _refuse_unscopable(statement, orm=state.is_orm_statement)
+    orm = state.is_orm_statement
+    if not internal_load and not (orm and isinstance(statement, (Select, FromStatement))):
+        # ORM selects are checked once per shape, when compiled (_ScopingCriteria).
+        _refuse_unscopable(statement, orm=orm)
     tenant = scope.tenant_id
     if isinstance(statement, Insert):
         _scope_insert(state, statement, tenant)
@@ -149,9 +168,7 @@ def _refuse_unscopable(statement: Any, *, orm: bool) -> None:
                 "in a tenant session; use the mapped model"
             )
         elif isinstance(element, Select):
-            _refuse_plain_tables(element._raw_columns)
-            _refuse_plain_tables(element._from_obj)
-            _refuse_plain_tables(join[0] for join in element._setup_joins)
+            _refuse_plain_in_select(element)
         elif isinstance(element, Join):
             _refuse_plain_tables((element.left, element.right))
         elif isinstance(element, UpdateBase):
@@ -161,6 +178,25 @@ def _refuse_unscopable(statement: Any, *, orm: bool) -> None:
 
 
 _HARMLESS_LITERALS = frozenset({"*", "1"})
+
+
+def _refuse_plain_in_select(select_: Select[Any]) -> None:
+    """A core tenant table or column may not be a FROM of its own; a core column is allowed
+    only beside its own mapped entity, whose FROM (and criteria) it then shares."""
+    items: list[Any] = [
+        *select_._raw_columns,
+        *select_._from_obj,
+        *(join[0] for join in select_._setup_joins),
+    ]
+    covered = set()
+    for item in items:
+        entity = item._annotations.get("parententity")
+        if entity is not None and not entity.is_aliased_class:
+            covered.add(entity.local_table)
+    for item in items:
+        if isinstance(item, Column) and item.table in covered:
+            continue
+        _refuse_plain_tables((item,))
 
 
 def _refuse_plain_tables(elements: Iterable[Any]) -> None:
