@@ -129,8 +129,14 @@ async def _async_session(tenancy: Tenancy, scope: SessionScope) -> AsyncIterator
 
 def tenant_session(conn: HTTPConnection) -> Iterator[Session]:
     """A session scoped to the bound tenant; 400 ``tenant_required`` when none is bound."""
-    with _sync_session(_tenancy(conn), _tenant_scope()) as session:
+    session = _tenancy(conn).make_session(_tenant_scope())
+    try:
         yield session
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 def global_session(conn: HTTPConnection) -> Iterator[Session]:

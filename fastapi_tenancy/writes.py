@@ -28,17 +28,18 @@ from .scope import Access, SessionScope
 
 __all__ = ["check_flush", "mark_persisted", "prove_statement_references"]
 
-_VERIFIED = "fastapi_tenancy.verified_tenant"
-"""Key in ``InstanceState.info``: the tenant the row had when it was last read or written."""
+_VERIFIED = "_fastapi_tenancy_verified"
+"""Attribute set on an ``InstanceState``: the tenant the row had when last read or written.
+
+A plain attribute rather than ``InstanceState.info``: it is set for every loaded row, and
+``info`` builds a dictionary per object on first use."""
 
 
 @event.listens_for(TenantScoped, "load", propagate=True, raw=True)
 def _remember_loaded_tenant(state: InstanceState[Any], context: QueryContext | None) -> None:
     if context is None:  # merge(load=False) fires "load" without reading anything
         return
-    tenant = state.dict.get("tenant_id")
-    if tenant is not None:
-        state.info[_VERIFIED] = tenant
+    setattr(state, _VERIFIED, state.dict.get("tenant_id"))
 
 
 @event.listens_for(TenantScoped, "refresh", propagate=True, raw=True)
@@ -50,9 +51,8 @@ def _remember_refreshed_tenant(
 
 def mark_persisted(state: InstanceState[Any]) -> None:
     """Remember the tenant of a row this session has just written."""
-    tenant = state.dict.get("tenant_id")
-    if tenant is not None and is_tenant_model(state.class_):
-        state.info[_VERIFIED] = tenant
+    if is_tenant_model(state.class_):
+        setattr(state, _VERIFIED, state.dict.get("tenant_id"))
 
 
 def check_flush(session: Session, scope: SessionScope) -> None:
@@ -81,7 +81,7 @@ def check_flush(session: Session, scope: SessionScope) -> None:
     unverified = []
     for obj in (*dirty, *deleted):
         state = inspect(obj)
-        verified = state.info.get(_VERIFIED)
+        verified = getattr(state, _VERIFIED, None)
         if verified is None:
             unverified.append(obj)
         elif verified != tenant:
@@ -127,7 +127,7 @@ def _prove_owned(session: Session, objects: Iterable[Any]) -> None:
         if keys - found:
             raise CrossTenantWrite(f"this {mapper.class_.__name__} belongs to another tenant")
         for state in states:
-            state.info[_VERIFIED] = state.dict.get("tenant_id")
+            setattr(state, _VERIFIED, state.dict.get("tenant_id"))
 
 
 def _existing_keys(session: Session, mapper: Mapper[Any], keys: list[Any]) -> set[Any]:
