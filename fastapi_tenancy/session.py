@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
@@ -21,7 +21,7 @@ from .context import audit_logger, get_tenant_context
 from .exceptions import AlreadyExists, CrossTenantWrite, UnscopedStatement
 from .scope import Access, SessionScope
 from .scoping import refuse_unscoped_moves, scope_execution
-from .writes import check_flush, mark_persisted
+from .writes import check_flush
 
 __all__ = ["SCOPE_KEY", "TenantScopedSession", "is_unique_violation", "scope_of"]
 
@@ -180,8 +180,3 @@ def _check_flush(session: Session, flush_context: UOWTransaction, instances: Any
     scope.check_ambient()
     with _audited_refusals(scope):
         check_flush(session, scope)
-
-
-@event.listens_for(TenantScopedSession, "pending_to_persistent")
-def _remember_written(session: Session, instance: Any) -> None:
-    mark_persisted(inspect(instance))

@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import event, inspect, select, tuple_
-from sqlalchemy.orm import Mapper, QueryContext, Session
+from sqlalchemy import inspect, select, tuple_
+from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.interfaces import MANYTOONE
 from sqlalchemy.orm.state import InstanceState
@@ -23,36 +23,10 @@ from sqlalchemy.sql.elements import BindParameter, ClauseElement
 
 from .context import audit_logger, get_tenant_context
 from .exceptions import CrossTenantWrite, TenantRequired
-from .models import TENANT_TABLE_INFO_KEY, TenantScoped, is_tenant_model
+from .models import TENANT_TABLE_INFO_KEY, is_tenant_model
 from .scope import Access, SessionScope
 
-__all__ = ["check_flush", "mark_persisted", "prove_statement_references"]
-
-_VERIFIED = "_fastapi_tenancy_verified"
-"""Attribute set on an ``InstanceState``: the tenant the row had when last read or written.
-
-A plain attribute rather than ``InstanceState.info``: it is set for every loaded row, and
-``info`` builds a dictionary per object on first use."""
-
-
-@event.listens_for(TenantScoped, "load", propagate=True, raw=True)
-def _remember_loaded_tenant(state: InstanceState[Any], context: QueryContext | None) -> None:
-    if context is None:  # merge(load=False) fires "load" without reading anything
-        return
-    setattr(state, _VERIFIED, state.dict.get("tenant_id"))
-
-
-@event.listens_for(TenantScoped, "refresh", propagate=True, raw=True)
-def _remember_refreshed_tenant(
-    state: InstanceState[Any], context: QueryContext, attrs: Any
-) -> None:
-    _remember_loaded_tenant(state, context)
-
-
-def mark_persisted(state: InstanceState[Any]) -> None:
-    """Remember the tenant of a row this session has just written."""
-    if is_tenant_model(state.class_):
-        setattr(state, _VERIFIED, state.dict.get("tenant_id"))
+__all__ = ["check_flush", "prove_statement_references"]
 
 
 def check_flush(session: Session, scope: SessionScope) -> None:
@@ -78,17 +52,15 @@ def check_flush(session: Session, scope: SessionScope) -> None:
             obj.tenant_id = tenant
         elif current != tenant:
             raise CrossTenantWrite(f"a new {type(obj).__name__} names another tenant")
-    unverified = []
-    for obj in (*dirty, *deleted):
-        state = inspect(obj)
-        verified = getattr(state, _VERIFIED, None)
-        if verified is None:
-            unverified.append(obj)
-        elif verified != tenant:
+    # Every dirty row, even one with no net change: it is in this session's identity map, and
+    # the unit of work may still write it (a collection append syncs its foreign key).
+    written = (*dirty, *deleted)
+    for obj in written:
+        if _committed(inspect(obj), "tenant_id") != tenant:
             raise CrossTenantWrite(f"this {type(obj).__name__} belongs to another tenant")
-        elif not mutable and obj.tenant_id != tenant:
+        if not mutable and obj.tenant_id != tenant:
             raise CrossTenantWrite(f"this {type(obj).__name__} would move to another tenant")
-    _prove_owned(session, unverified)
+    _prove_owned(session, written)
     _check_references(session, (*new, *dirty), tenant)
 
 
@@ -115,19 +87,32 @@ def _check_move(obj: Any, scope: SessionScope, mutable: bool) -> None:
 
 
 def _prove_owned(session: Session, objects: Iterable[Any]) -> None:
-    """Rows that entered the session without a read (merge(load=False), add of a detached
-    object) are checked against the database, scoped to the tenant."""
-    by_mapper: dict[Mapper[Any], list[InstanceState[Any]]] = defaultdict(list)
+    """Prove, with one scoped query per model, that every row this flush updates or deletes
+    is the tenant's: the unit of work writes ``WHERE primary key = ...`` with the keys the
+    objects hold, which no loader criteria reach and which an object that entered the session
+    without a read (``merge(load=False)``, ``add()`` of a detached object) could have forged."""
+    by_mapper: dict[Mapper[Any], set[tuple[Any, ...]]] = defaultdict(set)
     for obj in objects:
         state = inspect(obj)
-        by_mapper[state.mapper].append(state)
-    for mapper, states in by_mapper.items():
-        keys = {state.identity for state in states}
-        found = _existing_keys(session, mapper, list(keys))
-        if keys - found:
+        mapper = state.mapper
+        key = tuple(
+            _committed(state, mapper.get_property_by_column(column).key)
+            for column in mapper.primary_key
+        )
+        by_mapper[mapper].add(key)
+    for mapper, keys in by_mapper.items():
+        if keys - _existing_keys(session, mapper, list(keys)):
             raise CrossTenantWrite(f"this {mapper.class_.__name__} belongs to another tenant")
-        for state in states:
-            setattr(state, _VERIFIED, state.dict.get("tenant_id"))
+
+
+def _committed(state: InstanceState[Any], key: str) -> Any:
+    """The value of ``key`` as last read from or written to the database."""
+    history = state.attrs[key].history
+    if history.deleted:
+        return history.deleted[0]
+    if history.unchanged:
+        return history.unchanged[0]
+    return state.dict.get(key)
 
 
 def _existing_keys(session: Session, mapper: Mapper[Any], keys: list[Any]) -> set[Any]:
