@@ -21,6 +21,10 @@ alternates from request to request. Results are medians over the rounds.
 
 The same file is the server (``overhead.py serve SETUP``) and the fallback load generator
 (``overhead.py loadgen``); the parent process starts both.
+
+On a busy machine, ``overhead.py count`` measures instructions per request instead, under
+valgrind, calling each app in-process (``overhead.py drive SETUP``): slower, but the same
+however busy the machine is. See bench/README.md.
 """
 
 import argparse
@@ -32,6 +36,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -581,7 +586,7 @@ def print_report(
         print(line)
     print()
     print("Per setup: medians over the rounds (range: min..max req/s of the rounds);")
-    print("cpu µs/req: CPU time of the server process per request, less sensitive to other load")
+    print("cpu µs/req: CPU time of the server process per request")
     head = (
         f"{'setup':<12} {'req/s':>8} {'range':>11} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'cpu µs/req':>10} {'requests':>9}"
@@ -642,6 +647,15 @@ def print_report(
         print(f"{r + 1:<6}" + "".join(cells))
 
 
+def _exit_on_sigterm() -> None:
+    """Turn SIGTERM (timeout, kill) into SystemExit, so servers and files are cleaned up."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="overhead.py",
@@ -678,6 +692,7 @@ def run(argv: Sequence[str]) -> None:
         help="after the warm-up, print the server pids and wait for Enter (to attach a profiler)",
     )
     args = parser.parse_args(argv)
+    _exit_on_sigterm()
 
     setups = [s for s in SETUPS if s in args.setups.split(",")]
     unknown = set(args.setups.split(",")) - set(SETUPS)
@@ -695,34 +710,34 @@ def run(argv: Sequence[str]) -> None:
         parser.error(f"ports in use on 127.0.0.1: {busy} (pick another --base-port)")
 
     tmp = Path(tempfile.mkdtemp(prefix="tenancy-bench-"))
-    sqlite_default = args.database_url is None
-    url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
-    tenants = tenant_names(args.tenants)
-    secret = secrets.token_hex(32)
-    tokens = make_tokens(tenants, secret)
-
-    gen = LoadGen(kind=kind, connections=args.connections, wrk_threads=args.wrk_threads)
-    for setup in setups:
-        gen.scripts[setup] = write_wrk_script(tmp, setup, tenants, tokens)
-        gen.variants[setup] = [headers_for(setup, t, tokens) for t in tenants]
-
-    env_lines = [
-        "fastapi_tenancy overhead: GET /projects, "
-        f"{args.rows} rows of one tenant out of {args.tenants} x {args.rows}, JSON",
-        f"  versions : {versions()}",
-        f"  server   : {uvicorn_impl()}, 127.0.0.1 ports {min(ports.values())}.."
-        f"{max(ports.values())}",
-        f"  database : {database_label(url, sqlite_default)}",
-        f"  load     : {gen.describe()}, tenant alternating per request",
-        f"  run      : {args.rounds} rounds x {args.seconds:g} s per setup, interleaved; "
-        f"warm-up {args.warmup:g} s per setup",
-        f"  machine  : {os.cpu_count()} CPUs, {platform.platform()}",
-    ]
-    for line in env_lines:
-        print(line, flush=True)
-
-    seed(url, tenants, args.rows)
     try:
+        sqlite_default = args.database_url is None
+        url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
+        tenants = tenant_names(args.tenants)
+        secret = secrets.token_hex(32)
+        tokens = make_tokens(tenants, secret)
+
+        gen = LoadGen(kind=kind, connections=args.connections, wrk_threads=args.wrk_threads)
+        for setup in setups:
+            gen.scripts[setup] = write_wrk_script(tmp, setup, tenants, tokens)
+            gen.variants[setup] = [headers_for(setup, t, tokens) for t in tenants]
+
+        env_lines = [
+            "fastapi_tenancy overhead: GET /projects, "
+            f"{args.rows} rows of one tenant out of {args.tenants} x {args.rows}, JSON",
+            f"  versions : {versions()}",
+            f"  server   : {uvicorn_impl()}, 127.0.0.1 ports {min(ports.values())}.."
+            f"{max(ports.values())}",
+            f"  database : {database_label(url, sqlite_default)}",
+            f"  load     : {gen.describe()}, tenant alternating per request",
+            f"  run      : {args.rounds} rounds x {args.seconds:g} s per setup, interleaved; "
+            f"warm-up {args.warmup:g} s per setup",
+            f"  machine  : {os.cpu_count()} CPUs, {platform.platform()}",
+        ]
+        for line in env_lines:
+            print(line, flush=True)
+
+        seed(url, tenants, args.rows)
         probe = {s: headers_for(s, tenants[0], tokens) for s in setups}
         with servers(ports, url, secret, probe) as procs:
             size = verify(ports, tenants, tokens, args.rows)
@@ -884,26 +899,27 @@ def count(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     if not shutil.which("valgrind"):
         parser.error("valgrind is not on PATH (apt-get install valgrind)")
+    _exit_on_sigterm()
     setups = [s for s in SETUPS if s in args.setups.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="tenancy-count-"))
-    sqlite_default = args.database_url is None
-    url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
-    env = {
-        **os.environ,
-        "BENCH_JWT_SECRET": "k" * 64,
-        "PYTHONHASHSEED": "0",
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-        ),
-    }
-    print(f"versions : {versions()}")
-    print(f"database : {database_label(url, sqlite_default)}")
-    print(
-        f"method   : in-process ASGI calls (no HTTP server), valgrind instruction counts of "
-        f"runs with 0 and {args.requests} measured requests after the same warm-up, differenced"
-    )
-    seed(url, tenant_names(args.tenants), args.rows)
     try:
+        sqlite_default = args.database_url is None
+        url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
+        env = {
+            **os.environ,
+            "BENCH_JWT_SECRET": "k" * 64,
+            "PYTHONHASHSEED": "0",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
+        print(f"versions : {versions()}")
+        print(f"database : {database_label(url, sqlite_default)}")
+        print(
+            f"method   : in-process ASGI calls (no HTTP server), valgrind instruction counts of "
+            f"runs with 0 and {args.requests} measured requests after the same warm-up, differenced"
+        )
+        seed(url, tenant_names(args.tenants), args.rows)
         native: dict[str, float] = {}
         collections: dict[str, list[float]] = {}
         for setup in setups:
