@@ -10,8 +10,8 @@ service on the same database). Turn it on in one step, with the policies applied
 Modules, in the order a request meets them:
 
     policies  the DDL: ENABLE/FORCE ROW LEVEL SECURITY and one policy per command
-    setting   the tenant set per transaction (set_config(..., true)), sent with the first
-              statement on psycopg 3
+    setting   the tenant set per transaction (set_config(..., true))
+    begin     on psycopg 3, that setting sent in one message with the transaction's BEGIN
     guard     the refusal to run on a role that would bypass the policies silently
     check     the checker of a live database (fastapi-tenancy-check DATABASE_URL)
     alembic   the same DDL as Alembic operations (optional extra)
@@ -35,7 +35,6 @@ from .policies import (
 from .setting import (
     RLSSession,
     RowLevelSecurity,
-    flush_tenant_setting,
     read_tenant_setting,
     set_tenant,
     tenant_savepoint,
@@ -51,7 +50,6 @@ __all__ = [
     "UnsafeDatabaseRole",
     "apply_rls",
     "check_database",
-    "flush_tenant_setting",
     "read_tenant_setting",
     "remove_rls",
     "rls_statements",

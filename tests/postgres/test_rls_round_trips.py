@@ -1,9 +1,9 @@
 """The per-transaction tenant costs no round trip of its own on psycopg 3.
 
-The session notes the tenant when a transaction begins; the transaction's first statement
-carries it, ``set_config`` and the statement sent together in one pipeline. A relay between
-the driver and the server counts round trips. The remaining tests drive the first statement of
-a transaction through each path the pipelining has to handle.
+The kit opens each transaction itself with ``BEGIN; SELECT set_config(...)`` in one message,
+where psycopg would have sent ``BEGIN`` alone. A relay between the driver and the server counts
+round trips. The remaining tests drive the first statement of a transaction through each kind
+of execution, and the isolation options psycopg would have put in its own ``BEGIN``.
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ def round_trips(relay: RoundTripCounter, work: Callable[[], object], times: int 
     return (relay.count() - before) / times
 
 
-def test_the_pipelined_setting_costs_no_round_trip_of_its_own(app_role, relay, world):
+def test_the_setting_sent_with_begin_costs_no_round_trip_of_its_own(app_role, relay, world):
     bare_engine = app_role.engine(port=relay.port, pool_size=1)
     kit = Tenancy(app_role.engine(port=relay.port, pool_size=1), resolvers=[], rls=True)
-    unpipelined = Tenancy(
+    separate = Tenancy(
         app_role.engine(port=relay.port, pool_size=1),
         resolvers=[],
-        rls=RowLevelSecurity(pipeline=False),
+        rls=RowLevelSecurity(with_begin=False),
     )
 
     def bare() -> None:
@@ -67,11 +67,11 @@ def test_the_pipelined_setting_costs_no_round_trip_of_its_own(app_role, relay, w
 
     bare_trips = round_trips(relay, bare)
     kit_trips = round_trips(relay, through(kit))
-    unpipelined_trips = round_trips(relay, through(unpipelined))
+    separate_trips = round_trips(relay, through(separate))
 
     assert bare_trips == 3  # BEGIN, the query, ROLLBACK
     assert kit_trips == bare_trips
-    assert unpipelined_trips == bare_trips + 1
+    assert separate_trips == bare_trips + 1
 
 
 def test_every_transaction_of_a_session_carries_the_tenant_without_a_round_trip(
@@ -132,14 +132,12 @@ def test_a_statement_without_parameters_as_first_statement_gets_the_tenant(wall,
     assert rows == [("acme", "apollo")]
 
 
-def test_a_transaction_that_ends_before_any_statement_leaves_nothing_pending(
-    app_role, world: World
-):
+def test_a_transaction_that_ends_before_any_statement_leaves_nothing_behind(app_role, world: World):
     engine = app_role.engine(pool_size=1, max_overflow=0)
     tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True)
     with tenancy.make_session(SessionScope("acme", Access.UNSCOPED)) as session:
-        session.connection()  # begins: the tenant is noted for the first statement
-        session.rollback()  # ...which never comes
+        session.connection()  # begins, with the tenant
+        session.rollback()  # before any statement of the session's own
 
     with engine.connect() as conn:  # the same pooled connection
         assert read_tenant_setting(conn) is None
@@ -157,3 +155,49 @@ async def test_async_psycopg_sends_the_setting_as_a_statement_of_its_own(app_rol
                 assert (await s.exec(select(Project.name))).scalars().all() == [expected]
     finally:
         await engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# What psycopg would have put in its own BEGIN
+
+
+@pytest.mark.parametrize(
+    ("engine_options", "expected"),
+    [
+        ({}, ("read committed", "off")),
+        ({"isolation_level": "REPEATABLE READ"}, ("repeatable read", "off")),
+        ({"isolation_level": "SERIALIZABLE"}, ("serializable", "off")),
+        ({"execution_options": {"postgresql_readonly": True}}, ("read committed", "on")),
+    ],
+)
+def test_the_kits_begin_keeps_the_engines_isolation_options(
+    app_role, relay, world, engine_options, expected
+):
+    kit = Tenancy(
+        app_role.engine(port=relay.port, pool_size=1, **engine_options), resolvers=[], rls=True
+    )
+    show = text(
+        "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only')"
+    )
+
+    def work() -> None:
+        with kit.make_session(SessionScope("acme", Access.UNSCOPED)) as session:
+            assert tuple(session.execute(show).one()) == expected
+            assert session.execute(READ).all() == [("acme", "apollo")]
+
+    assert round_trips(relay, work) == 4  # BEGIN with the setting, two queries, ROLLBACK
+
+
+@pytest.mark.parametrize("hostile", ["o'brien", "acme', true); SELECT set_config('x", "\\'; --"])
+def test_a_tenant_id_is_quoted_by_the_driver_never_spliced(wall, world, hostile):
+    with wall(hostile) as session:
+        assert read_tenant_setting(session.connection()) == hostile
+        assert session.execute(READ).all() == []
+
+
+def test_an_autocommit_engine_fails_closed(app_role, world):
+    engine = app_role.engine(pool_size=1, isolation_level="AUTOCOMMIT")
+    tenancy = Tenancy(engine, resolvers=[], rls=True)
+    with tenancy.make_session(SessionScope("acme", Access.UNSCOPED)) as session:
+        # Each statement is its own transaction: a transaction-local setting cannot reach it.
+        assert session.execute(READ).all() == []

@@ -15,7 +15,6 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from fastapi_tenancy.postgres import (
-    flush_tenant_setting,
     read_tenant_setting,
     set_tenant,
     tenant_savepoint,
@@ -239,9 +238,7 @@ def test_a_view_owned_by_an_ordinary_table_owner_applies_the_forced_policies(
 
 def test_copy_to_stdout_copies_only_the_tenants_rows(wall, world: World):
     with wall("acme") as session:
-        conn = session.connection()
-        flush_tenant_setting(conn)
-        driver = conn.connection.driver_connection
+        driver = session.connection().connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         with driver.cursor() as cursor:
             with cursor.copy("COPY rls_project (tenant_id, name) TO STDOUT") as copy:
@@ -253,20 +250,19 @@ def test_copy_to_stdout_copies_only_the_tenants_rows(wall, world: World):
     assert tasks == [("design",)]
 
 
-def test_copy_on_the_raw_connection_without_the_setting_copies_nothing(wall, world: World):
-    with wall("acme") as session:
-        driver = session.connection().connection.driver_connection
+def test_copy_on_a_raw_connection_with_no_tenant_copies_nothing(app_engine, world: World):
+    with app_engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
         with driver.cursor() as cursor, cursor.copy("COPY rls_project TO STDOUT") as copy:
             rows = list(copy.rows())
 
-    assert rows == []  # the pipelined setting was not sent yet: the wall fails closed
+    assert rows == []  # no session named a tenant: the wall fails closed
 
 
 def test_copy_from_into_a_protected_table_is_refused(wall, world: World):
     with wall("acme") as session:
-        conn = session.connection()
-        flush_tenant_setting(conn)
-        driver = conn.connection.driver_connection
+        driver = session.connection().connection.driver_connection
         with (
             pytest.raises(psycopg.errors.FeatureNotSupported),
             driver.cursor() as cursor,
