@@ -1,7 +1,7 @@
 """``python -m example_app``: create and seed the database on first start, then serve.
 
-Reads ``DATABASE_URL``, ``PORT``, ``EXAMPLE_JWT_SECRET`` and ``EXAMPLE_BASE_DOMAIN``; see
-``--help``.
+Reads ``DATABASE_URL``, ``PORT``, ``EXAMPLE_JWT_SECRET``, ``EXAMPLE_BASE_DOMAIN`` and
+``EXAMPLE_RLS``; see ``--help``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from fastapi_tenancy.postgres import UnsafeDatabaseRole
+
 from .app import create_app
 from .auth import PasswordHasher
+from .rls import DEFAULT_APP_ROLE, owner_bypasses_rls, prepare_rls
 from .seed import SEED_USERS, init_database
 from .settings import (
     DEFAULT_BASE_DOMAIN,
@@ -56,6 +59,9 @@ environment:
   EXAMPLE_JWT_SECRET   the HS256 key, at least {MIN_SECRET_BYTES} bytes; a development default
                        (printed at start) is used when unset
   EXAMPLE_BASE_DOMAIN  default {DEFAULT_BASE_DOMAIN}: acme.{DEFAULT_BASE_DOMAIN} names tenant acme
+  EXAMPLE_RLS          1 turns PostgreSQL row-level security on under the ORM wall: requests
+                       run as the ordinary role {DEFAULT_APP_ROLE}, which the DATABASE_URL role
+                       (a superuser or BYPASSRLS, able to create roles) creates at each start
 
 seeded logins (email, password, tenants):
 {_logins()}
@@ -77,6 +83,11 @@ def _banner(settings: Settings, seeded: bool) -> str:
         f"example_app: serving {url}  (API docs: {url}/docs)",
         f"database: {shown_db}: {state}",
     ]
+    if settings.rls:
+        lines.append(
+            f"row-level security: on; requests run as {DEFAULT_APP_ROLE!r}, "
+            f"/admin/projects as the DATABASE_URL role"
+        )
     if settings.uses_dev_secret:
         lines.append(
             f"WARNING: EXAMPLE_JWT_SECRET is not set; using the development key "
@@ -108,13 +119,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
     engine = make_engine(settings.database_url)
+    engines = [engine]
     try:
         seeded = init_database(engine, PasswordHasher(), reset=reset)
+        app_engine, admin_engine = engine, None
+        if settings.rls:
+            if not owner_bypasses_rls(engine):
+                print(
+                    "example_app: EXAMPLE_RLS=1 needs a DATABASE_URL role that is a superuser "
+                    "or has BYPASSRLS: it serves /admin/projects across tenants",
+                    file=sys.stderr,
+                )
+                return 2
+            app_engine, admin_engine = make_engine(prepare_rls(engine)), engine
+            engines.append(app_engine)
+        app = create_app(
+            app_engine,
+            jwt_secret=settings.jwt_secret,
+            base_domain=settings.base_domain,
+            admin_engine=admin_engine,
+            rls=settings.rls,
+        )
+        if settings.rls:
+            try:
+                with app_engine.connect():  # the kit checks the role on the first connection
+                    pass
+            except UnsafeDatabaseRole as error:
+                print(f"example_app: {error}", file=sys.stderr)
+                return 2
         print(_banner(settings, seeded), flush=True)
-        app = create_app(engine, jwt_secret=settings.jwt_secret, base_domain=settings.base_domain)
         uvicorn.run(app, host=HOST, port=settings.port, access_log=False, log_config=None)
     finally:
-        engine.dispose()
+        for each in engines:
+            each.dispose()
     return 0
 
 

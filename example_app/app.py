@@ -35,6 +35,7 @@ from .auth import (
 from .errors import install_error_handlers
 from .middleware import AccessLogMiddleware, BearerRequiredMiddleware
 from .models import Tenant
+from .rls import prepare_rls
 from .routes import Services, admin_router, public_router, tenant_router
 from .settings import Settings, make_engine
 
@@ -73,21 +74,32 @@ def create_app(
     base_domain: str | None = None,
     password_hash: PasswordHash | None = None,
     token_ttl: timedelta = DEFAULT_TOKEN_TTL,
+    admin_engine: Engine | None = None,
+    rls: bool = False,
 ) -> FastAPI:
     """Build the example API on ``engine``.
 
     ``jwt_secret`` is the HS256 key (at least 32 bytes); ``base_domain`` the domain whose
     subdomains name tenants; ``password_hash`` a pwdlib ``PasswordHash`` (Argon2id by default).
+    ``rls=True`` (PostgreSQL) adds row-level security under the ORM wall: ``engine`` must then
+    connect as an ordinary role and ``admin_engine`` (the owner, a superuser or ``BYPASSRLS``)
+    serves ``/admin/projects``; :mod:`example_app.rls` prepares both.
     Arguments left out come from the environment (see :class:`~example_app.settings.Settings`);
-    an engine the app made itself is disposed of at shutdown. The tables must exist: see
+    engines the app made itself are disposed of at shutdown. The tables must exist: see
     :func:`~example_app.seed.init_database`.
 
         app = create_app(engine, jwt_secret=secret, base_domain="example.test")
     """
-    owns_engine = engine is None
+    owned: list[Engine] = []
     if engine is None or jwt_secret is None or base_domain is None:
         settings = Settings.from_env()
-        engine = engine or make_engine(settings.database_url)
+        if engine is None:
+            engine = make_engine(settings.database_url)
+            owned.append(engine)
+            if settings.rls:
+                admin_engine, rls = engine, True
+                engine = make_engine(prepare_rls(admin_engine))
+                owned.append(engine)
         jwt_secret = jwt_secret or settings.jwt_secret
         base_domain = base_domain or settings.base_domain
 
@@ -108,6 +120,8 @@ def create_app(
         is_admin=is_platform_admin,
         require_tenant=_tenant_required,
         exclude_paths=UNRESOLVED_PATHS,
+        rls=rls,
+        admin_engine=admin_engine,
     )
 
     @asynccontextmanager
@@ -115,8 +129,8 @@ def create_app(
         try:
             yield
         finally:
-            if owns_engine:
-                engine.dispose()
+            for owned_engine in owned:
+                owned_engine.dispose()
 
     app = FastAPI(
         title="fastapi_tenancy example app",

@@ -49,6 +49,7 @@ class Settings:
     port: int = DEFAULT_PORT
     jwt_secret: str = DEV_JWT_SECRET
     base_domain: str = DEFAULT_BASE_DOMAIN
+    rls: bool = False
 
     @property
     def uses_dev_secret(self) -> bool:
@@ -57,7 +58,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read ``DATABASE_URL``, ``PORT``, ``EXAMPLE_JWT_SECRET`` and ``EXAMPLE_BASE_DOMAIN``.
+        """Read ``DATABASE_URL``, ``PORT``, ``EXAMPLE_JWT_SECRET``, ``EXAMPLE_BASE_DOMAIN`` and
+        ``EXAMPLE_RLS``.
 
         Unset or empty variables take the defaults; bad values raise ``ValueError`` with a
         sentence naming the variable.
@@ -77,9 +79,28 @@ class Settings:
                 '(try: python -c "import secrets; print(secrets.token_urlsafe(32))")'
             )
         url = env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
-        database_url(url)  # fail early, with the variable's name, on a URL that cannot parse
+        parsed = database_url(url)  # fail early, with the variable's name, on a bad URL
         base_domain = env.get("EXAMPLE_BASE_DOMAIN", "").strip() or DEFAULT_BASE_DOMAIN
-        return cls(database_url=url, port=port, jwt_secret=secret, base_domain=base_domain)
+        rls = _flag("EXAMPLE_RLS", env.get("EXAMPLE_RLS", ""))
+        if rls and parsed.get_backend_name() != "postgresql":
+            raise ValueError(
+                "EXAMPLE_RLS=1 needs PostgreSQL: set DATABASE_URL=postgresql://... "
+                "(row-level security is a PostgreSQL feature)"
+            )
+        return cls(database_url=url, port=port, jwt_secret=secret, base_domain=base_domain, rls=rls)
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name} must be 1 or 0, not {raw!r}")
 
 
 def database_url(raw: str) -> URL:
@@ -98,13 +119,13 @@ def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.close()
 
 
-def make_engine(raw_url: str, **kwargs: Any) -> Engine:
+def make_engine(raw_url: str | URL, **kwargs: Any) -> Engine:
     """A sync engine for ``raw_url``; on SQLite, foreign keys are switched on per connection.
 
     SQLite ignores foreign keys unless each connection asks for them, and the app relies on
     one to keep every task in its project's tenant.
     """
-    url = database_url(raw_url)
+    url = database_url(raw_url) if isinstance(raw_url, str) else raw_url
     kwargs.setdefault("pool_pre_ping", url.get_backend_name() != "sqlite")
     engine = create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
