@@ -5,16 +5,17 @@ Run by hand, never by the test suite::
     python bench/overhead.py                                  # SQLite file, 5 rounds x 5 s
     python bench/overhead.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-Four apps serve the same route, ``GET /projects``, answering the 50 rows of one tenant out of
+Five apps serve the same route, ``GET /projects``, answering the 50 rows of one tenant out of
 8 x 50 as JSON:
 
     bare-header  FastAPI + SQLModel, tenant from the X-Tenant-ID header, filter written by hand
     bare-jwt     the same, tenant from the claim of an HS256 bearer token verified with PyJWT
     kit-header   Tenancy(engine, resolvers=[HeaderResolver()]) and a TenantSession route
     kit-jwt      the same with JWTClaimResolver(key=..., algorithms=["HS256"])
+    kit-rls      kit-header with Tenancy(..., rls=True), as an ordinary role (PostgreSQL only)
 
 Each app runs in its own uvicorn process (one worker, 127.0.0.1, ports from --base-port or
-BENCH_BASE_PORT). All four are up at once and measured in interleaved rounds (one slice per app
+BENCH_BASE_PORT). All are up at once and measured in interleaved rounds (one slice per app
 per round, the order rotated each round) by a separate load generator: wrk when it is on PATH,
 otherwise a Python process with one keep-alive http.client connection per thread. The tenant
 alternates from request to request. Results are medians over the rounds.
@@ -51,15 +52,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SETUPS = ("bare-header", "kit-header", "bare-jwt", "kit-jwt")
-TWINS = (("kit-header", "bare-header"), ("kit-jwt", "bare-jwt"))
+SETUPS = ("bare-header", "kit-header", "bare-jwt", "kit-jwt", "kit-rls")
+TWINS = (("kit-header", "bare-header"), ("kit-jwt", "bare-jwt"), ("kit-rls", "bare-header"))
+RLS_SETUP = "kit-rls"
 TABLE = "bench_overhead_project"
 DEFAULT_BASE_PORT = 8731
 SQLITE_DEFAULT = "sqlite (a file in a temporary directory)"
 
 
 # --------------------------------------------------------------------------------------------
-# The models and the four apps (used in the server processes; each defines one model only,
+# The models and the five apps (used in the server processes; each defines one model only,
 # because the bare model and the kit model map the same table).
 
 
@@ -97,7 +99,7 @@ def kit_model() -> type[Any]:
 def make_engine(url: str) -> Any:
     from sqlmodel import create_engine
 
-    # The SQLModel tutorial's engine; the same for all four apps.
+    # The SQLModel tutorial's engine; the same for all five apps.
     connect_args = {"check_same_thread": False} if url.startswith("sqlite") else {}
     return create_engine(url, connect_args=connect_args)
 
@@ -155,11 +157,11 @@ def build_app(setup: str, url: str, secret: str) -> Any:
 
     project = kit_model()
     resolver: Any = (
-        HeaderResolver()
-        if setup == "kit-header"
-        else JWTClaimResolver(key=secret, algorithms=["HS256"])
+        JWTClaimResolver(key=secret, algorithms=["HS256"])
+        if setup == "kit-jwt"
+        else HeaderResolver()
     )
-    tenancy = Tenancy(engine, resolvers=[resolver])
+    tenancy = Tenancy(engine, resolvers=[resolver], rls=setup == RLS_SETUP)
     tenancy.install(app)
 
     @app.get("/projects")
@@ -218,6 +220,59 @@ def drop(url: str) -> None:
     engine.dispose()
 
 
+@contextlib.contextmanager
+def rls_urls(url: str, setups: list[str]) -> Iterator[dict[str, str]]:
+    """Each setup's database URL. For kit-rls: row-level security on the seeded table (the
+    kit's policies) and an ordinary role of its own, which reads it; dropped at the end."""
+    urls = dict.fromkeys(setups, url)
+    if RLS_SETUP not in setups:
+        yield urls
+        return
+    from sqlalchemy import Column, MetaData, String, Table, create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from fastapi_tenancy.postgres import apply_rls
+
+    owner = create_engine(url)
+    role = f"bench_overhead_app_{secrets.token_hex(3)}"
+    quoted = owner.dialect.identifier_preparer.quote(role)
+    marked = Table(
+        TABLE, MetaData(), Column("tenant_id", String(63)), info={"fastapi_tenancy": "tenant_id"}
+    )
+    try:
+        apply_rls(owner, [marked])
+        with owner.begin() as conn:
+            conn.execute(text(f"CREATE ROLE {quoted} LOGIN"))
+            conn.execute(text(f"GRANT SELECT ON {TABLE} TO {quoted}"))
+        urls[RLS_SETUP] = make_url(url).set(username=role).render_as_string(hide_password=False)
+        yield urls
+    finally:
+        with owner.begin() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"),
+                {"r": role},
+            )
+            conn.execute(text(f"DROP OWNED BY {quoted}"))
+            conn.execute(text(f"DROP ROLE IF EXISTS {quoted}"))
+        owner.dispose()
+
+
+def choose_setups(parser: argparse.ArgumentParser, asked: str | None, url: str) -> list[str]:
+    """The setups to run: those asked for, or all that the database supports."""
+    postgres = url.startswith("postgresql")
+    if asked is None:
+        if not postgres:
+            print(f"({RLS_SETUP} needs PostgreSQL: pass --database-url postgresql+psycopg://...)")
+        return [s for s in SETUPS if postgres or s != RLS_SETUP]
+    names = asked.split(",")
+    unknown = set(names) - set(SETUPS)
+    if unknown or not names:
+        parser.error(f"unknown setups: {sorted(unknown)}")
+    if RLS_SETUP in names and not postgres:
+        parser.error(f"{RLS_SETUP} needs PostgreSQL (--database-url postgresql+psycopg://...)")
+    return [s for s in SETUPS if s in names]
+
+
 # --------------------------------------------------------------------------------------------
 # Requests: the headers each setup gets for each tenant.
 
@@ -233,7 +288,7 @@ def make_tokens(tenants: list[str], secret: str) -> dict[str, str]:
 
 
 def headers_for(setup: str, tenant: str, tokens: dict[str, str]) -> dict[str, str]:
-    if setup.endswith("-header"):
+    if setup != "bare-jwt" and setup != "kit-jwt":
         return {"X-Tenant-ID": tenant}
     return {"Authorization": f"Bearer {tokens[tenant]}"}
 
@@ -446,16 +501,16 @@ def port_free(port: int) -> bool:
 
 @contextlib.contextmanager
 def servers(
-    ports: dict[str, int], url: str, secret: str, probe: dict[str, dict[str, str]]
+    ports: dict[str, int], urls: dict[str, str], secret: str, probe: dict[str, dict[str, str]]
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     env = {**os.environ, "BENCH_JWT_SECRET": secret, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
     )
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    db_args = ["--database-url", url]
     try:
         for setup, port in ports.items():
+            db_args = ["--database-url", urls[setup]]
             procs[setup] = subprocess.Popen(  # noqa: S603 (our own file, our arguments)
                 [sys.executable, __file__, "serve", setup, "--port", str(port), *db_args],
                 env=env,
@@ -489,7 +544,7 @@ def servers(
 
 
 def verify(ports: dict[str, int], tenants: list[str], tokens: dict[str, str], rows: int) -> int:
-    """All four answer the same rows for each tenant; returns the response size in bytes."""
+    """All answer the same rows for each tenant; returns the response size in bytes."""
     size = 0
     for tenant in tenants:
         answers: dict[str, list[Any]] = {}
@@ -679,12 +734,14 @@ def run(argv: Sequence[str]) -> None:
         "--base-port",
         type=int,
         default=int(os.environ.get("BENCH_BASE_PORT", DEFAULT_BASE_PORT)),
-        help="first of four ports on 127.0.0.1 (env BENCH_BASE_PORT)",
+        help="first of five ports on 127.0.0.1 (env BENCH_BASE_PORT)",
     )
     parser.add_argument("--tenants", type=int, default=8)
     parser.add_argument("--rows", type=int, default=50, help="rows per tenant")
     parser.add_argument(
-        "--setups", default=",".join(SETUPS), help="comma-separated subset of " + ",".join(SETUPS)
+        "--setups",
+        default=None,
+        help="comma-separated subset of " + ",".join(SETUPS) + " (default: all the database has)",
     )
     parser.add_argument(
         "--hold",
@@ -694,10 +751,7 @@ def run(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     _exit_on_sigterm()
 
-    setups = [s for s in SETUPS if s in args.setups.split(",")]
-    unknown = set(args.setups.split(",")) - set(SETUPS)
-    if unknown or not setups:
-        parser.error(f"unknown setups: {sorted(unknown)}")
+    setups = choose_setups(parser, args.setups, args.database_url or "sqlite")
     kind = args.loadgen
     if kind == "auto":
         kind = "wrk" if shutil.which("wrk") else "python"
@@ -739,7 +793,7 @@ def run(argv: Sequence[str]) -> None:
 
         seed(url, tenants, args.rows)
         probe = {s: headers_for(s, tenants[0], tokens) for s in setups}
-        with servers(ports, url, secret, probe) as procs:
+        with rls_urls(url, setups) as urls, servers(ports, urls, secret, probe) as procs:
             size = verify(ports, tenants, tokens, args.rows)
             print(
                 f"verified: the setups return the same {args.rows} rows ({size} bytes) for each "
@@ -882,6 +936,41 @@ def _instructions(setup: str, url: str, requests: int, env: dict[str, str]) -> i
     raise RuntimeError(f"valgrind failed for {setup}:\n{done.stderr[-2000:]}")
 
 
+def _count_all(
+    setups: list[str],
+    urls: dict[str, str],
+    requests: int,
+    env: dict[str, str],
+    native: dict[str, float],
+    collections: dict[str, list[float]],
+) -> dict[tuple[str, int], int]:
+    """Native CPU per request (into ``native``, ``collections``) and valgrind counts per job."""
+    for setup in setups:
+        runs = []
+        for _ in range(3):
+            out = subprocess.run(  # noqa: S603
+                _drive_cmd(setup, urls[setup], 1000),
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            ).stdout
+            runs.append(json.loads(out.split("BENCHJSON ", 1)[1]))
+        native[setup] = min(r["cpu_us"] for r in runs)
+        collections[setup] = runs[0]["gc"]
+    jobs = [(s, n) for s in setups for n in (0, requests)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return dict(
+            zip(
+                jobs,
+                pool.map(lambda j: _instructions(j[0], urls[j[0]], j[1], env), jobs),
+                strict=True,
+            )
+        )
+
+
 def count(argv: Sequence[str]) -> None:
     """Instructions per request under valgrind: the same on a busy machine as on a quiet one."""
     parser = argparse.ArgumentParser(
@@ -894,13 +983,15 @@ def count(argv: Sequence[str]) -> None:
     parser.add_argument("--tenants", type=int, default=8)
     parser.add_argument("--rows", type=int, default=50, help="rows per tenant")
     parser.add_argument(
-        "--setups", default=",".join(SETUPS), help="comma-separated subset of " + ",".join(SETUPS)
+        "--setups",
+        default=None,
+        help="comma-separated subset of " + ",".join(SETUPS) + " (default: all the database has)",
     )
     args = parser.parse_args(argv)
     if not shutil.which("valgrind"):
         parser.error("valgrind is not on PATH (apt-get install valgrind)")
     _exit_on_sigterm()
-    setups = [s for s in SETUPS if s in args.setups.split(",")]
+    setups = choose_setups(parser, args.setups, args.database_url or "sqlite")
     tmp = Path(tempfile.mkdtemp(prefix="tenancy-count-"))
     try:
         sqlite_default = args.database_url is None
@@ -922,28 +1013,8 @@ def count(argv: Sequence[str]) -> None:
         seed(url, tenant_names(args.tenants), args.rows)
         native: dict[str, float] = {}
         collections: dict[str, list[float]] = {}
-        for setup in setups:
-            runs = []
-            for _ in range(3):
-                out = subprocess.run(  # noqa: S603
-                    _drive_cmd(setup, url, 1000),
-                    capture_output=True,
-                    text=True,
-                    env=env,
-                    check=True,
-                ).stdout
-                runs.append(json.loads(out.split("BENCHJSON ", 1)[1]))
-            native[setup] = min(r["cpu_us"] for r in runs)
-            collections[setup] = runs[0]["gc"]
-        jobs = [(s, n) for s in setups for n in (0, args.requests)]
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            counts = dict(
-                zip(
-                    jobs, pool.map(lambda j: _instructions(j[0], url, j[1], env), jobs), strict=True
-                )
-            )
+        with rls_urls(url, setups) as urls:
+            counts = _count_all(setups, urls, args.requests, env, native, collections)
     finally:
         if not sqlite_default:
             drop(url)

@@ -15,7 +15,7 @@ query, the rows fetched as ORM objects, the session closed. The setups:
     orm           Tenancy(engine): the kit's ORM scoping adds the filter (no RLS in effect)
     rls           Tenancy(engine, rls=True), ORM scoping off: the policies alone filter
     both          Tenancy(engine, rls=True), a tenant session: both walls
-    rls-unpiped   as rls, with RowLevelSecurity(pipeline=False): set_config on its own round trip
+    rls-separate  as rls, with RowLevelSecurity(with_begin=False): set_config on its own round trip
 
 and the queries: ``list`` (a tenant's first 50 rows by id) and ``by-id`` (one row by primary
 key). Setups are measured in interleaved rounds, tenants and ids drawn at random; the table
@@ -54,7 +54,7 @@ from fastapi_tenancy import Access, SessionScope, Tenancy, TenantScoped
 from fastapi_tenancy.postgres import RowLevelSecurity, apply_rls
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-SETUPS = ("hand-written", "orm", "rls", "both", "rls-unpiped")
+SETUPS = ("hand-written", "orm", "rls", "both", "rls-separate")
 QUERIES = ("list", "by-id")
 
 bench_registry = registry()
@@ -205,8 +205,8 @@ def requests(setup: str, url_for: Callable[[str], URL], app: str, plain: str) ->
         rls: bool | RowLevelSecurity = False
         if setup in ("rls", "both"):
             rls = True
-        elif setup == "rls-unpiped":
-            rls = RowLevelSecurity(pipeline=False)
+        elif setup == "rls-separate":
+            rls = RowLevelSecurity(with_begin=False)
         tenancy = Tenancy(engine, resolvers=[], rls=rls)
         access = Access.TENANT if setup in ("orm", "both") else Access.UNSCOPED
 

@@ -20,10 +20,14 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_admin
 """
 
 
+# --8<-- [start:migrate]
 def migrate(owner_engine: Engine, metadata: MetaData = SQLModel.metadata) -> None:
     """Run as the tables' owner: create the tables, then turn the wall on (idempotent)."""
     metadata.create_all(owner_engine)
-    apply_rls(owner_engine, metadata)
+    apply_rls(owner_engine, metadata)  # run it again after every migration: it is idempotent
+
+
+# --8<-- [end:migrate]
 
 
 def create_app(
@@ -33,6 +37,7 @@ def create_app(
     is_admin: Callable[[TenantContext], bool],
 ) -> FastAPI:
     """An app whose tenant sessions are scoped by the ORM and by PostgreSQL."""
+    # --8<-- [start:tenancy]
     tenancy = Tenancy(
         app_engine,  # connects as "app"
         resolvers=[HeaderResolver()],
@@ -41,6 +46,7 @@ def create_app(
         admin_engine=admin_engine,  # connects as "app_admin"; only the admin switch uses it
         is_admin=is_admin,
     )
+    # --8<-- [end:tenancy]
     app = FastAPI()
     tenancy.install(app)
 
