@@ -102,7 +102,15 @@ def scope_execution(state: ORMExecuteState, scope: SessionScope) -> None:
     if isinstance(statement, (Update, Delete)):
         _scope_dml(state, statement, tenant)
         return
-    state.statement = statement.options(TENANT_CRITERIA)
+    statement = statement.options(TENANT_CRITERIA)
+    if state.is_column_load and isinstance(statement, Select):
+        # A refresh or an expired attribute's load by primary key: SQLAlchemy leaves loader
+        # criteria out of it, and a key planted in the session (merge(load=False), add() of a
+        # detached object) would read another tenant's row. The tenant goes in its WHERE.
+        mapper = state.bind_mapper
+        if mapper is not None and is_tenant_model(mapper.class_):
+            statement = statement.where(_tenant_criteria(mapper.class_))
+    state.statement = statement
     state.parameters = _with_tenant_param(state.parameters, tenant)
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from models import Project, Task, capture_sql, owned_by, rows_of, snapshot
 from sqlalchemy import delete, func, insert, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.orm import make_transient_to_detached, selectinload
 from sqlmodel import select
 
 from fastapi_tenancy import AlreadyExists, CrossTenantWrite, TenantRequired
@@ -170,3 +171,14 @@ async def test_async_statement_with_no_tenant_fails_before_any_sql(
 
     assert sent == []
     assert snapshot(tenancy) == before
+
+
+async def test_async_refresh_of_a_planted_key_does_not_load_another_tenants_row(
+    async_session_for, world
+):
+    planted = Project(id=world.zeus)
+    make_transient_to_detached(planted)
+    async with async_session_for("acme") as session:
+        session.add(planted)
+        with pytest.raises(InvalidRequestError, match="Could not refresh instance"):
+            await session.refresh(planted)

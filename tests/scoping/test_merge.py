@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 from models import Project, Task, snapshot
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.exc import ObjectDeletedError
 
 from fastapi_tenancy import Access, AlreadyExists, CrossTenantWrite
 
@@ -149,3 +151,49 @@ def test_deleting_a_detached_row_of_another_tenant_is_refused(tenancy, session_f
             session.flush()
 
     assert snapshot(tenancy) == before
+
+
+# --------------------------------------------------------------------------------------------
+# Reading such a row: the column load by primary key is scoped too
+
+
+def planted_key(session, world) -> Project:
+    """A bare key of globex's zeus, put into acme's session as if it had been loaded."""
+    planted = Project(id=world.zeus)
+    make_transient_to_detached(planted)  # every other attribute is expired: reads load them
+    session.add(planted)
+    return planted
+
+
+def test_reading_an_attribute_of_a_planted_key_does_not_load_another_tenants_row(
+    session_for, world
+):
+    with session_for("acme") as session:
+        planted = planted_key(session, world)
+        with pytest.raises(ObjectDeletedError):
+            _ = planted.name
+
+
+def test_refreshing_a_planted_key_does_not_load_another_tenants_row(session_for, world):
+    with session_for("acme") as session:
+        planted = planted_key(session, world)
+        with pytest.raises(InvalidRequestError, match="Could not refresh instance"):
+            session.refresh(planted)
+
+
+def test_a_merged_key_without_load_does_not_read_another_tenants_row(session_for, world):
+    copy = Project(id=world.zeus)
+    make_transient_to_detached(copy)
+    with session_for("acme") as session:
+        merged = session.merge(copy, load=False)
+        with pytest.raises(ObjectDeletedError):
+            _ = merged.name
+
+
+def test_an_expired_own_row_reloads_as_usual(session_for, world):
+    with session_for("acme") as session:
+        apollo = session.get(Project, world.apollo)
+        session.expire(apollo)
+        assert apollo.name == "apollo"
+        session.refresh(apollo)
+        assert apollo.tenant_id == "acme"
