@@ -45,6 +45,7 @@ class TenancyMiddleware:
         self.tenancy = tenancy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Resolve the tenant, bind it for the rest of the call, and unbind it on every exit."""
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
@@ -79,20 +79,24 @@ class TenantScopedSession(SQLModelSession):
         """The tenant this session is scoped to, or ``None``."""
         return scope_of(self).tenant_id
 
-    def get(self, *args: Any, **kwargs: Any) -> Any:
-        """``Session.get``, refused when another tenant is bound (see ``check_ambient``)."""
-        scope_of(self).check_ambient()
-        return super().get(*args, **kwargs)
+    # Defined for the runtime only: type checkers keep seeing SQLModel's and SQLAlchemy's own
+    # overloads (precise result types), which these wrappers return unchanged.
+    if not TYPE_CHECKING:
 
-    def get_one(self, *args: Any, **kwargs: Any) -> Any:
-        """``Session.get_one``, refused when another tenant is bound."""
-        scope_of(self).check_ambient()
-        return super().get_one(*args, **kwargs)
+        def get(self, *args: Any, **kwargs: Any) -> Any:
+            """``Session.get``, refused when another tenant is bound (see ``check_ambient``)."""
+            scope_of(self).check_ambient()
+            return super().get(*args, **kwargs)
 
-    def merge(self, *args: Any, **kwargs: Any) -> Any:
-        """``Session.merge``, refused when another tenant is bound."""
-        scope_of(self).check_ambient()
-        return super().merge(*args, **kwargs)
+        def get_one(self, *args: Any, **kwargs: Any) -> Any:
+            """``Session.get_one``, refused when another tenant is bound."""
+            scope_of(self).check_ambient()
+            return super().get_one(*args, **kwargs)
+
+        def merge(self, *args: Any, **kwargs: Any) -> Any:
+            """``Session.merge``, refused when another tenant is bound."""
+            scope_of(self).check_ambient()
+            return super().merge(*args, **kwargs)
 
     def connection(self, *args: Any, **kwargs: Any) -> Connection:
         """The raw connection, refused in scoped sessions: nothing on it would be scoped."""
@@ -123,16 +127,18 @@ class TenantScopedSession(SQLModelSession):
         with _unique_violation_as_already_exists():
             super().flush(objects)
 
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        """``Session.execute``, answering unique violations with :class:`AlreadyExists`."""
-        with _unique_violation_as_already_exists():
-            return super().execute(*args, **kwargs)
+    if not TYPE_CHECKING:
 
-    def exec(self, *args: Any, **kwargs: Any) -> Any:
-        """SQLModel's ``Session.exec``, answering unique violations with
-        :class:`AlreadyExists` (it calls SQLAlchemy's ``execute`` directly)."""
-        with _unique_violation_as_already_exists():
-            return super().exec(*args, **kwargs)
+        def execute(self, *args: Any, **kwargs: Any) -> Any:
+            """``Session.execute``, answering unique violations with :class:`AlreadyExists`."""
+            with _unique_violation_as_already_exists():
+                return super().execute(*args, **kwargs)
+
+        def exec(self, *args: Any, **kwargs: Any) -> Any:
+            """SQLModel's ``Session.exec``, answering unique violations with
+            :class:`AlreadyExists` (it calls SQLAlchemy's ``execute`` directly)."""
+            with _unique_violation_as_already_exists():
+                return super().exec(*args, **kwargs)
 
 
 def _refuse_legacy_bulk(session: Session) -> None:
