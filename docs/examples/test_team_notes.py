@@ -18,9 +18,13 @@ from fastapi_tenancy.testing import assert_tenant_isolation
 SECRET = "a-test-secret-of-at-least-thirty-two-bytes"
 
 
+# --8<-- [start:tenancy_app]
 @pytest.fixture
 def tenancy_app(tmp_path: Path) -> FastAPI:
     return create_app(create_engine(f"sqlite:///{tmp_path / 'notes.db'}"), secret=SECRET)
+
+
+# --8<-- [end:tenancy_app]
 
 
 @pytest.fixture
@@ -90,13 +94,15 @@ def test_code_outside_requests_runs_as_the_bound_tenant(bound_tenant, app_tenanc
 
 
 def test_no_route_shows_one_team_another_teams_notes(tenancy_app):
+    # --8<-- [start:isolation]
     assert_tenant_isolation(
         tenancy_app,
         tenants=["acme", "globex"],
-        users={"acme": "ann@acme.test", "globex": "bob@globex.test"},
+        users={"acme": "ann@acme.test", "globex": "bob@globex.test"},  # who acts for each
         routes=[
-            ("POST /notes", {"title": "{marker}"}),
+            ("POST /notes", {"title": "{marker}"}),  # creates data: "{marker}" is unique per tenant
             "GET /notes",
-            "GET /notes/{id}",
+            "GET /notes/{id}",  # {id}: the id of the first thing the tenant created
         ],
     )
+    # --8<-- [end:isolation]
