@@ -8,8 +8,8 @@ value on every exit path, so nothing leaks into the next request or test.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType, TracebackType
@@ -71,19 +71,22 @@ def unbind(token: Token[TenantContext | None]) -> None:
 
 
 class _Binding(AbstractContextManager[TenantContext], AbstractAsyncContextManager[TenantContext]):
-    """Binds one context for a ``with`` or ``async with`` block; not reentrant."""
+    """Binds the context ``make()`` answers on entry, for a ``with`` or ``async with`` block;
+    not reentrant. ``make`` runs when the block is entered, so what it logs and reads is of
+    that moment."""
 
-    __slots__ = ("_context", "_token")
+    __slots__ = ("_make", "_token")
 
-    def __init__(self, context: TenantContext) -> None:
-        self._context = context
+    def __init__(self, make: Callable[[], TenantContext]) -> None:
+        self._make = make
         self._token: Token[TenantContext | None] | None = None
 
     def __enter__(self) -> TenantContext:
         if self._token is not None:
             raise RuntimeError("this tenant binding is already active")
-        self._token = _current.set(self._context)
-        return self._context
+        context = self._make()
+        self._token = _current.set(context)
+        return context
 
     def __exit__(
         self,
@@ -118,39 +121,45 @@ def with_tenant(tenant_id: str, *, source: str = "code") -> _Binding:
     """
     if not isinstance(tenant_id, str) or not tenant_id:
         raise ValueError("with_tenant() needs a non-empty tenant id")
-    return _Binding(TenantContext(id=tenant_id, source=source))
+    context = TenantContext(id=tenant_id, source=source)
+    return _Binding(lambda: context)
 
 
 def without_tenant(*, reason: str | None = None) -> _Binding:
     """Turn scoping off for a block of trusted code (migrations, cross-tenant jobs).
 
-    Sessions made inside the block see every tenant's rows. Each use is logged on the
-    ``fastapi_tenancy.audit`` logger so bypasses stay visible.
+    Sessions made inside the block see every tenant's rows. Each entry into the block is
+    logged on the ``fastapi_tenancy.audit`` logger so bypasses stay visible. Works as ``with``
+    and ``async with``.
     """
-    audit_logger.info(
-        "without_tenant block entered",
-        extra={"tenancy_event": "without_tenant", "tenancy_reason": reason},
-    )
-    return _Binding(TenantContext(id=None, source="code", unscoped=True))
+
+    def enter() -> TenantContext:
+        audit_logger.info(
+            "without_tenant block entered",
+            extra={"tenancy_event": "without_tenant", "tenancy_reason": reason},
+        )
+        return TenantContext(id=None, source="code", unscoped=True)
+
+    return _Binding(enter)
 
 
-@contextmanager
-def mutable_tenant(*, reason: str | None = None) -> Iterator[TenantContext]:
+def mutable_tenant(*, reason: str | None = None) -> _Binding:
     """Allow changing ``tenant_id`` of existing rows inside the block (moving rows on purpose).
 
-    Outside this block the kit refuses any change of a row's tenant. Audited.
+    Outside this block the kit refuses any change of a row's tenant. Keeps the tenant bound
+    when the block is entered; audited. Works as ``with`` and ``async with``.
     """
-    context = _current.get() or TenantContext(id=None)
-    audit_logger.info(
-        "mutable_tenant block entered",
-        extra={
-            "tenancy_event": "mutable_tenant",
-            "tenancy_tenant": context.id,
-            "tenancy_reason": reason,
-        },
-    )
-    token = _current.set(replace(context, mutable=True))
-    try:
-        yield _current.get() or context
-    finally:
-        _current.reset(token)
+
+    def enter() -> TenantContext:
+        context = _current.get() or TenantContext(id=None)
+        audit_logger.info(
+            "mutable_tenant block entered",
+            extra={
+                "tenancy_event": "mutable_tenant",
+                "tenancy_tenant": context.id,
+                "tenancy_reason": reason,
+            },
+        )
+        return replace(context, mutable=True)
+
+    return _Binding(enter)

@@ -155,4 +155,5 @@ def restore(
     claims = data.get("claims", {})
     if not isinstance(claims, Mapping):
         raise InvalidTenantKey("The captured claims are not a mapping.")
-    return _Binding(TenantContext(id=tenant, source=source, claims=dict(claims)))
+    context = TenantContext(id=tenant, source=source, claims=dict(claims))
+    return _Binding(lambda: context)
