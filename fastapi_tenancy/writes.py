@@ -154,7 +154,8 @@ def _check_references(session: Session, objects: Iterable[Any], tenant: str) -> 
     for parent_mapper, keys in wanted.items():
         if keys - _existing_keys(session, parent_mapper, list(keys)):
             raise CrossTenantWrite(
-                f"a foreign key points at a {parent_mapper.class_.__name__} of another tenant"
+                f"a foreign key points at a {parent_mapper.class_.__name__} "
+                "that is not this tenant's (another tenant's, or none)"
             )
 
 
@@ -178,7 +179,8 @@ def prove_statement_references(
     for parent_mapper, keys in wanted.items():
         if keys - _existing_keys(session, parent_mapper, list(keys)):
             raise CrossTenantWrite(
-                f"a foreign key points at a {parent_mapper.class_.__name__} of another tenant"
+                f"a foreign key points at a {parent_mapper.class_.__name__} "
+                "that is not this tenant's (another tenant's, or none)"
             )
 
 
