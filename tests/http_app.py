@@ -87,8 +87,12 @@ class Boom(Exception):
     """What a route raises on purpose, after it has touched its session."""
 
 
-def token(*, exp_in: float = 300, **claims: Any) -> str:
-    """An HS256 token signed with :data:`SECRET`, expiring in ``exp_in`` seconds."""
+def token(*, exp_in: float = 6 * 3600, **claims: Any) -> str:
+    """An HS256 token signed with :data:`SECRET`, expiring in ``exp_in`` seconds.
+
+    The default outlives any test run: modules build their tokens when they are imported, at
+    collection, which can be many minutes before their tests run.
+    """
     return jwt.encode({"exp": int(time.time() + exp_in), **claims}, SECRET, algorithm="HS256")
 
 

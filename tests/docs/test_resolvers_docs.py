@@ -29,6 +29,7 @@ from fastapi_tenancy import CurrentTenant, SubdomainResolver, Tenancy
 pytestmark = pytest.mark.anyio
 
 SECRET = "a-resolvers-page-secret-of-32-bytes-or-more"
+TOKEN_LIFETIME = 6 * 3600  # tokens built at collection must outlive the whole run
 AUDIENCE = "projects-api"
 ISSUER = "https://auth.example.test/"
 
@@ -52,7 +53,7 @@ def chain_claims(**changes: Any) -> dict[str, Any]:
         "tenant": "acme",
         "aud": AUDIENCE,
         "iss": ISSUER,
-        "exp": int(time.time()) + 300,
+        "exp": int(time.time()) + TOKEN_LIFETIME,
     }
     return {key: value for key, value in {**claims, **changes}.items() if value is not None}
 
@@ -297,7 +298,7 @@ def rs256(key: rsa.RSAPrivateKey, issuer: str, kid: str = "k1", **changes: Any) 
         "org": {"slug": "acme", "name": "Acme"},
         "aud": AUDIENCE,
         "iss": issuer,
-        "exp": int(time.time()) + 300,
+        "exp": int(time.time()) + TOKEN_LIFETIME,
         **changes,
     }
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
@@ -424,7 +425,7 @@ def lookup_app(engine: Engine, create_tables: Any) -> FastAPI:
 
 
 def user(sub: str = "ann@acme.test", **claims: Any) -> dict[str, str]:
-    return bearer(hs256({"sub": sub, "exp": int(time.time()) + 300, **claims}))
+    return bearer(hs256({"sub": sub, "exp": int(time.time()) + TOKEN_LIFETIME, **claims}))
 
 
 async def get_tenant(app: FastAPI, headers: dict[str, str]) -> httpx.Response:
