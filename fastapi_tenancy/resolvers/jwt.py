@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 import jwt
@@ -110,13 +111,28 @@ def _prepare_key(key: Any, algorithms: tuple[str, ...]) -> Any:
     return prepared
 
 
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _check_jwks_url(url: str) -> None:
+    """Refuse a key set fetched over plain http from another host: whoever sits on the path
+    could hand out their own keys and sign any tenant's tokens."""
+    parts = urlsplit(url)
+    if parts.scheme == "http" and (parts.hostname or "") not in _LOOPBACK_HOSTS:
+        raise ValueError(
+            f"jwks_url must use https, not {url!r}: a key set fetched over plain http can be "
+            "replaced in transit (http is accepted for localhost only)"
+        )
+
+
 class JWTClaimResolver:
     """Reads the tenant key from a claim of a verified ``Authorization: Bearer`` token.
 
     Verification is PyJWT's, with the algorithms pinned to ``algorithms``; ``exp`` is required
     by default, and ``audience``, ``issuer`` and ``leeway`` are checked when given. Give exactly
     one key source: ``key`` (an HMAC secret, a PEM string or a ``cryptography`` public key),
-    ``jwks_url``, or your own ``jwks_client``. A token that is present but bad raises
+    ``jwks_url`` (https, or http on localhost only), or your own ``jwks_client``. A token that
+    is present but bad raises
     ``InvalidToken`` (401); a JWKS that cannot be fetched raises ``TenancyUnavailable`` (503).
 
     ``claim`` may be a dotted path into nested objects (``"org.id"``); a claim whose exact
@@ -157,6 +173,7 @@ class JWTClaimResolver:
         self._path = path
         self._key: Any = None if key is None else _prepare_key(key, self.algorithms)
         if jwks_url is not None:
+            _check_jwks_url(jwks_url)
             # The whole key set is cached for five minutes, so a rotated or revoked key is
             # noticed; PyJWT's per-kid cache would keep a revoked key forever.
             jwks_client = jwt.PyJWKClient(jwks_url, cache_jwk_set=True, lifespan=300, timeout=5)

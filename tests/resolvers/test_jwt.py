@@ -578,3 +578,19 @@ def test_jwks_url_builds_pyjwt_client_without_fetching() -> None:
 def test_jwks_url_must_be_http() -> None:
     with pytest.raises(jwt.PyJWKClientError):
         JWTClaimResolver(jwks_url="file:///etc/passwd", algorithms=["RS256"])
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://issuer.example.test/.well-known/jwks.json", "http://10.0.0.7/jwks.json"],
+)
+def test_a_jwks_url_over_plain_http_to_another_host_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="must use https"):
+        JWTClaimResolver(jwks_url=url, algorithms=["RS256"])
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost:8080/jwks.json", "http://127.0.0.1/jwks.json", "http://[::1]/j"]
+)
+def test_a_jwks_url_over_plain_http_on_localhost_is_accepted(url: str) -> None:
+    assert JWTClaimResolver(jwks_url=url, algorithms=["RS256"]).jwks_client is not None
