@@ -40,6 +40,13 @@ def check_flush(session: Session, scope: SessionScope) -> None:
     for obj in dirty:
         _check_move(obj, scope, mutable)
     if not scope.scoped:
+        # Nothing to stamp with: a new row must name its tenant, or the database's NOT NULL
+        # would answer instead, as a bare error after part of the flush was sent.
+        for obj in new:
+            if obj.tenant_id is None:
+                raise TenantRequired(
+                    f"a new {type(obj).__name__} needs its tenant_id in an unscoped session"
+                )
         return
     if tenant is None:
         if new or deleted or any(session.is_modified(o) for o in dirty):

@@ -91,3 +91,22 @@ def test_unscoped_session_sees_every_tenant(session_for, world):
 
     assert projects == ["apollo", "zeus", "hermes"]
     assert task_names == {"design", "build", "planted"}
+
+
+def test_unscoped_session_refuses_a_new_tenant_row_without_a_tenant(tenancy, session_for, world):
+    before = snapshot(tenancy)
+    with session_for(None, Access.UNSCOPED) as session, capture_sql(tenancy.engine) as sent:
+        session.add(Project(name="nobody's"))
+        with pytest.raises(TenantRequired, match="needs its tenant_id"):
+            session.flush()
+    assert not any(statement.lstrip().upper().startswith("INSERT") for statement in sent)
+    assert snapshot(tenancy) == before
+
+
+def test_unscoped_session_writes_a_new_row_that_names_its_tenant(tenancy, session_for, world):
+    with session_for(None, Access.UNSCOPED) as session:
+        session.add(Project(name="hera", tenant_id="globex"))
+        session.commit()
+    with session_for("globex") as session:
+        names = session.execute(select(Project.name)).scalars().all()
+    assert "hera" in names
