@@ -22,7 +22,7 @@ from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.sql.selectable import Join, Select, TableClause
 
-from .context import get_tenant_context
+from .context import audit_logger, get_tenant_context
 from .exceptions import CrossTenantWrite, TenantRequired, UnscopedStatement
 from .models import TENANT_TABLE_INFO_KEY, TenantScoped, is_tenant_model
 from .scope import Access, SessionScope
@@ -123,15 +123,32 @@ def refuse_unscoped_moves(state: ORMExecuteState) -> None:
 
 
 def _refuse_move(statement: Update, mapper: Any, parameters: Any) -> None:
+    """Refuse an UPDATE statement that sets ``tenant_id`` outside ``mutable_tenant()``; inside
+    the block, let it through and log it as the unit of work logs the rows it moves."""
     column = mapper.columns["tenant_id"]
-    moving = _find_value(statement._values or {}, column) is not _MISSING
+    targets = [_find_value(statement._values or {}, column)]
     if isinstance(parameters, Mapping):
-        moving = moving or _find_value(parameters, column) is not _MISSING
+        targets.append(_find_value(parameters, column))
     elif parameters is not None:
-        moving = moving or any(_find_value(row, column) is not _MISSING for row in parameters)
+        targets.extend(_find_value(row, column) for row in parameters)
+    targets = [value for value in targets if value is not _MISSING]
+    if not targets:
+        return
     context = get_tenant_context()
-    if moving and not (context is not None and context.mutable):
+    if not (context is not None and context.mutable):
         raise CrossTenantWrite("changing tenant_id is refused outside a mutable_tenant() block")
+    for value in targets:
+        if isinstance(value, BindParameter):
+            value = value.effective_value
+        audit_logger.info(
+            "rows moved between tenants by a statement",
+            extra={
+                "tenancy_event": "tenant_moved",
+                "tenancy_model": mapper.class_.__name__,
+                "tenancy_from": context.id,
+                "tenancy_to": value if isinstance(value, str) else None,
+            },
+        )
 
 
 def _with_tenant_param(parameters: Any, tenant: str) -> Any:

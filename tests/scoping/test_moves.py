@@ -80,6 +80,10 @@ def test_mutable_tenant_allows_a_bulk_move_of_the_tenants_own_rows(
 
     events = [getattr(r, "tenancy_event", None) for r in caplog.records]
     assert "mutable_tenant" in events
+    moves = [r for r in caplog.records if getattr(r, "tenancy_event", None) == "tenant_moved"]
+    assert [(m.tenancy_model, m.tenancy_from, m.tenancy_to) for m in moves] == [
+        ("Project", "acme", "initech")
+    ]
     assert result.rowcount == 1
     with session_for("initech") as session:
         moved = session.execute(select(Project.id)).scalars().all()
