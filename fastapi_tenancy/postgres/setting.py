@@ -16,9 +16,10 @@ its own, which costs one round trip per transaction; see ``docs/postgres-rls.md`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
@@ -75,6 +76,11 @@ class TenantSetting:
 
     def __init__(self, dialect: Dialect | None = None, *, with_begin: bool = False) -> None:
         self.with_begin = with_begin
+        self._begin_with_setting: Callable[[Any, str | None], bool] | None = None
+        if with_begin:  # psycopg is importable: the engine's dialect uses it
+            from .begin import begin_with_setting
+
+            self._begin_with_setting = begin_with_setting
         self._raw: dict[bool, tuple[str, bool]] = {}
         if dialect is not None:
             for global_read, clause in ((False, _SET_TENANT), (True, _SET_GLOBAL_READ)):
@@ -85,11 +91,9 @@ class TenantSetting:
         """Name the tenant (or the global read) for the transaction ``connection`` just began."""
         if tenant_id is None and not global_read:
             return  # no tenant: the policies admit no row
-        if self.with_begin:
-            from .begin import begin_with_setting
-
-            if begin_with_setting(connection.connection.driver_connection, tenant_id):
-                return
+        begin = self._begin_with_setting
+        if begin is not None and begin(connection.connection.driver_connection, tenant_id):
+            return
         raw = self._raw.get(tenant_id is None)
         if raw is None:
             _send(connection, tenant_id, global_read=global_read)
