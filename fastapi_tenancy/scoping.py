@@ -119,10 +119,10 @@ def refuse_unscoped_moves(state: ORMExecuteState) -> None:
     statement = state.statement
     mapper = state.bind_mapper
     if isinstance(statement, Update) and mapper is not None and is_tenant_model(mapper.class_):
-        _refuse_move(statement, mapper, state.parameters)
+        _check_statement_move(statement, mapper, state.parameters)
 
 
-def _refuse_move(statement: Update, mapper: Any, parameters: Any) -> None:
+def _check_statement_move(statement: Update, mapper: Any, parameters: Any) -> None:
     """Refuse an UPDATE statement that sets ``tenant_id`` outside ``mutable_tenant()``; inside
     the block, let it through and log it as the unit of work logs the rows it moves."""
     column = mapper.columns["tenant_id"]
@@ -355,7 +355,7 @@ def _scope_dml(state: ORMExecuteState, statement: Update | Delete, tenant: str) 
             _check_bulk_update_by_pk(state, mapper, parameters, tenant)
             prove_statement_references(state.session, mapper, parameters)
             return
-        _refuse_move(statement, mapper, parameters)
+        _check_statement_move(statement, mapper, parameters)
         rows: list[Mapping[Any, Any]] = [dict(statement._values or {})]
         if isinstance(parameters, Mapping):
             rows.append(dict(parameters))
