@@ -20,10 +20,19 @@ from sqlalchemy.orm import Mapper
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel
 
-__all__ = ["TENANT_TABLE_INFO_KEY", "TenantScoped", "is_tenant_model", "tenant_unique"]
+__all__ = [
+    "TENANT_GLOBAL_INFO_KEY",
+    "TENANT_TABLE_INFO_KEY",
+    "TenantScoped",
+    "is_tenant_model",
+    "tenant_unique",
+]
 
 TENANT_TABLE_INFO_KEY = "fastapi_tenancy"
 """Key in ``Table.info`` marking tenant tables; its value is the tenant column's name."""
+
+TENANT_GLOBAL_INFO_KEY = "fastapi_tenancy.global_access"
+"""Key in ``Table.info`` marking the tables of ``__global_access__`` models."""
 
 TENANT_KEY_MAX_LENGTH = 63
 
@@ -77,3 +86,5 @@ def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
     for table in mapper.tables:
         if tenant_column.table is table:
             table.info[TENANT_TABLE_INFO_KEY] = tenant_column.name
+            if cls.__global_access__:
+                table.info[TENANT_GLOBAL_INFO_KEY] = True

@@ -13,25 +13,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, select, true, tuple_
-from sqlalchemy.orm import FromStatement, LoaderCriteriaOption, ORMExecuteState
+from sqlalchemy import bindparam, true
+from sqlalchemy.orm import ORMExecuteState, with_loader_criteria
 from sqlalchemy.sql import visitors
-from sqlalchemy.sql.dml import Delete, Insert, Update, UpdateBase
-from sqlalchemy.sql.elements import BindParameter, ClauseElement, ColumnClause, TextClause
+from sqlalchemy.sql.dml import Delete, Insert, Update
+from sqlalchemy.sql.elements import BindParameter, ClauseElement
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.schema import Column, Table
-from sqlalchemy.sql.selectable import Join, Select, TableClause
+from sqlalchemy.sql.selectable import Select
 
 from .context import audit_logger, get_tenant_context
 from .exceptions import CrossTenantWrite, TenantRequired, UnscopedStatement
 from .models import TENANT_TABLE_INFO_KEY, TenantScoped, is_tenant_model
 from .scope import Access, SessionScope
-from .writes import prove_statement_references
+from .wall import TENANT_PARAM
 
 __all__ = ["TENANT_PARAM", "refuse_unscoped_moves", "scope_execution"]
-
-TENANT_PARAM = "fastapi_tenancy_tenant_id"
-"""Name of the bound parameter that carries the tenant into scoped SQL."""
 
 
 def _tenant_criteria(cls: type[TenantScoped]) -> Any:
@@ -44,30 +41,13 @@ def _global_read_criteria(cls: type[TenantScoped]) -> Any:
     return cls.tenant_column() == bindparam(TENANT_PARAM)
 
 
-class _ScopingCriteria(LoaderCriteriaOption):
-    """The tenant criteria, which also refuse unscopable statements when they are compiled.
-
-    Compiling happens once per statement shape (the result is cached by structure), so the
-    walk over an ORM statement costs nothing on the requests that reuse its compiled form,
-    and a refused shape is never cached.
-    """
-
-    _traverse_internals = LoaderCriteriaOption._traverse_internals  # same cache key
-
-    def process_compile_state(self, compile_state: Any) -> None:
-        statement = getattr(compile_state, "select_statement", None)
-        if statement is not None:
-            _refuse_unscopable(statement, orm=True)
-        super().process_compile_state(compile_state)
-
-
-TENANT_CRITERIA = _ScopingCriteria(
+TENANT_CRITERIA = with_loader_criteria(
     TenantScoped,
     lambda cls: _tenant_criteria(cls),
     include_aliases=True,
     track_closure_variables=False,
 )
-GLOBAL_READ_CRITERIA = _ScopingCriteria(
+GLOBAL_READ_CRITERIA = with_loader_criteria(
     TenantScoped,
     lambda cls: _global_read_criteria(cls),
     include_aliases=True,
@@ -78,17 +58,6 @@ GLOBAL_READ_CRITERIA = _ScopingCriteria(
 def scope_execution(state: ORMExecuteState, scope: SessionScope) -> None:
     """Scope, stamp or refuse one statement about to run in a scoped session."""
     statement = state.statement
-    # Relationship and column loads, and the SELECT the ORM derives from an already scoped
-    # UPDATE/DELETE to synchronize the session, are built by the ORM from core columns.
-    internal_load = (
-        state.is_relationship_load
-        or state.is_column_load
-        or TENANT_CRITERIA in getattr(statement, "_with_options", ())
-    )
-    orm = state.is_orm_statement
-    if not internal_load and not (orm and isinstance(statement, (Select, FromStatement))):
-        # ORM selects are checked once per shape, when compiled (_ScopingCriteria).
-        _refuse_unscopable(statement, orm=orm)
     tenant = scope.tenant_id
     if isinstance(statement, Insert):
         _scope_insert(state, statement, tenant)
@@ -163,81 +132,6 @@ def _is_tenant_table(table: Any) -> bool:
     return isinstance(table, Table) and TENANT_TABLE_INFO_KEY in table.info
 
 
-def _is_plain(element: ClauseElement) -> bool:
-    return "parententity" not in element._annotations
-
-
-def _refuse_unscopable(statement: Any, *, orm: bool) -> None:
-    """Refuse what the ORM cannot scope: textual SQL and tenant tables used through core.
-
-    No statement may select, select from, join or write a tenant table or column given as a
-    core object, and a core statement may not name a core column of a tenant table anywhere.
-    ORM statements may: the ORM builds such columns itself for primary-key and relationship
-    conditions, on tables its criteria scope.
-    """
-    for element in visitors.iterate(statement):
-        if isinstance(element, TextClause):
-            raise UnscopedStatement(
-                "textual SQL (text()) cannot be scoped to a tenant and is refused in a tenant "
-                "session; use the ORM, or trusted code under without_tenant()"
-            )
-        if isinstance(element, ColumnClause) and element.is_literal:
-            if element.name not in _HARMLESS_LITERALS:
-                raise UnscopedStatement(
-                    "literal_column() fragments cannot be scoped to a tenant and are refused "
-                    "in a tenant session"
-                )
-        elif isinstance(element, TableClause) and not isinstance(element, Table):
-            raise UnscopedStatement(
-                "lightweight table() constructs cannot be scoped to a tenant and are refused "
-                "in a tenant session; use the mapped model"
-            )
-        elif isinstance(element, Select):
-            _refuse_plain_in_select(element)
-        elif isinstance(element, Join):
-            _refuse_plain_tables((element.left, element.right))
-        elif isinstance(element, UpdateBase):
-            _refuse_plain_tables((element.table,))
-        elif not orm and isinstance(element, Column):
-            _refuse_plain_tables((element,))
-
-
-_HARMLESS_LITERALS = frozenset({"*", "1"})
-
-
-def _refuse_plain_in_select(select_: Select[Any]) -> None:
-    """A core tenant table or column may not be a FROM of its own; a core column is allowed
-    only beside its own mapped entity, whose FROM (and criteria) it then shares."""
-    items: list[Any] = [
-        *select_._raw_columns,
-        *select_._from_obj,
-        *(join[0] for join in select_._setup_joins),
-    ]
-    covered = set()
-    for item in items:
-        entity = item._annotations.get("parententity")
-        if entity is not None and not entity.is_aliased_class:
-            covered.add(entity.local_table)
-    for item in items:
-        if isinstance(item, Column) and item.table in covered:
-            continue
-        _refuse_plain_tables((item,))
-
-
-def _refuse_plain_tables(elements: Iterable[Any]) -> None:
-    for element in elements:
-        table = element.table if isinstance(element, Column) else element
-        if _is_tenant_table(table) and _is_plain(element):
-            _raise_core(table)
-
-
-def _raise_core(table: Any) -> None:
-    raise UnscopedStatement(
-        f"the table {table.name!r} of a tenant model was used as a core Table, which the ORM "
-        "cannot scope; select the mapped model instead"
-    )
-
-
 def _tenant_entities(statement: Any) -> Iterable[Any]:
     """Mapped tenant classes (or their aliases) anywhere in the statement."""
     for element in visitors.iterate(statement):
@@ -274,7 +168,6 @@ def _scope_insert(state: ORMExecuteState, statement: Insert, tenant: str | None)
     column = mapper.columns["tenant_id"]
     if statement._multi_values:
         stamped = [_stamp_row(row, column, tenant, key=column) for row in _multi_rows(statement)]
-        prove_statement_references(state.session, mapper, stamped)
         statement = statement._clone()
         statement._multi_values = (stamped,)
         state.statement = statement
@@ -285,15 +178,11 @@ def _scope_insert(state: ORMExecuteState, statement: Insert, tenant: str | None)
     parameters = state.parameters
     if isinstance(parameters, Mapping):
         if parameters or value is _MISSING:
-            state.parameters = parameters = _stamp_row(parameters, column, tenant)
-        rows: list[Mapping[Any, Any]] = [{**(statement._values or {}), **parameters}]
+            state.parameters = _stamp_row(parameters, column, tenant)
     elif parameters is not None:
-        state.parameters = rows = [_stamp_row(row, column, tenant) for row in parameters]
-    else:
-        rows = [dict(statement._values or {})]
-        if value is _MISSING:
-            state.statement = statement.values({column: tenant})
-    prove_statement_references(state.session, mapper, rows)
+        state.parameters = [_stamp_row(row, column, tenant) for row in parameters]
+    elif value is _MISSING:
+        state.statement = statement.values({column: tenant})
 
 
 def _multi_rows(statement: Insert) -> list[Mapping[Any, Any]]:
@@ -327,9 +216,9 @@ def _find_value(values: Mapping[Any, Any], column: Column[Any]) -> Any:
 
 
 def _check_value(value: Any, tenant: str) -> None:
-    if isinstance(value, BindParameter):
-        value = value.value
-    if value != tenant:
+    """Refuse a plain value naming another tenant early; bound parameters and expressions are
+    checked by the wall with the values actually sent."""
+    if not isinstance(value, ClauseElement) and value != tenant:
         raise CrossTenantWrite("this write names another tenant")
 
 
@@ -352,14 +241,11 @@ def _scope_dml(state: ORMExecuteState, statement: Update | Delete, tenant: str) 
     parameters = state.parameters
     if isinstance(statement, Update) and mapper is not None and target_is_tenant:
         if isinstance(parameters, Sequence) and not isinstance(parameters, Mapping):
-            _check_bulk_update_by_pk(state, mapper, parameters, tenant)
-            prove_statement_references(state.session, mapper, parameters)
+            # ORM bulk UPDATE by primary key: the wall proves every key the tenant's row.
+            for row in parameters:
+                _stamp_row(row, mapper.columns["tenant_id"], tenant)
             return
         _check_statement_move(statement, mapper, parameters)
-        rows: list[Mapping[Any, Any]] = [dict(statement._values or {})]
-        if isinstance(parameters, Mapping):
-            rows.append(dict(parameters))
-        prove_statement_references(state.session, mapper, rows)
     target = mapper.local_table if mapper is not None else None
     extra = _joined_tenant_froms(statement, target)
     scoped = statement.options(TENANT_CRITERIA)
@@ -376,42 +262,17 @@ def _tenant_table_of(from_: Any) -> Any:
 
 
 def _joined_tenant_froms(statement: Update | Delete, target: Any) -> list[Any]:
-    """Tenant tables that an UPDATE ... FROM or DELETE ... USING joins at its top level."""
+    """Tenant tables that an UPDATE ... FROM or DELETE ... USING joins at its top level: named
+    in its WHERE clause, or in the values it sets (``update(A).values(x=B.col)``)."""
     found: dict[int, Any] = {}
-    for criterion in statement._where_criteria:
-        for from_ in criterion._from_objects:
+    values = getattr(statement, "_values", None) or {}
+    expressions = [
+        *statement._where_criteria,
+        *(value for value in values.values() if isinstance(value, ClauseElement)),
+    ]
+    for expression in expressions:
+        for from_ in expression._from_objects:
             if from_ is target or not _is_tenant_table(_tenant_table_of(from_)):
                 continue
             found.setdefault(id(from_), from_)
     return list(found.values())
-
-
-def _check_bulk_update_by_pk(
-    state: ORMExecuteState, mapper: Any, rows: Sequence[Mapping[str, Any]], tenant: str
-) -> None:
-    """ORM bulk UPDATE by primary key takes no criteria: prove every key is the tenant's."""
-    column = mapper.columns["tenant_id"]
-    primary_key = mapper.primary_key
-    keys = []
-    for row in rows:
-        value = _find_value(row, column)
-        if value is not _MISSING:
-            _check_value(value, tenant)
-        try:
-            keys.append(tuple(row[mapper.get_property_by_column(c).key] for c in primary_key))
-        except KeyError:
-            raise UnscopedStatement("bulk UPDATE rows must carry the primary key") from None
-    entity = mapper.class_
-    pk_attrs = [getattr(entity, mapper.get_property_by_column(c).key) for c in primary_key]
-    found: set[tuple[Any, ...]] = set()
-    chunk = 500
-    for start in range(0, len(keys), chunk):
-        part = keys[start : start + chunk]
-        if len(pk_attrs) == 1:
-            condition = pk_attrs[0].in_([k[0] for k in part])
-        else:
-            condition = tuple_(*pk_attrs).in_(part)
-        result = state.session.execute(select(*pk_attrs).where(condition))
-        found.update(tuple(r) for r in result)
-    if any(k not in found for k in keys):
-        raise CrossTenantWrite("bulk UPDATE names rows outside the current tenant")

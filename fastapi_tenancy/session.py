@@ -14,18 +14,20 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 from sqlmodel import Session as SQLModelSession
 
 from .context import audit_logger, get_tenant_context
 from .exceptions import AlreadyExists, CrossTenantWrite, UnscopedStatement
 from .scope import Access, SessionScope
 from .scoping import refuse_unscoped_moves, scope_execution
+from .wall import GUARD_OPTION, Guard
 from .writes import check_flush
 
-__all__ = ["SCOPE_KEY", "TenantScopedSession", "is_unique_violation", "scope_of"]
+__all__ = ["GUARD_KEY", "SCOPE_KEY", "TenantScopedSession", "is_unique_violation", "scope_of"]
 
 SCOPE_KEY = "fastapi_tenancy.scope"
+GUARD_KEY = "fastapi_tenancy.guard"
 _FAIL_CLOSED = SessionScope(tenant_id=None, access=Access.TENANT)
 
 
@@ -167,6 +169,22 @@ def _audited_refusals(scope: SessionScope) -> Iterator[None]:
             },
         )
         raise
+
+
+@event.listens_for(TenantScopedSession, "after_begin")
+def _guard_connection(
+    session: Session, transaction: SessionTransaction, connection: Connection
+) -> None:
+    """Mark the connection of a scoped session's transaction: every statement sent on it, the
+    unit of work's included, goes through the wall's gate (:mod:`fastapi_tenancy.wall`)."""
+    scope = scope_of(session)
+    if not scope.scoped:
+        return
+    guard = connection.get_execution_options().get(GUARD_OPTION)
+    if not isinstance(guard, Guard) or guard.scope != scope:
+        guard = Guard(scope)
+        connection.execution_options(**{GUARD_OPTION: guard})
+    session.info[GUARD_KEY] = guard
 
 
 @event.listens_for(TenantScopedSession, "do_orm_execute")

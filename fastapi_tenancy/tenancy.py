@@ -21,6 +21,7 @@ from .lookup import LookupCache, TenantLookup, TenantTableLookup
 from .resolvers.base import Resolver
 from .scope import Access, SessionScope
 from .session import SCOPE_KEY, TenantScopedSession
+from .wall import install_guard
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -84,6 +85,7 @@ class Tenancy:
             raise TypeError("Tenancy needs a SQLAlchemy Engine or AsyncEngine")
         self.engine = engine
         self.is_async = isinstance(engine, AsyncEngine)
+        install_guard(engine)
         if admin_engine is not None and isinstance(admin_engine, AsyncEngine) != self.is_async:
             raise TypeError("admin_engine must be of the same kind (sync or async) as engine")
         self.admin_engine = admin_engine

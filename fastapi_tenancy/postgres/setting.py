@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from ..exceptions import TenancyMisuse
 from ..scope import Access
 from ..session import TenantScopedSession, scope_of
+from ..wall import internal_options
 from .policies import GLOBAL_READ_SETTING, TENANT_SETTING
 
 __all__ = [
@@ -110,10 +111,11 @@ class TenantSetting:
 
 
 def _send(connection: Connection, tenant_id: str | None, *, global_read: bool) -> None:
+    options = internal_options()  # the kit's own setting: past the wall's gate
     if tenant_id is not None:
-        connection.execute(_SET_TENANT, {"tenant": tenant_id})
+        connection.execute(_SET_TENANT, {"tenant": tenant_id}, execution_options=options)
     elif global_read:
-        connection.execute(_SET_GLOBAL_READ)
+        connection.execute(_SET_GLOBAL_READ, execution_options=options)
 
 
 def enable_tenant_setting(

@@ -1,0 +1,212 @@
+"""The gate at the cursor: every statement of a tenant session is checked against its proof, with
+the parameters actually sent, right before the driver sees it.
+
+A scoped session marks each connection it begins with a :class:`Guard` (an execution option that
+lives as long as that checkout). The engine's ``before_cursor_execute`` hook finds it there, so
+the check covers every path to the cursor: ORM statements, relationship loads, refreshes and the
+unit of work's own INSERT, UPDATE and DELETE, which no ORM hook sees. Statements of other
+sessions and connections pass untouched.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sqlalchemy import Engine, and_, bindparam, event, select, tuple_
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.interfaces import ExecutionContext
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.schema import Table
+
+from ..context import get_tenant_context
+from ..exceptions import CrossTenantWrite, TenantRequired, UnscopedStatement
+from ..scope import Access, SessionScope
+from .compiler import tenant_column_of
+from .proof import KeyCheck, Proof, ReadCheck, WriteCheck, prove
+
+__all__ = ["GUARD_OPTION", "TENANT_PARAM", "Guard", "install_guard"]
+
+GUARD_OPTION = "fastapi_tenancy_guard"
+"""Execution option under which a scoped session's connection carries its :class:`Guard`."""
+
+TENANT_PARAM = "fastapi_tenancy_tenant_id"
+"""Name of the bound parameter that carries the tenant into scoped SQL."""
+
+_INTERNAL_OPTION = "fastapi_tenancy_internal"
+_INTERNAL = object()
+
+
+class Guard:
+    """A scoped session's scope, and the rows this transaction has proven to be the tenant's.
+
+    ``owned`` maps ``(table, key columns)`` to key tuples read as the tenant's rows: the unit of
+    work's UPDATE and DELETE by primary key, and foreign keys written, are checked against it
+    (and looked up, scoped, when missing).
+    """
+
+    __slots__ = ("owned", "scope")
+
+    def __init__(self, scope: SessionScope) -> None:
+        self.scope = scope
+        self.owned: dict[tuple[Table, tuple[str, ...]], set[tuple[Any, ...]]] = {}
+
+    def add_owned(self, table: Table, columns: tuple[str, ...], keys: Iterable[Any]) -> None:
+        """Record keys proven (by a scoped read) to be rows of the tenant."""
+        self.owned.setdefault((table, columns), set()).update(keys)
+
+
+def internal_options() -> dict[str, Any]:
+    """Execution options for the kit's own statements (its tenant setting), which skip the gate."""
+    return {_INTERNAL_OPTION: _INTERNAL}
+
+
+def install_guard(engine: Engine | AsyncEngine) -> None:
+    """Attach the gate to ``engine`` (once); statements without a :class:`Guard` are untouched."""
+    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    if not event.contains(target, "before_cursor_execute", _gate):
+        event.listen(target, "before_cursor_execute", _gate)
+
+
+_PROOFS: weakref.WeakKeyDictionary[Any, Proof] = weakref.WeakKeyDictionary()
+
+
+def proof_of(compiled: SQLCompiler) -> Proof:
+    """The proof of a compiled statement, made on first sight and kept as long as it is."""
+    proof = _PROOFS.get(compiled)
+    if proof is None:
+        proof = _PROOFS[compiled] = prove(compiled)
+    return proof
+
+
+def _gate(
+    conn: Connection,
+    cursor: Any,
+    statement: str,
+    parameters: Any,
+    context: ExecutionContext | None,
+    executemany: bool,
+) -> None:
+    if context is None:
+        return
+    options = context.execution_options
+    guard = options.get(GUARD_OPTION)
+    if guard is None or options.get(_INTERNAL_OPTION) is _INTERNAL:
+        return
+    compiled = context.compiled
+    if not isinstance(compiled, SQLCompiler):
+        raise UnscopedStatement(
+            "this statement is not a compiled SQL statement (DDL or driver SQL) and cannot be "
+            "proven scoped to a tenant"
+        )
+    rows: list[Mapping[str, Any]] = context.compiled_parameters  # type: ignore[attr-defined]
+    checked = getattr(context, "_fastapi_tenancy_checked", None)
+    if checked is compiled:
+        return  # insertmanyvalues: one check for all of its batches
+    proof = proof_of(compiled)
+    if proof.refusal is not None:
+        raise UnscopedStatement(proof.refusal)
+    for read in proof.reads:
+        _check_read(conn, guard, read, rows)
+    if proof.writes:
+        _check_writes(conn, guard, proof.writes, rows)
+    context._fastapi_tenancy_checked = compiled  # type: ignore[attr-defined]
+
+
+def _check_read(
+    conn: Connection, guard: Guard, read: ReadCheck, rows: list[Mapping[str, Any]]
+) -> None:
+    scope = guard.scope
+    tenant = scope.tenant_id
+    if tenant is None:
+        if read.read_only and read.global_access and scope.access is Access.GLOBAL:
+            return
+        raise TenantRequired(
+            f"the tenant table {read.table.name!r} is used and no tenant is bound; bind one "
+            "(with_tenant(), a request) or use without_tenant() in trusted code"
+        )
+    params = read.tenant_params
+    pending: list[tuple[Any, ...]] = []
+    for row in rows:
+        if any(row.get(name) == tenant for name in params):
+            continue
+        if read.key_params is None:
+            if params:
+                raise UnscopedStatement(
+                    f"the tenant filter on {read.table.name!r} ({read.where}) does not carry "
+                    "the session's tenant: the tenant parameter cannot be supplied by the caller"
+                )
+            raise UnscopedStatement(
+                f"the tenant table {read.table.name!r} appears in {read.where} without a "
+                "filter on its tenant column, so the statement could reach other tenants' rows "
+                "(core tables and their aliases, and constructs the tenant criteria do not "
+                "reach, are not filtered); use the mapped model, or trusted code under "
+                "without_tenant()"
+            )
+        pending.append(tuple(row.get(name) for name in read.key_params))
+    if pending:
+        columns = tuple(c.name for c in read.table.primary_key.columns)
+        if not _owned(conn, guard, read.table, columns, pending):
+            raise CrossTenantWrite(f"this {read.table.name} row is not the tenant's")
+
+
+def _check_writes(
+    conn: Connection, guard: Guard, writes: tuple[WriteCheck, ...], rows: list[Mapping[str, Any]]
+) -> None:
+    scope = guard.scope
+    tenant = scope.tenant_id
+    context = get_tenant_context()
+    mutable = context is not None and context.mutable
+    wanted: dict[KeyCheck, list[tuple[Any, ...]]] = {}
+    for write in writes:
+        for row in rows:
+            value = row.get(write.param)
+            if write.parent is None:
+                if tenant is None:
+                    raise TenantRequired(f"writing {write.table.name!r} rows needs a bound tenant")
+                if value != tenant and not (write.update and mutable):
+                    raise CrossTenantWrite(f"this write names another tenant in {write.table.name}")
+            elif value is not None:
+                if tenant is None:
+                    raise TenantRequired(
+                        f"{write.table.name}.{write.column} points at a tenant table, and no "
+                        "tenant is bound to prove the row it names"
+                    )
+                wanted.setdefault(write.parent, []).append((value,))
+    for parent, keys in wanted.items():
+        if not _owned(conn, guard, parent.table, (parent.column,), keys):
+            raise CrossTenantWrite(
+                f"a foreign key points at a {parent.table.name} row that is not this tenant's "
+                "(another tenant's, or none)"
+            )
+
+
+def _owned(
+    conn: Connection,
+    guard: Guard,
+    table: Table,
+    columns: tuple[str, ...],
+    keys: list[tuple[Any, ...]],
+) -> bool:
+    """Whether every key names a row of the tenant: from the ledger, else one scoped read."""
+    known = guard.owned.get((table, columns), set())
+    missing = {key for key in keys if key not in known}
+    if not missing:
+        return True
+    tenant_column = tenant_column_of(table)
+    key_columns = _by_name(table, columns)
+    if len(key_columns) == 1:
+        condition = key_columns[0].in_([key[0] for key in missing])
+    else:
+        condition = tuple_(*key_columns).in_(list(missing))
+    query = select(*key_columns).where(and_(condition, tenant_column == bindparam(TENANT_PARAM)))
+    found = {tuple(row) for row in conn.execute(query, {TENANT_PARAM: guard.scope.tenant_id})}
+    guard.add_owned(table, columns, found)
+    return missing <= found
+
+
+def _by_name(table: Table, names: tuple[str, ...]) -> list[Any]:
+    by_name = {column.name: column for column in table.columns}
+    return [by_name[name] for name in names]
