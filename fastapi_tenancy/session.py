@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
@@ -19,6 +19,7 @@ from sqlmodel import Session as SQLModelSession
 
 from .context import audit_logger, get_tenant_context
 from .exceptions import AlreadyExists, CrossTenantWrite, UnscopedStatement
+from .models import is_tenant_model
 from .scope import Access, SessionScope
 from .scoping import refuse_unscoped_moves, scope_execution
 from .wall import GUARD_OPTION, Guard
@@ -185,6 +186,23 @@ def _guard_connection(
         guard = Guard(scope)
         connection.execution_options(**{GUARD_OPTION: guard})
     session.info[GUARD_KEY] = guard
+
+
+@event.listens_for(TenantScopedSession, "before_attach")
+def _refuse_foreign_objects(session: Session, instance: Any) -> None:
+    """Refuse an object of another tenant (loaded elsewhere, then ``add()``-ed or merged in):
+    once in the identity map, ``session.get()`` would hand it out with no SQL at all."""
+    scope = scope_of(session)
+    tenant = scope.tenant_id
+    if tenant is None or not scope.scoped or not is_tenant_model(type(instance)):
+        return
+    owner = inspect(instance).dict.get("tenant_id")  # as held: reading may not load here
+    if owner is not None and owner != tenant:
+        with _audited_refusals(scope):
+            raise CrossTenantWrite(
+                f"this {type(instance).__name__} belongs to another tenant and cannot join "
+                "this tenant's session"
+            )
 
 
 @event.listens_for(TenantScopedSession, "do_orm_execute")

@@ -13,13 +13,13 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from fastapi_tenancy import CrossTenantWrite, UnscopedStatement
 
 
-def test_adding_a_row_for_another_tenant_is_refused_on_flush(tenancy, session_for, world):
+def test_adding_a_row_for_another_tenant_is_refused_on_add(tenancy, session_for, world):
     before = snapshot(tenancy)
 
     with session_for("acme") as session:
-        session.add(Project(name="intruder", tenant_id="globex"))
         with capture_sql(tenancy.engine) as sent, pytest.raises(CrossTenantWrite):
-            session.flush()
+            session.add(Project(name="intruder", tenant_id="globex"))
+        session.flush()
 
     assert sent == []
     assert snapshot(tenancy) == before

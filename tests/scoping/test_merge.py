@@ -117,10 +117,11 @@ def test_adding_a_detached_row_loaded_by_another_tenant_is_refused(tenancy, sess
         session.expunge(zeus)
 
     with session_for("acme") as session:
-        session.add(zeus)
-        zeus.name = "pwned"
         with pytest.raises(CrossTenantWrite):
-            session.flush()
+            session.add(zeus)
+        zeus.name = "pwned"
+        session.flush()
+        assert session.get(Project, world.zeus) is None
 
     assert snapshot(tenancy) == before
 
@@ -145,10 +146,10 @@ def test_deleting_a_detached_row_of_another_tenant_is_refused(tenancy, session_f
         session.expunge(secret)
 
     with session_for("acme") as session:
-        session.add(secret)
-        session.delete(secret)
         with pytest.raises(CrossTenantWrite):
-            session.flush()
+            session.add(secret)
+        with pytest.raises(CrossTenantWrite):
+            session.delete(secret)  # delete() attaches the detached row first
 
     assert snapshot(tenancy) == before
 

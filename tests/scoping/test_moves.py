@@ -111,10 +111,10 @@ def test_mutable_tenant_refuses_a_detached_row_of_another_tenant(tenancy, sessio
         session.expunge(zeus)
 
     with with_tenant("acme"), mutable_tenant(reason="attack"), session_for("acme") as session:
-        session.add(zeus)
-        zeus.tenant_id = "acme"
         with pytest.raises(CrossTenantWrite):
-            session.commit()
+            session.add(zeus)
+        zeus.tenant_id = "acme"
+        session.commit()
 
     assert snapshot(tenancy) == before
 

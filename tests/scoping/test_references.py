@@ -24,9 +24,8 @@ def test_new_task_whose_project_is_another_tenants_object_is_refused(tenancy, se
     with session_for("acme") as session:
         task = Task(name="hijack")
         session.add(task)
-        task.project = zeus
         with pytest.raises(CrossTenantWrite):
-            session.flush()
+            task.project = zeus  # the cascade attaches globex's project to acme's session
 
     assert snapshot(tenancy) == before
 
@@ -56,9 +55,8 @@ def test_repointing_the_tenants_task_at_another_tenants_project_is_refused(
         session.rollback()
 
         build = session.get(Task, world.build)
-        build.project = hermes
         with pytest.raises(CrossTenantWrite):
-            session.flush()
+            build.project = hermes  # the cascade attaches globex's project to acme's session
 
     assert snapshot(tenancy) == before
 
@@ -74,9 +72,9 @@ def test_appending_another_tenants_task_to_the_tenants_project_is_refused(
     for stolen in (secret, copy):
         with session_for("acme") as session:
             apollo = session.get(Project, world.apollo)
-            apollo.tasks.append(stolen)
             with pytest.raises(CrossTenantWrite):
-                session.flush()
+                # refused as it attaches (tenant_id), or at flush (the key is globex's)
+                append_and_flush(session, apollo, stolen)
 
     assert snapshot(tenancy) == before
 
@@ -122,3 +120,8 @@ def test_bulk_updates_pointing_at_another_tenants_project_are_refused(tenancy, s
         session.commit()
 
     assert snapshot(tenancy) == before
+
+
+def append_and_flush(session, project, task) -> None:
+    project.tasks.append(task)
+    session.flush()
