@@ -10,8 +10,8 @@ service on the same database). Turn it on in one step, with the policies applied
 Modules, in the order a request meets them:
 
     policies  the DDL: ENABLE/FORCE ROW LEVEL SECURITY and one policy per command
-    setting   the tenant set per transaction (set_config(..., true))
-    begin     on psycopg 3, that setting sent in one message with the transaction's BEGIN
+    setting   the tenant and the global read named per transaction (set_config(..., true))
+    begin     on psycopg 3, those settings sent in one message with the transaction's BEGIN
     guard     the refusal to run on a role that would bypass the policies silently
     check     the checker of a live database (fastapi-tenancy-check DATABASE_URL)
     alembic   the same DDL as Alembic operations (optional extra)

@@ -13,11 +13,13 @@ way) the kit generates::
 where ``<tenant matches>`` is ``tenant_id = (SELECT NULLIF(current_setting(
 'fastapi_tenancy.tenant_id', true), ''))``. The scalar subquery is an InitPlan, evaluated once
 per statement and then usable as an index condition; ``current_setting(..., true)`` answers NULL
-when the setting was never made and ``''`` once some earlier transaction of the session made it,
-and ``NULLIF`` turns both into NULL, so a transaction without a tenant sees no row, writes no
-row, and breaks no cast. Models declared ``__global_access__`` get one more SELECT policy that
-admits every row while ``fastapi_tenancy.global_read`` is ``on``: the global-access switch sets
-it, and only when no tenant is bound.
+when the setting was never made and ``''`` when a transaction named no tenant (the kit's
+sessions name ``''`` for none, and PostgreSQL leaves ``''`` behind once a transaction-local
+value has ended), and ``NULLIF`` turns both into NULL, so a transaction without a tenant sees no
+row, writes no row, and breaks no cast. Models declared ``__global_access__`` get one more
+SELECT policy that admits every row while ``fastapi_tenancy.global_read`` is ``on``: the
+global-access switch names it ``on`` when no tenant is bound, every other transaction of the
+kit names it ``''`` (see :mod:`fastapi_tenancy.postgres.setting`).
 
 Applying is idempotent (each policy is dropped if it exists and created again, in one
 transaction), identifiers go through PostgreSQL's identifier quoting, and no value of any request
@@ -59,9 +61,10 @@ __all__ = [
 ]
 
 TENANT_SETTING = "fastapi_tenancy.tenant_id"
-"""The transaction-local setting that names the tenant the policies admit."""
+"""The transaction-local setting that names the tenant the policies admit (``''``: none)."""
 GLOBAL_READ_SETTING = "fastapi_tenancy.global_read"
-"""The transaction-local setting (``on``) under which global-access tables read across tenants."""
+"""The transaction-local setting (``on``) under which global-access tables read across tenants;
+``''`` (or anything else) reads nothing across tenants."""
 GLOBAL_READ_INFO_KEY = "fastapi_tenancy.global_read"
 """Key in ``Table.info``: ``True`` gives a core tenant table the global-read policy."""
 

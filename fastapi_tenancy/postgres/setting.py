@@ -2,16 +2,40 @@
 
 A session made by a :class:`~fastapi_tenancy.Tenancy` with ``rls=True`` is an
 :class:`RLSSession`: every transaction it begins (the first, and each one after a ``commit()``)
-runs ``SELECT set_config('fastapi_tenancy.tenant_id', :tenant, true)`` first. The ``true``
-makes the setting transaction-local: it ends with the COMMIT or ROLLBACK, so nothing survives
-into the next use of a pooled connection, a transaction that raised leaves nothing behind, and a
-pooler in transaction mode sees one self-contained transaction.
+first names both settings the policies read, in one statement::
 
-The setting costs no round trip of its own on psycopg 3 (sync): psycopg opens each transaction
+    SELECT set_config('fastapi_tenancy.tenant_id', :tenant, true),
+           set_config('fastapi_tenancy.global_read', 'on' | '', true)
+
+``tenant_id`` is the session's tenant, or ``''`` when it has none; ``global_read`` is ``on`` in
+the global-access switch with no tenant, ``''`` otherwise. The policies read both through
+``NULLIF(..., '')``, so ``''`` means no tenant and no global read (see
+:mod:`~fastapi_tenancy.postgres.policies`). The ``true`` makes them transaction-local: they end
+with the COMMIT or ROLLBACK, so nothing the kit sets survives into the next use of a pooled
+connection, a transaction that raised leaves nothing behind, and a pooler in transaction mode
+sees one self-contained transaction.
+
+Both are named in every transaction, a tenant's, the global switch's and one with no tenant
+alike, because a transaction-local value hides whatever the connection holds at session level.
+Trusted code on the application's role (a raw connection, a ``without_tenant()`` session with no
+admin engine) may run ``set_config(..., false)`` or ``SET``; PostgreSQL keeps that value for the
+connection's life, and the pool hands the connection on. Were the kit to name only what it
+needs, a leftover ``tenant_id`` would admit a tenant's rows to a session with none, and a
+leftover ``global_read = on`` every tenant's rows of global-access models to a tenant session.
+
+We chose this over clearing such values when the connection goes back to the pool (a
+``checkin`` or ``reset`` hook running ``RESET``): that costs a round trip at every checkin, the
+normal path included, while the names above travel in a message that is sent anyway; and it
+would not reach a value set and then used within one checkout (a session bound to a connection
+its caller holds), nor one that another client of a pooler in transaction mode left on the
+server's connection. Naming both per transaction covers all of these.
+
+The settings cost no round trip of their own on psycopg 3 (sync): psycopg opens each transaction
 with a ``BEGIN`` of its own round trip, and the kit sends that ``BEGIN`` itself, with the
-``set_config`` in the same message (``BEGIN; SELECT set_config(...)``, the tenant quoted by
-libpq). Other drivers (asyncpg, psycopg's async connection) run ``set_config`` as a statement of
-its own, which costs one round trip per transaction; see ``docs/postgres-rls.md``.
+``SELECT`` in the same message (``BEGIN; SELECT set_config(...), set_config(...)``, the tenant
+quoted by libpq; see :mod:`~fastapi_tenancy.postgres.begin`). Other drivers (asyncpg, psycopg's
+async connection) run the ``SELECT`` as a statement of its own: one round trip per transaction,
+the fail-closed transaction of a session with no tenant included; see ``docs/postgres-rls.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +50,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.sql.elements import TextClause
 
 from ..exceptions import TenancyMisuse
 from ..scope import Access
@@ -47,18 +72,30 @@ __all__ = [
 SETTING_KEY = "fastapi_tenancy.rls"
 """Key in ``session.info`` under which an :class:`RLSSession` finds its :class:`TenantSetting`."""
 
-_SET_TENANT = text(f"SELECT set_config('{TENANT_SETTING}', :tenant, true)")
-_SET_GLOBAL_READ = text(f"SELECT set_config('{GLOBAL_READ_SETTING}', 'on', true)")
+
+def _naming(global_read: str) -> TextClause:
+    return text(
+        f"SELECT set_config('{TENANT_SETTING}', :tenant, true), "
+        f"set_config('{GLOBAL_READ_SETTING}', '{global_read}', true)"
+    )
+
+
+# The one statement naming both settings, by the global read it names: ``on`` or ``''``.
+_NAME = {True: _naming("on"), False: _naming("")}
 _READ_TENANT = text(f"SELECT NULLIF(current_setting('{TENANT_SETTING}', true), '')")
+_READ_BOTH = text(
+    f"SELECT NULLIF(current_setting('{TENANT_SETTING}', true), ''), "
+    f"current_setting('{GLOBAL_READ_SETTING}', true)"
+)
 
 
 @dataclass(frozen=True)
 class RowLevelSecurity:
     """Options of the PostgreSQL wall, for ``Tenancy(engine, ..., rls=RowLevelSecurity(...))``.
 
-    ``rls=True`` means the defaults. ``with_begin`` sends the tenant in the same message as the
-    transaction's ``BEGIN`` where the driver allows it (psycopg 3, sync): no round trip of its
-    own; off, or on other drivers, ``set_config`` is a statement of its own. ``check_role``
+    ``rls=True`` means the defaults. ``with_begin`` sends the settings in the same message as
+    the transaction's ``BEGIN`` where the driver allows it (psycopg 3, sync): no round trip of
+    their own; off, or on other drivers, they are a statement of their own. ``check_role``
     refuses connections whose role would bypass row-level security without a word (see
     :mod:`fastapi_tenancy.postgres.guard`).
     """
@@ -68,54 +105,50 @@ class RowLevelSecurity:
 
 
 class TenantSetting:
-    """How one engine's sessions name their tenant; made by :func:`enable_tenant_setting`.
+    """How one engine's sessions name their settings; made by :func:`enable_tenant_setting`.
 
-    With ``with_begin`` (psycopg 3, sync) the tenant opens the transaction together with its
-    ``BEGIN``. Otherwise ``set_config`` runs at once on the driver's cursor, compiled once for
-    the engine's dialect: a round trip, but little Python.
+    With ``with_begin`` (psycopg 3, sync) the settings open the transaction together with its
+    ``BEGIN``. Otherwise the statement naming them runs at once on the driver's cursor,
+    compiled once for the engine's dialect: a round trip, but little Python.
     """
 
     def __init__(self, dialect: Dialect | None = None, *, with_begin: bool = False) -> None:
         self.with_begin = with_begin
-        self._begin_with_setting: Callable[[Any, str | None], bool] | None = None
+        self._begin_with_setting: Callable[[Any, str | None, bool], bool] | None = None
         if with_begin:  # psycopg is importable: the engine's dialect uses it
             from .begin import begin_with_setting
 
             self._begin_with_setting = begin_with_setting
         self._raw: dict[bool, tuple[str, bool]] = {}
         if dialect is not None:
-            for global_read, clause in ((False, _SET_TENANT), (True, _SET_GLOBAL_READ)):
+            for global_read, clause in _NAME.items():
                 compiled = clause.compile(dialect=dialect)
                 self._raw[global_read] = (compiled.string, bool(compiled.positional))
 
     def begin(self, connection: Connection, tenant_id: str | None, *, global_read: bool) -> None:
-        """Name the tenant (or the global read) for the transaction ``connection`` just began."""
-        if tenant_id is None and not global_read:
-            return  # no tenant: the policies admit no row
+        """Name the tenant (``None``: none) and the global read for the transaction
+        ``connection`` just began: both, always, so no session-level value shows through."""
         begin = self._begin_with_setting
-        if begin is not None and begin(connection.connection.driver_connection, tenant_id):
+        if begin is not None and begin(
+            connection.connection.driver_connection, tenant_id, global_read
+        ):
             return
-        raw = self._raw.get(tenant_id is None)
+        tenant = "" if tenant_id is None else tenant_id
+        raw = self._raw.get(global_read)
         if raw is None:
-            _send(connection, tenant_id, global_read=global_read)
+            _send(connection, tenant, global_read=global_read)
             return
         sql, positional = raw
         cursor = connection.connection.cursor()
         try:
-            if tenant_id is None:
-                cursor.execute(sql)
-            else:
-                cursor.execute(sql, (tenant_id,) if positional else {"tenant": tenant_id})
+            cursor.execute(sql, (tenant,) if positional else {"tenant": tenant})
         finally:
             cursor.close()
 
 
-def _send(connection: Connection, tenant_id: str | None, *, global_read: bool) -> None:
-    options = internal_options()  # the kit's own setting: past the wall's gate
-    if tenant_id is not None:
-        connection.execute(_SET_TENANT, {"tenant": tenant_id}, execution_options=options)
-    elif global_read:
-        connection.execute(_SET_GLOBAL_READ, execution_options=options)
+def _send(connection: Connection, tenant: str, *, global_read: bool) -> None:
+    options = internal_options()  # the kit's own settings: past the wall's gate
+    connection.execute(_NAME[global_read], {"tenant": tenant}, execution_options=options)
 
 
 def enable_tenant_setting(
@@ -148,10 +181,11 @@ class RLSSession(TenantScopedSession):
     """A :class:`~fastapi_tenancy.session.TenantScopedSession` that names its tenant to
     PostgreSQL at the start of every transaction it begins.
 
-    With a tenant, ``fastapi_tenancy.tenant_id`` is set; in the global-access switch with no
-    tenant, ``fastapi_tenancy.global_read`` is; otherwise nothing is, and the policies admit
-    no row. A session made by hand (without a :class:`TenantSetting` in its ``info``) sends the
-    setting as a statement of its own.
+    ``fastapi_tenancy.tenant_id`` names the session's tenant, or ``''`` (none: the policies
+    admit no row); ``fastapi_tenancy.global_read`` is ``on`` in the global-access switch with no
+    tenant, ``''`` otherwise. Both are named in every transaction, so a value some earlier user
+    of the connection left at session level never counts. A session made by hand (without a
+    :class:`TenantSetting` in its ``info``) sends them as a statement of its own.
     """
 
 
@@ -171,13 +205,14 @@ def _name_tenant(session: Session, transaction: SessionTransaction, connection: 
 
 
 def set_tenant(connection: Connection, tenant_id: str | None) -> None:
-    """Name ``tenant_id`` for the rest of ``connection``'s current transaction.
+    """Name ``tenant_id`` for the rest of ``connection``'s current transaction, global read off.
 
-    For trusted code on a raw connection (scripts, jobs): the setting is transaction-local, so
-    run it inside the transaction it is for. ``None`` clears it. Async:
+    For trusted code on a raw connection (scripts, jobs): the settings are transaction-local, so
+    run it inside the transaction it is for; both are named, so a value left at session level
+    on the connection does not count. ``None`` names no tenant. Async:
     ``await conn.run_sync(set_tenant, "acme")``.
     """
-    connection.execute(_SET_TENANT, {"tenant": tenant_id or ""})
+    connection.execute(_NAME[False], {"tenant": tenant_id or ""})
 
 
 def read_tenant_setting(connection: Connection) -> str | None:
@@ -188,14 +223,15 @@ def read_tenant_setting(connection: Connection) -> str | None:
 
 @contextmanager
 def tenant_savepoint(connection: Connection, tenant_id: str | None) -> Iterator[Connection]:
-    """A SAVEPOINT during which the transaction names another tenant; the outer one is back after.
+    """A SAVEPOINT during which the transaction names another tenant (and no global read); the
+    outer settings are back after.
 
     PostgreSQL undoes a setting made inside a savepoint only when the savepoint rolls back; a
     released savepoint would keep it for the rest of the transaction. This block restores the
-    outer tenant on both paths.
+    outer settings on both paths.
     """
-    outer = read_tenant_setting(connection)
+    tenant, global_read = connection.execute(_READ_BOTH).one()
     with connection.begin_nested():
         set_tenant(connection, tenant_id)
         yield connection
-        set_tenant(connection, outer)
+        connection.execute(_NAME[global_read == "on"], {"tenant": tenant or ""})

@@ -41,14 +41,18 @@ class AppRole:
         self._engines.append(engine)
         return engine
 
-    def async_engine(self, role: str | None = None, **kwargs: Any) -> AsyncEngine:
+    def async_engine(
+        self, role: str | None = None, *, port: int | None = None, **kwargs: Any
+    ) -> AsyncEngine:
+        """An asyncpg engine on the test's schema as ``role``; ``port`` as in :meth:`url`."""
         kwargs["connect_args"] = {
             **self.database.async_connect_args,
             **kwargs.get("connect_args", {}),
         }
-        engine = create_async_engine(
-            self.database.async_url.set(username=role or self.name), **kwargs
-        )
+        url: URL = self.database.async_url.set(username=role or self.name)
+        if port is not None:
+            url = url.set(host="127.0.0.1", port=port)
+        engine = create_async_engine(url, **kwargs)
         self._engines.append(engine)
         return engine
 
