@@ -3,17 +3,26 @@
 The middleware binds a :class:`TenantContext` for exactly one request; ``with_tenant`` and
 ``without_tenant`` bind one for a block of trusted code. Every binding restores the previous
 value on every exit path, so nothing leaks into the next request or test.
+
+The bypass blocks (``without_tenant``, ``mutable_tenant``) refuse to be entered inside a
+generator: a generator runs in the context of the code that consumes it, so a block held open
+across ``yield`` would turn the bypass on for the consumer's loop body, and leave it on when
+the consumer stops early.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field, replace
-from types import MappingProxyType, TracebackType
+from inspect import CO_ASYNC_GENERATOR, CO_GENERATOR, CO_ITERABLE_COROUTINE
+from types import FrameType, MappingProxyType, TracebackType
 from typing import Any
+
+from .exceptions import TenancyMisuse
 
 __all__ = [
     "TenantContext",
@@ -70,20 +79,58 @@ def unbind(token: Token[TenantContext | None]) -> None:
     _current.reset(token)
 
 
+_GENERATOR_FLAGS = CO_GENERATOR | CO_ASYNC_GENERATOR
+
+
+def _is_contextlib(frame: FrameType) -> bool:
+    return frame.f_globals.get("__name__") == "contextlib"
+
+
+def _refuse_in_generator(bypass: str, frame: FrameType | None) -> None:
+    """Refuse ``bypass`` entered by a generator that its consumer drives.
+
+    ``frame`` entered the block; contextlib's helpers (``ExitStack.enter_context``) are looked
+    through to their caller. A ``@contextmanager`` or ``@asynccontextmanager`` function is
+    allowed: contextlib resumes it when its own ``with`` block ends, so the bypass ends there.
+    """
+    while frame is not None and _is_contextlib(frame):
+        frame = frame.f_back
+    if frame is None or not frame.f_code.co_flags & _GENERATOR_FLAGS:
+        return
+    if frame.f_code.co_flags & CO_ITERABLE_COROUTINE:
+        return  # a @types.coroutine generator: awaited to its end, like any coroutine
+    driver = frame.f_back
+    if driver is not None and _is_contextlib(driver):
+        return
+    raise TenancyMisuse(
+        f"{bypass} was entered inside the generator {frame.f_code.co_name}(): a generator "
+        "runs in the context of the code that consumes it, so the bypass would leak into the "
+        "consumer (its loop body would run with the bypass on, and the bypass would stay on "
+        "if the consumer stopped early). Enter the block around the loop that consumes the "
+        "generator, or collect the results in a list inside the block and return the list."
+    )
+
+
 class _Binding(AbstractContextManager[TenantContext], AbstractAsyncContextManager[TenantContext]):
     """Binds the context ``make()`` answers on entry, for a ``with`` or ``async with`` block;
     not reentrant. ``make`` runs when the block is entered, so what it logs and reads is of
-    that moment."""
+    that moment. A ``bypass`` (its name) refuses to be entered inside a generator."""
 
-    __slots__ = ("_make", "_token")
+    __slots__ = ("_bypass", "_make", "_token")
 
-    def __init__(self, make: Callable[[], TenantContext]) -> None:
+    def __init__(self, make: Callable[[], TenantContext], *, bypass: str | None = None) -> None:
         self._make = make
+        self._bypass = bypass
         self._token: Token[TenantContext | None] | None = None
 
     def __enter__(self) -> TenantContext:
+        return self._bind(sys._getframe(1))
+
+    def _bind(self, caller: FrameType) -> TenantContext:
         if self._token is not None:
             raise RuntimeError("this tenant binding is already active")
+        if self._bypass is not None:
+            _refuse_in_generator(self._bypass, caller)
         context = self._make()
         self._token = _current.set(context)
         return context
@@ -99,7 +146,7 @@ class _Binding(AbstractContextManager[TenantContext], AbstractAsyncContextManage
             _current.reset(token)
 
     async def __aenter__(self) -> TenantContext:
-        return self.__enter__()
+        return self._bind(sys._getframe(1))
 
     async def __aexit__(
         self,
@@ -112,6 +159,10 @@ class _Binding(AbstractContextManager[TenantContext], AbstractAsyncContextManage
 
 def with_tenant(tenant_id: str, *, source: str = "code") -> _Binding:
     """Bind ``tenant_id`` for a block of code outside a request (scripts, jobs, tests).
+
+    Unlike the bypass blocks, it may be held open across a generator's ``yield``, as a pytest
+    fixture that binds a tenant for its test does: the tenant is then bound for whatever
+    consumes the generator.
 
     Usage::
 
@@ -130,7 +181,9 @@ def without_tenant(*, reason: str | None = None) -> _Binding:
 
     Sessions made inside the block see every tenant's rows. Each entry into the block is
     logged on the ``fastapi_tenancy.audit`` logger so bypasses stay visible. Works as ``with``
-    and ``async with``.
+    and ``async with``. Entering it inside a generator raises ``TenancyMisuse`` (the bypass
+    would leak into the generator's consumer): enter it around the loop instead. A
+    ``@contextmanager`` function may hold it across its ``yield``.
     """
 
     def enter() -> TenantContext:
@@ -140,14 +193,15 @@ def without_tenant(*, reason: str | None = None) -> _Binding:
         )
         return TenantContext(id=None, source="code", unscoped=True)
 
-    return _Binding(enter)
+    return _Binding(enter, bypass="without_tenant()")
 
 
 def mutable_tenant(*, reason: str | None = None) -> _Binding:
     """Allow changing ``tenant_id`` of existing rows inside the block (moving rows on purpose).
 
     Outside this block the kit refuses any change of a row's tenant. Keeps the tenant bound
-    when the block is entered; audited. Works as ``with`` and ``async with``.
+    when the block is entered; audited. Works as ``with`` and ``async with``; like
+    :func:`without_tenant`, refused inside a generator.
     """
 
     def enter() -> TenantContext:
@@ -162,4 +216,4 @@ def mutable_tenant(*, reason: str | None = None) -> _Binding:
         )
         return replace(context, mutable=True)
 
-    return _Binding(enter)
+    return _Binding(enter, bypass="mutable_tenant()")
