@@ -8,12 +8,13 @@ inside the request all see it, and nothing outlives the request.
 
 from __future__ import annotations
 
+from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .context import bind, unbind
 from .exceptions import TenancyError
-from .responses import error_response
+from .responses import error_response, extend_error_handler
 from .tenancy import TENANCY_SCOPE_KEY, Tenancy
 
 __all__ = ["TenancyMiddleware"]
@@ -38,14 +39,25 @@ class TenancyMiddleware:
     Lifespan and other scopes pass straight through. Errors answer through :meth:`on_error`:
     JSON ``{"detail", "code"}`` for http, a close with code 1008 and the error code as reason
     for websockets. Subclass and override ``on_error`` to answer differently.
+
+    On its first call (the lifespan, or the first request) it gives the apps mounted in the
+    app the app's handler for :class:`~fastapi_tenancy.TenancyError` (see
+    :func:`~fastapi_tenancy.responses.extend_error_handler`), so that an error raised in a
+    mounted app answers as it would in the app itself.
     """
 
     def __init__(self, app: ASGIApp, *, tenancy: Tenancy) -> None:
         self.app = app
         self.tenancy = tenancy
+        self._mounts_reached = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Resolve the tenant, bind it for the rest of the call, and unbind it on every exit."""
+        if not self._mounts_reached:
+            self._mounts_reached = True
+            outer = scope.get("app")
+            if isinstance(outer, Starlette):
+                extend_error_handler(outer)
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return

@@ -12,7 +12,7 @@ import httpx
 import jwt
 import pytest
 from fastapi import BackgroundTasks, Depends, FastAPI, Request, WebSocket
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.testclient import TestClient
 from http_app import (
     SECRET,
@@ -27,14 +27,24 @@ from http_app import (
     token,
 )
 from sqlalchemy import create_engine
+from sqlmodel import select
+from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
+from starlette.routing import Mount, Route
 from starlette.websockets import WebSocketDisconnect
 
 from fastapi_tenancy import (
+    AdminRequired,
+    AlreadyExists,
+    CrossTenantWrite,
     HeaderResolver,
     SubdomainResolver,
     Tenancy,
+    TenancyError,
     TenantContext,
+    TenantRequired,
+    TenantSession,
+    UnscopedStatement,
     get_current_tenant,
     get_tenant_context,
     with_tenant,
@@ -936,3 +946,116 @@ def test_cross_tenant_write_answers_before_a_duplicate_in_the_other_tenant(
         )
         assert_error(r, 403, "cross_tenant_write")
         assert names(c.get("/projects", headers=tenant_header("globex"))) == ["radar"]
+
+
+# --------------------------------------------------------------------------------------------
+# Errors raised inside mounted sub-applications answer like the outer app's
+
+
+def raising_sub_app(error: TenancyError) -> FastAPI:
+    """A FastAPI app whose ``/boom`` raises ``error``, and whose ``/projects`` needs a tenant."""
+    sub = FastAPI()
+
+    @sub.get("/boom")
+    async def boom() -> None:
+        raise error
+
+    @sub.get("/projects")
+    def projects(session: TenantSession) -> list[Project]:
+        return list(session.exec(select(Project)).all())
+
+    return sub
+
+
+KIT_ERRORS = [
+    pytest.param(AdminRequired(), 403, "admin_required", id="admin_required"),
+    pytest.param(CrossTenantWrite(), 403, "cross_tenant_write", id="cross_tenant_write"),
+    pytest.param(AlreadyExists(), 409, "already_exists", id="already_exists"),
+    pytest.param(TenantRequired(), 400, "tenant_required", id="tenant_required"),
+    pytest.param(UnscopedStatement(), 500, "unscoped_statement", id="unscoped_statement"),
+]
+
+
+@pytest.mark.parametrize(("error", "status", "code"), KIT_ERRORS)
+def test_a_kit_error_raised_in_a_mounted_fastapi_app_answers_its_json_and_status(
+    error: TenancyError, status: int, code: str
+) -> None:
+    app = tiny_app()
+    app.mount("/sub", raising_sub_app(error))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert_error(c.get("/sub/boom", headers=tenant_header("acme")), status, code)
+
+
+def test_a_kit_error_raised_in_a_mounted_starlette_app_answers_its_json_and_status() -> None:
+    async def boom(request: Request) -> JSONResponse:
+        raise AdminRequired()
+
+    app = tiny_app()
+    app.mount("/sub", Starlette(routes=[Route("/boom", boom)]))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert_error(c.get("/sub/boom", headers=tenant_header("acme")), 403, "admin_required")
+
+
+def test_a_kit_error_raised_in_an_app_mounted_at_any_depth_answers_its_json_and_status() -> None:
+    middle = FastAPI()
+    middle.mount("/inner", raising_sub_app(CrossTenantWrite()))
+    app = tiny_app()
+    app.router.routes.append(Mount("/outer", routes=[Mount("/middle", app=middle)]))
+    app.host("api.example.test", raising_sub_app(AdminRequired()))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/outer/middle/inner/boom", headers=tenant_header("acme"))
+        assert_error(r, 403, "cross_tenant_write")
+    with TestClient(app, base_url="http://api.example.test", raise_server_exceptions=False) as c:
+        assert_error(c.get("/boom", headers=tenant_header("acme")), 403, "admin_required")
+
+
+def test_a_missing_tenant_in_a_mounted_app_always_answers_400_tenant_required() -> None:
+    app = tiny_app(require_tenant=False)
+
+    @app.get("/projects")
+    def projects(session: TenantSession) -> list[Project]:
+        return list(session.exec(select(Project)).all())
+
+    app.mount("/sub", raising_sub_app(AdminRequired()))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert_error(c.get("/sub/projects"), 400, "tenant_required")
+        assert_error(c.get("/projects"), 400, "tenant_required")
+
+
+def test_a_sub_app_that_served_requests_before_it_was_mounted_answers_kit_errors_too() -> None:
+    sub = raising_sub_app(AdminRequired())
+    with TestClient(sub, raise_server_exceptions=False) as c:
+        assert c.get("/boom").status_code == 500
+    app = tiny_app()
+    app.mount("/sub", sub)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        assert_error(c.get("/sub/boom", headers=tenant_header("acme")), 403, "admin_required")
+
+
+def test_a_mounted_app_keeps_its_own_handler_for_kit_errors() -> None:
+    sub = raising_sub_app(AdminRequired())
+
+    @sub.exception_handler(TenancyError)
+    async def teapot(request: Request, error: TenancyError) -> JSONResponse:
+        return JSONResponse({"teapot": error.code}, status_code=418)
+
+    app = tiny_app()
+    app.mount("/sub", sub)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/sub/boom", headers=tenant_header("acme"))
+        assert r.status_code == 418, r.text
+        assert r.json() == {"teapot": "admin_required"}
+
+
+def test_an_outer_apps_own_handler_for_kit_errors_reaches_its_mounted_apps() -> None:
+    app = tiny_app()
+
+    @app.exception_handler(TenancyError)
+    async def teapot(request: Request, error: TenancyError) -> JSONResponse:
+        return JSONResponse({"teapot": error.code}, status_code=418)
+
+    app.mount("/sub", raising_sub_app(AdminRequired()))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.get("/sub/boom", headers=tenant_header("acme"))
+        assert r.status_code == 418, r.text
+        assert r.json() == {"teapot": "admin_required"}
