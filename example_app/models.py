@@ -10,6 +10,10 @@ writes to it:
   ``(tenant_id, project_id)`` referencing ``projects (tenant_id, id)``, so no task can point at
   another tenant's project, on SQLite (with foreign keys on), PostgreSQL and MariaDB alike.
 
+Every column holding a tenant key (``tenants.slug``, ``memberships.tenant_id`` and the tenant
+columns) is a :class:`~fastapi_tenancy.TenantKey`, so MariaDB compares them exactly and accepts
+the foreign keys between them.
+
 The tables live in a registry of their own, so they never mix with other SQLModel tables in
 the same process (the kit's tests, a host application).
 """
@@ -20,7 +24,7 @@ from sqlalchemy import ForeignKeyConstraint, MetaData, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-from fastapi_tenancy import TenantScoped, tenant_unique
+from fastapi_tenancy import TenantKey, TenantScoped, tenant_unique
 
 __all__ = [
     "ExampleModel",
@@ -60,7 +64,7 @@ class Tenant(ExampleModel, table=True):
     __tablename__ = "tenants"
 
     id: int | None = Field(default=None, primary_key=True)
-    slug: str = Field(unique=True, max_length=63)
+    slug: str = Field(sa_type=TenantKey, unique=True, max_length=63)
     name: str = Field(max_length=100)
     active: bool = True
     plan: str = Field(foreign_key="plans.code", max_length=20)
@@ -84,7 +88,9 @@ class Membership(ExampleModel, table=True):
     __tablename__ = "memberships"
 
     user_id: int = Field(foreign_key="users.id", primary_key=True)
-    tenant_id: str = Field(foreign_key="tenants.slug", primary_key=True, max_length=63)
+    tenant_id: str = Field(
+        sa_type=TenantKey, foreign_key="tenants.slug", primary_key=True, max_length=63
+    )
     role: str = Field(default="member", max_length=20)
 
 

@@ -52,7 +52,7 @@ from .exceptions import (
     TenantRequired,
     UnscopedStatement,
 )
-from .keys import DEFAULT_KEY_PATTERN, KeyValidator
+from .keys import DEFAULT_KEY_PATTERN, KeyValidator, TenantKey
 from .logging import TenantLogFilter
 from .lookup import LookupCache, TenantLookup, TenantTableLookup
 from .middleware import TenancyMiddleware
@@ -107,6 +107,7 @@ __all__ = [
     "TenancyUnavailable",
     "TenantContext",
     "TenantInactive",
+    "TenantKey",
     "TenantLogFilter",
     "TenantLookup",
     "TenantMismatch",

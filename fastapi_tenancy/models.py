@@ -20,6 +20,10 @@ from sqlalchemy.orm import Mapper
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel
 
+from .exceptions import TenancyMisuse
+from .keys import TenantKey
+from .scope import tenant_of_statement
+
 __all__ = [
     "TENANT_GLOBAL_INFO_KEY",
     "TENANT_TABLE_INFO_KEY",
@@ -42,13 +46,24 @@ class TenantScoped(SQLModel):
 
     Set ``__global_access__ = True`` on a model whose rows may be read across tenants through
     the global-access switch when no tenant is bound. To store the tenant in a column of another
-    name, redeclare the field: ``tenant_id: str = Field(index=True, max_length=63,
-    sa_column_kwargs={"name": "org_id"})``; the Python attribute stays ``tenant_id``.
+    name, redeclare the field with the same type: ``tenant_id: str = Field(sa_type=TenantKey,
+    index=True, max_length=63, sa_column_kwargs={"name": "org_id"})``; the Python attribute
+    stays ``tenant_id``. :class:`~fastapi_tenancy.TenantKey` is a string that compares exactly
+    on every database: on MySQL and MariaDB, whose default collations ignore case, it has a
+    binary collation, so tenant ``ACME`` never reads ``acme``'s rows.
     """
 
     __global_access__: ClassVar[bool] = False
 
-    tenant_id: str = Field(index=True, nullable=False, max_length=TENANT_KEY_MAX_LENGTH)
+    tenant_id: str = Field(
+        sa_type=TenantKey,
+        index=True,
+        nullable=False,
+        max_length=TENANT_KEY_MAX_LENGTH,
+        # rows the unit of work inserts with no object (many-to-many link rows) get the
+        # session's tenant; every other row is stamped at flush
+        sa_column_kwargs={"default": tenant_of_statement},
+    )
 
     @classmethod
     def tenant_column(cls) -> ColumnElement[Any]:
@@ -88,3 +103,22 @@ def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
             table.info[TENANT_TABLE_INFO_KEY] = tenant_column.name
             if cls.__global_access__:
                 table.info[TENANT_GLOBAL_INFO_KEY] = True
+
+
+@event.listens_for(TenantScoped, "mapper_configured", propagate=True)
+def _refuse_plain_link_tables(mapper: Mapper[Any], cls: type[Any]) -> None:
+    """A many-to-many relationship between tenant models needs a tenant link model: a plain
+    link table would hold rows no tenant owns, which a query on it alone reads across
+    tenants, and which the unit of work writes with nothing to stamp."""
+    for relationship in mapper.relationships:
+        secondary = relationship.secondary
+        if secondary is None or TENANT_TABLE_INFO_KEY in getattr(secondary, "info", {}):
+            continue
+        if not is_tenant_model(relationship.mapper.class_):
+            continue
+        raise TenancyMisuse(
+            f"{cls.__name__}.{relationship.key} links tenant models through the plain table "
+            f"{getattr(secondary, 'name', secondary)!r}; make the link a tenant model "
+            "(class Link(TenantScoped, table=True) with the two foreign keys as its primary key) "
+            "and pass it as Relationship(link_model=Link)"
+        )

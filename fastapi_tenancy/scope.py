@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from .context import get_tenant_context
 from .exceptions import SessionTenantMismatch
 
-__all__ = ["Access", "SessionScope"]
+__all__ = ["GUARD_INFO_KEY", "Access", "SessionScope", "tenant_of_statement"]
+
+GUARD_INFO_KEY = "fastapi_tenancy.guard"
+"""Key in a checked-out connection's ``info`` under which a scoped session leaves its wall guard
+(which holds the session's :class:`SessionScope` as ``scope``); removed at check-in."""
 
 
 class Access(enum.Enum):
@@ -50,3 +55,14 @@ class SessionScope:
                 f"This session was made for tenant {self.tenant_id!r} but tenant "
                 f"{context.id!r} is bound; make a new session for each tenant."
             )
+
+
+def tenant_of_statement(context: Any) -> Any:
+    """The tenant of the scoped session running a statement, for column defaults.
+
+    ``TenantScoped`` declares it as its tenant column's default, so rows the unit of work
+    inserts without an object of their own (the link rows of a many-to-many relationship)
+    get the session's tenant; the wall checks the value like any other.
+    """
+    guard = context.root_connection.info.get(GUARD_INFO_KEY)
+    return None if guard is None else guard.scope.tenant_id

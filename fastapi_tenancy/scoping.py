@@ -67,6 +67,10 @@ def scope_execution(state: ORMExecuteState, scope: SessionScope) -> None:
         _refuse_tenant_entities(statement, scope.access, writing=writing)
         criteria = GLOBAL_READ_CRITERIA if scope.access is Access.GLOBAL else TENANT_CRITERIA
         state.statement = statement.options(criteria)
+        # Criteria may still reach a tenant model the statement does not name (a column
+        # property, an eager load): with the parameter present but empty, the wall answers
+        # tenant_required for it, instead of the driver asking for a missing value.
+        state.parameters = _with_tenant_param(state.parameters, None)
         return
     if isinstance(statement, (Update, Delete)):
         _scope_dml(state, statement, tenant)
@@ -120,7 +124,7 @@ def _check_statement_move(statement: Update, mapper: Any, parameters: Any) -> No
         )
 
 
-def _with_tenant_param(parameters: Any, tenant: str) -> Any:
+def _with_tenant_param(parameters: Any, tenant: str | None) -> Any:
     if parameters is None:
         return {TENANT_PARAM: tenant}
     if isinstance(parameters, Mapping):
@@ -149,7 +153,21 @@ def _refuse_tenant_entities(statement: Executable, access: Access, *, writing: b
             )
 
 
+def valued_criteria(tenant: str) -> Any:
+    """Tenant criteria carrying the tenant as the value of their own bound parameter.
+
+    For SQL the kit cannot hand a named parameter to: the subqueries of an ORM INSERT (whose
+    parameters the ORM keeps to the model's columns) and the SQL expressions the unit of work
+    writes. The compiled form is still shared by every tenant.
+    """
+    return with_loader_criteria(
+        TenantScoped, lambda cls: cls.tenant_column() == tenant, include_aliases=True
+    )
+
+
 def _scope_insert(state: ORMExecuteState, statement: Insert, tenant: str | None) -> None:
+    if tenant is not None:  # subqueries in VALUES, RETURNING or INSERT ... FROM SELECT
+        state.statement = statement = statement.options(valued_criteria(tenant))
     mapper = state.bind_mapper
     if mapper is None or not is_tenant_model(mapper.class_):
         return
@@ -253,8 +271,7 @@ def _scope_dml(state: ORMExecuteState, statement: Update | Delete, tenant: str) 
         tenant_column = from_.c[_tenant_table_of(from_).info[TENANT_TABLE_INFO_KEY]]
         scoped = scoped.where(tenant_column == bindparam(TENANT_PARAM))
     state.statement = scoped
-    if target_is_tenant or extra:
-        state.parameters = _with_tenant_param(parameters, tenant)
+    state.parameters = _with_tenant_param(parameters, tenant)
 
 
 def _tenant_table_of(from_: Any) -> Any:

@@ -22,13 +22,12 @@ from .exceptions import AlreadyExists, CrossTenantWrite, UnscopedStatement
 from .models import is_tenant_model
 from .scope import Access, SessionScope
 from .scoping import refuse_unscoped_moves, scope_execution
-from .wall import GUARD_OPTION, Guard
+from .wall import guard_connection
 from .writes import check_flush
 
-__all__ = ["GUARD_KEY", "SCOPE_KEY", "TenantScopedSession", "is_unique_violation", "scope_of"]
+__all__ = ["SCOPE_KEY", "TenantScopedSession", "is_unique_violation", "scope_of"]
 
 SCOPE_KEY = "fastapi_tenancy.scope"
-GUARD_KEY = "fastapi_tenancy.guard"
 _FAIL_CLOSED = SessionScope(tenant_id=None, access=Access.TENANT)
 
 
@@ -179,13 +178,8 @@ def _guard_connection(
     """Mark the connection of a scoped session's transaction: every statement sent on it, the
     unit of work's included, goes through the wall's gate (:mod:`fastapi_tenancy.wall`)."""
     scope = scope_of(session)
-    if not scope.scoped:
-        return
-    guard = connection.get_execution_options().get(GUARD_OPTION)
-    if not isinstance(guard, Guard) or guard.scope != scope:
-        guard = Guard(scope)
-        connection.execution_options(**{GUARD_OPTION: guard})
-    session.info[GUARD_KEY] = guard
+    if scope.scoped:
+        guard_connection(connection, scope)
 
 
 @event.listens_for(TenantScopedSession, "before_attach")

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from sqlalchemy import Engine
+from sqlalchemy import Engine, MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
 from .chain import ResolverChain
+from .checks import MYSQL_DIALECTS, Finding, find_case_insensitive_tenant_columns
 from .context import TenantContext, get_tenant_context
 from .exceptions import NotAMember, TenancyMisuse, TenantRequired
 from .keys import DEFAULT_KEY_PATTERN, KeyValidator
@@ -117,7 +118,10 @@ class Tenancy:
 
     def install(self, app: FastAPI) -> None:
         """Add :class:`TenancyMiddleware`, the JSON handler for :class:`TenancyError`, and the
-        resolvers' security schemes to the OpenAPI document (so ``/docs`` offers "Authorize")."""
+        resolvers' security schemes to the OpenAPI document (so ``/docs`` offers "Authorize").
+
+        The middleware gives the handler to the apps mounted in ``app`` too, on its first call,
+        so a kit error raised in a mounted app answers its JSON and status, not a 500."""
         from .exceptions import TenancyError
         from .middleware import TenancyMiddleware
         from .openapi import install_openapi
@@ -154,6 +158,34 @@ class Tenancy:
     async def check_admin(self, context: TenantContext) -> bool:
         """Whether the admin predicate admits this context (no predicate: nobody)."""
         return self.is_admin is not None and bool(await _call(self.is_admin, context))
+
+    async def check_database(
+        self, metadata: MetaData | Iterable[Table] | None = None
+    ) -> list[Finding]:
+        """What the live database lacks for exact tenant scoping, or ``[]``; await it at startup.
+
+        On MySQL and MariaDB: tenant columns whose collation is not binary, so that keys
+        differing in case match each other's rows (see :mod:`fastapi_tenancy.checks`). SQLite
+        and PostgreSQL compare keys exactly and answer ``[]`` without connecting. Tenant tables
+        are ``metadata``'s, or those of every ``TenantScoped`` model.
+
+        Usage::
+
+            @asynccontextmanager
+            async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+                if findings := await tenancy.check_database(SQLModel.metadata):
+                    raise RuntimeError("\n".join(map(str, findings)))
+                yield
+        """
+        engine = self.engine
+        if engine.dialect.name not in MYSQL_DIALECTS:
+            return []
+        if isinstance(engine, AsyncEngine):
+            async with engine.connect() as conn:
+                return await conn.run_sync(find_case_insensitive_tenant_columns, metadata)
+        return await anyio.to_thread.run_sync(
+            find_case_insensitive_tenant_columns, engine, metadata
+        )
 
     def session(self) -> TenantScopedSession:
         """A session scoped like ``tenant_session``, for code outside a request.

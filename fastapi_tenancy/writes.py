@@ -19,7 +19,9 @@ from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.interfaces import MANYTOONE
 from sqlalchemy.orm.state import InstanceState
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import BindParameter, ClauseElement
+from sqlalchemy.sql.selectable import Join, Select
 
 from .context import audit_logger, get_tenant_context
 from .exceptions import CrossTenantWrite, TenantRequired
@@ -39,6 +41,8 @@ def check_flush(session: Session, scope: SessionScope) -> None:
     deleted = [o for o in session.deleted if is_tenant_model(type(o))]
     for obj in dirty:
         _check_move(obj, scope, mutable)
+    if scope.scoped and tenant is not None:
+        _scope_expressions(session, tenant)
     if not scope.scoped:
         # Nothing to stamp with: a new row must name its tenant, or the database's NOT NULL
         # would answer instead, as a bare error after part of the flush was sent.
@@ -69,6 +73,45 @@ def check_flush(session: Session, scope: SessionScope) -> None:
             raise CrossTenantWrite(f"this {type(obj).__name__} would move to another tenant")
     _prove_owned(session, written)
     _check_references(session, (*new, *dirty), tenant)
+
+
+def _scope_expressions(session: Session, tenant: str) -> None:
+    """Scope the SQL expressions that attributes were set to (``task.project_id =
+    select(Project.id)...scalar_subquery()``): the unit of work writes them as they are, and
+    its statements pass no ORM hook that would add the tenant to their SELECTs."""
+    for obj in (*session.new, *session.dirty):
+        state = inspect(obj)
+        for key, value in list(state.dict.items()):
+            if isinstance(value, ClauseElement):
+
+                def filtered(element: Any, **kw: Any) -> Any:
+                    return _filtered_select(element, tenant)
+
+                state.dict[key] = visitors.replacement_traverse(value, {}, filtered)
+
+
+def _filtered_select(element: Any, tenant: str) -> Any:
+    """A SELECT with ``tenant_column = :tenant`` added for each tenant table in its FROM (the
+    loader criteria of a SELECT nested in the unit of work's core statement do not apply)."""
+    if not isinstance(element, Select):
+        return None
+    filtered = element
+    for from_ in element.get_final_froms():
+        for leaf in _leaves(from_):
+            table = getattr(leaf, "element", leaf)
+            name = getattr(table, "info", {}).get(TENANT_TABLE_INFO_KEY)
+            if name is not None:
+                column = next(c for c in leaf.c if c.name == name)
+                filtered = filtered.where(column == tenant)
+    return filtered
+
+
+def _leaves(from_: Any) -> Iterable[Any]:
+    if isinstance(from_, Join):
+        yield from _leaves(from_.left)
+        yield from _leaves(from_.right)
+    else:
+        yield from_
 
 
 def _check_move(obj: Any, scope: SessionScope, mutable: bool) -> None:
@@ -156,8 +199,8 @@ def _check_references(session: Session, objects: Iterable[Any], tenant: str) -> 
             if state.key is not None and not history.added:
                 continue
             value = state.dict.get(column_key)
-            if value is not None:
-                wanted[parent_mapper].add((value,))
+            if value is not None and not isinstance(value, ClauseElement):
+                wanted[parent_mapper].add((value,))  # expressions: the wall proves them
     for parent_mapper, keys in wanted.items():
         if keys - _existing_keys(session, parent_mapper, list(keys)):
             raise CrossTenantWrite(

@@ -41,6 +41,7 @@ EXPECTED = [
     "TenancyUnavailable",
     "TenantContext",
     "TenantInactive",
+    "TenantKey",
     "TenantLogFilter",
     "TenantLookup",
     "TenantMismatch",

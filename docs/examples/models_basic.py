@@ -10,7 +10,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Relationship, SQLModel
 
-from fastapi_tenancy import TenantScoped, tenant_foreign_key, tenant_unique
+from fastapi_tenancy import TenantKey, TenantScoped, tenant_foreign_key, tenant_unique
 
 models_registry = registry()
 
@@ -95,7 +95,9 @@ class Invoice(DocsModel, TenantScoped, table=True):
     __table_args__ = (tenant_unique("number", tenant_column="org_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    tenant_id: str = Field(index=True, max_length=63, sa_column_kwargs={"name": "org_id"})
+    tenant_id: str = Field(
+        sa_type=TenantKey, index=True, max_length=63, sa_column_kwargs={"name": "org_id"}
+    )
     number: str = Field(max_length=20)
 
 

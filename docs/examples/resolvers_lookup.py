@@ -16,6 +16,7 @@ from fastapi_tenancy import (
     LookupCache,
     Tenancy,
     TenantContext,
+    TenantKey,
     TenantTableLookup,
 )
 
@@ -25,7 +26,7 @@ class Tenant(SQLModel, table=True):
     __tablename__ = "rs_tenant"
 
     id: int | None = Field(default=None, primary_key=True)
-    slug: str = Field(unique=True, max_length=63)
+    slug: str = Field(sa_type=TenantKey, unique=True, max_length=63)
     name: str = Field(max_length=100)
     active: bool = True
 
@@ -34,7 +35,7 @@ class Membership(SQLModel, table=True):
     __tablename__ = "rs_membership"
 
     user: str = Field(primary_key=True, max_length=100)  # the token's "sub"
-    tenant: str = Field(primary_key=True, max_length=63)
+    tenant: str = Field(sa_type=TenantKey, primary_key=True, max_length=63)
 
 
 # --8<-- [end:models]

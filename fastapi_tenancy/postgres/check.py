@@ -51,25 +51,13 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from ..checks import Finding
 from .policies import tenant_tables
 
 __all__ = ["Finding", "check_database", "main"]
 
 _COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
 _TRUE_OPTIONS = {"true", "on", "yes", "1"}
-
-
-@dataclass(frozen=True, order=True)
-class Finding:
-    """One gap in the wall: a stable ``code``, what it is about, why it matters, and a fix."""
-
-    code: str
-    subject: str
-    detail: str
-    fix: str
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.subject}: {self.detail}\n    fix: {self.fix}"
 
 
 @dataclass

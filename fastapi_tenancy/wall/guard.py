@@ -1,8 +1,9 @@
 """The gate at the cursor: every statement of a tenant session is checked against its proof, with
 the parameters actually sent, right before the driver sees it.
 
-A scoped session marks each connection it begins with a :class:`Guard` (an execution option that
-lives as long as that checkout). The engine's ``before_cursor_execute`` hook finds it there, so
+A scoped session marks each connection it begins with a :class:`Guard` (in the connection's
+``info``, removed when the connection goes back to the pool). The engine's
+``before_cursor_execute`` hook finds it there, so
 the check covers every path to the cursor: ORM statements, relationship loads, refreshes and the
 unit of work's own INSERT, UPDATE and DELETE, which no ORM hook sees. Statements of other
 sessions and connections pass untouched.
@@ -23,14 +24,12 @@ from sqlalchemy.sql.schema import Table
 
 from ..context import get_tenant_context
 from ..exceptions import CrossTenantWrite, TenantRequired, UnscopedStatement
-from ..scope import Access, SessionScope
+from ..scope import GUARD_INFO_KEY, Access, SessionScope
 from .compiler import tenant_column_of
 from .proof import KeyCheck, Proof, ReadCheck, WriteCheck, prove
 
-__all__ = ["GUARD_OPTION", "TENANT_PARAM", "Guard", "install_guard"]
+__all__ = ["GUARD_INFO_KEY", "TENANT_PARAM", "Guard", "guard_connection", "install_guard"]
 
-GUARD_OPTION = "fastapi_tenancy_guard"
-"""Execution option under which a scoped session's connection carries its :class:`Guard`."""
 
 TENANT_PARAM = "fastapi_tenancy_tenant_id"
 """Name of the bound parameter that carries the tenant into scoped SQL."""
@@ -67,7 +66,22 @@ def install_guard(engine: Engine | AsyncEngine) -> None:
     """Attach the gate to ``engine`` (once); statements without a :class:`Guard` are untouched."""
     target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
     if not event.contains(target, "before_cursor_execute", _gate):
-        event.listen(target, "before_cursor_execute", _gate)
+        event.listen(target, "before_cursor_execute", _gate, retval=True)
+        event.listen(target, "checkin", _drop_guard)
+
+
+def guard_connection(connection: Connection, scope: SessionScope) -> Guard:
+    """The guard of ``connection`` for ``scope``: kept for a savepoint of the same session's
+    transaction, made anew for a new transaction."""
+    info = connection.info
+    guard = info.get(GUARD_INFO_KEY)
+    if not isinstance(guard, Guard) or guard.scope != scope:
+        guard = info[GUARD_INFO_KEY] = Guard(scope)
+    return guard
+
+
+def _drop_guard(dbapi_connection: Any, connection_record: Any) -> None:
+    connection_record.info.pop(GUARD_INFO_KEY, None)
 
 
 _PROOFS: weakref.WeakKeyDictionary[Any, Proof] = weakref.WeakKeyDictionary()
@@ -88,13 +102,12 @@ def _gate(
     parameters: Any,
     context: ExecutionContext | None,
     executemany: bool,
-) -> None:
-    if context is None:
-        return
-    options = context.execution_options
-    guard = options.get(GUARD_OPTION)
-    if guard is None or options.get(_INTERNAL_OPTION) is _INTERNAL:
-        return
+) -> tuple[str, Any]:
+    guard = conn.info.get(GUARD_INFO_KEY)
+    if guard is None or context is None:
+        return statement, parameters
+    if context.execution_options.get(_INTERNAL_OPTION) is _INTERNAL:
+        return statement, parameters
     compiled = context.compiled
     if not isinstance(compiled, SQLCompiler):
         raise UnscopedStatement(
@@ -104,7 +117,7 @@ def _gate(
     rows: list[Mapping[str, Any]] = context.compiled_parameters  # type: ignore[attr-defined]
     checked = getattr(context, "_fastapi_tenancy_checked", None)
     if checked is compiled:
-        return  # insertmanyvalues: one check for all of its batches
+        return statement, parameters  # insertmanyvalues: one check for all of its batches
     proof = proof_of(compiled)
     if proof.refusal is not None:
         raise UnscopedStatement(proof.refusal)
@@ -113,6 +126,7 @@ def _gate(
     if proof.writes:
         _check_writes(conn, guard, proof.writes, rows)
     context._fastapi_tenancy_checked = compiled  # type: ignore[attr-defined]
+    return statement, parameters
 
 
 def _check_read(
@@ -127,6 +141,8 @@ def _check_read(
             f"the tenant table {read.table.name!r} is used and no tenant is bound; bind one "
             "(with_tenant(), a request) or use without_tenant() in trusted code"
         )
+    if read.linked:
+        return
     params = read.tenant_params
     pending: list[tuple[Any, ...]] = []
     for row in rows:

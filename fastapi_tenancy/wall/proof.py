@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.sql import operators
@@ -43,6 +43,7 @@ from .compiler import (
     ProvingCompiler,
     Refusal,
     Write,
+    is_tenant_table,
     origin,
     proving_compiler,
     tenant_column_of,
@@ -60,6 +61,7 @@ class ReadCheck:
     tenant_params: tuple[str, ...]
     key_params: tuple[str, ...] | None
     read_only: bool
+    linked: bool = False
 
     @property
     def global_access(self) -> bool:
@@ -111,7 +113,7 @@ def prove(compiled: SQLCompiler) -> Proof:
                 "the statement compiled differently a second time, so what would be sent "
                 "cannot be proven"
             )
-        reads = tuple(_read_check(twin, occurrence) for occurrence in twin.wall_occurrences)
+        reads = _read_checks(twin)
         writes = tuple(check for write in twin.wall_writes for check in _write_checks(twin, write))
     except Refusal as refusal:
         return Proof(refusal=str(refusal))
@@ -121,7 +123,68 @@ def prove(compiled: SQLCompiler) -> Proof:
 # -- reads -------------------------------------------------------------------------------------
 
 
-def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> ReadCheck:
+def _read_checks(compiler: ProvingCompiler) -> tuple[ReadCheck, ...]:
+    found = [_read_check(compiler, occurrence) for occurrence in compiler.wall_occurrences]
+    filtered = [
+        (occurrence.element, occurrence.table)
+        for occurrence, (check, _terms) in zip(compiler.wall_occurrences, found, strict=True)
+        if check.tenant_params
+    ]
+    checks = []
+    for occurrence, (check, terms) in zip(compiler.wall_occurrences, found, strict=True):
+        if not check.tenant_params and _linked(occurrence, terms, filtered):
+            check = replace(check, linked=True)
+        checks.append(check)
+    return tuple(checks)
+
+
+def _linked(occurrence: Occurrence, terms: list[Any], filtered: list[tuple[Any, Table]]) -> bool:
+    """An association table (a many-to-many relationship's ``secondary``: its primary key is its
+    foreign keys to tenant tables) joined on its foreign keys:
+    each key equal to (or, for a selectin load, in) bound values, or equal to the referenced
+    column of a filtered occurrence, and at least one of them so anchored. Its rows then link
+    rows of the tenant, and the wall stamps and checks every written link row like any other.
+    The bound keys are the parents' the ORM loads from: the tenant's own objects."""
+    keys = [fk for fk in occurrence.table.foreign_keys if is_tenant_table(fk.column.table)]
+    primary_key = {column.name for column in occurrence.table.primary_key.columns}
+    if len(keys) < 2 or primary_key != {fk.parent.name for fk in keys}:
+        return False  # not an association table: its rows are more than links
+    anchored = False
+    for fk in keys:
+        joined = False
+        for term in terms:
+            if not isinstance(term, BinaryExpression):
+                continue
+            if term.operator is operators.in_op:  # a selectin load: the parents' keys
+                mine, other = term.left, term.right
+                joined = joined or (
+                    isinstance(mine, ColumnClause)
+                    and _same(mine.table, occurrence.element)
+                    and mine.name == fk.parent.name
+                    and isinstance(other, BindParameter)
+                )
+                continue
+            if term.operator is not operators.eq:
+                continue
+            for mine, other in ((term.left, term.right), (term.right, term.left)):
+                if not (
+                    isinstance(mine, ColumnClause)
+                    and _same(mine.table, occurrence.element)
+                    and mine.name == fk.parent.name
+                ):
+                    continue
+                if isinstance(other, BindParameter) and not other.expanding:
+                    joined = True
+                elif isinstance(other, ColumnClause) and other.name == fk.column.name:
+                    for element, table in filtered:
+                        if table is fk.column.table and _same(other.table, element):
+                            joined = anchored = True
+        if not joined:
+            return False
+    return anchored
+
+
+def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[ReadCheck, list[Any]]:
     owner = occurrence.owner
     statement = None if owner is None else owner.get("selectable")
     target = False
@@ -156,13 +219,14 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> ReadCheck:
     key_params = None
     if isinstance(statement, (Update, Delete)) and target:
         key_params = _primary_key_params(compiler, occurrence.table, terms, element)
-    return ReadCheck(
+    check = ReadCheck(
         table=occurrence.table,
         where=where,
         tenant_params=tenant_params,
         key_params=key_params,
         read_only=isinstance(statement, Select),
     )
+    return check, terms
 
 
 def _primary_key_params(

@@ -18,10 +18,17 @@ from typing import Any
 from sqlalchemy import Column, and_, event, false, func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import column_property, registry, relationship
+from sqlalchemy.orm import column_property, query_expression, registry, relationship
 from sqlmodel import Field, Relationship, SQLModel
 
-from fastapi_tenancy import Access, SessionScope, Tenancy, TenantScoped, tenant_unique
+from fastapi_tenancy import (
+    Access,
+    SessionScope,
+    Tenancy,
+    TenantKey,
+    TenantScoped,
+    tenant_unique,
+)
 
 scoping_registry = registry()
 
@@ -79,7 +86,9 @@ class Note(ScopingModel, TenantScoped, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    tenant_id: str = Field(index=True, max_length=63, sa_column_kwargs={"name": "org_id"})
+    tenant_id: str = Field(
+        sa_type=TenantKey, index=True, max_length=63, sa_column_kwargs={"name": "org_id"}
+    )
     title: str = Field(max_length=50)
 
 
@@ -228,3 +237,60 @@ def capture_sql(engine: Engine | AsyncEngine) -> Iterator[list[str]]:
         yield sent
     finally:
         event.remove(target, "before_cursor_execute", record)
+
+
+# --------------------------------------------------------------------------------------------
+# Models of the wall attacks (test_wall_attacks.py); their tables are created by those tests.
+
+
+class Folder(ScopingModel, TenantScoped, table=True):
+    """A self-referential tenant model: folders in folders."""
+
+    __tablename__ = "scoping_folder"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+    parent_id: int | None = Field(default=None, foreign_key="scoping_folder.id")
+
+
+_folder_t = Folder.__table__  # type: ignore[attr-defined]
+Folder.parent = relationship(  # type: ignore[attr-defined]
+    Folder, remote_side=_folder_t.c.id, back_populates="children"
+)
+Folder.children = relationship(  # type: ignore[attr-defined]
+    Folder, back_populates="parent", order_by=_folder_t.c.id
+)
+
+# An expression the query fills in on request (with_expression()).
+Folder.probe = query_expression()  # type: ignore[attr-defined]
+
+# Subqueries written on the core columns of the task table, not on the Task attributes.
+Folder.all_task_count = column_property(  # type: ignore[attr-defined]
+    select(func.count(_task_t.c.id)).scalar_subquery(), deferred=True
+)
+Folder.top_task_name = column_property(  # type: ignore[attr-defined]
+    select(func.max(_task_t.c.name)).scalar_subquery(), deferred=True
+)
+
+
+class Blueprint(ScopingModel, TenantScoped, table=True):
+    """A global-access tenant model that points at a (not global) Project."""
+
+    __tablename__ = "scoping_blueprint"
+    __global_access__ = True
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+    project_id: int | None = Field(default=None, foreign_key="scoping_project.id")
+
+    project: Project | None = Relationship()
+
+
+# A correlated subquery on the tasks of the blueprint's project (Task is not global).
+Blueprint.task_count = column_property(  # type: ignore[attr-defined]
+    select(func.count(Task.id))
+    .where(Task.project_id == Blueprint.project_id)
+    .correlate_except(Task)
+    .scalar_subquery(),
+    deferred=True,
+)

@@ -1,0 +1,129 @@
+"""Checks of a live database that the tenant wall depends on, whatever the database.
+
+The ORM scoping compares the tenant column with the bound key, so the database must compare the
+two exactly. SQLite and PostgreSQL do; MySQL and MariaDB compare strings under the column's
+collation, and their default collations ignore case (``utf8mb4_general_ci``): there tenant
+``ACME`` reads, changes and deletes ``acme``'s rows, and ``tenant_unique`` holds across them.
+``TenantScoped`` declares its tenant column with :class:`~fastapi_tenancy.TenantKey`, which has
+a binary collation there; tables created before it, or by hand, may not. Run the check at
+startup (``await tenancy.check_database()``) or from a script::
+
+    findings = find_case_insensitive_tenant_columns(engine, SQLModel.metadata)
+
+What it reports, by stable ``code``:
+
+================================  ==========================================================
+``tenant_collation_not_binary``   a tenant column whose collation is not binary (MySQL,
+                                  MariaDB): keys that differ in case, or in accents, match
+================================  ==========================================================
+
+The PostgreSQL row-level security checker (:mod:`fastapi_tenancy.postgres.check`) answers
+with :class:`Finding` objects too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import MetaData, Table, bindparam, text
+from sqlalchemy.engine import Connection, Engine
+
+from .models import TENANT_TABLE_INFO_KEY, TenantScoped
+
+__all__ = ["Finding", "find_case_insensitive_tenant_columns"]
+
+MYSQL_DIALECTS = ("mysql", "mariadb")
+
+
+@dataclass(frozen=True, order=True)
+class Finding:
+    """One gap in the wall: a stable ``code``, what it is about, why it matters, and a fix."""
+
+    code: str
+    subject: str
+    detail: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.subject}: {self.detail}\n    fix: {self.fix}"
+
+
+_COLUMNS_SQL = text("""
+SELECT table_name, column_name, column_type, collation_name, is_nullable
+FROM information_schema.columns
+WHERE table_schema = COALESCE(:schema, DATABASE()) AND table_name IN :tables
+ORDER BY table_name, column_name
+""").bindparams(bindparam("tables", expanding=True))
+
+
+def _tenant_tables(metadata: MetaData | Iterable[Table] | None) -> list[Table]:
+    if metadata is None:
+        tables: Iterable[Table] = _mapped_tenant_tables()
+    elif isinstance(metadata, MetaData):
+        tables = metadata.sorted_tables
+    else:
+        tables = metadata
+    return [t for t in tables if isinstance(t.info.get(TENANT_TABLE_INFO_KEY), str)]
+
+
+def _mapped_tenant_tables() -> list[Table]:
+    found: dict[int, Table] = {}
+    pending: list[type] = [TenantScoped]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        table = cls.__dict__.get("__table__")
+        if isinstance(table, Table):
+            found[id(table)] = table
+    return list(found.values())
+
+
+def find_case_insensitive_tenant_columns(
+    bind: Engine | Connection, metadata: MetaData | Iterable[Table] | None = None
+) -> list[Finding]:
+    """The tenant columns of a live MySQL or MariaDB database that do not compare exactly.
+
+    Tenant tables are those of ``metadata`` (a ``MetaData`` or ``Table`` objects) whose
+    ``Table.info`` names a tenant column, as ``TenantScoped`` models' tables do; by default
+    those of every ``TenantScoped`` model. Tables the database does not have are skipped. A
+    column is reported when its collation is not binary (``_bin``); binary types and columns of
+    other types (integers, UUIDs) compare exactly. Other databases compare strings exactly: the
+    answer there is ``[]``. Async: ``await conn.run_sync(find_case_insensitive_tenant_columns)``.
+    """
+    if isinstance(bind, Engine):
+        if bind.dialect.name not in MYSQL_DIALECTS:
+            return []
+        with bind.connect() as conn:
+            return find_case_insensitive_tenant_columns(conn, metadata)
+    conn = bind
+    if conn.dialect.name not in MYSQL_DIALECTS:
+        return []
+    by_schema: dict[str | None, dict[str, str]] = {}
+    for table in _tenant_tables(metadata):
+        by_schema.setdefault(table.schema, {})[table.name] = table.info[TENANT_TABLE_INFO_KEY]
+    quote = conn.dialect.identifier_preparer.quote_identifier
+    findings = []
+    for schema, columns in by_schema.items():
+        shown_schema = schema or conn.execute(text("SELECT DATABASE()")).scalar_one()
+        rows = conn.execute(_COLUMNS_SQL, {"schema": schema, "tables": sorted(columns)})
+        for table_name, column_name, column_type, collation, nullable in rows:
+            if columns.get(table_name) != column_name or collation is None:
+                continue
+            if collation.endswith("_bin"):
+                continue
+            subject = f"{shown_schema}.{table_name}.{column_name}"
+            null = "NULL" if nullable == "YES" else "NOT NULL"
+            findings.append(
+                Finding(
+                    "tenant_collation_not_binary",
+                    subject,
+                    f"compares with the collation {collation}, so tenant keys that differ in "
+                    f"case (or accents) match each other's rows",
+                    f"ALTER TABLE {quote(shown_schema)}.{quote(table_name)} MODIFY "
+                    f"{quote(column_name)} {column_type} CHARACTER SET utf8mb4 COLLATE "
+                    f"utf8mb4_bin {null} (and the same for the columns foreign keys pair "
+                    f"with it); declare it with fastapi_tenancy.TenantKey",
+                )
+            )
+    return findings
