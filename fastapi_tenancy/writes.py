@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import weakref
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import inspect, select, tuple_
@@ -20,15 +20,15 @@ from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.interfaces import MANYTOONE
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql import visitors
-from sqlalchemy.sql.elements import BindParameter, ClauseElement
+from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import Join, Select
 
 from .context import audit_logger, get_tenant_context
 from .exceptions import CrossTenantWrite, TenantRequired
 from .models import TENANT_TABLE_INFO_KEY, is_tenant_model
-from .scope import Access, SessionScope
+from .scope import GUARD_INFO_KEY, Access, SessionScope
 
-__all__ = ["check_flush", "prove_statement_references"]
+__all__ = ["check_flush"]
 
 
 def check_flush(session: Session, scope: SessionScope) -> None:
@@ -175,7 +175,14 @@ def _existing_keys(session: Session, mapper: Mapper[Any], keys: list[Any]) -> se
         condition = tuple_(*columns).in_(keys)
     with session.no_autoflush:
         rows = session.execute(select(*columns).where(condition)).all()
-    return {tuple(row) for row in rows}
+    found = {tuple(row) for row in rows}
+    # The wall checks the unit of work's UPDATE/DELETE by key, and foreign keys, against the
+    # rows proven the tenant's in this transaction: these need no second look-up.
+    guard = Session.connection(session, bind_arguments={"mapper": mapper}).info.get(GUARD_INFO_KEY)
+    if guard is not None:
+        names = tuple(column.name for column in mapper.primary_key)
+        guard.add_owned(mapper.local_table, names, found)
+    return found
 
 
 def _check_references(session: Session, objects: Iterable[Any], tenant: str) -> None:
@@ -207,37 +214,6 @@ def _check_references(session: Session, objects: Iterable[Any], tenant: str) -> 
                 f"a foreign key points at a {parent_mapper.class_.__name__} "
                 "that is not this tenant's (another tenant's, or none)"
             )
-
-
-def prove_statement_references(
-    session: Session, mapper: Mapper[Any], rows: Iterable[Mapping[Any, Any]]
-) -> None:
-    """Refuse INSERT/UPDATE statement values whose foreign keys reach another tenant's row."""
-    foreign_keys = _tenant_foreign_keys(mapper)
-    if not foreign_keys:
-        return
-    wanted: dict[Mapper[Any], set[Any]] = defaultdict(set)
-    for row in rows:
-        for key, value in row.items():
-            for attribute, column, parent_mapper in foreign_keys:
-                if not _names_column(key, attribute, column):
-                    continue
-                if isinstance(value, BindParameter):
-                    value = value.value
-                if value is not None and not isinstance(value, ClauseElement):
-                    wanted[parent_mapper].add((value,))
-    for parent_mapper, keys in wanted.items():
-        if keys - _existing_keys(session, parent_mapper, list(keys)):
-            raise CrossTenantWrite(
-                f"a foreign key points at a {parent_mapper.class_.__name__} "
-                "that is not this tenant's (another tenant's, or none)"
-            )
-
-
-def _names_column(key: Any, attribute: str, column: Any) -> bool:
-    if isinstance(key, str):
-        return key in (attribute, column.name, column.key)
-    return key is column or getattr(key, "key", None) == attribute
 
 
 _ForeignKeys = list[tuple[str, Any, Mapper[Any]]]
