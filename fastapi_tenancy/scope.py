@@ -9,11 +9,7 @@ from typing import Any
 from .context import get_tenant_context
 from .exceptions import SessionTenantMismatch
 
-__all__ = ["GUARD_INFO_KEY", "Access", "SessionScope", "tenant_of_statement"]
-
-GUARD_INFO_KEY = "fastapi_tenancy.guard"
-"""Key in a checked-out connection's ``info`` under which a scoped session leaves its wall guard
-(which holds the session's :class:`SessionScope` as ``scope``); removed at check-in."""
+__all__ = ["Access", "SessionScope", "tenant_of_statement"]
 
 
 class Access(enum.Enum):
@@ -64,5 +60,7 @@ def tenant_of_statement(context: Any) -> Any:
     inserts without an object of their own (the link rows of a many-to-many relationship)
     get the session's tenant; the wall checks the value like any other.
     """
-    guard = context.root_connection.info.get(GUARD_INFO_KEY)
+    from .wall import guard_of  # the wall imports the models, which use this default
+
+    guard = guard_of(context.root_connection)
     return None if guard is None else guard.scope.tenant_id

@@ -26,7 +26,8 @@ from sqlalchemy.sql.selectable import Join, Select
 from .context import audit_logger, get_tenant_context
 from .exceptions import CrossTenantWrite, TenantRequired
 from .models import TENANT_TABLE_INFO_KEY, is_tenant_model
-from .scope import GUARD_INFO_KEY, Access, SessionScope
+from .scope import Access, SessionScope
+from .wall import guard_of
 
 __all__ = ["check_flush"]
 
@@ -178,7 +179,7 @@ def _existing_keys(session: Session, mapper: Mapper[Any], keys: list[Any]) -> se
     found = {tuple(row) for row in rows}
     # The wall checks the unit of work's UPDATE/DELETE by key, and foreign keys, against the
     # rows proven the tenant's in this transaction: these need no second look-up.
-    guard = Session.connection(session, bind_arguments={"mapper": mapper}).info.get(GUARD_INFO_KEY)
+    guard = guard_of(Session.connection(session, bind_arguments={"mapper": mapper}))
     if guard is not None:
         names = tuple(column.name for column in mapper.primary_key)
         guard.add_owned(mapper.local_table, names, found)

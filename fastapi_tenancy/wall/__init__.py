@@ -8,6 +8,20 @@ refused with :class:`~fastapi_tenancy.UnscopedStatement`. The proof is made once
 statement and cached with it, so a request pays a dictionary look-up and a few comparisons.
 """
 
-from .guard import TENANT_PARAM, Guard, guard_connection, install_guard, internal_options
+from .guard import (
+    TENANT_PARAM,
+    Guard,
+    guard_connection,
+    guard_of,
+    install_guard,
+    internal_options,
+)
 
-__all__ = ["TENANT_PARAM", "Guard", "guard_connection", "install_guard", "internal_options"]
+__all__ = [
+    "TENANT_PARAM",
+    "Guard",
+    "guard_connection",
+    "guard_of",
+    "install_guard",
+    "internal_options",
+]

@@ -1,9 +1,9 @@
 """The gate at the cursor: every statement of a tenant session is checked against its proof, with
 the parameters actually sent, right before the driver sees it.
 
-A scoped session marks each connection it begins with a :class:`Guard` (in the connection's
-``info``, removed when the connection goes back to the pool). The engine's
-``before_cursor_execute`` hook finds it there, so
+A scoped session marks each connection it begins with a :class:`Guard` (kept beside the
+``Connection`` object, which lives for one checkout). The dialect's ``do_execute`` hooks (the
+last step before the driver's ``cursor.execute``) find it there, so
 the check covers every path to the cursor: ORM statements, relationship loads, refreshes and the
 unit of work's own INSERT, UPDATE and DELETE, which no ORM hook sees. Statements of other
 sessions and connections pass untouched.
@@ -21,14 +21,15 @@ from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.schema import Table
+from sqlalchemy.sql.selectable import FromClause
 
 from ..context import get_tenant_context
 from ..exceptions import CrossTenantWrite, TenantRequired, UnscopedStatement
-from ..scope import GUARD_INFO_KEY, Access, SessionScope
+from ..scope import Access, SessionScope
 from .compiler import tenant_column_of
 from .proof import KeyCheck, Proof, ReadCheck, WriteCheck, prove
 
-__all__ = ["GUARD_INFO_KEY", "TENANT_PARAM", "Guard", "guard_connection", "install_guard"]
+__all__ = ["TENANT_PARAM", "Guard", "guard_connection", "guard_of", "install_guard"]
 
 
 TENANT_PARAM = "fastapi_tenancy_tenant_id"
@@ -50,9 +51,9 @@ class Guard:
 
     def __init__(self, scope: SessionScope) -> None:
         self.scope = scope
-        self.owned: dict[tuple[Table, tuple[str, ...]], set[tuple[Any, ...]]] = {}
+        self.owned: dict[tuple[FromClause, tuple[str, ...]], set[tuple[Any, ...]]] = {}
 
-    def add_owned(self, table: Table, columns: tuple[str, ...], keys: Iterable[Any]) -> None:
+    def add_owned(self, table: FromClause, columns: tuple[str, ...], keys: Iterable[Any]) -> None:
         """Record keys proven (by a scoped read) to be rows of the tenant."""
         self.owned.setdefault((table, columns), set()).update(keys)
 
@@ -63,25 +64,34 @@ def internal_options() -> dict[str, Any]:
 
 
 def install_guard(engine: Engine | AsyncEngine) -> None:
-    """Attach the gate to ``engine`` (once); statements without a :class:`Guard` are untouched."""
+    """Attach the gate to ``engine``'s dialect (once); statements of connections without a
+    :class:`Guard` are untouched.
+
+    Dialect events, not connection events: an engine-level connection listener makes every
+    ``Connection`` of the engine join the engine's event dispatch, which costs more than the
+    check itself.
+    """
     target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-    if not event.contains(target, "before_cursor_execute", _gate):
-        event.listen(target, "before_cursor_execute", _gate, retval=True)
-        event.listen(target, "checkin", _drop_guard)
+    if not event.contains(target, "do_execute", _gate):
+        for name in ("do_execute", "do_executemany", "do_execute_no_params"):
+            event.listen(target, name, _gate)
+
+
+_GUARDS: weakref.WeakKeyDictionary[Connection, Guard] = weakref.WeakKeyDictionary()
 
 
 def guard_connection(connection: Connection, scope: SessionScope) -> Guard:
     """The guard of ``connection`` for ``scope``: kept for a savepoint of the same session's
     transaction, made anew for a new transaction."""
-    info = connection.info
-    guard = info.get(GUARD_INFO_KEY)
-    if not isinstance(guard, Guard) or guard.scope != scope:
-        guard = info[GUARD_INFO_KEY] = Guard(scope)
+    guard = _GUARDS.get(connection)
+    if guard is None or guard.scope != scope:
+        guard = _GUARDS[connection] = Guard(scope)
     return guard
 
 
-def _drop_guard(dbapi_connection: Any, connection_record: Any) -> None:
-    connection_record.info.pop(GUARD_INFO_KEY, None)
+def guard_of(connection: Connection) -> Guard | None:
+    """The guard a scoped session left on ``connection``, if any."""
+    return _GUARDS.get(connection)
 
 
 _PROOFS: weakref.WeakKeyDictionary[Any, Proof] = weakref.WeakKeyDictionary()
@@ -95,19 +105,15 @@ def proof_of(compiled: SQLCompiler) -> Proof:
     return proof
 
 
-def _gate(
-    conn: Connection,
-    cursor: Any,
-    statement: str,
-    parameters: Any,
-    context: ExecutionContext | None,
-    executemany: bool,
-) -> tuple[str, Any]:
-    guard = conn.info.get(GUARD_INFO_KEY)
-    if guard is None or context is None:
-        return statement, parameters
-    if context.execution_options.get(_INTERNAL_OPTION) is _INTERNAL:
-        return statement, parameters
+def _gate(cursor: Any, statement: str, *rest: Any) -> None:
+    # (parameters, context) for do_execute and do_executemany, (context,) for no parameters
+    context: ExecutionContext | None = rest[-1]
+    if context is None:
+        return
+    conn = context.root_connection
+    guard = _GUARDS.get(conn)
+    if guard is None or context.execution_options.get(_INTERNAL_OPTION) is _INTERNAL:
+        return
     compiled = context.compiled
     if not isinstance(compiled, SQLCompiler):
         raise UnscopedStatement(
@@ -117,7 +123,7 @@ def _gate(
     rows: list[Mapping[str, Any]] = context.compiled_parameters  # type: ignore[attr-defined]
     checked = getattr(context, "_fastapi_tenancy_checked", None)
     if checked is compiled:
-        return statement, parameters  # insertmanyvalues: one check for all of its batches
+        return  # insertmanyvalues: one check for all of its batches
     proof = proof_of(compiled)
     if proof.refusal is not None:
         raise UnscopedStatement(proof.refusal)
@@ -126,7 +132,6 @@ def _gate(
     if proof.writes:
         _check_writes(conn, guard, proof.writes, rows)
     context._fastapi_tenancy_checked = compiled  # type: ignore[attr-defined]
-    return statement, parameters
 
 
 def _check_read(

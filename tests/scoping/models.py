@@ -225,18 +225,29 @@ def assert_all_refused(session: Any, error: type[Exception], statements: dict[st
 
 @contextmanager
 def capture_sql(engine: Engine | AsyncEngine) -> Iterator[list[str]]:
-    """Record every statement the engine sends to the database inside the block."""
+    """Record every statement the engine sends to the database inside the block.
+
+    Recorded at the dialect's ``do_execute`` hooks, the last step before the driver, and after
+    the kit's wall, which checks each statement there first (its listeners come earlier).
+    """
     target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
     sent: list[str] = []
 
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        sent.append(statement)
+    def record(cursor: Any, statement: str, *args: Any) -> None:
+        context = args[-1]
+        if getattr(context, "compiled", None) is not None:  # not the dialect's first-connect SQL
+            sent.append(statement)
 
-    event.listen(target, "before_cursor_execute", record)
+    for name in SEND_EVENTS:
+        event.listen(target, name, record)
     try:
         yield sent
     finally:
-        event.remove(target, "before_cursor_execute", record)
+        for name in SEND_EVENTS:
+            event.remove(target, name, record)
+
+
+SEND_EVENTS = ("do_execute", "do_executemany", "do_execute_no_params")
 
 
 # --------------------------------------------------------------------------------------------
