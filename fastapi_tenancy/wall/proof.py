@@ -132,7 +132,7 @@ def _read_checks(compiler: ProvingCompiler) -> tuple[ReadCheck, ...]:
     ]
     checks = []
     for occurrence, (check, terms) in zip(compiler.wall_occurrences, found, strict=True):
-        if not check.tenant_params and _linked(occurrence, terms, filtered):
+        if check.read_only and not check.tenant_params and _linked(occurrence, terms, filtered):
             check = replace(check, linked=True)
         checks.append(check)
     return tuple(checks)
@@ -189,7 +189,9 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[Read
     statement = None if owner is None else owner.get("selectable")
     target = False
     element = occurrence.element
-    name = getattr(element, "name", occurrence.table.name)
+    name = str(getattr(element, "name", occurrence.table.name))
+    if name.startswith("%("):  # an anonymous alias, named only when rendered
+        name = f"an alias of {occurrence.table.name}"
     if isinstance(statement, Select):
         roots = list(owner["compile_state"].froms) if owner and "compile_state" in owner else []
         where = f"the FROM of a SELECT ({name})"
