@@ -13,6 +13,7 @@ be written across tenants::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from sqlalchemy import UniqueConstraint, column, event
@@ -95,12 +96,22 @@ def tenant_unique(
     return UniqueConstraint(tenant_column, *columns, name=name)
 
 
+_TENANT_TABLE_NAMES: dict[tuple[str | None, str], str] = {}
+
+
+def tenant_table_names() -> Mapping[tuple[str | None, str], str]:
+    """``(schema, table name)`` of every tenant model's table mapped in this process, with its
+    tenant column's name: the wall knows a tenant table by name, however it is reached."""
+    return _TENANT_TABLE_NAMES
+
+
 @event.listens_for(TenantScoped, "after_mapper_constructed", propagate=True)
 def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
     tenant_column = mapper.columns["tenant_id"]
     for table in mapper.tables:
         if tenant_column.table is table:
             table.info[TENANT_TABLE_INFO_KEY] = tenant_column.name
+            _TENANT_TABLE_NAMES[(table.schema, table.name)] = tenant_column.name
             if cls.__global_access__:
                 table.info[TENANT_GLOBAL_INFO_KEY] = True
 

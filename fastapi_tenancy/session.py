@@ -96,9 +96,17 @@ class TenantScopedSession(SQLModelSession):
             return super().get_one(*args, **kwargs)
 
         def merge(self, *args: Any, **kwargs: Any) -> Any:
-            """``Session.merge``, refused when another tenant is bound."""
-            scope_of(self).check_ambient()
-            return super().merge(*args, **kwargs)
+            """``Session.merge``, refused when another tenant is bound, or when the merged
+            copy names another tenant (``merge(load=False)`` copies without a read)."""
+            scope = scope_of(self)
+            scope.check_ambient()
+            merged = super().merge(*args, **kwargs)
+            try:
+                _refuse_foreign_objects(self, merged)
+            except CrossTenantWrite:
+                self.expunge(merged)
+                raise
+            return merged
 
     def connection(self, *args: Any, **kwargs: Any) -> Connection:
         """The raw connection, refused in scoped sessions: nothing on it would be scoped."""

@@ -55,7 +55,7 @@ from sqlalchemy.sql.elements import TextClause
 from ..exceptions import TenancyMisuse
 from ..scope import Access
 from ..session import TenantScopedSession, scope_of
-from ..wall import internal_options
+from ..wall.guard import kit_setting_options
 from .policies import GLOBAL_READ_SETTING, TENANT_SETTING
 
 __all__ = [
@@ -147,8 +147,9 @@ class TenantSetting:
 
 
 def _send(connection: Connection, tenant: str, *, global_read: bool) -> None:
-    options = internal_options()  # the kit's own settings: past the wall's gate
-    connection.execute(_NAME[global_read], {"tenant": tenant}, execution_options=options)
+    statement = _NAME[global_read]
+    options = kit_setting_options(statement)  # the kit's own settings, past the wall's gate
+    connection.execute(statement, {"tenant": tenant}, execution_options=options)
 
 
 def enable_tenant_setting(

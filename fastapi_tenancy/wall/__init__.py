@@ -14,7 +14,6 @@ from .guard import (
     guard_connection,
     guard_of,
     install_guard,
-    internal_options,
 )
 
 __all__ = [
@@ -23,5 +22,4 @@ __all__ = [
     "guard_connection",
     "guard_of",
     "install_guard",
-    "internal_options",
 ]

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert, UpdateBase
 from sqlalchemy.sql.elements import ColumnClause, quoted_name
 from sqlalchemy.sql.schema import Column, Table
+from sqlalchemy.types import UserDefinedType
 
-from ..models import TENANT_TABLE_INFO_KEY
+from ..models import TENANT_TABLE_INFO_KEY, tenant_table_names
 
 __all__ = [
     "Occurrence",
@@ -70,9 +72,24 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 _HARMLESS_LITERALS = frozenset({"*", "1"})
 
 
+def tenant_column_name(table: Any) -> str | None:
+    """The tenant column's name if ``table`` is a tenant table, else ``None``.
+
+    A tenant model's ``Table`` is marked in its ``info``; another ``Table`` of the same name
+    and schema (reflected with ``autoload_with``, or declared again) is the same table in the
+    database, and counts as one too.
+    """
+    if not isinstance(table, Table):
+        return None
+    name = table.info.get(TENANT_TABLE_INFO_KEY)
+    if name is None:
+        name = tenant_table_names().get((table.schema, table.name))
+    return name
+
+
 def is_tenant_table(table: Any) -> bool:
-    """Whether ``table`` is the ``Table`` of a tenant model."""
-    return isinstance(table, Table) and TENANT_TABLE_INFO_KEY in table.info
+    """Whether ``table`` is the ``Table`` of a tenant model (or another ``Table`` of it)."""
+    return tenant_column_name(table) is not None
 
 
 def origin(element: Any) -> Any:
@@ -93,7 +110,7 @@ def writes_tenant_keys(table: Table) -> bool:
 
 def tenant_column_of(table: Table) -> Column[Any]:
     """The tenant column of a tenant table (``Table.info`` names it by its SQL name)."""
-    name = table.info[TENANT_TABLE_INFO_KEY]
+    name = tenant_column_name(table)
     return next(column for column in table.columns if column.name == name)
 
 
@@ -129,7 +146,12 @@ class ProvingCompiler(_CompilerBase):  # type: ignore[misc]
                 "select the mapped model instead"
             )
         if (asfrom or iscrud) and not ashint and is_tenant_table(table):
-            element = enclosing_alias if enclosing_alias is not None else table
+            # An alias of this table renders as its name; an enclosing alias of something else
+            # (the subquery whose SELECT this FROM belongs to) does not.
+            aliased = enclosing_alias is not None and origin(enclosing_alias.element) is origin(
+                table
+            )
+            element = enclosing_alias if aliased else table
             owner = self.stack[-1] if self.stack else None
             self.wall_occurrences.append(Occurrence(origin(table), element, owner, iscrud))
         return super().visit_table(
@@ -232,16 +254,31 @@ class ProvingCompiler(_CompilerBase):  # type: ignore[misc]
         raise Refusal("table hints (with_hint()) are raw SQL and are refused")
 
     def visit_custom_op_binary(self, element: Any, operator: Any, **kwargs: Any) -> Any:
-        _refuse_custom_operator(operator)
+        _refuse_custom_operator(operator, self.dialect)
         return super().visit_custom_op_binary(element, operator, **kwargs)
 
     def visit_custom_op_unary_operator(self, element: Any, operator: Any, **kwargs: Any) -> Any:
-        _refuse_custom_operator(operator)
+        _refuse_custom_operator(operator, self.dialect)
         return super().visit_custom_op_unary_operator(element, operator, **kwargs)
 
     def visit_custom_op_unary_modifier(self, element: Any, operator: Any, **kwargs: Any) -> Any:
-        _refuse_custom_operator(operator)
+        _refuse_custom_operator(operator, self.dialect)
         return super().visit_custom_op_unary_modifier(element, operator, **kwargs)
+
+    def process(self, obj: Any, **kwargs: Any) -> Any:
+        _refuse_custom_construct(obj)
+        return super().process(obj, **kwargs)
+
+    def visit_typeclause(self, typeclause: Any, **kwargs: Any) -> Any:
+        type_ = typeclause.type
+        if isinstance(type_, UserDefinedType) or isinstance(
+            getattr(type_, "impl_instance", None), UserDefinedType
+        ):
+            raise Refusal(
+                f"the type {type(type_).__name__} renders its own SQL (get_col_spec()), which "
+                "cannot be proven; cast to a SQLAlchemy type"
+            )
+        return super().visit_typeclause(typeclause, **kwargs)
 
     def visit_function(self, func: Any, **kwargs: Any) -> Any:
         if str(func.name).lower() == "set_config":
@@ -255,14 +292,37 @@ class ProvingCompiler(_CompilerBase):  # type: ignore[misc]
         return super().visit_function(func, **kwargs)
 
 
-def _refuse_custom_operator(operator: Any) -> None:
+_COMMENT_MARKERS = ("--", "/*", "*/")
+
+
+def _refuse_custom_operator(operator: Any, dialect: Dialect) -> None:
     opstring = str(getattr(operator, "opstring", ""))
-    if _SYMBOL_OPERATOR.fullmatch(opstring) or opstring.upper() in _WORD_OPERATORS:
+    comment = any(marker in opstring for marker in _COMMENT_MARKERS) or (
+        "#" in opstring and dialect.name in ("mysql", "mariadb")  # a comment there
+    )
+    if not comment and (
+        _SYMBOL_OPERATOR.fullmatch(opstring) or opstring.upper() in _WORD_OPERATORS
+    ):
         return
     raise Refusal(
         f"the custom operator {opstring!r} is raw SQL and cannot be proven scoped; use "
         "SQLAlchemy's operators"
     )
+
+
+def refuse_custom_constructs(statement: Any) -> None:
+    """Refuse a statement holding a construct compiled by an ``@compiles`` function, whose
+    SQL is whatever that function returns."""
+    for element in visitors.iterate(statement):
+        _refuse_custom_construct(element)
+
+
+def _refuse_custom_construct(element: Any) -> None:
+    if getattr(type(element), "_compiler_dispatcher", None) is not None:
+        raise Refusal(
+            f"{type(element).__name__} is compiled by an @compiles function, whose SQL cannot "
+            "be proven scoped; use SQLAlchemy's constructs in a tenant session"
+        )
 
 
 def _refuse_unquoted(name: Any) -> None:

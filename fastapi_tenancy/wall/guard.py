@@ -17,13 +17,14 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, event, select, tuple_
 from sqlalchemy.engine import Connection
-from sqlalchemy.engine.interfaces import ExecutionContext
+from sqlalchemy.engine.interfaces import ExecuteStyle, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.selectable import FromClause
 
-from ..context import get_tenant_context
+from ..context import audit_logger, get_tenant_context
 from ..exceptions import CrossTenantWrite, TenantRequired, UnscopedStatement
 from ..scope import Access, SessionScope
 from .compiler import tenant_column_of
@@ -58,9 +59,28 @@ class Guard:
         self.owned.setdefault((table, columns), set()).update(keys)
 
 
-def internal_options() -> dict[str, Any]:
-    """Execution options for the kit's own statements (its tenant setting), which skip the gate."""
+_BATCHED = ExecuteStyle.INSERTMANYVALUES  # its batches differ from the statement by design
+_KIT_SETTINGS: set[str] = set()
+
+
+def kit_setting_options(statement: TextClause) -> dict[str, Any]:
+    """Execution options under which the kit runs ``statement``, its own row-level security
+    setting, on a guarded connection; not for applications.
+
+    The gate lets such a statement through only with these options and only when every value
+    it binds is the session's own tenant or ``''``: it cannot name another tenant.
+    """
+    _KIT_SETTINGS.add(statement.text)
     return {_INTERNAL_OPTION: _INTERNAL}
+
+
+def _is_kit_setting(context: Any, guard: Guard, rows: list[Mapping[str, Any]]) -> bool:
+    if context.execution_options.get(_INTERNAL_OPTION) is not _INTERNAL:
+        return False
+    if getattr(context.compiled.statement, "text", None) not in _KIT_SETTINGS:
+        return False
+    allowed = {guard.scope.tenant_id, ""}
+    return all(value in allowed for row in rows for value in row.values())
 
 
 def install_guard(engine: Engine | AsyncEngine) -> None:
@@ -72,9 +92,16 @@ def install_guard(engine: Engine | AsyncEngine) -> None:
     check itself.
     """
     target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-    if not event.contains(target, "do_execute", _gate):
-        for name in ("do_execute", "do_executemany", "do_execute_no_params"):
-            event.listen(target, name, _gate)
+    # Known by a weak set of the dialects, not event.contains(): SQLAlchemy's event registry
+    # keys targets by id(), and a dead engine's id, reused by a new one, would answer yes.
+    if target.dialect in _GATED:
+        return
+    for name in ("do_execute", "do_executemany", "do_execute_no_params"):
+        event.listen(target, name, _gate)
+    _GATED.add(target.dialect)
+
+
+_GATED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 _GUARDS: weakref.WeakKeyDictionary[Connection, Guard] = weakref.WeakKeyDictionary()
@@ -86,6 +113,8 @@ def guard_connection(connection: Connection, scope: SessionScope) -> Guard:
     guard = _GUARDS.get(connection)
     if guard is None or guard.scope != scope:
         guard = _GUARDS[connection] = Guard(scope)
+        if connection.dialect not in _GATED:  # a scoped session on an engine of its own
+            install_guard(connection.engine)
     return guard
 
 
@@ -112,7 +141,7 @@ def _gate(cursor: Any, statement: str, *rest: Any) -> None:
         return
     conn = context.root_connection
     guard = _GUARDS.get(conn)
-    if guard is None or context.execution_options.get(_INTERNAL_OPTION) is _INTERNAL:
+    if guard is None:
         return
     compiled = context.compiled
     if not isinstance(compiled, SQLCompiler):
@@ -121,6 +150,13 @@ def _gate(cursor: Any, statement: str, *rest: Any) -> None:
             "proven scoped to a tenant"
         )
     rows: list[Mapping[str, Any]] = context.compiled_parameters  # type: ignore[attr-defined]
+    if _is_kit_setting(context, guard, rows):
+        return
+    if statement != context.statement and context.execute_style is not _BATCHED:
+        raise UnscopedStatement(
+            "the SQL was changed after it was compiled (a before_cursor_execute listener), so "
+            "what would be sent is not what was proven"
+        )
     checked = getattr(context, "_fastapi_tenancy_checked", None)
     if checked is compiled:
         return  # insertmanyvalues: one check for all of its batches
@@ -132,6 +168,21 @@ def _gate(cursor: Any, statement: str, *rest: Any) -> None:
     if proof.writes:
         _check_writes(conn, guard, proof.writes, rows)
     context._fastapi_tenancy_checked = compiled  # type: ignore[attr-defined]
+
+
+def _audited(guard: Guard, error: CrossTenantWrite) -> CrossTenantWrite:
+    """Log a refused cross-tenant write on the audit logger, as the session's hooks do."""
+    context = get_tenant_context()
+    audit_logger.warning(
+        "cross-tenant write refused",
+        extra={
+            "tenancy_event": "cross_tenant_write",
+            "tenancy_tenant": guard.scope.tenant_id,
+            "tenancy_principal": None if context is None else context.claims.get("sub"),
+            "tenancy_reason": error.detail,
+        },
+    )
+    return error
 
 
 def _check_read(
@@ -170,7 +221,9 @@ def _check_read(
     if pending:
         columns = tuple(c.name for c in read.table.primary_key.columns)
         if not _owned(conn, guard, read.table, columns, pending):
-            raise CrossTenantWrite(f"this {read.table.name} row is not the tenant's")
+            raise _audited(
+                guard, CrossTenantWrite(f"this {read.table.name} row is not the tenant's")
+            )
 
 
 def _check_writes(
@@ -188,7 +241,10 @@ def _check_writes(
                 if tenant is None:
                     raise TenantRequired(f"writing {write.table.name!r} rows needs a bound tenant")
                 if value != tenant and not (write.update and mutable):
-                    raise CrossTenantWrite(f"this write names another tenant in {write.table.name}")
+                    raise _audited(
+                        guard,
+                        CrossTenantWrite(f"this write names another tenant in {write.table.name}"),
+                    )
             elif value is not None:
                 if tenant is None:
                     raise TenantRequired(
@@ -198,9 +254,12 @@ def _check_writes(
                 wanted.setdefault(write.parent, []).append((value,))
     for parent, keys in wanted.items():
         if not _owned(conn, guard, parent.table, (parent.column,), keys):
-            raise CrossTenantWrite(
-                f"a foreign key points at a {parent.table.name} row that is not this tenant's "
-                "(another tenant's, or none)"
+            raise _audited(
+                guard,
+                CrossTenantWrite(
+                    f"a foreign key points at a {parent.table.name} row that is not this tenant's "
+                    "(another tenant's, or none)"
+                ),
             )
 
 

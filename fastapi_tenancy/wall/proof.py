@@ -37,7 +37,7 @@ from sqlalchemy.sql.elements import (
 from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.sql.selectable import FromGrouping, Join, ScalarSelect, Select
 
-from ..models import TENANT_GLOBAL_INFO_KEY, TENANT_TABLE_INFO_KEY
+from ..models import TENANT_GLOBAL_INFO_KEY
 from .compiler import (
     Occurrence,
     ProvingCompiler,
@@ -46,6 +46,7 @@ from .compiler import (
     is_tenant_table,
     origin,
     proving_compiler,
+    refuse_custom_constructs,
     tenant_column_of,
 )
 
@@ -101,6 +102,7 @@ def prove(compiled: SQLCompiler) -> Proof:
     """Compile ``compiled.statement`` again with the proving compiler and derive its proof."""
     dialect = compiled.dialect
     try:
+        refuse_custom_constructs(compiled.statement)
         twin = proving_compiler(dialect)(
             dialect,
             compiled.statement,
@@ -139,16 +141,24 @@ def _read_checks(compiler: ProvingCompiler) -> tuple[ReadCheck, ...]:
 
 
 def _linked(occurrence: Occurrence, terms: list[Any], filtered: list[tuple[Any, Table]]) -> bool:
-    """An association table (a many-to-many relationship's ``secondary``: its primary key is its
-    foreign keys to tenant tables) joined on its foreign keys:
+    """An association table (a many-to-many relationship's ``secondary``: foreign keys to tenant
+    tables, the tenant column, and a primary key of those keys or of one surrogate column,
+    nothing else) joined on its foreign keys:
     each key equal to (or, for a selectin load, in) bound values, or equal to the referenced
     column of a filtered occurrence, and at least one of them so anchored. Its rows then link
     rows of the tenant, and the wall stamps and checks every written link row like any other.
     The bound keys are the parents' the ORM loads from: the tenant's own objects."""
-    keys = [fk for fk in occurrence.table.foreign_keys if is_tenant_table(fk.column.table)]
-    primary_key = {column.name for column in occurrence.table.primary_key.columns}
-    if len(keys) < 2 or primary_key != {fk.parent.name for fk in keys}:
-        return False  # not an association table: its rows are more than links
+    table = occurrence.table
+    keys = [fk for fk in table.foreign_keys if is_tenant_table(fk.column.table)]
+    key_names = {fk.parent.name for fk in keys}
+    primary_key = {column.name for column in table.primary_key.columns}
+    allowed = key_names | primary_key | {tenant_column_of(table).name}
+    if (
+        len(keys) < 2
+        or (primary_key != key_names and len(primary_key) != 1)
+        or any(column.name not in allowed for column in table.columns)
+    ):
+        return False  # not an association table: its rows carry more than the link
     anchored = False
     for fk in keys:
         joined = False
@@ -265,6 +275,12 @@ def _join_terms(node: Any, element: Any, terms: list[Any]) -> list[Any] | None:
     if _same(node, element):
         return terms
     if isinstance(node, Join):
+        if node.full and _contains(node, element):
+            raise Refusal(
+                "a FULL OUTER JOIN of a tenant table cannot be scoped without changing its "
+                "meaning (the tenant filter would drop the rows it pads with NULLs); join "
+                "subqueries that select each tenant model instead"
+            )
         on = list(_conjuncts([node.onclause]))
         left = terms if node.isouter or node.full else terms + on
         right = terms if node.full else terms + on
@@ -273,6 +289,14 @@ def _join_terms(node: Any, element: Any, terms: list[Any]) -> list[Any] | None:
             return found
         return _join_terms(node.right, element, right)
     return None
+
+
+def _contains(node: Any, element: Any) -> bool:
+    while isinstance(node, FromGrouping):
+        node = node.element
+    if isinstance(node, Join):
+        return _contains(node.left, element) or _contains(node.right, element)
+    return _same(node, element)
 
 
 def _equalities(terms: list[Any], element: Any) -> Iterator[tuple[ColumnClause[Any], Any]]:
@@ -336,7 +360,7 @@ def _write_checks(compiler: ProvingCompiler, write: Write) -> Iterator[WriteChec
         parent = guarded.get(column.key, _UNGUARDED)
         if parent is not _UNGUARDED:
             yield _bound(compiler, table, column, column.key, parent, update)
-    if isinstance(statement, Insert) and TENANT_TABLE_INFO_KEY in table.info:
+    if isinstance(statement, Insert) and is_tenant_table(table):
         column = tenant_column_of(table)
         tenant_key = column.key
         if tenant_key not in written:
@@ -463,11 +487,11 @@ def _guarded_columns(table: Any) -> dict[str, KeyCheck | None]:
     if found is not None:
         return found
     found = {}
-    if TENANT_TABLE_INFO_KEY in table.info:
+    if is_tenant_table(table):
         found[tenant_column_of(table).key] = None
     for fk in table.foreign_keys:
         parent = fk.column.table
-        if isinstance(parent, Table) and TENANT_TABLE_INFO_KEY in parent.info:
+        if is_tenant_table(parent):
             found.setdefault(fk.parent.key, KeyCheck(parent, fk.column.name))
     _GUARDED[table] = found
     return found

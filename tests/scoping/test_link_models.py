@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Column, ForeignKey, Table, func, select
 from sqlalchemy.orm import configure_mappers, joinedload, registry, selectinload
+from sqlalchemy.orm import relationship as sqlalchemy_relationship
 from sqlmodel import Field, Relationship, SQLModel
 
 from fastapi_tenancy import (
@@ -189,3 +190,34 @@ def test_a_plain_link_table_between_tenant_models_is_refused_when_mappers_config
             configure_mappers()
     finally:
         plain.dispose()  # the failed mappers would stop every later configuration
+
+
+class Membership(LinkBase, TenantScoped, table=True):
+    """A link model with a surrogate key of its own (SQLModel's usual spelling)."""
+
+    __tablename__ = "links_membership"
+
+    id: int | None = Field(default=None, primary_key=True)
+    post_id: int | None = Field(default=None, foreign_key="links_post.id")
+    tag_id: int | None = Field(default=None, foreign_key="links_tag.id")
+
+
+Post.member_tags = sqlalchemy_relationship(  # type: ignore[attr-defined]
+    Tag, secondary=Membership.__table__, viewonly=True
+)
+
+
+def test_loads_through_a_link_model_with_a_surrogate_key_reach_only_the_tenants_rows(links):
+    tenancy, seed = links
+    with tenancy.make_session(SessionScope(None, Access.UNSCOPED)) as session:
+        for tenant, post, tag in (
+            ("acme", seed.acme_post, seed.acme_tag),
+            ("globex", seed.globex_post, seed.globex_tag),
+        ):
+            session.add(Membership(post_id=post, tag_id=tag, tenant_id=tenant))
+        session.commit()
+    with tenancy.make_session(SessionScope("acme")) as session:
+        posts = session.execute(select(Post).options(selectinload(Post.member_tags))).scalars()
+        tags = {(post.id, tag.id) for post in posts for tag in post.member_tags}
+
+    assert tags == {(seed.acme_post, seed.acme_tag)}

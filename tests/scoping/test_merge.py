@@ -44,9 +44,9 @@ def test_merge_with_load_naming_another_tenant_is_refused(tenancy, session_for, 
     before = snapshot(tenancy)
 
     with session_for("acme") as session:
-        session.merge(Project(id=world.zeus, name="pwned", tenant_id="globex"))
-        with pytest.raises(CrossTenantWrite):
-            session.commit()
+        with pytest.raises(CrossTenantWrite):  # the merged copy names globex: refused at once
+            session.merge(Project(id=world.zeus, name="pwned", tenant_id="globex"))
+        session.commit()
 
     assert snapshot(tenancy) == before
 

@@ -1,0 +1,658 @@
+"""Generated statements, checked against an oracle: acme's session runs them scoped, or refuses.
+
+A seeded random grammar (statement_grammar.py) builds thousands of SQLAlchemy statements over
+Project, Task and Plan. Each runs twice:
+
+- in a tenant session for acme (``tenancy.make_session(SessionScope("acme"))``) on the shared
+  database, which holds acme's and globex's look-alike rows (same names, tasks planted across
+  tenants by an unscoped session) and a few shared Plans;
+- as plain SQLAlchemy (an ordinary ``Session``, no kit) on the *oracle*: a private database with
+  only acme's rows (same ids) and the Plans, so that there, unscoped SQL is acme-scoped SQL.
+
+A statement refused with a ``TenancyError`` must have changed nothing (its transaction is
+committed, and the database compared with the seed). One that ran must give the oracle's answer:
+the same rows for a read (in order when the statement orders them fully); for a write the same
+returned rows or row count, the same acme rows and Plans afterwards (ids the databases generate
+for new rows left out), and globex's rows untouched. A statement that fails on both databases is
+invalid and skipped. One that fails only in the tenant session fails the test: the shared
+database saw other rows, or the kit broke the statement with an error that is no TenancyError;
+unless the oracle's result would break the shared database's keys over globex's rows (a primary
+or foreign key that only exists there), which is a conflict, counted apart.
+
+Writes are committed, compared through connections of their own, and the seed is restored when
+a write changed it; reads are rolled back. The counts go to the terminal summary and to the
+test's ``user_properties``; at least 30% of the statements must run (neither refused nor
+invalid), so that refusing everything, or generating nonsense, cannot pass.
+
+``TENANCY_GENERATED_STATEMENTS`` (default 2000) and ``TENANCY_GENERATED_SEED`` (default 1) set
+the run; ``TENANCY_GENERATED_ONLY=12,345`` reruns only those statement indexes, and
+``TENANCY_GENERATED_DETAILS`` (default 5) is how many failures the message shows in full.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from models import Plan, Project, ScopingModel, Task
+from sqlalchemy import (
+    Column,
+    Engine,
+    MetaData,
+    Table,
+    UniqueConstraint,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from statement_grammar import Capabilities, Generated, generate
+
+from fastapi_tenancy import Access, AlreadyExists, SessionScope, Tenancy, TenancyError
+
+DEFAULT_STATEMENTS = 2000
+DEFAULT_SEED = 1
+MIN_RAN_SHARE = 0.30
+DETAILED_FAILURES = int(os.environ.get("TENANCY_GENERATED_DETAILS", 5))
+
+# --------------------------------------------------------------------------------------------
+# The seed: look-alike rows in both tenants, ids interleaved
+
+PROJECTS = [  # id, tenant, name
+    (1, "acme", "alpha"),
+    (2, "globex", "alpha"),
+    (3, "acme", "beta"),
+    (4, "globex", "beta"),
+    (5, "globex", "gamma"),
+    (6, "acme", "gamma"),
+    (7, "acme", "delta"),  # referenced by a globex task only
+    (8, "globex", "omega"),
+    (9, "acme", "empty"),
+]
+TASKS = [  # id, tenant, name, done, project_id
+    (1, "acme", "design", False, 1),
+    (2, "globex", "design", False, 2),
+    (3, "acme", "build", True, 1),
+    (4, "globex", "build", True, 2),
+    (5, "acme", "design", False, 3),
+    (6, "globex", "design", False, 4),
+    (7, "globex", "planted", False, 3),  # globex's task on acme's beta
+    (8, "acme", "leak-probe", False, 2),  # acme's task on globex's alpha
+    (9, "acme", "ship", True, 6),
+    (10, "globex", "ship", True, 5),
+    (11, "globex", "planted", True, 7),  # globex's task on acme's delta
+    (12, "acme", "orphan", False, None),
+    (13, "globex", "orphan", False, None),
+    (14, "globex", "secret", True, 8),
+    (15, "acme", "review", False, 6),
+]
+PLANS = [(1, "free"), (2, "pro"), (3, "alpha"), (4, "design")]
+
+TABLES: dict[str, Table] = {
+    "plan": Plan.__table__,  # type: ignore[attr-defined]
+    "project": Project.__table__,  # type: ignore[attr-defined]
+    "task": Task.__table__,  # type: ignore[attr-defined]
+}
+INSERT_ORDER = ("plan", "project", "task")  # parents first; delete in reverse
+
+
+def seed_rows(tenant: str | None) -> dict[str, list[dict[str, Any]]]:
+    """The seed's rows by table; ``tenant`` keeps that tenant's rows only (Plans always)."""
+    projects = [{"id": i, "tenant_id": t, "name": n} for i, t, n in PROJECTS]
+    tasks = [
+        {"id": i, "tenant_id": t, "name": n, "done": d, "project_id": p} for i, t, n, d, p in TASKS
+    ]
+    rows = {
+        "plan": [{"id": i, "name": n} for i, n in PLANS],
+        "project": projects,
+        "task": tasks,
+    }
+    if tenant is not None:
+        for name in ("project", "task"):
+            rows[name] = [r for r in rows[name] if r["tenant_id"] == tenant]
+    return rows
+
+
+SEED_IDS = {name: {row["id"] for row in rows} for name, rows in seed_rows(None).items()}
+GLOBEX_SEED = {name: seed_rows("globex")[name] for name in ("project", "task")}
+
+
+# --------------------------------------------------------------------------------------------
+# The two databases
+
+
+def seed_shared(tenancy: Tenancy) -> None:
+    """The shared database's rows, written by an unscoped session (cross-tenant links too)."""
+    with tenancy.make_session(SessionScope(None, Access.UNSCOPED)) as session:
+        for model, name in ((Plan, "plan"), (Project, "project"), (Task, "task")):
+            for row in seed_rows(None)[name]:
+                session.add(model(**row))
+                session.flush()  # one row at a time: the ids stay interleaved as listed
+        session.commit()
+
+
+def oracle_metadata() -> MetaData:
+    """The tables again, without foreign keys (acme's rows point at globex's projects), and
+    with ``tenant_id`` set to acme when an insert leaves it out or sends NULL, as the tenant
+    session stamps it (on the servers, ``stamp_acme`` turns a NULL into acme)."""
+    metadata = MetaData()
+    for table in TABLES.values():
+        columns = [
+            Column(
+                c.name,
+                c.type,
+                primary_key=c.primary_key,
+                nullable=c.nullable,
+                server_default="acme" if c.name == "tenant_id" else None,
+                # SQLite: a NULL into a NOT NULL column takes the default instead
+                sqlite_on_conflict_not_null="REPLACE" if c.name == "tenant_id" else None,
+            )
+            for c in table.columns
+        ]
+        uniques = [
+            UniqueConstraint(*(c.name for c in constraint.columns))
+            for constraint in table.constraints
+            if isinstance(constraint, UniqueConstraint)
+        ]
+        Table(table.name, metadata, *columns, *uniques)
+    return metadata
+
+
+def prepare(engine: Engine, backend: str) -> None:
+    """MariaDB: compare strings exactly, as SQLite and PostgreSQL do. Under a case-insensitive
+    collation, DISTINCT, GROUP BY and ORDER BY ties between 'alpha' and 'ALPHA' would pick
+    either, and the two databases could pick differently."""
+    with engine.begin() as conn:
+        if backend == "mariadb":
+            for table in TABLES.values():
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {table.name} CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                )
+
+
+_TENANT_PARAM = re.compile(r"tenant_id(_m\d+)?")  # an INSERT's value, or a VALUES row's
+
+
+def stamp_acme(engine: Engine, backend: str) -> None:
+    """PostgreSQL and MariaDB: an INSERT into a tenant table that sends NULL for tenant_id sends
+    acme instead. (SQLite does it in the column; triggers would do it on the servers, but a
+    MariaDB table with a trigger stores '' where a self-referencing UPDATE sets NULL into a
+    NOT NULL column, instead of refusing it.)"""
+    if backend == "sqlite":
+        return
+
+    def stamp(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> tuple[str, Any]:
+        table = getattr(getattr(context, "compiled", None), "statement", None)
+        table = getattr(table, "table", None)
+        if not getattr(context, "isinsert", False) or "tenant_id" not in getattr(table, "c", {}):
+            return statement, parameters
+
+        def fix(row: dict[str, Any]) -> dict[str, Any]:
+            return {
+                key: "acme" if value is None and _TENANT_PARAM.fullmatch(key) else value
+                for key, value in row.items()
+            }
+
+        if isinstance(parameters, dict):
+            return statement, fix(parameters)
+        if many and all(isinstance(row, dict) for row in parameters):
+            return statement, [fix(row) for row in parameters]
+        return statement, parameters
+
+    event.listen(engine, "before_cursor_execute", stamp, retval=True)
+
+
+def sync_sequences(engine: Engine, backend: str) -> None:
+    if backend != "postgres":
+        return  # SQLite and MariaDB continue after the highest id on their own
+    with engine.begin() as conn:
+        for table in TABLES.values():
+            highest = select(func.max(table.c.id)).scalar_subquery()
+            sequence = func.pg_get_serial_sequence(table.name, "id")
+            conn.execute(select(func.setval(sequence, highest)))
+
+
+def snapshot(conn: Connection) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the three tables, read by a plain connection in a transaction of its own."""
+    try:
+        return {
+            name: [
+                dict(row._mapping)
+                for row in conn.execute(select(*table.columns).order_by(table.c.id))
+            ]
+            for name, table in TABLES.items()
+        }
+    finally:
+        conn.rollback()
+
+
+def restore(conn: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:
+    with conn.begin():
+        for name in reversed(INSERT_ORDER):
+            conn.execute(delete(TABLES[name]))
+        for name in INSERT_ORDER:
+            conn.execute(insert(TABLES[name]), rows[name])
+
+
+# --------------------------------------------------------------------------------------------
+# Running one statement on one side
+
+
+@dataclass
+class Outcome:
+    value: Any = None
+    after: dict[str, list[dict[str, Any]]] | None = None
+    refused: TenancyError | None = None
+    error: BaseException | None = None
+    sent: list[tuple[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.refused is not None:
+            late = "" if self.error is None else f" (then {type(self.error).__name__})"
+            return f"refused: {type(self.refused).__name__}: {self.refused}{late}"
+        if self.error is not None:
+            return f"error: {type(self.error).__name__}: {_first_line(self.error)}"
+        return repr(self.value)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:300]
+
+
+_COLUMN_KEYS: dict[type, list[str]] = {}
+
+
+def plain(value: Any) -> Any:
+    """A row element as plain values: an ORM entity becomes its class name and columns."""
+    if isinstance(value, ScopingModel):
+        cls = type(value)
+        keys = _COLUMN_KEYS.get(cls)
+        if keys is None:
+            keys = _COLUMN_KEYS[cls] = [
+                prop.key
+                for prop in inspect(cls).column_attrs
+                if isinstance(prop.expression, Column)
+            ]
+        loaded = inspect(value).dict
+        return (cls.__name__, *(loaded.get(key) for key in keys))
+    return value
+
+
+def rows_of(result: Any, ordered: bool) -> list[tuple[Any, ...]]:
+    rows = [tuple(plain(v) for v in row) for row in result]
+    return rows if ordered else sorted(rows, key=repr)
+
+
+class Side:
+    """One database and the session that runs the statements on it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        make_session: Callable[[], Session],
+        seed: dict[str, list[dict[str, Any]]],
+        *,
+        kit: bool,
+    ) -> None:
+        self.engine = engine
+        self.session = make_session()
+        self.reader = engine.connect()
+        self.seed = seed
+        self.kit = kit
+        self.sent: list[tuple[str, Any]] = []
+        event.listen(engine, "before_cursor_execute", self._record)
+
+    def _record(self, conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if conn is not self.reader:
+            self.sent.append((statement, parameters))
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
+        self.session.close()
+        self.reader.close()
+
+    def run(self, generated: Generated) -> Outcome:
+        self.sent = []
+        outcome = Outcome()
+        session = self.session
+        try:
+            result = session.execute(generated.statement)
+            if generated.write and not generated.returning:
+                outcome.value = ("rowcount", getattr(result, "rowcount", None))
+            else:
+                outcome.value = rows_of(result, generated.ordered)
+            if generated.write:
+                session.commit()
+        except TenancyError as error:
+            if not self.kit or isinstance(error, AlreadyExists):  # a database's answer
+                outcome.error = error
+            else:
+                outcome.refused = error
+                if generated.write:
+                    try:
+                        session.commit()  # keep whatever it sent before refusing, and look
+                    except Exception as late:
+                        outcome.error = late
+        except Exception as error:
+            outcome.error = error
+        finally:
+            outcome.sent = self.sent
+            session.rollback()
+            session.expunge_all()
+        if generated.write and outcome.error is None:
+            outcome.after = snapshot(self.reader)
+            if outcome.after != self.seed:
+                restore(self.reader, self.seed)
+        return outcome
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing
+
+
+def comparable(
+    rows: list[dict[str, Any]], name: str, explicit_ids: frozenset[int]
+) -> list[tuple[Any, ...]]:
+    """Rows as sorted tuples; ids the database generated for new rows are left out."""
+    out = []
+    for row in rows:
+        row = dict(row)
+        if row["id"] not in SEED_IDS[name] and row["id"] not in explicit_ids:
+            row["id"] = None
+        out.append(tuple(sorted(row.items())))
+    return sorted(out, key=repr)
+
+
+def state_difference(
+    kit_after: dict[str, list[dict[str, Any]]],
+    oracle_after: dict[str, list[dict[str, Any]]],
+    explicit_ids: frozenset[int],
+) -> str | None:
+    """What differs between the shared database and the oracle after a write, or None."""
+    for name in ("project", "task"):
+        globex = [row for row in kit_after[name] if row["tenant_id"] == "globex"]
+        if globex != GLOBEX_SEED[name]:
+            return f"globex's {name} rows changed: {globex} (seeded: {GLOBEX_SEED[name]})"
+    for name in INSERT_ORDER:
+        mine = [row for row in kit_after[name] if row.get("tenant_id") != "globex"]
+        kit_rows = comparable(mine, name, explicit_ids)
+        oracle_rows = comparable(oracle_after[name], name, explicit_ids)
+        if kit_rows != oracle_rows:
+            only_kit = [r for r in kit_rows if r not in oracle_rows]
+            only_oracle = [r for r in oracle_rows if r not in kit_rows]
+            return (
+                f"{name} rows differ: only in the shared database {only_kit}, "
+                f"only in the oracle {only_oracle}"
+            )
+    return None
+
+
+def result_difference(mine: Any, theirs: Any) -> str:
+    """Name how the tenant session's result differs from the oracle's."""
+    if isinstance(mine, list) and isinstance(theirs, list):
+        extra, missing = Counter(map(repr, mine)), Counter(map(repr, theirs))
+        extra, missing = extra - missing, missing - extra
+        if not extra and not missing:
+            return "results differ in order"
+        if not missing:
+            what = "extra rows in the tenant session"
+        elif not extra:
+            what = "rows missing in the tenant session"
+        else:
+            what = "different rows"
+        return (
+            f"results differ, {what}: {sum(extra.values())} rows only in the tenant session, "
+            f"{sum(missing.values())} only on the oracle"
+        )
+    return "results differ"
+
+
+def shared_constraints_reject(oracle_after: dict[str, list[dict[str, Any]]]) -> bool:
+    """Whether the oracle's rows, put beside globex's, break a primary or foreign key: then the
+    shared database refusing the write is its constraints at work, not a leak."""
+    globex_projects = {row["id"] for row in GLOBEX_SEED["project"]}
+    globex_tasks = {row["id"] for row in GLOBEX_SEED["task"]}
+    projects = {row["id"] for row in oracle_after["project"]}
+    tasks = {row["id"] for row in oracle_after["task"]}
+    if projects & globex_projects or tasks & globex_tasks:
+        return True
+    every_project = projects | globex_projects
+    return any(
+        row["project_id"] is not None and row["project_id"] not in every_project
+        for row in (*oracle_after["task"], *GLOBEX_SEED["task"])
+    )
+
+
+@dataclass
+class Failure:
+    index: int
+    generated: Generated
+    reason: str
+    kit: Outcome
+    oracle: Outcome | None
+
+    def report(self, seed: int, engine: Engine) -> str:
+        lines = [
+            f"statement #{self.index} (TENANCY_GENERATED_SEED={seed} "
+            f"TENANCY_GENERATED_ONLY={self.index}): {self.reason}",
+            f"  shape: {self.generated.shape}",
+            "  SQL:",
+            *("    " + line for line in compiled(self.generated.statement, engine).splitlines()),
+            "  sent by the tenant session:",
+            *(f"    {sql} {params!r}" for sql, params in self.kit.sent[:4]),
+            f"  tenant session: {self.kit.describe()}",
+        ]
+        if self.oracle is not None:
+            lines.append(f"  oracle:         {self.oracle.describe()}")
+        return "\n".join(lines)
+
+
+def compiled(statement: Any, engine: Engine) -> str:
+    try:
+        sql = statement.compile(dialect=engine.dialect)
+    except Exception as error:
+        return f"<does not compile: {type(error).__name__}: {_first_line(error)}>"
+    return f"{sql}\nparameters: {sql.params!r}"
+
+
+def judge(index: int, generated: Generated, kit: Side, oracle: Side, counts: Counter[str]) -> Any:
+    """Run one statement on both sides; count it, and return a Failure if it leaked."""
+    mine = kit.run(generated)
+    if mine.refused is not None:
+        counts["refused"] += 1
+        if mine.error is not None:
+            reason = "refused, and then its transaction failed to commit"
+            return Failure(index, generated, reason, mine, None)
+        if generated.write and mine.after != kit.seed:
+            return Failure(index, generated, "refused, but rows changed", mine, None)
+        return None
+    theirs = oracle.run(generated)
+    if mine.error is not None and theirs.error is not None:
+        counts["invalid"] += 1
+        return None
+    if mine.error is not None:
+        if generated.write and theirs.after and shared_constraints_reject(theirs.after):
+            counts["conflict"] += 1
+            return None
+        counts["failed"] += 1
+        if isinstance(mine.error, DBAPIError):
+            reason = "database error only in the tenant session"
+        else:
+            reason = f"{type(mine.error).__name__} (not a TenancyError) only in the tenant session"
+        return Failure(index, generated, reason, mine, theirs)
+    counts["ran"] += 1
+    if theirs.error is not None:
+        counts["failed"] += 1
+        return Failure(
+            index, generated, "ran in the tenant session, failed on the oracle", mine, theirs
+        )
+    if mine.value != theirs.value:
+        counts["failed"] += 1
+        return Failure(index, generated, result_difference(mine.value, theirs.value), mine, theirs)
+    if generated.write:
+        assert mine.after is not None
+        assert theirs.after is not None
+        difference = state_difference(mine.after, theirs.after, generated.explicit_ids)
+        if difference is not None:
+            counts["failed"] += 1
+            return Failure(index, generated, difference, mine, theirs)
+    counts["scoped-equal"] += 1
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting to the terminal, whatever -r says
+
+_SUMMARY_PLUGIN = "tenancy-generated-statements-summary"
+
+
+class _Summary:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.lines:
+            terminalreporter.section("generated statements", sep="-")
+            for line in self.lines:
+                terminalreporter.write_line(line)
+
+
+def summarize(config: pytest.Config, line: str) -> None:
+    plugin = config.pluginmanager.get_plugin(_SUMMARY_PLUGIN)
+    if plugin is None:
+        plugin = _Summary()
+        config.pluginmanager.register(plugin, _SUMMARY_PLUGIN)
+    plugin.lines.append(line)
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """SQLAlchemy warns about some generated shapes (cartesian products, coercions); the
+    suite turns warnings into errors, which would make them fail on one side only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# The test
+
+
+def _indexes(count: int) -> list[int]:
+    only = os.environ.get("TENANCY_GENERATED_ONLY", "").strip()
+    if only:
+        return [int(part) for part in only.split(",") if part.strip()]
+    return list(range(count))
+
+
+def test_generated_statements_run_scoped_or_are_refused(
+    request: pytest.FixtureRequest,
+    backend: str,
+    tenancy: Tenancy,
+    create_tables: Any,
+    make_database: Any,
+) -> None:
+    count = int(os.environ.get("TENANCY_GENERATED_STATEMENTS", DEFAULT_STATEMENTS))
+    seed = int(os.environ.get("TENANCY_GENERATED_SEED", DEFAULT_SEED))
+    shared_engine = tenancy.engine
+    assert isinstance(shared_engine, Engine)
+    create_tables(shared_engine, Plan)
+    prepare(shared_engine, backend)
+    seed_shared(tenancy)
+    sync_sequences(shared_engine, backend)
+    dialect = shared_engine.dialect
+    caps = Capabilities(
+        insert_returning=dialect.insert_returning,
+        update_returning=dialect.update_returning,
+        delete_returning=dialect.delete_returning,
+        delete_using=backend != "sqlite",
+        full_join=backend != "mariadb",
+        self_referencing_writes=backend != "sqlite",
+    )
+
+    with make_database(backend) as oracle_db:
+        oracle_engine = oracle_db.create_engine()
+        try:
+            oracle_metadata().create_all(oracle_engine)
+            prepare(oracle_engine, backend)
+            stamp_acme(oracle_engine, backend)
+            with oracle_engine.connect() as conn:
+                restore(conn, seed_rows("acme"))
+            sync_sequences(oracle_engine, backend)
+
+            kit = Side(
+                shared_engine,
+                lambda: tenancy.make_session(SessionScope("acme")),
+                seed_rows(None),
+                kit=True,
+            )
+            oracle = Side(
+                oracle_engine,
+                lambda: Session(oracle_engine),
+                seed_rows("acme"),
+                kit=False,
+            )
+            assert snapshot(kit.reader) == kit.seed, "the shared database is not the seed"
+            assert snapshot(oracle.reader) == oracle.seed, "the oracle is not acme's seed"
+            counts: Counter[str] = Counter()
+            failures: list[Failure] = []
+            indexes = _indexes(count)
+            started = time.perf_counter()
+            try:
+                with quiet():
+                    for index in indexes:
+                        try:
+                            generated = generate(seed, index, caps)
+                        except Exception as error:
+                            message = f"the grammar failed on statement #{index} (seed {seed})"
+                            raise AssertionError(message) from error
+                        failure = judge(index, generated, kit, oracle, counts)
+                        if failure is not None:
+                            failures.append(failure)
+            finally:
+                kit.close()
+                oracle.close()
+            elapsed = time.perf_counter() - started
+        finally:
+            oracle_engine.dispose()
+
+    total = len(indexes)
+    tally = (
+        f"{total} statements (seed {seed}) in {elapsed:.1f}s: "
+        f"scoped-equal {counts['scoped-equal']}, refused {counts['refused']}, "
+        f"invalid {counts['invalid']}, conflict {counts['conflict']}, failed {counts['failed']}"
+    )
+    request.node.user_properties.append(("generated_statements", dict(counts, total=total)))
+    summarize(request.config, f"{backend}: {tally}")
+
+    if failures:
+        shapes = Counter((f.reason.split(":")[0], f.generated.shape) for f in failures)
+        ranked = sorted(shapes.items(), key=lambda item: (item[0][0], -item[1]))
+        listing = "\n".join(f"  {n} x {reason} | {shape}" for (reason, shape), n in ranked[:60])
+        details = "\n\n".join(f.report(seed, shared_engine) for f in failures[:DETAILED_FAILURES])
+        pytest.fail(
+            f"{len(failures)} generated statements were neither scoped nor refused on {backend}; "
+            f"{tally}\n"
+            f"by reason and shape:\n{listing}\n\n{details}",
+            pytrace=False,
+        )
+    if not os.environ.get("TENANCY_GENERATED_ONLY"):
+        assert counts["ran"] >= MIN_RAN_SHARE * total, (
+            f"only {counts['ran']} of {total} statements ran (not refused, not invalid): the "
+            f"grammar is generating too much that cannot run; {tally}"
+        )

@@ -1,0 +1,137 @@
+"""Ways around the wall found by reviewing it: each is refused, or scoped, before any SQL.
+
+Raw SQL in disguise (comment markers spelled as operators, a user type's own column spec, an
+``@compiles`` construct), tables the wall would not know (a reflected copy of a tenant table, a
+tenant session on an engine the ``Tenancy`` never saw), SQL changed after it was proven, the
+kit's own setting statement abused, and ``merge(load=False)`` of another tenant's row.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import pytest
+from models import Project, Task, snapshot
+from sqlalchemy import MetaData, Table, cast, event, select, text, update
+from sqlalchemy.exc import SAWarning
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.sql.expression import ColumnClause
+from sqlalchemy.types import UserDefinedType
+
+from fastapi_tenancy import CrossTenantWrite, SessionScope, UnscopedStatement
+from fastapi_tenancy.session import SCOPE_KEY, TenantScopedSession
+from fastapi_tenancy.wall.guard import kit_setting_options
+
+
+def test_comment_markers_spelled_as_operators_are_refused(tenancy, session_for, world, backend):
+    markers = ["/*", "*/", "--", "a--b"] + (["#", "#>"] if backend == "mariadb" else [])
+    with session_for("acme") as session:
+        for marker in markers:
+            with pytest.raises(UnscopedStatement, match="custom operator"):
+                session.execute(select(Project.name).where(Project.name.op(marker)("x")))
+        # PostgreSQL's own symbol operators stay usable where they are not comments
+        if backend == "postgres":
+            session.execute(select(Project.name).where(Project.name.op("~")("^a")))
+
+
+class _RawSpec(UserDefinedType[Any]):
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "TEXT) OR 1=1 OR (1"
+
+
+def test_a_cast_to_a_type_that_renders_its_own_sql_is_refused(session_for, world):
+    with session_for("acme") as session, warnings.catch_warnings():
+        # MySQL has no CAST to such types: SQLAlchemy warns that it leaves the CAST out
+        warnings.filterwarnings("ignore", "Datatype .* does not support CAST", SAWarning)
+        with pytest.raises(UnscopedStatement, match="get_col_spec"):
+            session.execute(select(cast(Project.name, _RawSpec())))
+
+
+class _Everything(ColumnClause[Any]):
+    inherit_cache = True
+
+
+@compiles(_Everything)
+def _compile_everything(element: Any, compiler: Any, **kw: Any) -> str:
+    return "1=1 OR 1"
+
+
+def test_a_construct_compiled_by_a_compiles_function_is_refused(session_for, world):
+    with session_for("acme") as session, pytest.raises(UnscopedStatement, match="@compiles"):
+        session.execute(select(Project.name).where(_Everything("x")))
+
+
+def test_a_reflected_copy_of_a_tenant_table_is_a_tenant_table(tenancy, session_for, world):
+    reflected = Table("scoping_project", MetaData(), autoload_with=tenancy.engine)
+    with session_for("acme") as session:
+        with pytest.raises(UnscopedStatement, match="without a filter"):
+            session.execute(select(reflected.c.name))
+        names = session.execute(
+            select(reflected.c.name).where(reflected.c.tenant_id == "acme")
+        ).scalars()
+        assert list(names) == ["apollo"]
+        with pytest.raises(UnscopedStatement):
+            session.execute(select(reflected.c.name).where(reflected.c.tenant_id == "globex")).all()
+
+
+def test_a_tenant_session_on_an_engine_the_tenancy_never_saw_is_still_gated(
+    database, world, tenancy
+):
+    other = database.create_engine()
+    try:
+        session = TenantScopedSession(other, info={SCOPE_KEY: SessionScope("acme")})
+        with session, pytest.raises(UnscopedStatement):
+            session.execute(select(Project.__table__.c.name))
+    finally:
+        other.dispose()
+
+
+def test_sql_changed_after_it_was_proven_is_refused(tenancy, session_for, world):
+    def widen(conn, cursor, statement, parameters, context, executemany):
+        return statement.replace("WHERE", "WHERE 1=1 OR"), parameters
+
+    event.listen(tenancy.engine, "before_cursor_execute", widen, retval=True)
+    try:
+        with session_for("acme") as session, pytest.raises(UnscopedStatement, match="changed"):
+            session.execute(select(Project.name)).all()
+    finally:
+        event.remove(tenancy.engine, "before_cursor_execute", widen)
+
+
+def test_the_kits_setting_statement_cannot_name_another_tenant(session_for, world):
+    setting = text("SELECT set_config('fastapi_tenancy.tenant_id', :tenant, true)")
+    with session_for("acme") as session, pytest.raises(UnscopedStatement, match="textual"):
+        session.execute(
+            setting, {"tenant": "globex"}, execution_options=kit_setting_options(setting)
+        )
+
+
+def test_merge_without_load_of_another_tenants_row_is_refused_and_not_kept(
+    tenancy, session_for, world
+):
+    before = snapshot(tenancy)
+    copy = Project(id=world.zeus, name="zeus", tenant_id="globex")
+    make_transient_to_detached(copy)
+    with session_for("acme") as session:
+        with pytest.raises(CrossTenantWrite):
+            session.merge(copy, load=False)
+        assert session.get(Project, world.zeus) is None
+
+    assert snapshot(tenancy) == before
+
+
+def test_a_refusal_at_the_cursor_is_audited(tenancy, session_for, world, caplog):
+    caplog.set_level(logging.INFO, logger="fastapi_tenancy.audit")
+    with session_for("acme") as session, pytest.raises(CrossTenantWrite):
+        session.execute(update(Task), [{"id": world.secret_plan, "name": "pwned"}])
+
+    refusals = [
+        r for r in caplog.records if getattr(r, "tenancy_event", None) == "cross_tenant_write"
+    ]
+    assert refusals, "the refusal left no audit line"
+    assert refusals[-1].tenancy_tenant == "acme"
