@@ -8,20 +8,27 @@ kit's own setting statement abused, and ``merge(load=False)`` of another tenant'
 
 from __future__ import annotations
 
+import gc
 import logging
 import warnings
 from typing import Any
 
 import pytest
 from models import Project, Task, snapshot
-from sqlalchemy import MetaData, Table, cast, event, select, text, update
+from sqlalchemy import MetaData, Table, cast, create_engine, event, select, text, update
 from sqlalchemy.exc import SAWarning
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.sql.expression import ColumnClause
 from sqlalchemy.types import UserDefinedType
 
-from fastapi_tenancy import CrossTenantWrite, SessionScope, UnscopedStatement
+from fastapi_tenancy import (
+    CrossTenantWrite,
+    HeaderResolver,
+    SessionScope,
+    Tenancy,
+    UnscopedStatement,
+)
 from fastapi_tenancy.session import SCOPE_KEY, TenantScopedSession
 from fastapi_tenancy.wall.guard import kit_setting_options
 
@@ -135,3 +142,26 @@ def test_a_refusal_at_the_cursor_is_audited(tenancy, session_for, world, caplog)
     ]
     assert refusals, "the refusal left no audit line"
     assert refusals[-1].tenancy_tenant == "acme"
+
+
+def test_every_new_engine_gets_the_gate_even_where_a_dead_engines_id_comes_back(tmp_path):
+    """SQLAlchemy's event registry knows targets by id(): a new engine at a dead engine's
+    address, whose dialect something still holds, was taken for one that had the gate."""
+    held = []  # dialects outliving their engines, as cached compiled statements hold them
+    ungated = 0
+    for number in range(60):
+        engine = create_engine(f"sqlite:///{tmp_path / f'{number}.db'}")
+        Project.metadata.create_all(engine, tables=[Project.__table__])
+        tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
+        held.append(engine.dialect)
+        with tenancy.make_session(SessionScope("acme")) as session:
+            try:
+                session.execute(select(Project.__table__.c.name)).all()
+                ungated += 1
+            except UnscopedStatement:
+                pass
+        engine.dispose()
+        del engine, tenancy
+        gc.collect()
+
+    assert ungated == 0
