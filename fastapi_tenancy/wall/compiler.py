@@ -34,6 +34,7 @@ __all__ = [
     "is_tenant_table",
     "origin",
     "proving_compiler",
+    "same",
     "tenant_column_of",
 ]
 
@@ -99,6 +100,11 @@ def origin(element: Any) -> Any:
     while getattr(element, "_is_clone_of", None) is not None:
         element = element._is_clone_of
     return element
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` render as one FROM (see :func:`origin`)."""
+    return a is b or (a is not None and b is not None and origin(a) is origin(b))
 
 
 def writes_tenant_keys(table: Table) -> bool:

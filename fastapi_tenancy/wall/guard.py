@@ -28,7 +28,9 @@ from ..context import audit_logger, get_tenant_context
 from ..exceptions import CrossTenantWrite, TenantRequired, UnscopedStatement
 from ..scope import Access, SessionScope
 from .compiler import tenant_column_of
-from .proof import KeyCheck, Proof, ReadCheck, WriteCheck, prove
+from .proof import Proof, prove
+from .reads import ReadCheck
+from .values import KeyCheck, WriteCheck
 
 __all__ = ["TENANT_PARAM", "Guard", "guard_connection", "guard_of", "install_guard"]
 

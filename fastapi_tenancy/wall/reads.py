@@ -1,0 +1,250 @@
+"""The read side of the proof: every tenant table rendered as a FROM must be shown filtered.
+
+An occurrence is proven by a term ``<its tenant column> = :param`` at the top level of the AND
+of its statement's WHERE, or of the ON clause of a join that filters its side (an inner join's
+filter both sides, an outer join's only the side it may fill with NULLs); the gate then checks
+that ``param`` carries the session's tenant. An UPDATE or DELETE target may instead be named by
+its primary key, and an association table by its keys joined to filtered rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import Delete, Update
+from sqlalchemy.sql.elements import (
+    BinaryExpression,
+    BindParameter,
+    BooleanClauseList,
+    ColumnClause,
+    Grouping,
+)
+from sqlalchemy.sql.schema import Table
+from sqlalchemy.sql.selectable import FromGrouping, Join, Select
+
+from ..models import TENANT_GLOBAL_INFO_KEY
+from .compiler import (
+    Occurrence,
+    ProvingCompiler,
+    Refusal,
+    is_tenant_table,
+    same,
+    tenant_column_of,
+)
+
+__all__ = ["ReadCheck", "read_checks"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadCheck:
+    """A tenant table rendered as a FROM, and the parameters that may prove it filtered."""
+
+    table: Table
+    where: str
+    tenant_params: tuple[str, ...]
+    key_params: tuple[str, ...] | None
+    read_only: bool
+    linked: bool = False
+
+    @property
+    def global_access(self) -> bool:
+        """Whether the table's model may be read across tenants in the global-access switch."""
+        return bool(self.table.info.get(TENANT_GLOBAL_INFO_KEY))
+
+
+def read_checks(compiler: ProvingCompiler) -> tuple[ReadCheck, ...]:
+    found = [_read_check(compiler, occurrence) for occurrence in compiler.wall_occurrences]
+    filtered = [
+        (occurrence.element, occurrence.table)
+        for occurrence, (check, _terms) in zip(compiler.wall_occurrences, found, strict=True)
+        if check.tenant_params
+    ]
+    checks = []
+    for occurrence, (check, terms) in zip(compiler.wall_occurrences, found, strict=True):
+        if check.read_only and not check.tenant_params and _linked(occurrence, terms, filtered):
+            check = replace(check, linked=True)
+        checks.append(check)
+    return tuple(checks)
+
+
+def _linked(occurrence: Occurrence, terms: list[Any], filtered: list[tuple[Any, Table]]) -> bool:
+    """An association table (a many-to-many relationship's ``secondary``: foreign keys to tenant
+    tables, the tenant column, and a primary key of those keys or of one surrogate column,
+    nothing else) joined on its foreign keys:
+    each key equal to (or, for a selectin load, in) bound values, or equal to the referenced
+    column of a filtered occurrence, and at least one of them so anchored. Its rows then link
+    rows of the tenant, and the wall stamps and checks every written link row like any other.
+    The bound keys are the parents' the ORM loads from: the tenant's own objects."""
+    table = occurrence.table
+    keys = [fk for fk in table.foreign_keys if is_tenant_table(fk.column.table)]
+    key_names = {fk.parent.name for fk in keys}
+    primary_key = {column.name for column in table.primary_key.columns}
+    allowed = key_names | primary_key | {tenant_column_of(table).name}
+    if (
+        len(keys) < 2
+        or (primary_key != key_names and len(primary_key) != 1)
+        or any(column.name not in allowed for column in table.columns)
+    ):
+        return False  # not an association table: its rows carry more than the link
+    anchored = False
+    for fk in keys:
+        joined = False
+        for term in terms:
+            if not isinstance(term, BinaryExpression):
+                continue
+            if term.operator is operators.in_op:  # a selectin load: the parents' keys
+                mine, other = term.left, term.right
+                joined = joined or (
+                    isinstance(mine, ColumnClause)
+                    and same(mine.table, occurrence.element)
+                    and mine.name == fk.parent.name
+                    and isinstance(other, BindParameter)
+                )
+                continue
+            if term.operator is not operators.eq:
+                continue
+            for mine, other in ((term.left, term.right), (term.right, term.left)):
+                if not (
+                    isinstance(mine, ColumnClause)
+                    and same(mine.table, occurrence.element)
+                    and mine.name == fk.parent.name
+                ):
+                    continue
+                if isinstance(other, BindParameter) and not other.expanding:
+                    joined = True
+                elif isinstance(other, ColumnClause) and other.name == fk.column.name:
+                    for element, table in filtered:
+                        if table is fk.column.table and same(other.table, element):
+                            joined = anchored = True
+        if not joined:
+            return False
+    return anchored
+
+
+def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[ReadCheck, list[Any]]:
+    owner = occurrence.owner
+    statement = None if owner is None else owner.get("selectable")
+    target = False
+    element = occurrence.element
+    name = str(getattr(element, "name", occurrence.table.name))
+    if name.startswith("%("):  # an anonymous alias, named only when rendered
+        name = f"an alias of {occurrence.table.name}"
+    if isinstance(statement, Select):
+        roots = list(owner["compile_state"].froms) if owner and "compile_state" in owner else []
+        where = f"the FROM of a SELECT ({name})"
+    elif isinstance(statement, (Update, Delete)):
+        roots = [statement.table]
+        # MySQL renders the target among the tables of a multi-table UPDATE, as a plain FROM
+        target = occurrence.target or same(element, statement.table)
+        kind = "UPDATE" if isinstance(statement, Update) else "DELETE"
+        where = f"the {kind} of {name}" if target else f"the {kind}'s FROM ({name})"
+    else:
+        raise Refusal(f"the tenant table {name!r} is rendered where the proof cannot place it")
+    terms = list(_conjuncts(statement._where_criteria))
+    for root in roots:
+        found = _join_terms(root, element, [])
+        if found is not None:
+            terms.extend(found)
+            break
+    tenant_column = tenant_column_of(occurrence.table).name
+    tenant_params = tuple(
+        dict.fromkeys(
+            name
+            for column, param in _equalities(terms, element)
+            if column.name == tenant_column
+            for name in _bind_name(compiler, param)
+        )
+    )
+    key_params = None
+    if isinstance(statement, (Update, Delete)) and target:
+        key_params = _primary_key_params(compiler, occurrence.table, terms, element)
+    check = ReadCheck(
+        table=occurrence.table,
+        where=where,
+        tenant_params=tenant_params,
+        key_params=key_params,
+        read_only=isinstance(statement, Select),
+    )
+    return check, terms
+
+
+def _primary_key_params(
+    compiler: ProvingCompiler, table: Table, terms: list[Any], element: Any
+) -> tuple[str, ...] | None:
+    by_column: dict[str, str] = {}
+    for column, param in _equalities(terms, element):
+        for name in _bind_name(compiler, param):
+            by_column.setdefault(column.name, name)
+    names = []
+    for column in table.primary_key.columns:
+        if column.name not in by_column:
+            return None
+        names.append(by_column[column.name])
+    return tuple(names) or None
+
+
+def _conjuncts(criteria: Any) -> Iterator[Any]:
+    """The top-level AND terms of a WHERE or ON clause."""
+    for criterion in criteria:
+        while isinstance(criterion, Grouping):
+            criterion = criterion.element
+        if isinstance(criterion, BooleanClauseList) and criterion.operator is operators.and_:
+            yield from _conjuncts(criterion.clauses)
+        elif criterion is not None:
+            yield criterion
+
+
+def _join_terms(node: Any, element: Any, terms: list[Any]) -> list[Any] | None:
+    """The ON terms that filter ``element`` on its way up the join tree rooted at ``node``: an
+    inner join's filter both sides, an outer join's only the side it may fill with NULLs."""
+    while isinstance(node, FromGrouping):
+        node = node.element
+    if same(node, element):
+        return terms
+    if isinstance(node, Join):
+        if node.full and _contains(node, element):
+            raise Refusal(
+                "a FULL OUTER JOIN of a tenant table cannot be scoped without changing its "
+                "meaning (the tenant filter would drop the rows it pads with NULLs); join "
+                "subqueries that select each tenant model instead"
+            )
+        on = list(_conjuncts([node.onclause]))
+        left = terms if node.isouter or node.full else terms + on
+        right = terms if node.full else terms + on
+        found = _join_terms(node.left, element, left)
+        if found is not None:
+            return found
+        return _join_terms(node.right, element, right)
+    return None
+
+
+def _contains(node: Any, element: Any) -> bool:
+    while isinstance(node, FromGrouping):
+        node = node.element
+    if isinstance(node, Join):
+        return _contains(node.left, element) or _contains(node.right, element)
+    return same(node, element)
+
+
+def _equalities(terms: list[Any], element: Any) -> Iterator[tuple[ColumnClause[Any], Any]]:
+    """``(column of element, bound parameter)`` for each term ``column = :param``."""
+    for term in terms:
+        if not isinstance(term, BinaryExpression) or term.operator is not operators.eq:
+            continue
+        for column, other in ((term.left, term.right), (term.right, term.left)):
+            if (
+                isinstance(column, ColumnClause)
+                and same(column.table, element)
+                and isinstance(other, BindParameter)
+                and not other.expanding
+            ):
+                yield column, other
+
+
+def _bind_name(compiler: SQLCompiler, param: BindParameter[Any]) -> tuple[str, ...]:
+    name = compiler.bind_names.get(param)
+    return () if name is None else (name,)

@@ -1,0 +1,226 @@
+"""The write side of the proof: every value written into a tenant key must be the tenant's.
+
+For each INSERT and UPDATE of the compile, the values written into the tenant column and into
+foreign keys to tenant tables are found among the statement's bound parameters, whose values the
+gate checks as sent; a value that is a SQL expression is refused, except a NULL or a scalar
+subquery selecting the parent's key from a (proven) occurrence of the parent table.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.elements import (
+    BindParameter,
+    ClauseElement,
+    ColumnClause,
+    Null,
+)
+from sqlalchemy.sql.schema import Column, Table
+from sqlalchemy.sql.selectable import ScalarSelect, Select
+
+from .compiler import (
+    ProvingCompiler,
+    Refusal,
+    Write,
+    is_tenant_table,
+    origin,
+    same,
+    tenant_column_of,
+)
+
+__all__ = ["KeyCheck", "WriteCheck", "write_checks"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCheck:
+    """Where a foreign key points: the parent table and its referenced column."""
+
+    table: Table
+    column: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCheck:
+    """A bound value written into a tenant column (``parent`` None) or a foreign key."""
+
+    param: str
+    table: Table
+    column: str
+    parent: KeyCheck | None
+    update: bool
+
+
+def write_checks(compiler: ProvingCompiler, write: Write) -> Iterator[WriteCheck]:
+    statement = write.statement
+    table = origin(statement.table)
+    guarded = _guarded_columns(table)
+    update = isinstance(statement, Update)
+    state = write.compile_state
+    multi = bool(getattr(state, "_has_multi_parameters", False))
+    if multi:
+        rows = [dict(row) for row in state._multi_parameters]
+    elif getattr(state, "_ordered_values", None):
+        rows = [dict(state._ordered_values)]
+    else:
+        rows = [dict(state._dict_parameters or {})]
+    written: set[str] = set()
+    for index, row in enumerate(rows):
+        for key, value in row.items():
+            column = _column_for(key, table)
+            if column is None:
+                _refuse_unknown_target(key, guarded)
+                continue
+            written.add(column.key)
+            parent = guarded.get(column.key, _UNGUARDED)
+            if parent is _UNGUARDED:
+                continue
+            param = f"{column.key}_m{index}" if multi else column.key
+            yield from _value_check(compiler, table, column, value, param, parent, update)
+    for key in write.column_keys or ():
+        column = table.c.get(key)
+        if column is None or column.key in written:
+            continue
+        written.add(column.key)
+        parent = guarded.get(column.key, _UNGUARDED)
+        if parent is not _UNGUARDED:
+            yield _bound(compiler, table, column, column.key, parent, update)
+    if isinstance(statement, Insert) and is_tenant_table(table):
+        column = tenant_column_of(table)
+        tenant_key = column.key
+        if tenant_key not in written:
+            names = [f"{tenant_key}_m{i}" for i in range(len(rows))] if multi else [tenant_key]
+            for name in names:
+                yield _bound(compiler, table, column, name, None, update)
+
+
+_UNGUARDED: Any = object()
+
+
+def _value_check(
+    compiler: ProvingCompiler,
+    table: Table,
+    column: Column[Any],
+    value: Any,
+    param: str,
+    parent: KeyCheck | None,
+    update: bool,
+) -> Iterator[WriteCheck]:
+    if hasattr(value, "__clause_element__"):
+        value = value.__clause_element__()
+    if not isinstance(value, ClauseElement):
+        yield _bound(compiler, table, column, param, parent, update)
+    elif isinstance(value, BindParameter):
+        names = list({n for bound, n in compiler.bind_names.items() if same(bound, value)})
+        if len(names) != 1:
+            raise Refusal(
+                f"the value written to {table.name}.{column.name} cannot be identified among "
+                "the statement's parameters"
+            )
+        yield _bound(compiler, table, column, names[0], parent, update)
+    elif (isinstance(value, Null) and parent is not None) or (
+        parent is not None and _selects_parent_key(value, parent)
+    ):
+        return
+    else:
+        what = "the tenant column" if parent is None else "a foreign key to a tenant table"
+        raise Refusal(
+            f"{table.name}.{column.name} is {what} and is written from a SQL expression "
+            f"({type(value).__name__}) that cannot be proven to name the tenant's row; pass "
+            "the value itself"
+            + ("" if parent is None else ", or a scalar subquery selecting the parent's key")
+        )
+
+
+def _bound(
+    compiler: ProvingCompiler,
+    table: Table,
+    column: Column[Any],
+    param: str,
+    parent: KeyCheck | None,
+    update: bool,
+) -> WriteCheck:
+    if param not in compiler.bind_names.values():
+        if parent is None and not update:
+            raise Refusal(
+                f"this INSERT into {table.name!r} does not write its tenant column; the kit "
+                "stamps it in a tenant session, so the statement was built around it"
+            )
+        raise Refusal(
+            f"the value written to {table.name}.{column.name} cannot be identified among the "
+            "statement's parameters"
+        )
+    return WriteCheck(param=param, table=table, column=column.name, parent=parent, update=update)
+
+
+def _selects_parent_key(value: Any, parent: KeyCheck) -> bool:
+    """A scalar subquery whose one column is the parent's referenced column: the FROM it reads
+    is proven like any other, so the key it yields is the tenant's row or NULL."""
+    if not isinstance(value, ScalarSelect) or not isinstance(value.element, Select):
+        return False
+    columns = list(value.element.selected_columns)
+    if len(columns) != 1:
+        return False
+    column = origin(columns[0])
+    if not isinstance(column, ColumnClause) or column.name != parent.column:
+        return False
+    table = origin(column.table)
+    table = getattr(table, "element", table)
+    return origin(table) is parent.table
+
+
+def _refuse_unknown_target(key: Any, guarded: dict[str, Any]) -> None:
+    """A value keyed by something that is not a column of the target table: a column of another
+    table (MySQL's multi-table UPDATE) or an expression. Refused when it could write a guarded
+    column."""
+    if hasattr(key, "__clause_element__"):
+        key = key.__clause_element__()
+    other = getattr(key, "table", None)
+    if isinstance(other, Table):
+        if origin(key).key not in _guarded_columns(other):
+            return
+    elif not guarded and not isinstance(key, str):
+        return
+    raise Refusal(
+        f"this statement writes {key!s}, which is not a column of its own table; in a tenant "
+        "session a statement writes the tenant's keys only into its own table"
+    )
+
+
+def _column_for(key: Any, table: Table) -> Column[Any] | None:
+    if isinstance(key, str):
+        return table.c.get(key)
+    if hasattr(key, "__clause_element__"):
+        key = key.__clause_element__()
+    if isinstance(key, ColumnClause):
+        column = origin(key)
+        if origin(column.table) is table:
+            found: Column[Any] | None = table.c.get(column.key)
+            return found
+    return None
+
+
+_GUARDED: weakref.WeakKeyDictionary[Table, dict[str, KeyCheck | None]] = weakref.WeakKeyDictionary()
+
+
+def _guarded_columns(table: Any) -> dict[str, KeyCheck | None]:
+    """Columns of ``table`` whose written values are checked, by key: the tenant column (None)
+    and foreign keys to tenant tables (where they point)."""
+    if not isinstance(table, Table):
+        return {}
+    found = _GUARDED.get(table)
+    if found is not None:
+        return found
+    found = {}
+    if is_tenant_table(table):
+        found[tenant_column_of(table).key] = None
+    for fk in table.foreign_keys:
+        parent = fk.column.table
+        if is_tenant_table(parent):
+            found.setdefault(fk.parent.key, KeyCheck(parent, fk.column.name))
+    _GUARDED[table] = found
+    return found
