@@ -319,8 +319,18 @@ def _refuse_custom_operator(operator: Any, dialect: Dialect) -> None:
 def refuse_custom_constructs(statement: Any) -> None:
     """Refuse a statement holding a construct compiled by an ``@compiles`` function, whose
     SQL is whatever that function returns."""
+    mappers = set()
     for element in visitors.iterate(statement):
         _refuse_custom_construct(element)
+        entity = getattr(element, "_annotations", {}).get("parententity")
+        if entity is not None:
+            mappers.add(entity.mapper)
+    # and the SQL of the mapped models' column properties, which the ORM adds when compiling
+    for mapper in mappers:
+        for prop in mapper.column_attrs:
+            for column in prop.columns:
+                for element in visitors.iterate(column):
+                    _refuse_custom_construct(element)
 
 
 def _refuse_custom_construct(element: Any) -> None:

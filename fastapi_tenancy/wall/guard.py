@@ -60,6 +60,11 @@ class Guard:
         """Record keys proven (by a scoped read) to be rows of the tenant."""
         self.owned.setdefault((table, columns), set()).update(keys)
 
+    def forget_owned(self, table: FromClause) -> None:
+        """Forget every key of ``table``: some of its rows left the tenant."""
+        for key in [key for key in self.owned if key[0] is table]:
+            del self.owned[key]
+
 
 _BATCHED = ExecuteStyle.INSERTMANYVALUES  # its batches differ from the statement by design
 _KIT_SETTINGS: set[str] = set()
@@ -247,6 +252,8 @@ def _check_writes(
                         guard,
                         CrossTenantWrite(f"this write names another tenant in {write.table.name}"),
                     )
+                if value != tenant:  # rows moved away in mutable_tenant(): no longer owned
+                    guard.forget_owned(write.table)
             elif value is not None:
                 if tenant is None:
                     raise TenantRequired(

@@ -18,16 +18,20 @@ from models import Project, Task, snapshot
 from sqlalchemy import MetaData, Table, cast, create_engine, event, select, text, update
 from sqlalchemy.exc import SAWarning
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import column_property, make_transient_to_detached, registry
 from sqlalchemy.sql.expression import ColumnClause
 from sqlalchemy.types import UserDefinedType
+from sqlmodel import Field, SQLModel
 
 from fastapi_tenancy import (
     CrossTenantWrite,
     HeaderResolver,
     SessionScope,
     Tenancy,
+    TenantScoped,
     UnscopedStatement,
+    mutable_tenant,
+    with_tenant,
 )
 from fastapi_tenancy.session import SCOPE_KEY, TenantScopedSession
 from fastapi_tenancy.wall.guard import kit_setting_options
@@ -165,3 +169,44 @@ def test_every_new_engine_gets_the_gate_even_where_a_dead_engines_id_comes_back(
         gc.collect()
 
     assert ungated == 0
+
+
+bypass_registry = registry()
+
+
+class _BypassBase(SQLModel, registry=bypass_registry):
+    """This module's own registry, so its table cannot clash with other tests'."""
+
+
+class _Widget(_BypassBase, TenantScoped, table=True):
+    __tablename__ = "bypass_widget"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+
+
+# A column property whose SQL an @compiles function writes: the ORM adds it when compiling
+_Widget.everything = column_property(_Everything("x"))  # type: ignore[attr-defined]
+
+
+def test_a_compiles_construct_inside_a_column_property_is_refused(engine, create_tables):
+    create_tables(engine, _Widget)
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
+    session = tenancy.make_session(SessionScope("acme"))
+    with session, pytest.raises(UnscopedStatement, match="@compiles"):
+        session.execute(select(_Widget)).all()
+
+
+def test_a_row_moved_away_in_mutable_tenant_is_no_longer_written_by_key(
+    tenancy, session_for, world
+):
+    """The transaction's ledger of the tenant's keys forgets a table's keys once rows of it
+    leave the tenant: a later UPDATE by key must find the row the tenant's again."""
+    with with_tenant("acme"), mutable_tenant(reason="test"), session_for("acme") as session:
+        apollo = session.get(Project, world.apollo)
+        apollo.name = "apollo-2"
+        session.flush()  # proves apollo the tenant's: into the ledger
+        apollo.tenant_id = "globex"
+        session.flush()  # moves it away
+        with pytest.raises(CrossTenantWrite):
+            session.execute(update(Project), [{"id": world.apollo, "name": "still-mine?"}])
