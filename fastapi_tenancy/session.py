@@ -7,8 +7,7 @@ application's other sessions are untouched. The tenant belongs to the session: i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, inspect
@@ -17,12 +16,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 from sqlmodel import Session as SQLModelSession
 
-from .context import audit_logger, get_tenant_context
 from .exceptions import AlreadyExists, CrossTenantWrite, UnscopedStatement
 from .models import is_tenant_model
 from .scope import Access, SessionScope
 from .scoping import refuse_unscoped_moves, scope_execution
-from .wall import guard_connection
+from .wall import audit_refused_write, guard_connection
 from .writes import check_flush
 
 __all__ = ["SCOPE_KEY", "TenantScopedSession", "is_unique_violation", "scope_of"]
@@ -54,18 +52,12 @@ def is_unique_violation(error: IntegrityError) -> bool:
 _SQLITE_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
 
 
-@contextmanager
-def _unique_violation_as_already_exists() -> Iterator[None]:
-    try:
-        yield
-    except IntegrityError as error:
-        if is_unique_violation(error):
-            raise AlreadyExists() from error
-        raise
-
-
 class TenantScopedSession(SQLModelSession):
     """A SQLModel session scoped to the tenant in its :class:`SessionScope`.
+
+    Its ``execute``, ``exec`` and ``flush`` answer unique violations with
+    :class:`AlreadyExists`, each with a plain ``try``: they run on every request, where a
+    context manager would cost a few calls each time.
 
     Made by :class:`~fastapi_tenancy.Tenancy` (``tenancy.session()`` or the dependencies);
     made directly without a scope it fails closed on every tenant model.
@@ -134,21 +126,33 @@ class TenantScopedSession(SQLModelSession):
 
     def flush(self, objects: Sequence[Any] | None = None) -> None:
         """``Session.flush``, answering unique violations with :class:`AlreadyExists`."""
-        with _unique_violation_as_already_exists():
+        try:
             super().flush(objects)
+        except IntegrityError as error:
+            if is_unique_violation(error):
+                raise AlreadyExists() from error
+            raise
 
     if not TYPE_CHECKING:
 
         def execute(self, *args: Any, **kwargs: Any) -> Any:
             """``Session.execute``, answering unique violations with :class:`AlreadyExists`."""
-            with _unique_violation_as_already_exists():
+            try:
                 return super().execute(*args, **kwargs)
+            except IntegrityError as error:
+                if is_unique_violation(error):
+                    raise AlreadyExists() from error
+                raise
 
         def exec(self, *args: Any, **kwargs: Any) -> Any:
             """SQLModel's ``Session.exec``, answering unique violations with
             :class:`AlreadyExists` (it calls SQLAlchemy's ``execute`` directly)."""
-            with _unique_violation_as_already_exists():
+            try:
                 return super().exec(*args, **kwargs)
+            except IntegrityError as error:
+                if is_unique_violation(error):
+                    raise AlreadyExists() from error
+                raise
 
 
 def _refuse_legacy_bulk(session: Session) -> None:
@@ -158,25 +162,6 @@ def _refuse_legacy_bulk(session: Session) -> None:
             "events and are refused in a scoped session; use session.execute(insert(Model), "
             "rows) or session.execute(update(Model), rows)"
         )
-
-
-@contextmanager
-def _audited_refusals(scope: SessionScope) -> Iterator[None]:
-    """Log every refused cross-tenant write on the audit logger before it propagates."""
-    try:
-        yield
-    except CrossTenantWrite as error:
-        context = get_tenant_context()
-        audit_logger.warning(
-            "cross-tenant write refused",
-            extra={
-                "tenancy_event": "cross_tenant_write",
-                "tenancy_tenant": scope.tenant_id,
-                "tenancy_principal": None if context is None else context.claims.get("sub"),
-                "tenancy_reason": error.detail,
-            },
-        )
-        raise
 
 
 @event.listens_for(TenantScopedSession, "after_begin")
@@ -200,27 +185,31 @@ def _refuse_foreign_objects(session: Session, instance: Any) -> None:
         return
     owner = inspect(instance).dict.get("tenant_id")  # as held: reading may not load here
     if owner is not None and owner != tenant:
-        with _audited_refusals(scope):
-            raise CrossTenantWrite(
-                f"this {type(instance).__name__} belongs to another tenant and cannot join "
-                "this tenant's session"
-            )
+        error = CrossTenantWrite(
+            f"this {type(instance).__name__} belongs to another tenant and cannot join "
+            "this tenant's session"
+        )
+        raise audit_refused_write(tenant, error)
 
 
 @event.listens_for(TenantScopedSession, "do_orm_execute")
 def _scope_statement(state: ORMExecuteState) -> None:
     scope = scope_of(state.session)
     scope.check_ambient()
-    with _audited_refusals(scope):
+    try:
         if scope.scoped:
             scope_execution(state, scope)
         else:
             refuse_unscoped_moves(state)
+    except CrossTenantWrite as error:
+        raise audit_refused_write(scope.tenant_id, error) from error.__cause__
 
 
 @event.listens_for(TenantScopedSession, "before_flush")
 def _check_flush(session: Session, flush_context: UOWTransaction, instances: Any) -> None:
     scope = scope_of(session)
     scope.check_ambient()
-    with _audited_refusals(scope):
+    try:
         check_flush(session, scope)
+    except CrossTenantWrite as error:
+        raise audit_refused_write(scope.tenant_id, error) from error.__cause__

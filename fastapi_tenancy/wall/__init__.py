@@ -12,6 +12,7 @@ statement and cached with it, so a request pays a dictionary look-up and a few c
 from .guard import (
     TENANT_PARAM,
     Guard,
+    audit_refused_write,
     guard_connection,
     guard_of,
     install_guard,
@@ -20,6 +21,7 @@ from .guard import (
 __all__ = [
     "TENANT_PARAM",
     "Guard",
+    "audit_refused_write",
     "guard_connection",
     "guard_of",
     "install_guard",

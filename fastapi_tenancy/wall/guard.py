@@ -32,7 +32,14 @@ from .proof import Proof, prove
 from .reads import ReadCheck
 from .values import KeyCheck, WriteCheck
 
-__all__ = ["TENANT_PARAM", "Guard", "guard_connection", "guard_of", "install_guard"]
+__all__ = [
+    "TENANT_PARAM",
+    "Guard",
+    "audit_refused_write",
+    "guard_connection",
+    "guard_of",
+    "install_guard",
+]
 
 
 TENANT_PARAM = "fastapi_tenancy_tenant_id"
@@ -177,14 +184,15 @@ def _gate(cursor: Any, statement: str, *rest: Any) -> None:
     context._fastapi_tenancy_checked = compiled  # type: ignore[attr-defined]
 
 
-def _audited(guard: Guard, error: CrossTenantWrite) -> CrossTenantWrite:
-    """Log a refused cross-tenant write on the audit logger, as the session's hooks do."""
+def audit_refused_write(tenant: str | None, error: CrossTenantWrite) -> CrossTenantWrite:
+    """Log a refused cross-tenant write on the audit logger (with tenant, principal and
+    reason); answers ``error``, for the caller to raise."""
     context = get_tenant_context()
     audit_logger.warning(
         "cross-tenant write refused",
         extra={
             "tenancy_event": "cross_tenant_write",
-            "tenancy_tenant": guard.scope.tenant_id,
+            "tenancy_tenant": tenant,
             "tenancy_principal": None if context is None else context.claims.get("sub"),
             "tenancy_reason": error.detail,
         },
@@ -228,9 +236,8 @@ def _check_read(
     if pending:
         columns = tuple(c.name for c in read.table.primary_key.columns)
         if not _owned(conn, guard, read.table, columns, pending):
-            raise _audited(
-                guard, CrossTenantWrite(f"this {read.table.name} row is not the tenant's")
-            )
+            error = CrossTenantWrite(f"this {read.table.name} row is not the tenant's")
+            raise audit_refused_write(guard.scope.tenant_id, error)
 
 
 def _check_writes(
@@ -248,10 +255,10 @@ def _check_writes(
                 if tenant is None:
                     raise TenantRequired(f"writing {write.table.name!r} rows needs a bound tenant")
                 if value != tenant and not (write.update and mutable):
-                    raise _audited(
-                        guard,
-                        CrossTenantWrite(f"this write names another tenant in {write.table.name}"),
+                    error = CrossTenantWrite(
+                        f"this write names another tenant in {write.table.name}"
                     )
+                    raise audit_refused_write(tenant, error)
                 if value != tenant:  # rows moved away in mutable_tenant(): no longer owned
                     guard.forget_owned(write.table)
             elif value is not None:
@@ -263,13 +270,11 @@ def _check_writes(
                 wanted.setdefault(write.parent, []).append((value,))
     for parent, keys in wanted.items():
         if not _owned(conn, guard, parent.table, (parent.column,), keys):
-            raise _audited(
-                guard,
-                CrossTenantWrite(
-                    f"a foreign key points at a {parent.table.name} row that is not this tenant's "
-                    "(another tenant's, or none)"
-                ),
+            error = CrossTenantWrite(
+                f"a foreign key points at a {parent.table.name} row that is not this tenant's "
+                "(another tenant's, or none)"
             )
+            raise audit_refused_write(tenant, error)
 
 
 def _owned(
