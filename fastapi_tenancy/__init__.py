@@ -52,11 +52,20 @@ from .exceptions import (
     TenantRequired,
     UnscopedStatement,
 )
-from .keys import DEFAULT_KEY_PATTERN, KeyValidator, TenantKey
+from .keys import (
+    DEFAULT_KEY_PATTERN,
+    IntegerKeys,
+    KeyValidator,
+    StringKeys,
+    TenantKey,
+    TenantKeyType,
+    UUIDKeys,
+    tenant_key_of,
+)
 from .logging import TenantLogFilter
 from .lookup import LookupCache, TenantLookup, TenantTableLookup
 from .middleware import TenancyMiddleware
-from .models import TenantScoped, tenant_unique
+from .models import TenantScoped, tenant_field, tenant_unique
 from .propagation import as_tenant, capture, carry_tenant, restore
 from .resolvers import (
     CallableResolver,
@@ -88,6 +97,7 @@ __all__ = [
     "CurrentTenant",
     "GlobalSession",
     "HeaderResolver",
+    "IntegerKeys",
     "InvalidTenantKey",
     "InvalidToken",
     "JWTClaimResolver",
@@ -99,6 +109,7 @@ __all__ = [
     "ResolverChain",
     "SessionScope",
     "SessionTenantMismatch",
+    "StringKeys",
     "SubdomainResolver",
     "Tenancy",
     "TenancyError",
@@ -108,6 +119,7 @@ __all__ = [
     "TenantContext",
     "TenantInactive",
     "TenantKey",
+    "TenantKeyType",
     "TenantLogFilter",
     "TenantLookup",
     "TenantMismatch",
@@ -117,6 +129,7 @@ __all__ = [
     "TenantScopedSession",
     "TenantSession",
     "TenantTableLookup",
+    "UUIDKeys",
     "UnscopedStatement",
     "__version__",
     "admin_session",
@@ -132,7 +145,9 @@ __all__ = [
     "global_session",
     "mutable_tenant",
     "restore",
+    "tenant_field",
     "tenant_foreign_key",
+    "tenant_key_of",
     "tenant_session",
     "tenant_unique",
     "with_tenant",

@@ -23,6 +23,7 @@ from types import FrameType, MappingProxyType, TracebackType
 from typing import Any
 
 from .exceptions import TenancyMisuse
+from .keys import tenant_key_of
 
 __all__ = [
     "TenantContext",
@@ -41,13 +42,14 @@ audit_logger = logging.getLogger("fastapi_tenancy.audit")
 class TenantContext:
     """Who the current work runs for.
 
-    ``id`` is the tenant key stored in tenant columns (``None`` when no tenant is bound),
+    ``id`` is the tenant key stored in tenant columns, of the app's key type (a ``str``,
+    ``int`` or ``UUID``; ``None`` when no tenant is bound),
     ``source`` names where it came from (``"jwt"``, ``"header"``, ``"code"``...), ``claims`` are
     the verified token claims, ``record`` is what the tenant lookup returned. ``unscoped`` marks a
     ``without_tenant()`` block; ``mutable`` a block that may move rows between tenants.
     """
 
-    id: str | None
+    id: Any
     source: str | None = None
     claims: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_CLAIMS)
     record: Any = None
@@ -63,10 +65,19 @@ def get_tenant_context() -> TenantContext | None:
     return _current.get()
 
 
-def get_current_tenant() -> str | None:
-    """Return the bound tenant id, or ``None`` when no tenant is bound."""
+def get_current_tenant() -> Any:
+    """Return the bound tenant key, or ``None`` when no tenant is bound."""
     context = _current.get()
     return None if context is None else context.id
+
+
+def checked_key(value: Any, caller: str) -> Any:
+    """The key of ``value`` (a key or a tenant record), refusing what cannot be a tenant key:
+    ``None``, an empty string, a boolean."""
+    key = tenant_key_of(value)
+    if key is None or key == "" or isinstance(key, bool):
+        raise ValueError(f"{caller} needs a tenant key or a tenant record, not {value!r}")
+    return key
 
 
 def bind(context: TenantContext | None) -> Token[TenantContext | None]:
@@ -157,8 +168,12 @@ class _Binding(AbstractContextManager[TenantContext], AbstractAsyncContextManage
         self.__exit__(exc_type, exc, tb)
 
 
-def with_tenant(tenant_id: str, *, source: str = "code") -> _Binding:
-    """Bind ``tenant_id`` for a block of code outside a request (scripts, jobs, tests).
+def with_tenant(tenant_id: Any, *, source: str = "code") -> _Binding:
+    """Bind a tenant for a block of code outside a request (scripts, jobs, tests).
+
+    ``tenant_id`` is a key (``"acme"``, ``42``, a ``UUID``) or a tenant record with a
+    ``__tenant_key__`` (see :func:`~fastapi_tenancy.tenant_key_of`). A session checks the key
+    against its ``Tenancy``'s key type when it is made, and parses a string spelling of it.
 
     Unlike the bypass blocks, it may be held open across a generator's ``yield``, as a pytest
     fixture that binds a tenant for its test does: the tenant is then bound for whatever
@@ -170,9 +185,7 @@ def with_tenant(tenant_id: str, *, source: str = "code") -> _Binding:
             with tenancy.session() as session:
                 projects = session.exec(select(Project)).all()
     """
-    if not isinstance(tenant_id, str) or not tenant_id:
-        raise ValueError("with_tenant() needs a non-empty tenant id")
-    context = TenantContext(id=tenant_id, source=source)
+    context = TenantContext(id=checked_key(tenant_id, "with_tenant()"), source=source)
     return _Binding(lambda: context)
 
 

@@ -1,19 +1,33 @@
-"""Tenant keys: the one gate every key passes before any lookup, and the column type that
-stores them so that the database compares them exactly."""
+"""Tenant keys: the one gate every key passes before any lookup, the key types (string,
+integer, UUID or the app's own), and the column type that stores string keys so that the
+database compares them exactly."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+import uuid
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import String
+from sqlalchemy import Integer, String, Uuid
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from fastapi_tenancy.exceptions import InvalidTenantKey
+from fastapi_tenancy.exceptions import InvalidTenantKey, TenancyMisuse
 
-__all__ = ["DEFAULT_KEY_PATTERN", "KeyValidator", "TenantKey"]
+__all__ = [
+    "DEFAULT_KEY_PATTERN",
+    "IntegerKeys",
+    "KeyValidator",
+    "StringKeys",
+    "TenantKey",
+    "TenantKeyType",
+    "UUIDKeys",
+    "key_type_for",
+    "tenant_key_of",
+]
+
+KeyT = TypeVar("KeyT")
 
 DEFAULT_KEY_PATTERN: str = r"[a-z0-9][a-z0-9_-]{0,62}"
 """1 to 63 characters of ``a-z``, ``0-9``, ``-`` and ``_``, starting with a letter or digit.
@@ -78,3 +92,150 @@ class TenantKey(TypeDecorator[str]):
             varchar = mysql.VARCHAR(self.length, charset="utf8mb4", collation=self.mysql_collation)
             return dialect.type_descriptor(varchar)
         return dialect.type_descriptor(String(self.length))
+
+
+class TenantKeyType(Generic[KeyT]):
+    """How tenant keys of one Python type are parsed, spelled and stored.
+
+    A key arrives as a string (a header, a subdomain, a claim) and is parsed into
+    ``python_type`` before anything else sees it. Every key has exactly one spelling:
+    ``parse(raw)`` refuses a string unless ``format()`` of the parsed key gives ``raw`` back,
+    so ``"01"`` is not the integer key ``1`` and an upper-case UUID is not its lower-case twin;
+    two sources that spell one tenant differently disagree instead of meeting in a cache or a
+    comparison. Subclass it for a key type of your own: give ``python_type``, ``column_type()``
+    and ``convert()``.
+    """
+
+    python_type: type[KeyT]
+
+    def convert(self, raw: str) -> KeyT:
+        """Turn ``raw`` into a key, or raise ``ValueError``; ``parse`` adds the spelling check."""
+        raise NotImplementedError
+
+    def format(self, key: KeyT) -> str:
+        """The one spelling of ``key``: what a header, a setting or a log line carries."""
+        return str(key)
+
+    def column_type(self) -> TypeEngine[Any]:
+        """The SQLAlchemy type of tenant columns holding these keys."""
+        raise NotImplementedError
+
+    def parse(self, raw: str) -> KeyT:
+        """Parse a key from a request or a message; ``InvalidTenantKey`` when it is not one."""
+        try:
+            key = self.convert(raw)
+        except (ValueError, TypeError):
+            raise InvalidTenantKey() from None
+        if self.format(key) != raw:
+            raise InvalidTenantKey()
+        return key
+
+    def coerce(self, value: Any) -> KeyT:
+        """A key bound by code (``with_tenant``, a test): a key of this type, a tenant record
+        (see :func:`tenant_key_of`), or the key's string spelling."""
+        value = tenant_key_of(value)
+        if isinstance(value, self.python_type) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return self.parse(value)
+        raise TenancyMisuse(
+            f"the tenant {value!r} is a {type(value).__name__}; this app's tenant keys are "
+            f"{self.python_type.__name__}"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class StringKeys(TenantKeyType[str]):
+    """String keys (slugs) matching ``pattern``, stored in :class:`TenantKey` columns."""
+
+    python_type = str
+
+    def __init__(self, pattern: str | re.Pattern[str] = DEFAULT_KEY_PATTERN) -> None:
+        self.validate = KeyValidator(pattern)
+
+    def convert(self, raw: str) -> str:
+        """``raw`` itself when it matches the pattern."""
+        if self.validate.pattern.fullmatch(raw) is None:
+            raise ValueError(raw)
+        return raw
+
+    def column_type(self) -> TypeEngine[Any]:
+        """:class:`TenantKey`: compared exactly on every database."""
+        return TenantKey()
+
+    def __repr__(self) -> str:
+        return f"StringKeys({self.validate.pattern.pattern!r})"
+
+
+class IntegerKeys(TenantKeyType[int]):
+    """Integer keys (a tenants table's integer primary key): decimal digits without sign or
+    leading zeros, from 1 to ``maximum`` (2**63 - 1, PostgreSQL's and MySQL's BIGINT)."""
+
+    python_type = int
+    _DIGITS = re.compile(r"[1-9][0-9]{0,18}")
+
+    def __init__(self, maximum: int = 2**63 - 1) -> None:
+        self.maximum = maximum
+
+    def convert(self, raw: str) -> int:
+        """The integer ``raw`` spells."""
+        if self._DIGITS.fullmatch(raw) is None:
+            raise ValueError(raw)
+        key = int(raw)
+        if key > self.maximum:
+            raise ValueError(raw)
+        return key
+
+    def column_type(self) -> TypeEngine[Any]:
+        """``INTEGER``, as SQLModel maps ``int`` (declare ``BigInteger`` yourself if needed)."""
+        return Integer()
+
+
+class UUIDKeys(TenantKeyType[uuid.UUID]):
+    """UUID keys, spelled in the canonical lower-case, hyphenated form of ``str(uuid)``."""
+
+    python_type = uuid.UUID
+
+    def convert(self, raw: str) -> uuid.UUID:
+        """The UUID ``raw`` spells."""
+        return uuid.UUID(raw)
+
+    def column_type(self) -> TypeEngine[Any]:
+        """``Uuid``: native on PostgreSQL, ``CHAR(32)`` elsewhere."""
+        return Uuid()
+
+
+def key_type_for(
+    spec: type[Any] | TenantKeyType[Any], *, pattern: str | re.Pattern[str] = DEFAULT_KEY_PATTERN
+) -> TenantKeyType[Any]:
+    """The key type for ``str``, ``int`` or ``uuid.UUID``, or ``spec`` itself when it is one."""
+    if isinstance(spec, TenantKeyType):
+        return spec
+    if spec is str:
+        return StringKeys(pattern)
+    if spec is int:
+        return IntegerKeys()
+    if spec is uuid.UUID:
+        return UUIDKeys()
+    raise TypeError(
+        f"no built-in tenant key type for {spec!r}: pass a TenantKeyType subclass instance"
+    )
+
+
+def tenant_key_of(value: Any) -> Any:
+    """The tenant key of a tenant record, or ``value`` itself when it is a key.
+
+    A record names its key with a ``__tenant_key__`` attribute or property (Ash calls this
+    ``ToTenant``)::
+
+        class Organization(SQLModel, table=True):
+            id: UUID = Field(default_factory=uuid4, primary_key=True)
+
+            @property
+            def __tenant_key__(self) -> UUID:
+                return self.id
+    """
+    key = getattr(value, "__tenant_key__", None)
+    return value if key is None else key

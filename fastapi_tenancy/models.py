@@ -14,15 +14,16 @@ be written across tenants::
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal
 
 from sqlalchemy import UniqueConstraint, column, event
 from sqlalchemy.orm import Mapper
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel
+from typing_extensions import TypeVar
 
 from .exceptions import TenancyMisuse
-from .keys import TenantKey
+from .keys import TenantKeyType, key_type_for
 from .scope import tenant_of_statement
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "TENANT_TABLE_INFO_KEY",
     "TenantScoped",
     "is_tenant_model",
+    "tenant_field",
     "tenant_unique",
 ]
 
@@ -39,32 +41,59 @@ TENANT_TABLE_INFO_KEY = "fastapi_tenancy"
 TENANT_GLOBAL_INFO_KEY = "fastapi_tenancy.global_access"
 """Key in ``Table.info`` marking the tables of ``__global_access__`` models."""
 
-TENANT_KEY_MAX_LENGTH = 63
+KeyT = TypeVar("KeyT", default=str)
 
 
-class TenantScoped(SQLModel):
-    """SQLModel base for tenant-owned tables: an indexed, non-null ``tenant_id`` column.
+def tenant_field(
+    key_type: type[Any] | TenantKeyType[Any] = str,
+    *,
+    foreign_key: str | None = None,
+    ondelete: Literal["CASCADE", "SET NULL", "RESTRICT"] | None = None,
+    column_name: str | None = None,
+    sa_type: Any = None,
+) -> Any:
+    """The field of a tenant column: indexed, non-null in the table, optional in Python.
 
-    Set ``__global_access__ = True`` on a model whose rows may be read across tenants through
-    the global-access switch when no tenant is bound. To store the tenant in a column of another
-    name, redeclare the field with the same type: ``tenant_id: str = Field(sa_type=TenantKey,
-    index=True, max_length=63, sa_column_kwargs={"name": "org_id"})``; the Python attribute
-    stays ``tenant_id``. :class:`~fastapi_tenancy.TenantKey` is a string that compares exactly
-    on every database: on MySQL and MariaDB, whose default collations ignore case, it has a
-    binary collation, so tenant ``ACME`` never reads ``acme``'s rows.
+    Redeclare ``tenant_id`` with it on an abstract base to point the tenant column at your
+    tenants table, store it under another column name, or give it a type of your own::
+
+        class OrgScoped(TenantScoped[UUID]):
+            tenant_id: UUID = tenant_field(UUID, foreign_key="organization.id")
+
+    The field defaults to ``None`` so that ``Model(**data)`` and ``Model.model_validate(data)``
+    need no tenant (and type-check without one): a tenant session stamps its own tenant at
+    flush and refuses any other. ``key_type`` is ``str``, ``int``, ``uuid.UUID`` or a
+    :class:`~fastapi_tenancy.TenantKeyType`; ``sa_type`` overrides its column type (say
+    ``BigInteger`` for an ``int`` key).
     """
-
-    __global_access__: ClassVar[bool] = False
-
-    tenant_id: str = Field(
-        sa_type=TenantKey,
-        index=True,
-        nullable=False,
-        max_length=TENANT_KEY_MAX_LENGTH,
+    column_type = sa_type if sa_type is not None else key_type_for(key_type).column_type()
+    column_kwargs: dict[str, Any] = {
         # rows the unit of work inserts with no object (many-to-many link rows) get the
         # session's tenant; every other row is stamped at flush
-        sa_column_kwargs={"default": tenant_of_statement},
+        "default": tenant_of_statement
+    }
+    if column_name is not None:
+        column_kwargs["name"] = column_name
+    field_kwargs: dict[str, Any] = {}
+    if foreign_key is not None:
+        field_kwargs["foreign_key"] = foreign_key
+        if ondelete is not None:
+            field_kwargs["ondelete"] = ondelete
+    return Field(
+        default=None,
+        sa_type=column_type,
+        index=True,
+        nullable=False,
+        sa_column_kwargs=column_kwargs,
+        **field_kwargs,
     )
+
+
+class _TenantModel(SQLModel):
+    """What every tenant base shares, whatever its key type."""
+
+    __global_access__: ClassVar[bool] = False
+    __shared_rows__: ClassVar[bool] = False
 
     @classmethod
     def tenant_column(cls) -> ColumnElement[Any]:
@@ -72,9 +101,55 @@ class TenantScoped(SQLModel):
         attribute = cls.__dict__.get("tenant_id")
         if attribute is None:
             attribute = getattr(cls, "tenant_id", None)
-        if attribute is None:
+        if attribute is None or not hasattr(attribute, "property"):
             return column("tenant_id")
         return attribute  # type: ignore[no-any-return]
+
+
+if TYPE_CHECKING:
+
+    class TenantScoped(_TenantModel, Generic[KeyT]):
+        """SQLModel base for tenant-owned tables (see the runtime class below)."""
+
+        tenant_id: KeyT = tenant_field()
+
+else:
+    _KEYED_BASES: dict[type[Any], type[Any]] = {}
+
+    class TenantScoped(_TenantModel):
+        """SQLModel base for tenant-owned tables: an indexed, non-null tenant column.
+
+        ``TenantScoped`` keys tenants by string slugs; ``TenantScoped[int]`` and
+        ``TenantScoped[UUID]`` by integers and UUIDs (give the same type to ``Tenancy(...,
+        key_type=...)``). Redeclare ``tenant_id`` with :func:`tenant_field` on an abstract base
+        to make it a foreign key to your tenants table or give it another column name.
+
+        Set ``__global_access__ = True`` on a model whose rows may be read across tenants
+        through the global-access switch when no tenant is bound.
+        :class:`~fastapi_tenancy.TenantKey`, the column type of string keys, compares exactly
+        on every database: on MySQL and MariaDB, whose default collations ignore case, it has
+        a binary collation, so tenant ``ACME`` never reads ``acme``'s rows.
+        """
+
+        tenant_id: str = tenant_field()
+
+        def __class_getitem__(cls, key_type: type[Any]) -> type[Any]:
+            if cls is not TenantScoped:
+                raise TypeError(f"{cls.__name__} is already keyed; subclass it instead")
+            if key_type is str:
+                return cls
+            base = _KEYED_BASES.get(key_type)
+            if base is None:
+                name = getattr(key_type, "__name__", repr(key_type))
+                namespace = {
+                    "__module__": cls.__module__,
+                    "__qualname__": f"TenantScoped[{name}]",
+                    "__annotations__": {"tenant_id": key_type},
+                    "tenant_id": tenant_field(key_type),
+                }
+                base = type(cls)(f"TenantScoped[{name}]", (cls,), namespace)
+                _KEYED_BASES[key_type] = base
+            return base
 
 
 def is_tenant_model(cls: Any) -> bool:

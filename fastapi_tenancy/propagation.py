@@ -25,12 +25,13 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
-from .context import TenantContext, _Binding, bind, get_tenant_context, unbind
-from .exceptions import InvalidTenantKey, TenantRequired
-from .keys import DEFAULT_KEY_PATTERN, KeyValidator
+from .context import TenantContext, _Binding, bind, checked_key, get_tenant_context, unbind
+from .exceptions import InvalidTenantKey, TenancyMisuse, TenantRequired
+from .keys import DEFAULT_KEY_PATTERN, IntegerKeys, StringKeys, TenantKeyType, UUIDKeys
 
 __all__ = ["CAPTURE_VERSION", "as_tenant", "capture", "carry_tenant", "restore"]
 
@@ -41,6 +42,9 @@ CAPTURE_VERSION = 1
 """Version of the dict :func:`capture` makes; :func:`restore` refuses any other."""
 
 _SOURCE_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+# How a captured key names its type; a capture without one carries a string key.
+_KINDS: dict[type[Any], str] = {str: "str", int: "int", uuid.UUID: "uuid"}
 
 
 @overload
@@ -60,7 +64,7 @@ def carry_tenant(func: Callable[P, Any]) -> Callable[P, Any]:
 
 
 def as_tenant(
-    tenant_id: str, *, source: str = "code"
+    tenant_id: Any, *, source: str = "code"
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Decorate a function (sync or async) so that every call runs as ``tenant_id``.
 
@@ -71,9 +75,7 @@ def as_tenant(
         def nightly_cleanup() -> None:
             with tenancy.session() as session: ...
     """
-    if not isinstance(tenant_id, str) or not tenant_id:
-        raise ValueError("as_tenant() needs a non-empty tenant id")
-    context = TenantContext(id=tenant_id, source=source)
+    context = TenantContext(id=checked_key(tenant_id, "as_tenant()"), source=source)
 
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         return _bound(func, context)
@@ -110,7 +112,8 @@ def _bound(func: Callable[P, Any], context: TenantContext | None) -> Callable[P,
 def capture(*, include_claims: bool = False) -> dict[str, Any] | None:
     """The bound tenant as a plain, JSON-serialisable dict, or ``None`` when none is bound.
 
-    The dict holds the tenant id and its source (and the verified token claims when
+    The dict holds the tenant key's spelling and type (``str``, ``int`` or ``uuid``; other key
+    types raise ``TenancyMisuse``) and its source (and the verified token claims when
     ``include_claims`` is true: they may be personal data, so they travel only on request).
     The tenant record from a lookup is not included: look it up again on the other side.
     Inside ``without_tenant()`` this returns ``None``: a bypass never travels.
@@ -118,7 +121,15 @@ def capture(*, include_claims: bool = False) -> dict[str, Any] | None:
     context = get_tenant_context()
     if context is None or context.id is None or context.unscoped:
         return None
-    data: dict[str, Any] = {"v": CAPTURE_VERSION, "tenant": context.id, "source": context.source}
+    key = context.id
+    kind = _KINDS.get(type(key))
+    if kind is None:
+        raise TenancyMisuse(
+            f"capture() carries str, int and UUID tenant keys, not {type(key).__name__}"
+        )
+    data: dict[str, Any] = {"v": CAPTURE_VERSION, "tenant": str(key), "source": context.source}
+    if kind != "str":
+        data["key"] = kind
     if include_claims:
         data["claims"] = dict(context.claims)
     return data
@@ -128,13 +139,16 @@ def restore(
     data: Mapping[str, Any] | None,
     *,
     key_pattern: str | re.Pattern[str] = DEFAULT_KEY_PATTERN,
+    key_type: TenantKeyType[Any] | None = None,
 ) -> _Binding:
     """Bind a tenant captured by :func:`capture`, for a ``with`` or ``async with`` block.
 
     The dict is checked before anything is bound: ``None`` (nothing was captured) raises
     ``TenantRequired``; a dict of another shape or version, or a tenant id outside
-    ``key_pattern`` (give your ``Tenancy``'s pattern if you changed it), raises
-    ``InvalidTenantKey``. Either way the work does not run, and never runs unscoped.
+    ``key_pattern`` (give your ``Tenancy``'s pattern if you changed it), or a key that its type
+    does not parse, raises ``InvalidTenantKey``. ``key_type`` (your ``Tenancy``'s ``keys``)
+    parses keys of a type of your own and must be given for them. Either way the work does
+    not run, and never runs unscoped.
 
         with restore(message["tenant"]):
             process(message)
@@ -146,7 +160,19 @@ def restore(
     tenant = data.get("tenant")
     if not isinstance(tenant, str):
         raise InvalidTenantKey("The captured tenant id is not a string.")
-    KeyValidator(key_pattern)(tenant)
+    kind = data.get("key", "str")
+    keys: TenantKeyType[Any]
+    if key_type is not None and _KINDS.get(key_type.python_type, kind) == kind:
+        keys = key_type
+    elif kind == "str":
+        keys = StringKeys(key_pattern)
+    elif kind == "int":
+        keys = IntegerKeys()
+    elif kind == "uuid":
+        keys = UUIDKeys()
+    else:
+        raise InvalidTenantKey("The captured tenant key is of a type this app does not know.")
+    key = keys.parse(tenant)
     source = data.get("source")
     if source is not None and (
         not isinstance(source, str) or _SOURCE_PATTERN.fullmatch(source) is None
@@ -155,5 +181,5 @@ def restore(
     claims = data.get("claims", {})
     if not isinstance(claims, Mapping):
         raise InvalidTenantKey("The captured claims are not a mapping.")
-    context = TenantContext(id=tenant, source=source, claims=dict(claims))
+    context = TenantContext(id=key, source=source, claims=dict(claims))
     return _Binding(lambda: context)

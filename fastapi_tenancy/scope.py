@@ -27,10 +27,15 @@ class Access(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class SessionScope:
-    """The tenant and access mode a session was made with; stored in ``session.info``."""
+    """The tenant and access mode a session was made with; stored in ``session.info``.
 
-    tenant_id: str | None
+    ``tenant_id`` is the key of the app's key type; ``bound_as`` is the value the tenant was
+    bound with when that was its string spelling (``with_tenant("4f1c...")`` in a UUID app).
+    """
+
+    tenant_id: Any
     access: Access = Access.TENANT
+    bound_as: Any = None
 
     @property
     def scoped(self) -> bool:
@@ -46,7 +51,9 @@ class SessionScope:
         if self.tenant_id is None or not self.scoped:
             return
         context = get_tenant_context()
-        if context is not None and context.id is not None and context.id != self.tenant_id:
+        if context is None or context.id is None or context.id == self.tenant_id:
+            return
+        if context.id != self.bound_as:
             raise SessionTenantMismatch(
                 f"This session was made for tenant {self.tenant_id!r} but tenant "
                 f"{context.id!r} is bound; make a new session for each tenant."

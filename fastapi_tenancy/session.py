@@ -69,8 +69,8 @@ class TenantScopedSession(SQLModelSession):
         return scope_of(self)
 
     @property
-    def tenant_id(self) -> str | None:
-        """The tenant this session is scoped to, or ``None``."""
+    def tenant_id(self) -> Any:
+        """The tenant key this session is scoped to, or ``None``."""
         return scope_of(self).tenant_id
 
     # Defined for the runtime only: type checkers keep seeing SQLModel's and SQLAlchemy's own

@@ -15,9 +15,9 @@ from starlette.requests import HTTPConnection
 
 from .chain import ResolverChain
 from .checks import MYSQL_DIALECTS, Finding, find_case_insensitive_tenant_columns
-from .context import TenantContext, get_tenant_context
+from .context import TenantContext, checked_key, get_tenant_context
 from .exceptions import NotAMember, TenancyMisuse, TenantRequired
-from .keys import DEFAULT_KEY_PATTERN, KeyValidator
+from .keys import DEFAULT_KEY_PATTERN, TenantKeyType, key_type_for
 from .lookup import LookupCache, TenantLookup, TenantTableLookup
 from .resolvers.base import Resolver
 from .scope import Access, SessionScope
@@ -77,6 +77,7 @@ class Tenancy:
         require_tenant: bool | Callable[[HTTPConnection], bool] = True,
         exclude_paths: Collection[str] = DEFAULT_EXCLUDED_PATHS,
         key_pattern: str | re.Pattern[str] = DEFAULT_KEY_PATTERN,
+        key_type: type[Any] | TenantKeyType[Any] = str,
         principal_claim: str = "sub",
         session_options: Mapping[str, Any] | None = None,
         rls: bool | RowLevelSecurity = False,
@@ -105,7 +106,8 @@ class Tenancy:
             self.rls = enable_tenant_setting(engine, options)
             self._session_class = RLSSession
             self._session_info = {SETTING_KEY: self.rls}
-        self.chain = ResolverChain(resolvers, validate_key=KeyValidator(key_pattern))
+        self.keys: TenantKeyType[Any] = key_type_for(key_type, pattern=key_pattern)
+        self.chain = ResolverChain(resolvers, validate_key=self.keys.parse)
         self.lookup = self._build_lookup(lookup, lookup_cache)
         self.membership = membership
         self.is_admin = is_admin
@@ -187,29 +189,40 @@ class Tenancy:
             find_case_insensitive_tenant_columns, engine, metadata
         )
 
-    def session(self) -> TenantScopedSession:
+    def session(self, *, tenant: Any = None) -> TenantScopedSession:
         """A session scoped like ``tenant_session``, for code outside a request.
 
-        Scoped to the tenant bound by ``with_tenant()``; unscoped inside ``without_tenant()``;
-        with no tenant bound, queries on tenant models fail closed.
+        Scoped to ``tenant`` (a key, its string spelling or a tenant record) when given, else
+        to the tenant bound by ``with_tenant()``; unscoped inside ``without_tenant()``; with no
+        tenant at all, queries on tenant models fail closed.
         """
         if self.is_async:
             raise TenancyMisuse("this Tenancy has an AsyncEngine: use tenancy.async_session()")
-        return self.make_session(self.ambient_scope())
+        return self.make_session(self._session_scope(tenant))
 
-    def async_session(self) -> AsyncSession:
+    def async_session(self, *, tenant: Any = None) -> AsyncSession:
         """Async twin of :meth:`session`, for a Tenancy built on an ``AsyncEngine``."""
         if not self.is_async:
             raise TenancyMisuse("this Tenancy has a sync Engine: use tenancy.session()")
-        return self.make_async_session(self.ambient_scope())
+        return self.make_async_session(self._session_scope(tenant))
 
-    @staticmethod
-    def ambient_scope(access: Access = Access.TENANT) -> SessionScope:
-        """The scope matching the tenant bound right now."""
+    def _session_scope(self, tenant: Any) -> SessionScope:
+        if tenant is None:
+            return self.ambient_scope()
+        key = self.keys.coerce(checked_key(tenant, "tenancy.session(tenant=...)"))
+        return SessionScope(tenant_id=key)
+
+    def ambient_scope(self, access: Access = Access.TENANT) -> SessionScope:
+        """The scope matching the tenant bound right now, its key checked against ``keys``."""
         context = get_tenant_context()
-        if context is not None and context.unscoped:
+        if context is None:
+            return SessionScope(tenant_id=None, access=access)
+        if context.unscoped:
             return SessionScope(tenant_id=None, access=Access.UNSCOPED)
-        return SessionScope(tenant_id=None if context is None else context.id, access=access)
+        bound = context.id
+        if bound is None or type(bound) is self.keys.python_type:
+            return SessionScope(tenant_id=bound, access=access)
+        return SessionScope(tenant_id=self.keys.coerce(bound), access=access, bound_as=bound)
 
     def make_session(self, scope: SessionScope) -> TenantScopedSession:
         """A sync session with an explicit scope."""

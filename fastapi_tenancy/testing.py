@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import jwt
 import pytest
 
-from .context import TenantContext, bind, get_tenant_context, unbind
+from .context import TenantContext, bind, checked_key, get_tenant_context, unbind
 from .middleware import TenancyMiddleware
 from .resolvers import HeaderResolver, JWTClaimResolver, SubdomainResolver
 from .tenancy import Tenancy
@@ -565,6 +565,8 @@ def async_tenant_client(tenant_clients: TenantClients) -> Callable[..., httpx.As
 def bound_tenant() -> Iterator[Callable[..., TenantContext]]:
     """``bound_tenant("acme")`` binds the tenant for the rest of the test and returns its context.
 
+    It takes a key of any type or a tenant record (see :func:`~fastapi_tenancy.tenant_key_of`).
+
     For unit tests of code that reads the tenant or opens ``tenancy.session()``. Everything it
     bound is unbound when the test ends, whatever the test did meanwhile. Call it inside the
     test (or a sync fixture); ``async def`` tests see it too.
@@ -572,12 +574,12 @@ def bound_tenant() -> Iterator[Callable[..., TenantContext]]:
     tokens: list[Any] = []
 
     def bind_tenant(
-        tenant_id: str, *, source: str = "test", claims: Mapping[str, Any] | None = None
+        tenant_id: Any, *, source: str = "test", claims: Mapping[str, Any] | None = None
     ) -> TenantContext:
-        if not isinstance(tenant_id, str) or not tenant_id:
-            raise ValueError("bound_tenant() needs a non-empty tenant id")
         context = TenantContext(
-            id=tenant_id, source=source, claims=MappingProxyType(dict(claims or {}))
+            id=checked_key(tenant_id, "bound_tenant()"),
+            source=source,
+            claims=MappingProxyType(dict(claims or {})),
         )
         tokens.append(bind(context))
         return context

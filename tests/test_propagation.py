@@ -131,7 +131,7 @@ async def test_as_tenant_decorates_async_functions() -> None:
 
 
 def test_as_tenant_refuses_an_empty_tenant() -> None:
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match="needs a tenant key"):
         as_tenant("")
 
 

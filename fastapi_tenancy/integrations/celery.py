@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 from celery import Task, current_task, signals  # type: ignore[import-untyped]
 
 from fastapi_tenancy.context import bind, unbind
-from fastapi_tenancy.keys import DEFAULT_KEY_PATTERN
+from fastapi_tenancy.keys import DEFAULT_KEY_PATTERN, TenantKeyType
 from fastapi_tenancy.propagation import capture, restore
 
 __all__ = ["TENANT_HEADER", "TenantTask", "carry_tenant_in_messages", "stamp_tenant"]
@@ -105,11 +105,13 @@ class TenantTask(Task):  # type: ignore[misc]
     ``apply_async``, ``delay`` and ``apply`` (eager) stamp the bound tenant; the body runs
     inside ``restore()`` of the carried one, and the task fails without running when there is
     none, unless the task is declared ``tenantless``. Restored ids must match
-    ``tenant_key_pattern``; set it if your ``Tenancy`` uses another pattern.
+    ``tenant_key_pattern``; set it if your ``Tenancy`` uses another pattern, and
+    ``tenant_key_type`` to your ``Tenancy``'s ``keys`` for keys of a type of your own.
     """
 
     tenantless: ClassVar[bool] = False
     tenant_key_pattern: ClassVar[str] = DEFAULT_KEY_PATTERN
+    tenant_key_type: ClassVar[TenantKeyType[Any] | None] = None
 
     def apply_async(self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any) -> Any:
         """Queue the task as usual, with the bound tenant in its headers."""
@@ -140,5 +142,5 @@ class TenantTask(Task):  # type: ignore[misc]
                 return super().__call__(*args, **kwargs)
             finally:
                 unbind(token)
-        with restore(carried, key_pattern=self.tenant_key_pattern):
+        with restore(carried, key_pattern=self.tenant_key_pattern, key_type=self.tenant_key_type):
             return super().__call__(*args, **kwargs)

@@ -262,8 +262,10 @@ class JWTClaimResolver:
                     break
         if value is _MISSING:
             return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # an integer key as a JSON number: its decimal spelling
         if not isinstance(value, str):
-            raise InvalidToken("The tenant claim must be a string.")
+            raise InvalidToken("The tenant claim must be a string or an integer.")
         return value
 
     def __repr__(self) -> str:
