@@ -119,12 +119,12 @@ def _check_statement_move(statement: Update, mapper: Any, parameters: Any) -> No
                 "tenancy_event": "tenant_moved",
                 "tenancy_model": mapper.class_.__name__,
                 "tenancy_from": context.id,
-                "tenancy_to": value if isinstance(value, str) else None,
+                "tenancy_to": None if isinstance(value, ClauseElement) else value,
             },
         )
 
 
-def _with_tenant_param(parameters: Any, tenant: str | None) -> Any:
+def _with_tenant_param(parameters: Any, tenant: Any) -> Any:
     if parameters is None:
         return {TENANT_PARAM: tenant}
     if isinstance(parameters, Mapping):
@@ -153,7 +153,7 @@ def _refuse_tenant_entities(statement: Executable, access: Access, *, writing: b
             )
 
 
-def valued_criteria(tenant: str) -> Any:
+def valued_criteria(tenant: Any) -> Any:
     """Tenant criteria carrying the tenant as the value of their own bound parameter.
 
     For SQL the kit cannot hand a named parameter to: the subqueries of an ORM INSERT (whose
@@ -165,7 +165,7 @@ def valued_criteria(tenant: str) -> Any:
     )
 
 
-def _scope_insert(state: ORMExecuteState, statement: Insert, tenant: str | None) -> None:
+def _scope_insert(state: ORMExecuteState, statement: Insert, tenant: Any) -> None:
     if tenant is not None:  # subqueries in VALUES, RETURNING or INSERT ... FROM SELECT
         state.statement = statement = statement.options(valued_criteria(tenant))
     mapper = state.bind_mapper
@@ -233,7 +233,7 @@ def _find_value(values: Mapping[Any, Any], column: Column[Any]) -> Any:
     return _MISSING
 
 
-def _check_value(value: Any, tenant: str) -> None:
+def _check_value(value: Any, tenant: Any) -> None:
     """Refuse a plain value naming another tenant early; bound parameters and expressions are
     checked by the wall with the values actually sent."""
     if not isinstance(value, ClauseElement) and value != tenant:
@@ -241,7 +241,7 @@ def _check_value(value: Any, tenant: str) -> None:
 
 
 def _stamp_row(
-    row: Mapping[Any, Any], column: Column[Any], tenant: str, *, key: Any = "tenant_id"
+    row: Mapping[Any, Any], column: Column[Any], tenant: Any, *, key: Any = "tenant_id"
 ) -> dict[Any, Any]:
     value = _find_value(row, column)
     if value is _MISSING or value is None:
@@ -253,7 +253,7 @@ def _stamp_row(
     return dict(row)
 
 
-def _scope_dml(state: ORMExecuteState, statement: Update | Delete, tenant: str) -> None:
+def _scope_dml(state: ORMExecuteState, statement: Update | Delete, tenant: Any) -> None:
     mapper = state.bind_mapper
     target_is_tenant = mapper is not None and is_tenant_model(mapper.class_)
     parameters = state.parameters

@@ -76,7 +76,7 @@ def check_flush(session: Session, scope: SessionScope) -> None:
     _check_references(session, (*new, *dirty), tenant)
 
 
-def _scope_expressions(session: Session, tenant: str) -> None:
+def _scope_expressions(session: Session, tenant: Any) -> None:
     """Scope the SQL expressions that attributes were set to (``task.project_id =
     select(Project.id)...scalar_subquery()``): the unit of work writes them as they are, and
     its statements pass no ORM hook that would add the tenant to their SELECTs."""
@@ -91,7 +91,7 @@ def _scope_expressions(session: Session, tenant: str) -> None:
                 state.dict[key] = visitors.replacement_traverse(value, {}, filtered)
 
 
-def _filtered_select(element: Any, tenant: str) -> Any:
+def _filtered_select(element: Any, tenant: Any) -> Any:
     """A SELECT with ``tenant_column = :tenant`` added for each tenant table in its FROM (the
     loader criteria of a SELECT nested in the unit of work's core statement do not apply)."""
     if not isinstance(element, Select):
@@ -186,7 +186,7 @@ def _existing_keys(session: Session, mapper: Mapper[Any], keys: list[Any]) -> se
     return found
 
 
-def _check_references(session: Session, objects: Iterable[Any], tenant: str) -> None:
+def _check_references(session: Session, objects: Iterable[Any], tenant: Any) -> None:
     """Refuse rows whose many-to-one relationships or foreign keys reach another tenant."""
     wanted: dict[Mapper[Any], set[Any]] = defaultdict(set)
     for obj in objects:

@@ -201,19 +201,22 @@ def _name_tenant(session: Session, transaction: SessionTransaction, connection: 
     if not isinstance(setting, TenantSetting):
         setting = _SEPARATE
     scope = scope_of(session)
-    global_read = scope.access is Access.GLOBAL and scope.tenant_id is None
-    setting.begin(connection, scope.tenant_id, global_read=global_read)
+    tenant = scope.tenant_id
+    global_read = scope.access is Access.GLOBAL and tenant is None
+    # the setting carries the key's spelling; the policies cast it to the column's type
+    setting.begin(connection, None if tenant is None else str(tenant), global_read=global_read)
 
 
-def set_tenant(connection: Connection, tenant_id: str | None) -> None:
-    """Name ``tenant_id`` for the rest of ``connection``'s current transaction, global read off.
+def set_tenant(connection: Connection, tenant_id: Any) -> None:
+    """Name ``tenant_id`` (a key of any type, or ``None``) for the rest of ``connection``'s
+    current transaction, global read off.
 
     For trusted code on a raw connection (scripts, jobs): the settings are transaction-local, so
     run it inside the transaction it is for; both are named, so a value left at session level
     on the connection does not count. ``None`` names no tenant. Async:
     ``await conn.run_sync(set_tenant, "acme")``.
     """
-    connection.execute(_NAME[False], {"tenant": tenant_id or ""})
+    connection.execute(_NAME[False], {"tenant": "" if tenant_id is None else str(tenant_id)})
 
 
 def read_tenant_setting(connection: Connection) -> str | None:
@@ -223,7 +226,7 @@ def read_tenant_setting(connection: Connection) -> str | None:
 
 
 @contextmanager
-def tenant_savepoint(connection: Connection, tenant_id: str | None) -> Iterator[Connection]:
+def tenant_savepoint(connection: Connection, tenant_id: Any) -> Iterator[Connection]:
     """A SAVEPOINT during which the transaction names another tenant (and no global read); the
     outer settings are back after.
 

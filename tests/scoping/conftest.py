@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from models import CORE_MODELS, Note, Pair, Plan, Template, World, seed, seed_pair
+from models import (
+    ACME,
+    CORE_MODELS,
+    GLOBEX,
+    KEY_TYPE,
+    Note,
+    Pair,
+    Plan,
+    Template,
+    World,
+    seed,
+    seed_pair,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,7 +33,7 @@ AsyncSessionFactory = Callable[..., AsyncSession]
 def tenancy(engine: Engine, create_tables) -> Tenancy:
     """A Tenancy on the test's sync engine, with the tables of Project and Task."""
     create_tables(engine, *CORE_MODELS)
-    return Tenancy(engine, resolvers=[HeaderResolver()])
+    return Tenancy(engine, resolvers=[HeaderResolver()], key_type=KEY_TYPE)
 
 
 @pytest.fixture
@@ -45,8 +57,8 @@ def templates(tenancy: Tenancy, create_tables) -> Pair:
     create_tables(tenancy.engine, Template)
     return seed_pair(
         tenancy,
-        Template(name="acme-template", tenant_id="acme"),
-        Template(name="globex-template", tenant_id="globex"),
+        Template(name="acme-template", tenant_id=ACME),
+        Template(name="globex-template", tenant_id=GLOBEX),
     )
 
 
@@ -56,14 +68,14 @@ def notes(tenancy: Tenancy, create_tables) -> Pair:
     create_tables(tenancy.engine, Note)
     return seed_pair(
         tenancy,
-        Note(title="acme-note", tenant_id="acme"),
-        Note(title="globex-note", tenant_id="globex"),
+        Note(title="acme-note", tenant_id=ACME),
+        Note(title="globex-note", tenant_id=GLOBEX),
     )
 
 
 @pytest.fixture
 def session_for(tenancy: Tenancy, world: World) -> SessionFactory:
-    """``session_for("acme")``: a sync session on the seeded world with that scope."""
+    """``session_for(ACME)``: a sync session on the seeded world with that scope."""
 
     def make(tenant_id: str | None, access: Access = Access.TENANT) -> TenantScopedSession:
         return tenancy.make_session(SessionScope(tenant_id, access))
@@ -73,12 +85,12 @@ def session_for(tenancy: Tenancy, world: World) -> SessionFactory:
 
 @pytest.fixture
 def async_tenancy(async_engine: AsyncEngine) -> Tenancy:
-    return Tenancy(async_engine, resolvers=[HeaderResolver()])
+    return Tenancy(async_engine, resolvers=[HeaderResolver()], key_type=KEY_TYPE)
 
 
 @pytest.fixture
 def async_session_for(async_tenancy: Tenancy, world: World) -> AsyncSessionFactory:
-    """``async_session_for("acme")``: an AsyncSession on the seeded world with that scope.
+    """``async_session_for(ACME)``: an AsyncSession on the seeded world with that scope.
 
     The world is seeded through the sync engine on the same database.
     """

@@ -1,8 +1,11 @@
 """The world every scoping attack runs against: two tenants, their projects and tasks.
 
-The models live in a registry of their own, so their class and table names cannot clash with
-other tests' SQLModel tables. The seed plants two rows that only an unscoped admin could write,
-so that a relationship, join or subquery that forgets the tenant shows up at once:
+The tenant keys are strings unless ``TENANCY_KEY_TYPE`` is ``int`` or ``uuid``: CI runs the
+whole folder once per key type, with the tenants ``ACME``, ``GLOBEX`` and ``INITECH`` spelled
+in that type. The models live in a registry of their own, so their class and table names
+cannot clash with other tests' SQLModel tables. The seed plants two rows that only an unscoped
+admin could write, so that a relationship, join or subquery that forgets the tenant shows up at
+once:
 
 - acme's task ``leak-probe`` points at globex's project ``zeus``;
 - globex's task ``planted`` points at acme's project ``apollo``.
@@ -10,6 +13,8 @@ so that a relationship, join or subquery that forgets the tenant shows up at onc
 
 # No "from __future__ import annotations": SQLModel resolves relationships from real annotations.
 
+import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,10 +30,32 @@ from fastapi_tenancy import (
     Access,
     SessionScope,
     Tenancy,
-    TenantKey,
     TenantScoped,
+    tenant_field,
     tenant_unique,
 )
+
+KEY_TYPE: Any = {"str": str, "int": int, "uuid": uuid.UUID}[
+    os.environ.get("TENANCY_KEY_TYPE", "str")
+]
+"""The tenant key type of this run's models and Tenancy."""
+
+
+def tenant_key(name: str) -> Any:
+    """The key of the tenant called ``name`` in this run's key type."""
+    if KEY_TYPE is int:
+        return {"acme": 1, "globex": 2, "initech": 3}[name]
+    if KEY_TYPE is uuid.UUID:
+        return uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.example.test")
+    return name
+
+
+ACME = tenant_key("acme")
+GLOBEX = tenant_key("globex")
+INITECH = tenant_key("initech")
+
+Keyed: Any = TenantScoped[KEY_TYPE]
+"""The tenant base of this run's models."""
 
 scoping_registry = registry()
 
@@ -46,7 +73,7 @@ class Plan(ScopingModel, table=True):
     name: str = Field(max_length=50)
 
 
-class Project(ScopingModel, TenantScoped, table=True):
+class Project(ScopingModel, Keyed, table=True):
     __tablename__ = "scoping_project"
     __table_args__ = (tenant_unique("name", name="uq_scoping_project_tenant_name"),)
 
@@ -56,7 +83,7 @@ class Project(ScopingModel, TenantScoped, table=True):
     tasks: list["Task"] = Relationship(back_populates="project")
 
 
-class Task(ScopingModel, TenantScoped, table=True):
+class Task(ScopingModel, Keyed, table=True):
     __tablename__ = "scoping_task"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -67,7 +94,7 @@ class Task(ScopingModel, TenantScoped, table=True):
     project: Project | None = Relationship(back_populates="tasks")
 
 
-class Template(ScopingModel, TenantScoped, table=True):
+class Template(ScopingModel, Keyed, table=True):
     """A tenant model declared readable across tenants through the global-access switch."""
 
     __tablename__ = "scoping_template"
@@ -77,7 +104,7 @@ class Template(ScopingModel, TenantScoped, table=True):
     name: str = Field(max_length=50)
 
 
-class Note(ScopingModel, TenantScoped, table=True):
+class Note(ScopingModel, Keyed, table=True):
     """A tenant model whose tenant lives in a column named ``org_id``."""
 
     __tablename__ = "scoping_note"
@@ -86,9 +113,7 @@ class Note(ScopingModel, TenantScoped, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    tenant_id: str = Field(
-        sa_type=TenantKey, index=True, max_length=63, sa_column_kwargs={"name": "org_id"}
-    )
+    tenant_id: KEY_TYPE = tenant_field(KEY_TYPE, column_name="org_id")
     title: str = Field(max_length=50)
 
 
@@ -144,17 +169,17 @@ def _admin(tenancy: Tenancy) -> Any:
 def seed(tenancy: Tenancy) -> World:
     """Write the world with an unscoped session (the only way to plant cross-tenant links)."""
     with _admin(tenancy) as session:
-        apollo = Project(name="apollo", tenant_id="acme")
-        zeus = Project(name="zeus", tenant_id="globex")
-        hermes = Project(name="hermes", tenant_id="globex")
+        apollo = Project(name="apollo", tenant_id=ACME)
+        zeus = Project(name="zeus", tenant_id=GLOBEX)
+        hermes = Project(name="hermes", tenant_id=GLOBEX)
         session.add_all([apollo, zeus, hermes])
         session.flush()
         tasks = {
-            "design": Task(name="design", tenant_id="acme", project_id=apollo.id),
-            "build": Task(name="build", tenant_id="acme", project_id=apollo.id, done=True),
-            "leak_probe": Task(name="leak-probe", tenant_id="acme", project_id=zeus.id),
-            "secret_plan": Task(name="secret-plan", tenant_id="globex", project_id=zeus.id),
-            "planted": Task(name="planted", tenant_id="globex", project_id=apollo.id),
+            "design": Task(name="design", tenant_id=ACME, project_id=apollo.id),
+            "build": Task(name="build", tenant_id=ACME, project_id=apollo.id, done=True),
+            "leak_probe": Task(name="leak-probe", tenant_id=ACME, project_id=zeus.id),
+            "secret_plan": Task(name="secret-plan", tenant_id=GLOBEX, project_id=zeus.id),
+            "planted": Task(name="planted", tenant_id=GLOBEX, project_id=apollo.id),
         }
         # One flush per row keeps the ids in a known order on every database.
         for task in tasks.values():
@@ -197,12 +222,12 @@ def _rows(session: Any, model: Any) -> Rows:
     return [dict(row._mapping) for row in result]
 
 
-def owned_by(rows: Rows, tenant_id: str) -> Rows:
+def owned_by(rows: Rows, tenant_id: Any) -> Rows:
     """The rows of one tenant out of a snapshot's rows."""
     return [row for row in rows if row["tenant_id"] == tenant_id]
 
 
-def rows_of(tenancy: Tenancy, model: Any, tenant_id: str) -> dict[int, Any]:
+def rows_of(tenancy: Tenancy, model: Any, tenant_id: Any) -> dict[int, Any]:
     """``{id: row}`` of one tenant's rows of ``model``, read unscoped and detached."""
     with _admin(tenancy) as session:
         rows = session.execute(select(model).where(model.tenant_id == tenant_id)).scalars()
@@ -254,7 +279,7 @@ SEND_EVENTS = ("do_execute", "do_executemany", "do_execute_no_params")
 # Models of the wall attacks (test_wall_attacks.py); their tables are created by those tests.
 
 
-class Folder(ScopingModel, TenantScoped, table=True):
+class Folder(ScopingModel, Keyed, table=True):
     """A self-referential tenant model: folders in folders."""
 
     __tablename__ = "scoping_folder"
@@ -284,7 +309,7 @@ Folder.top_task_name = column_property(  # type: ignore[attr-defined]
 )
 
 
-class Blueprint(ScopingModel, TenantScoped, table=True):
+class Blueprint(ScopingModel, Keyed, table=True):
     """A global-access tenant model that points at a (not global) Project."""
 
     __tablename__ = "scoping_blueprint"

@@ -7,7 +7,7 @@ Lazy loads are not allowed in async code, so relationships are loaded with ``sel
 from __future__ import annotations
 
 import pytest
-from models import Project, Task, capture_sql, owned_by, rows_of, snapshot
+from models import ACME, GLOBEX, Project, Task, capture_sql, owned_by, rows_of, snapshot
 from sqlalchemy import delete, func, insert, update
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import make_transient_to_detached, selectinload
@@ -19,13 +19,13 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_async_get_of_another_tenants_id_returns_none(async_session_for, world):
-    async with async_session_for("acme") as session:
+    async with async_session_for(ACME) as session:
         assert await session.get(Project, world.zeus) is None
         assert await session.get(Project, world.apollo) is not None
 
 
 async def test_async_join_never_reaches_another_tenants_rows(async_session_for, world):
-    async with async_session_for("acme") as session:
+    async with async_session_for(ACME) as session:
         to_projects = (
             await session.exec(select(Task.name, Project.name).join(Task.project).order_by(Task.id))
         ).all()
@@ -38,7 +38,7 @@ async def test_async_join_never_reaches_another_tenants_rows(async_session_for, 
 
 
 async def test_async_selectinload_skips_another_tenants_rows(async_session_for, world):
-    async with async_session_for("acme") as session:
+    async with async_session_for(ACME) as session:
         apollo = (await session.exec(select(Project).options(selectinload(Project.tasks)))).one()
         probe = (
             await session.exec(
@@ -51,7 +51,7 @@ async def test_async_selectinload_skips_another_tenants_rows(async_session_for, 
 
 
 async def test_async_count_counts_only_the_tenants_rows(async_session_for, world):
-    async with async_session_for("globex") as session:
+    async with async_session_for(GLOBEX) as session:
         count = (await session.exec(select(func.count()).select_from(Task))).one()
 
     assert count == 2
@@ -62,7 +62,7 @@ async def test_async_bulk_update_and_delete_reach_only_the_tenants_rows(
 ):
     before = snapshot(tenancy)
 
-    async with async_session_for("acme") as session:
+    async with async_session_for(ACME) as session:
         updated = await session.exec(update(Project).values(name="renamed"))
         aimed = await session.exec(update(Project).where(Project.id == world.zeus).values(name="x"))
         deleted = await session.exec(delete(Task))
@@ -71,7 +71,7 @@ async def test_async_bulk_update_and_delete_reach_only_the_tenants_rows(
     after = snapshot(tenancy)
     assert (updated.rowcount, aimed.rowcount, deleted.rowcount) == (1, 0, 3)
     for table in (Project, Task):
-        assert owned_by(after[table], "globex") == owned_by(before[table], "globex")
+        assert owned_by(after[table], GLOBEX) == owned_by(before[table], GLOBEX)
 
 
 async def test_async_bulk_update_by_primary_key_of_another_tenants_row_is_refused(
@@ -79,7 +79,7 @@ async def test_async_bulk_update_by_primary_key_of_another_tenants_row_is_refuse
 ):
     before = snapshot(tenancy)
 
-    async with async_session_for("acme") as session:
+    async with async_session_for(ACME) as session:
         with pytest.raises(CrossTenantWrite):
             await session.exec(update(Project), params=[{"id": world.zeus, "name": "pwned"}])
         await session.commit()
@@ -88,13 +88,13 @@ async def test_async_bulk_update_by_primary_key_of_another_tenants_row_is_refuse
 
 
 async def test_async_rows_without_tenant_are_stamped(tenancy, async_session_for, world):
-    async with async_session_for("acme") as session:
+    async with async_session_for(ACME) as session:
         session.add(Project(name="added"))
         await session.exec(insert(Project).values(name="inserted"))
         await session.exec(insert(Project), params=[{"name": "bulk"}])
         await session.commit()
 
-    assert {p.name for p in rows_of(tenancy, Project, "acme").values()} == {
+    assert {p.name for p in rows_of(tenancy, Project, ACME).values()} == {
         "apollo",
         "added",
         "inserted",
@@ -107,14 +107,14 @@ async def test_async_insert_naming_another_tenant_is_refused_before_any_sql(
 ):
     before = snapshot(tenancy)
 
-    async with async_session_for("acme") as session:
+    async with async_session_for(ACME) as session:
         with capture_sql(async_engine) as sent:
             with pytest.raises(CrossTenantWrite):
-                await session.exec(insert(Project).values(name="x", tenant_id="globex"))
+                await session.exec(insert(Project).values(name="x", tenant_id=GLOBEX))
             with pytest.raises(CrossTenantWrite):
-                await session.exec(insert(Project), params=[{"name": "x", "tenant_id": "globex"}])
+                await session.exec(insert(Project), params=[{"name": "x", "tenant_id": GLOBEX}])
         with pytest.raises(CrossTenantWrite):
-            session.add(Project(name="x", tenant_id="globex"))
+            session.add(Project(name="x", tenant_id=GLOBEX))
 
     assert sent == []
     assert snapshot(tenancy) == before
@@ -123,11 +123,11 @@ async def test_async_insert_naming_another_tenant_is_refused_before_any_sql(
 async def test_async_duplicate_within_the_tenant_raises_already_exists(
     tenancy, async_session_for, world
 ):
-    async with async_session_for("globex") as session:
+    async with async_session_for(GLOBEX) as session:
         session.add(Project(name="apollo"))
         await session.commit()
 
-    async with async_session_for("acme") as session:
+    async with async_session_for(ACME) as session:
         session.add(Project(name="apollo"))
         with pytest.raises(AlreadyExists):
             await session.flush()
@@ -135,14 +135,14 @@ async def test_async_duplicate_within_the_tenant_raises_already_exists(
         session.add(Project(name="apollo-2"))
         await session.commit()
 
-    assert {p.name for p in rows_of(tenancy, Project, "acme").values()} == {
+    assert {p.name for p in rows_of(tenancy, Project, ACME).values()} == {
         "apollo",
         "apollo-2",
     }
 
 
 async def test_async_duplicate_insert_statement_raises_already_exists(async_session_for, world):
-    async with async_session_for("acme") as session:
+    async with async_session_for(ACME) as session:
         with pytest.raises(AlreadyExists):
             await session.exec(insert(Project).values(name="apollo"))
 
@@ -164,7 +164,7 @@ async def test_async_statement_with_no_tenant_fails_before_any_sql(
                 await session.exec(delete(Task))
             with pytest.raises(TenantRequired):
                 await session.exec(insert(Project).values(name="x"))
-            session.add(Project(name="x", tenant_id="acme"))
+            session.add(Project(name="x", tenant_id=ACME))
             with pytest.raises(TenantRequired):
                 await session.flush()
 
@@ -177,7 +177,7 @@ async def test_async_refresh_of_a_planted_key_does_not_load_another_tenants_row(
 ):
     planted = Project(id=world.zeus)
     make_transient_to_detached(planted)
-    async with async_session_for("acme") as session:
+    async with async_session_for(ACME) as session:
         session.add(planted)
         with pytest.raises(InvalidRequestError, match="Could not refresh instance"):
             await session.refresh(planted)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from models import Plan, Project, Task, assert_all_refused, capture_sql, snapshot
+from models import ACME, Plan, Project, Task, assert_all_refused, capture_sql, snapshot
 from sqlalchemy import delete, func, insert, select, update
 
 from fastapi_tenancy import TenantRequired
@@ -22,7 +22,7 @@ def test_statements_on_tenant_models_with_no_tenant_fail_before_any_sql(
         "subquery on a tenant model": select(Plan).where(Plan.id.in_(select(Task.id))),
         "update": update(Project).values(name="x"),
         "delete": delete(Task),
-        "insert": insert(Project).values(name="x", tenant_id="acme"),
+        "insert": insert(Project).values(name="x", tenant_id=ACME),
     }
 
     with session_for(None) as session, capture_sql(tenancy.engine) as sent:
@@ -48,7 +48,7 @@ def test_flush_of_a_new_row_with_no_tenant_fails_before_any_sql(tenancy, session
     before = snapshot(tenancy)
 
     with session_for(None) as session:
-        session.add(Project(name="orphan", tenant_id="acme"))
+        session.add(Project(name="orphan", tenant_id=ACME))
         with capture_sql(tenancy.engine) as sent, pytest.raises(TenantRequired):
             session.flush()
 
@@ -80,7 +80,7 @@ def test_flush_of_a_changed_detached_row_with_no_tenant_fails_before_any_sql(
     tenancy, session_for, world
 ):
     before = snapshot(tenancy)
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         apollo = session.get(Project, world.apollo)
         session.expunge(apollo)
 

@@ -6,7 +6,7 @@ Refusals that the kit can decide from the statement alone happen before any SQL 
 from __future__ import annotations
 
 import pytest
-from models import Project, Task, capture_sql, rows_of, snapshot
+from models import ACME, GLOBEX, Project, Task, capture_sql, rows_of, snapshot
 from sqlalchemy import insert, literal, select
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
@@ -16,9 +16,9 @@ from fastapi_tenancy import CrossTenantWrite, UnscopedStatement
 def test_adding_a_row_for_another_tenant_is_refused_on_add(tenancy, session_for, world):
     before = snapshot(tenancy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         with capture_sql(tenancy.engine) as sent, pytest.raises(CrossTenantWrite):
-            session.add(Project(name="intruder", tenant_id="globex"))
+            session.add(Project(name="intruder", tenant_id=GLOBEX))
         session.flush()
 
     assert sent == []
@@ -29,17 +29,15 @@ def test_insert_statements_naming_another_tenant_are_refused_before_any_sql(
     tenancy, session_for, world
 ):
     before = snapshot(tenancy)
-    intruder = {"name": "intruder", "tenant_id": "globex"}
+    intruder = {"name": "intruder", "tenant_id": GLOBEX}
 
-    with session_for("acme") as session, capture_sql(tenancy.engine) as sent:
+    with session_for(ACME) as session, capture_sql(tenancy.engine) as sent:
         with pytest.raises(CrossTenantWrite):
             session.execute(insert(Project).values(**intruder))
         with pytest.raises(CrossTenantWrite):
             session.execute(insert(Project), [{"name": "mine"}, intruder])
         with pytest.raises(CrossTenantWrite):
-            session.execute(
-                insert(Project).values([{"name": "mine", "tenant_id": "acme"}, intruder])
-            )
+            session.execute(insert(Project).values([{"name": "mine", "tenant_id": ACME}, intruder]))
         session.commit()
 
     assert sent == []
@@ -47,13 +45,13 @@ def test_insert_statements_naming_another_tenant_are_refused_before_any_sql(
 
 
 def test_multi_row_insert_values_naming_the_tenant_is_allowed(tenancy, session_for, world):
-    rows = [{"name": "one", "tenant_id": "acme"}, {"name": "two", "tenant_id": "acme"}]
+    rows = [{"name": "one", "tenant_id": ACME}, {"name": "two", "tenant_id": ACME}]
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         session.execute(insert(Project).values(rows))
         session.commit()
 
-    assert {p.name for p in rows_of(tenancy, Project, "acme").values()} == {
+    assert {p.name for p in rows_of(tenancy, Project, ACME).values()} == {
         "apollo",
         "one",
         "two",
@@ -61,11 +59,11 @@ def test_multi_row_insert_values_naming_the_tenant_is_allowed(tenancy, session_f
 
 
 def test_multi_row_insert_values_without_tenant_are_stamped(tenancy, session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         session.execute(insert(Project).values([{"name": "one"}, {"name": "two"}]))
         session.commit()
 
-    assert {p.name for p in rows_of(tenancy, Project, "acme").values()} == {
+    assert {p.name for p in rows_of(tenancy, Project, ACME).values()} == {
         "apollo",
         "one",
         "two",
@@ -73,26 +71,26 @@ def test_multi_row_insert_values_without_tenant_are_stamped(tenancy, session_for
 
 
 def test_rows_without_tenant_are_stamped_with_the_sessions_tenant(tenancy, session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         added = Project(name="added")
         session.add(added)
         session.add(Task(name="child", project=added))
         session.execute(insert(Project).values(name="inserted"))
         session.execute(insert(Project), [{"name": "bulk-1"}, {"name": "bulk-2"}])
         session.commit()
-        assert added.tenant_id == "acme"
+        assert added.tenant_id == ACME
 
-    projects = {p.name: p.tenant_id for p in rows_of(tenancy, Project, "acme").values()}
-    tasks = {t.name: t.tenant_id for t in rows_of(tenancy, Task, "acme").values()}
+    projects = {p.name: p.tenant_id for p in rows_of(tenancy, Project, ACME).values()}
+    tasks = {t.name: t.tenant_id for t in rows_of(tenancy, Task, ACME).values()}
     assert set(projects) == {"apollo", "added", "inserted", "bulk-1", "bulk-2"}
     assert "child" in tasks
-    assert {p.name for p in rows_of(tenancy, Project, "globex").values()} == {"zeus", "hermes"}
+    assert {p.name for p in rows_of(tenancy, Project, GLOBEX).values()} == {"zeus", "hermes"}
 
 
 def test_rows_naming_the_sessions_tenant_are_written(tenancy, session_for, world):
-    with session_for("acme") as session:
-        session.add(Project(name="explicit", tenant_id="acme"))
-        session.execute(insert(Project).values(name="core-style", tenant_id="acme"))
+    with session_for(ACME) as session:
+        session.add(Project(name="explicit", tenant_id=ACME))
+        session.execute(insert(Project).values(name="core-style", tenant_id=ACME))
         session.commit()
         found = session.execute(select(Project.name).order_by(Project.id)).scalars().all()
 
@@ -114,9 +112,9 @@ def test_upserts_and_insert_from_select_are_refused_before_any_sql(
     tenancy, session_for, world, backend
 ):
     before = snapshot(tenancy)
-    copies = select(Project.name + "-copy", literal("acme"))
+    copies = select(Project.name + "-copy", literal(ACME))
 
-    with session_for("acme") as session, capture_sql(tenancy.engine) as sent:
+    with session_for(ACME) as session, capture_sql(tenancy.engine) as sent:
         # An upsert's UPDATE branch could land on another tenant's conflicting row.
         with pytest.raises(UnscopedStatement):
             session.execute(upsert(backend))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from models import ACME, GLOBEX, KEY_TYPE, Keyed
 from sqlalchemy import Column, ForeignKey, Table, func, select
 from sqlalchemy.orm import configure_mappers, joinedload, registry, selectinload
 from sqlalchemy.orm import relationship as sqlalchemy_relationship
@@ -24,7 +25,6 @@ from fastapi_tenancy import (
     SessionScope,
     Tenancy,
     TenancyMisuse,
-    TenantScoped,
 )
 
 link_registry = registry()
@@ -34,14 +34,14 @@ class LinkBase(SQLModel, registry=link_registry):
     """Base of this module's tables: their own registry and metadata."""
 
 
-class PostTag(LinkBase, TenantScoped, table=True):
+class PostTag(LinkBase, Keyed, table=True):
     __tablename__ = "links_post_tag"
 
     post_id: int | None = Field(default=None, foreign_key="links_post.id", primary_key=True)
     tag_id: int | None = Field(default=None, foreign_key="links_tag.id", primary_key=True)
 
 
-class Post(LinkBase, TenantScoped, table=True):
+class Post(LinkBase, Keyed, table=True):
     __tablename__ = "links_post"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -49,7 +49,7 @@ class Post(LinkBase, TenantScoped, table=True):
     tags: list["Tag"] = Relationship(back_populates="posts", link_model=PostTag)
 
 
-class Tag(LinkBase, TenantScoped, table=True):
+class Tag(LinkBase, Keyed, table=True):
     __tablename__ = "links_tag"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -68,11 +68,11 @@ class Seed:
 @pytest.fixture
 def links(engine, create_tables) -> tuple[Tenancy, Seed]:
     create_tables(engine, link_registry.metadata)
-    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()], key_type=KEY_TYPE)
     with tenancy.make_session(SessionScope(None, Access.UNSCOPED)) as session:
         rows = {
             tenant: (Post(name="post", tenant_id=tenant), Tag(name="tag", tenant_id=tenant))
-            for tenant in ("acme", "globex")
+            for tenant in (ACME, GLOBEX)
         }
         for post, tag in rows.values():
             session.add_all([post, tag])
@@ -80,10 +80,10 @@ def links(engine, create_tables) -> tuple[Tenancy, Seed]:
             session.add(PostTag(post_id=post.id, tag_id=tag.id, tenant_id=post.tenant_id))
         session.commit()
         seed = Seed(
-            acme_post=rows["acme"][0].id,
-            acme_tag=rows["acme"][1].id,
-            globex_post=rows["globex"][0].id,
-            globex_tag=rows["globex"][1].id,
+            acme_post=rows[ACME][0].id,
+            acme_tag=rows[ACME][1].id,
+            globex_post=rows[GLOBEX][0].id,
+            globex_tag=rows[GLOBEX][1].id,
         )
     return tenancy, seed
 
@@ -102,14 +102,14 @@ def all_links(tenancy: Tenancy) -> list[tuple[Any, ...]]:
 
 def test_a_link_row_the_unit_of_work_inserts_is_stamped_with_the_tenant(links):
     tenancy, seed = links
-    with tenancy.make_session(SessionScope("acme")) as session:
+    with tenancy.make_session(SessionScope(ACME)) as session:
         post = Post(name="new")
         post.tags.append(session.get(Tag, seed.acme_tag))
         session.add(post)
         session.commit()
         new_id = post.id
 
-    assert ("acme", new_id, seed.acme_tag) in all_links(tenancy)
+    assert (ACME, new_id, seed.acme_tag) in all_links(tenancy)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_loads_through_a_link_model_reach_only_the_tenants_rows(links, load):
         "selectinload": (selectinload(Post.tags),),
         "joinedload": (joinedload(Post.tags),),
     }[load]
-    with tenancy.make_session(SessionScope("acme")) as session:
+    with tenancy.make_session(SessionScope(ACME)) as session:
         posts = session.execute(select(Post).options(*options)).unique().scalars().all()
         tags = {(post.id, tag.id) for post in posts for tag in post.tags}
 
@@ -132,7 +132,7 @@ def test_loads_through_a_link_model_reach_only_the_tenants_rows(links, load):
 
 def test_a_join_and_a_count_through_a_link_model_see_only_the_tenants_links(links):
     tenancy, seed = links
-    with tenancy.make_session(SessionScope("acme")) as session:
+    with tenancy.make_session(SessionScope(ACME)) as session:
         pairs = session.execute(select(Post.id, Tag.id).join(Post.tags)).all()
         count = session.execute(select(func.count()).select_from(PostTag)).scalar_one()
 
@@ -142,18 +142,18 @@ def test_a_join_and_a_count_through_a_link_model_see_only_the_tenants_links(link
 
 def test_removing_from_a_many_to_many_collection_deletes_only_the_tenants_link(links):
     tenancy, seed = links
-    with tenancy.make_session(SessionScope("acme")) as session:
+    with tenancy.make_session(SessionScope(ACME)) as session:
         post = session.get(Post, seed.acme_post)
         post.tags.clear()
         session.commit()
 
-    assert all_links(tenancy) == [("globex", seed.globex_post, seed.globex_tag)]
+    assert all_links(tenancy) == [(GLOBEX, seed.globex_post, seed.globex_tag)]
 
 
 def test_a_link_to_another_tenants_row_is_refused(links):
     tenancy, seed = links
     before = all_links(tenancy)
-    with tenancy.make_session(SessionScope("acme")) as session:
+    with tenancy.make_session(SessionScope(ACME)) as session:
         session.add(PostTag(post_id=seed.acme_post, tag_id=seed.globex_tag))
         with pytest.raises(CrossTenantWrite):
             session.flush()
@@ -174,11 +174,11 @@ def test_a_plain_link_table_between_tenant_models_is_refused_when_mappers_config
         Column("b_id", ForeignKey("links_plain_b.id"), primary_key=True),
     )
 
-    class PlainA(PlainBase, TenantScoped, table=True):
+    class PlainA(PlainBase, Keyed, table=True):
         __tablename__ = "links_plain_a"
         id: int | None = Field(default=None, primary_key=True)
 
-    class PlainB(PlainBase, TenantScoped, table=True):
+    class PlainB(PlainBase, Keyed, table=True):
         __tablename__ = "links_plain_b"
         id: int | None = Field(default=None, primary_key=True)
 
@@ -192,7 +192,7 @@ def test_a_plain_link_table_between_tenant_models_is_refused_when_mappers_config
         plain.dispose()  # the failed mappers would stop every later configuration
 
 
-class Membership(LinkBase, TenantScoped, table=True):
+class Membership(LinkBase, Keyed, table=True):
     """A link model with a surrogate key of its own (SQLModel's usual spelling)."""
 
     __tablename__ = "links_membership"
@@ -211,12 +211,12 @@ def test_loads_through_a_link_model_with_a_surrogate_key_reach_only_the_tenants_
     tenancy, seed = links
     with tenancy.make_session(SessionScope(None, Access.UNSCOPED)) as session:
         for tenant, post, tag in (
-            ("acme", seed.acme_post, seed.acme_tag),
-            ("globex", seed.globex_post, seed.globex_tag),
+            (ACME, seed.acme_post, seed.acme_tag),
+            (GLOBEX, seed.globex_post, seed.globex_tag),
         ):
             session.add(Membership(post_id=post, tag_id=tag, tenant_id=tenant))
         session.commit()
-    with tenancy.make_session(SessionScope("acme")) as session:
+    with tenancy.make_session(SessionScope(ACME)) as session:
         posts = session.execute(select(Post).options(selectinload(Post.member_tags))).scalars()
         tags = {(post.id, tag.id) for post in posts for tag in post.member_tags}
 

@@ -7,7 +7,7 @@ must prove on flush that the row is acme's before it writes an UPDATE or DELETE 
 from __future__ import annotations
 
 import pytest
-from models import Project, Task, snapshot
+from models import ACME, GLOBEX, Project, Task, snapshot
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -22,15 +22,15 @@ def detached_zeus(session_for, world, *, disguise: bool) -> Project:
         zeus = session.get(Project, world.zeus)
         session.expunge(zeus)
     if disguise:
-        set_committed_value(zeus, "tenant_id", "acme")
+        set_committed_value(zeus, "tenant_id", ACME)
     return zeus
 
 
 def test_merge_with_load_of_another_tenants_key_does_not_update_it(tenancy, session_for, world):
     before = snapshot(tenancy)
 
-    with session_for("acme") as session:
-        merged = session.merge(Project(id=world.zeus, name="pwned", tenant_id="acme"))
+    with session_for(ACME) as session:
+        merged = session.merge(Project(id=world.zeus, name="pwned", tenant_id=ACME))
         # The scoped load found nothing: the merged object is a new row, not globex's zeus...
         assert merged in session.new
         # ...and inserting it collides with zeus's key without touching zeus.
@@ -43,9 +43,9 @@ def test_merge_with_load_of_another_tenants_key_does_not_update_it(tenancy, sess
 def test_merge_with_load_naming_another_tenant_is_refused(tenancy, session_for, world):
     before = snapshot(tenancy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         with pytest.raises(CrossTenantWrite):  # the merged copy names globex: refused at once
-            session.merge(Project(id=world.zeus, name="pwned", tenant_id="globex"))
+            session.merge(Project(id=world.zeus, name="pwned", tenant_id=GLOBEX))
         session.commit()
 
     assert snapshot(tenancy) == before
@@ -57,7 +57,7 @@ def test_merge_without_load_of_another_tenants_row_disguised_is_refused(
     before = snapshot(tenancy)
     zeus = detached_zeus(session_for, world, disguise=True)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         merged = session.merge(zeus, load=False)
         merged.name = "pwned"
         with pytest.raises(CrossTenantWrite):
@@ -70,10 +70,10 @@ def test_merge_without_load_of_a_transient_copy_of_another_tenants_key_is_refuse
     tenancy, session_for, world
 ):
     before = snapshot(tenancy)
-    copy = Project(id=world.zeus, name="zeus", tenant_id="acme")
+    copy = Project(id=world.zeus, name="zeus", tenant_id=ACME)
     make_transient_to_detached(copy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         merged = session.merge(copy, load=False)
         merged.name = "pwned"
         with pytest.raises(CrossTenantWrite):
@@ -86,10 +86,10 @@ def test_merge_without_load_then_delete_of_another_tenants_row_is_refused(
     tenancy, session_for, world
 ):
     before = snapshot(tenancy)
-    copy = Task(id=world.secret_plan, name="secret-plan", tenant_id="acme")
+    copy = Task(id=world.secret_plan, name="secret-plan", tenant_id=ACME)
     make_transient_to_detached(copy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         session.delete(session.merge(copy, load=False))
         with pytest.raises(CrossTenantWrite):
             session.flush()
@@ -98,25 +98,25 @@ def test_merge_without_load_then_delete_of_another_tenants_row_is_refused(
 
 
 def test_merge_without_load_of_the_tenants_own_row_is_allowed(tenancy, session_for, world):
-    copy = Project(id=world.apollo, name="apollo", tenant_id="acme")
+    copy = Project(id=world.apollo, name="apollo", tenant_id=ACME)
     make_transient_to_detached(copy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         merged = session.merge(copy, load=False)
         merged.name = "apollo-2"
         session.commit()
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         assert session.get(Project, world.apollo).name == "apollo-2"
 
 
 def test_adding_a_detached_row_loaded_by_another_tenant_is_refused(tenancy, session_for, world):
     before = snapshot(tenancy)
-    with session_for("globex") as session:
+    with session_for(GLOBEX) as session:
         zeus = session.get(Project, world.zeus)
         session.expunge(zeus)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         with pytest.raises(CrossTenantWrite):
             session.add(zeus)
         zeus.name = "pwned"
@@ -130,7 +130,7 @@ def test_adding_a_detached_row_of_another_tenant_disguised_is_refused(tenancy, s
     before = snapshot(tenancy)
     zeus = detached_zeus(session_for, world, disguise=True)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         session.add(zeus)
         zeus.name = "pwned"
         with pytest.raises(CrossTenantWrite):
@@ -141,11 +141,11 @@ def test_adding_a_detached_row_of_another_tenant_disguised_is_refused(tenancy, s
 
 def test_deleting_a_detached_row_of_another_tenant_is_refused(tenancy, session_for, world):
     before = snapshot(tenancy)
-    with session_for("globex") as session:
+    with session_for(GLOBEX) as session:
         secret = session.get(Task, world.secret_plan)
         session.expunge(secret)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         with pytest.raises(CrossTenantWrite):
             session.add(secret)
         with pytest.raises(CrossTenantWrite):
@@ -169,14 +169,14 @@ def planted_key(session, world) -> Project:
 def test_reading_an_attribute_of_a_planted_key_does_not_load_another_tenants_row(
     session_for, world
 ):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         planted = planted_key(session, world)
         with pytest.raises(ObjectDeletedError):
             _ = planted.name
 
 
 def test_refreshing_a_planted_key_does_not_load_another_tenants_row(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         planted = planted_key(session, world)
         with pytest.raises(InvalidRequestError, match="Could not refresh instance"):
             session.refresh(planted)
@@ -185,16 +185,16 @@ def test_refreshing_a_planted_key_does_not_load_another_tenants_row(session_for,
 def test_a_merged_key_without_load_does_not_read_another_tenants_row(session_for, world):
     copy = Project(id=world.zeus)
     make_transient_to_detached(copy)
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         merged = session.merge(copy, load=False)
         with pytest.raises(ObjectDeletedError):
             _ = merged.name
 
 
 def test_an_expired_own_row_reloads_as_usual(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         apollo = session.get(Project, world.apollo)
         session.expire(apollo)
         assert apollo.name == "apollo"
         session.refresh(apollo)
-        assert apollo.tenant_id == "acme"
+        assert apollo.tenant_id == ACME

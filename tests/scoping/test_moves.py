@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from models import Project, capture_sql, snapshot
+from models import ACME, GLOBEX, INITECH, Project, capture_sql, snapshot
 from sqlalchemy import select, update
 
 from fastapi_tenancy import Access, CrossTenantWrite, mutable_tenant, with_tenant
@@ -18,9 +18,9 @@ from fastapi_tenancy import Access, CrossTenantWrite, mutable_tenant, with_tenan
 def test_setting_tenant_id_of_a_loaded_row_is_refused_on_flush(tenancy, session_for, world):
     before = snapshot(tenancy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         apollo = session.get(Project, world.apollo)
-        apollo.tenant_id = "globex"
+        apollo.tenant_id = GLOBEX
         with capture_sql(tenancy.engine) as sent, pytest.raises(CrossTenantWrite):
             session.commit()
 
@@ -31,13 +31,13 @@ def test_setting_tenant_id_of_a_loaded_row_is_refused_on_flush(tenancy, session_
 def test_bulk_update_of_tenant_id_is_refused_before_any_sql(tenancy, session_for, world):
     before = snapshot(tenancy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         with capture_sql(tenancy.engine) as sent:
             with pytest.raises(CrossTenantWrite):
-                session.execute(update(Project).values(tenant_id="globex"))
+                session.execute(update(Project).values(tenant_id=GLOBEX))
             with pytest.raises(CrossTenantWrite):
                 session.execute(
-                    update(Project).where(Project.id == world.apollo).values(tenant_id="globex")
+                    update(Project).where(Project.id == world.apollo).values(tenant_id=GLOBEX)
                 )
         session.commit()
 
@@ -51,18 +51,18 @@ def test_mutable_tenant_allows_moving_the_tenants_own_row_and_audits_it(
     caplog.set_level(logging.INFO, logger="fastapi_tenancy.audit")
 
     with (
-        with_tenant("acme"),
+        with_tenant(ACME),
         mutable_tenant(reason="hand apollo over"),
-        session_for("acme") as session,
+        session_for(ACME) as session,
     ):
         apollo = session.get(Project, world.apollo)
-        apollo.tenant_id = "globex"
+        apollo.tenant_id = GLOBEX
         session.commit()
 
     moves = [r for r in caplog.records if getattr(r, "tenancy_event", None) == "tenant_moved"]
-    assert [(m.tenancy_from, m.tenancy_to) for m in moves] == [("acme", "globex")]
-    with session_for("globex") as session:
-        assert session.get(Project, world.apollo).tenant_id == "globex"
+    assert [(m.tenancy_from, m.tenancy_to) for m in moves] == [(ACME, GLOBEX)]
+    with session_for(GLOBEX) as session:
+        assert session.get(Project, world.apollo).tenant_id == GLOBEX
 
 
 def test_mutable_tenant_allows_a_bulk_move_of_the_tenants_own_rows(
@@ -71,21 +71,21 @@ def test_mutable_tenant_allows_a_bulk_move_of_the_tenants_own_rows(
     caplog.set_level(logging.INFO, logger="fastapi_tenancy.audit")
 
     with (
-        with_tenant("acme"),
+        with_tenant(ACME),
         mutable_tenant(reason="hand everything over"),
-        session_for("acme") as session,
+        session_for(ACME) as session,
     ):
-        result = session.execute(update(Project).values(tenant_id="initech"))
+        result = session.execute(update(Project).values(tenant_id=INITECH))
         session.commit()
 
     events = [getattr(r, "tenancy_event", None) for r in caplog.records]
     assert "mutable_tenant" in events
     moves = [r for r in caplog.records if getattr(r, "tenancy_event", None) == "tenant_moved"]
     assert [(m.tenancy_model, m.tenancy_from, m.tenancy_to) for m in moves] == [
-        ("Project", "acme", "initech")
+        ("Project", ACME, INITECH)
     ]
     assert result.rowcount == 1
-    with session_for("initech") as session:
+    with session_for(INITECH) as session:
         moved = session.execute(select(Project.id)).scalars().all()
     assert moved == [world.apollo]
 
@@ -93,10 +93,10 @@ def test_mutable_tenant_allows_a_bulk_move_of_the_tenants_own_rows(
 def test_mutable_tenant_still_cannot_take_another_tenants_rows(tenancy, session_for, world):
     before = snapshot(tenancy)
 
-    with with_tenant("acme"), mutable_tenant(reason="attack"), session_for("acme") as session:
+    with with_tenant(ACME), mutable_tenant(reason="attack"), session_for(ACME) as session:
         assert session.get(Project, world.zeus) is None
         result = session.execute(
-            update(Project).where(Project.id == world.zeus).values(tenant_id="acme")
+            update(Project).where(Project.id == world.zeus).values(tenant_id=ACME)
         )
         session.commit()
 
@@ -106,14 +106,14 @@ def test_mutable_tenant_still_cannot_take_another_tenants_rows(tenancy, session_
 
 def test_mutable_tenant_refuses_a_detached_row_of_another_tenant(tenancy, session_for, world):
     before = snapshot(tenancy)
-    with session_for("globex") as session:
+    with session_for(GLOBEX) as session:
         zeus = session.get(Project, world.zeus)
         session.expunge(zeus)
 
-    with with_tenant("acme"), mutable_tenant(reason="attack"), session_for("acme") as session:
+    with with_tenant(ACME), mutable_tenant(reason="attack"), session_for(ACME) as session:
         with pytest.raises(CrossTenantWrite):
             session.add(zeus)
-        zeus.tenant_id = "acme"
+        zeus.tenant_id = ACME
         session.commit()
 
     assert snapshot(tenancy) == before
@@ -124,7 +124,7 @@ def test_unscoped_session_cannot_move_a_row_on_flush(tenancy, session_for, world
 
     with session_for(None, Access.UNSCOPED) as session:
         zeus = session.get(Project, world.zeus)
-        zeus.tenant_id = "acme"
+        zeus.tenant_id = ACME
         with pytest.raises(CrossTenantWrite):
             session.commit()
 
@@ -136,9 +136,7 @@ def test_unscoped_session_cannot_move_rows_with_a_bulk_update(tenancy, session_f
 
     with session_for(None, Access.UNSCOPED) as session:
         with pytest.raises(CrossTenantWrite):
-            session.execute(
-                update(Project).where(Project.id == world.zeus).values(tenant_id="acme")
-            )
+            session.execute(update(Project).where(Project.id == world.zeus).values(tenant_id=ACME))
         session.commit()
 
     assert snapshot(tenancy) == before
@@ -147,8 +145,8 @@ def test_unscoped_session_cannot_move_rows_with_a_bulk_update(tenancy, session_f
 def test_unscoped_session_may_move_a_row_inside_mutable_tenant(tenancy, session_for, world):
     with mutable_tenant(reason="migration"), session_for(None, Access.UNSCOPED) as session:
         zeus = session.get(Project, world.zeus)
-        zeus.tenant_id = "acme"
+        zeus.tenant_id = ACME
         session.commit()
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         assert session.get(Project, world.zeus) is not None

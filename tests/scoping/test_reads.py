@@ -8,7 +8,7 @@ forgets the tenant returns one of them.
 from __future__ import annotations
 
 import pytest
-from models import Project, Task
+from models import ACME, GLOBEX, Project, Task
 from sqlalchemy import exists, func, select, union, union_all
 from sqlalchemy.exc import NoResultFound
 from sqlalchemy.orm import aliased, joinedload, selectinload, undefer
@@ -19,7 +19,7 @@ def names(rows) -> set[str]:
 
 
 def test_select_of_projects_returns_only_the_tenants_rows(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         by_id = session.execute(select(Project).where(Project.id == world.zeus)).all()
         every = session.execute(select(Project.name)).scalars().all()
 
@@ -28,7 +28,7 @@ def test_select_of_projects_returns_only_the_tenants_rows(session_for, world):
 
 
 def test_session_get_and_get_one_of_another_tenants_id_find_nothing(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         assert session.get(Project, world.zeus) is None
         assert session.get(Task, world.secret_plan) is None
         with pytest.raises(NoResultFound):
@@ -37,7 +37,7 @@ def test_session_get_and_get_one_of_another_tenants_id_find_nothing(session_for,
 
 
 def test_joins_along_relationships_never_reach_another_tenants_rows(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         to_projects = session.execute(
             select(Task.name, Project.name).join(Task.project).order_by(Task.id)
         ).all()
@@ -51,7 +51,7 @@ def test_joins_along_relationships_never_reach_another_tenants_rows(session_for,
 
 
 def test_explicit_joins_are_scoped_on_both_sides(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         inner = session.execute(
             select(Task.name)
             .join(Project, Project.id == Task.project_id)
@@ -74,7 +74,7 @@ def test_explicit_joins_are_scoped_on_both_sides(session_for, world):
 def test_in_subquery_over_another_tenants_tasks_matches_nothing(session_for, world):
     subquery = select(Task.project_id).where(Task.name == "planted")
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         found = session.execute(select(Project.name).where(Project.id.in_(subquery))).all()
 
     # The planted task is globex's; if the subquery were unscoped it would return apollo.
@@ -85,7 +85,7 @@ def test_exists_over_another_tenants_rows_is_false(session_for, world):
     planted_there = exists().where(Task.project_id == Project.id, Task.name == "planted")
     zeus = select(Project.id).where(Project.name == "zeus")
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         correlated = session.execute(select(Project.name).where(planted_there)).all()
         as_method = session.execute(select(zeus.exists())).scalar()
         as_function = session.execute(select(exists(zeus))).scalar()
@@ -96,7 +96,7 @@ def test_exists_over_another_tenants_rows_is_false(session_for, world):
 
 
 def test_exists_with_a_where_clause_on_another_tenants_row_is_false(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         found = session.execute(select(exists().where(Project.name == "zeus"))).scalar()
 
     # SQLAlchemy's documented spelling; refusing it would be a false refusal.
@@ -104,7 +104,7 @@ def test_exists_with_a_where_clause_on_another_tenants_row_is_false(session_for,
 
 
 def test_count_of_projects_counts_only_the_tenants_rows(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         count_star = session.execute(select(func.count()).select_from(Project)).scalar()
         count_column = session.execute(select(func.count(Project.id))).scalar()
         tasks_per_project = session.execute(
@@ -120,7 +120,7 @@ def test_scalar_subquery_counts_only_the_tenants_tasks(session_for, world):
     task_count = select(func.count(Task.id)).where(Task.project_id == Project.id).scalar_subquery()
     another_name = select(Project.name).where(Project.id == world.zeus).scalar_subquery()
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         counted = session.execute(select(Project.name, task_count)).all()
         leaked = session.execute(select(another_name)).scalar()
 
@@ -130,11 +130,11 @@ def test_scalar_subquery_counts_only_the_tenants_tasks(session_for, world):
 
 def test_union_of_selects_is_scoped_in_every_branch(session_for, world):
     statement = union(
-        select(Project.name).where(Project.tenant_id == "globex"),
-        select(Task.name).where(Task.tenant_id == "globex"),
+        select(Project.name).where(Project.tenant_id == GLOBEX),
+        select(Task.name).where(Task.tenant_id == GLOBEX),
     )
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         rows = session.execute(statement).all()
         everything = session.execute(union_all(select(Project.name), select(Task.name))).all()
 
@@ -145,7 +145,7 @@ def test_union_of_selects_is_scoped_in_every_branch(session_for, world):
 def test_cte_over_another_tenants_projects_is_empty(session_for, world):
     wanted = select(Project.id, Project.name).where(Project.name == "zeus").cte("wanted")
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         direct = session.execute(select(wanted.c.name)).all()
         joined = session.execute(
             select(Task.name).join(wanted, wanted.c.id == Task.project_id)
@@ -159,7 +159,7 @@ def test_cte_over_another_tenants_projects_is_empty(session_for, world):
 def test_aliased_entity_is_scoped_like_the_entity(session_for, world):
     other = aliased(Project)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         direct = session.execute(select(other).where(other.name == "zeus")).all()
         pairs = session.execute(
             select(Project.name, other.name).join(other, other.id != Project.id)
@@ -174,7 +174,7 @@ def test_aliased_entity_is_scoped_like_the_entity(session_for, world):
 
 
 def test_lazy_loads_skip_another_tenants_rows(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         apollo = session.get(Project, world.apollo)
         probe = session.get(Task, world.leak_probe)
 
@@ -184,7 +184,7 @@ def test_lazy_loads_skip_another_tenants_rows(session_for, world):
 
 
 def test_selectinload_skips_another_tenants_rows(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         apollo = session.execute(select(Project).options(selectinload(Project.tasks))).scalar_one()
         probe = session.execute(
             select(Task).where(Task.id == world.leak_probe).options(selectinload(Task.project))
@@ -195,7 +195,7 @@ def test_selectinload_skips_another_tenants_rows(session_for, world):
 
 
 def test_joinedload_skips_another_tenants_rows(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         apollo = (
             session.execute(select(Project).options(joinedload(Project.tasks)))
             .unique()
@@ -210,7 +210,7 @@ def test_joinedload_skips_another_tenants_rows(session_for, world):
 
 
 def test_has_and_any_comparisons_do_not_match_another_tenants_rows(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         has = session.execute(
             select(Task.name).where(Task.project.has(Project.name == "zeus"))
         ).all()
@@ -224,10 +224,10 @@ def test_has_and_any_comparisons_do_not_match_another_tenants_rows(session_for, 
 
 
 def test_correlated_column_property_counts_only_the_tenants_tasks(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         eager = session.execute(select(Project).options(undefer(Project.task_count))).scalar_one()
         column = session.execute(select(Project.name, Project.task_count)).all()
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         lazy_count = session.get(Project, world.apollo).task_count  # a deferred column load
 
     # apollo has acme's design and build, and globex's planted task, which must not count.
@@ -237,7 +237,7 @@ def test_correlated_column_property_counts_only_the_tenants_tasks(session_for, w
 
 
 def test_relationship_on_table_columns_skips_another_tenants_rows(session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         apollo = session.get(Project, world.apollo)
         lazy = names(apollo.open_tasks)
         session.expunge_all()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from models import Project, Task, snapshot
+from models import ACME, Project, Task, snapshot
 from sqlalchemy import insert, update
 from sqlalchemy.orm import make_transient_to_detached
 
@@ -21,7 +21,7 @@ def test_new_task_whose_project_is_another_tenants_object_is_refused(tenancy, se
     before = snapshot(tenancy)
     zeus = detached(session_for, Project, world.zeus)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         task = Task(name="hijack")
         session.add(task)
         with pytest.raises(CrossTenantWrite):
@@ -33,7 +33,7 @@ def test_new_task_whose_project_is_another_tenants_object_is_refused(tenancy, se
 def test_new_task_whose_project_id_is_another_tenants_key_is_refused(tenancy, session_for, world):
     before = snapshot(tenancy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         session.add(Task(name="hijack", project_id=world.zeus))
         with pytest.raises(CrossTenantWrite):
             session.flush()
@@ -47,7 +47,7 @@ def test_repointing_the_tenants_task_at_another_tenants_project_is_refused(
     before = snapshot(tenancy)
     hermes = detached(session_for, Project, world.hermes)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         design = session.get(Task, world.design)
         design.project_id = world.zeus
         with pytest.raises(CrossTenantWrite):
@@ -66,11 +66,11 @@ def test_appending_another_tenants_task_to_the_tenants_project_is_refused(
 ):
     before = snapshot(tenancy)
     secret = detached(session_for, Task, world.secret_plan)
-    copy = Task(id=world.planted, name="planted", tenant_id="acme", project_id=world.apollo)
+    copy = Task(id=world.planted, name="planted", tenant_id=ACME, project_id=world.apollo)
     make_transient_to_detached(copy)
 
     for stolen in (secret, copy):
-        with session_for("acme") as session:
+        with session_for(ACME) as session:
             apollo = session.get(Project, world.apollo)
             with pytest.raises(CrossTenantWrite):
                 # refused as it attaches (tenant_id), or at flush (the key is globex's)
@@ -80,13 +80,13 @@ def test_appending_another_tenants_task_to_the_tenants_project_is_refused(
 
 
 def test_pointing_at_the_tenants_own_project_is_allowed(tenancy, session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         session.add(Task(name="by-id", project_id=world.apollo))
         apollo = session.get(Project, world.apollo)
         session.add(Task(name="by-object", project=apollo))
         session.commit()
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         apollo = session.get(Project, world.apollo)
         assert {t.name for t in apollo.tasks} == {"design", "build", "by-id", "by-object"}
 
@@ -96,7 +96,7 @@ def test_insert_statements_pointing_at_another_tenants_project_are_refused(
 ):
     before = snapshot(tenancy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         with pytest.raises(CrossTenantWrite):
             session.execute(insert(Task).values(name="hijack", project_id=world.zeus))
         with pytest.raises(CrossTenantWrite):
@@ -110,7 +110,7 @@ def test_insert_statements_pointing_at_another_tenants_project_are_refused(
 def test_bulk_updates_pointing_at_another_tenants_project_are_refused(tenancy, session_for, world):
     before = snapshot(tenancy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         with pytest.raises(CrossTenantWrite):
             session.execute(
                 update(Task).where(Task.id == world.design).values(project_id=world.zeus)

@@ -7,7 +7,7 @@ objects without any SQL at all.
 from __future__ import annotations
 
 import pytest
-from models import Project, capture_sql, snapshot
+from models import ACME, GLOBEX, Project, capture_sql, snapshot
 from sqlalchemy import select, update
 
 from fastapi_tenancy import SessionTenantMismatch, with_tenant
@@ -15,8 +15,8 @@ from fastapi_tenancy import SessionTenantMismatch, with_tenant
 
 def test_execute_under_another_tenant_is_refused_before_any_sql(tenancy, session_for, world):
     with (
-        session_for("acme") as session,
-        with_tenant("globex"),
+        session_for(ACME) as session,
+        with_tenant(GLOBEX),
         capture_sql(tenancy.engine) as sent,
     ):
         with pytest.raises(SessionTenantMismatch):
@@ -30,10 +30,10 @@ def test_execute_under_another_tenant_is_refused_before_any_sql(tenancy, session
 def test_get_under_another_tenant_is_refused_even_from_the_identity_map(
     tenancy, session_for, world
 ):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         apollo = session.get(Project, world.apollo)
         assert apollo is not None
-        with with_tenant("globex"), capture_sql(tenancy.engine) as sent:
+        with with_tenant(GLOBEX), capture_sql(tenancy.engine) as sent:
             with pytest.raises(SessionTenantMismatch):
                 session.get(Project, world.apollo)
             with pytest.raises(SessionTenantMismatch):
@@ -47,10 +47,10 @@ def test_get_under_another_tenant_is_refused_even_from_the_identity_map(
 def test_flush_under_another_tenant_is_refused_before_any_sql(tenancy, session_for, world):
     before = snapshot(tenancy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         session.get(Project, world.apollo).name = "renamed-by-globex"
         with (
-            with_tenant("globex"),
+            with_tenant(GLOBEX),
             capture_sql(tenancy.engine) as sent,
             pytest.raises(SessionTenantMismatch),
         ):
@@ -61,5 +61,5 @@ def test_flush_under_another_tenant_is_refused_before_any_sql(tenancy, session_f
 
 
 def test_session_under_its_own_tenant_works(session_for, world):
-    with session_for("acme") as session, with_tenant("acme"):
+    with session_for(ACME) as session, with_tenant(ACME):
         assert session.get(Project, world.apollo) is not None

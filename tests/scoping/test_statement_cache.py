@@ -6,11 +6,11 @@ tenant baked into a cached compiled form would show up on the second or third ru
 
 from __future__ import annotations
 
-from models import Project, Task
+from models import ACME, GLOBEX, Project, Task
 from sqlalchemy import func, lambda_stmt, select, update
 from sqlalchemy.orm import selectinload
 
-ORDER = ("acme", "globex", "acme")
+ORDER = (ACME, GLOBEX, ACME)
 
 
 def run_as_each(session_for, work):

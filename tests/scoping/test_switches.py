@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from models import Project, Task, Template, assert_all_refused, capture_sql, snapshot
+from models import ACME, GLOBEX, Project, Task, Template, assert_all_refused, capture_sql, snapshot
 from sqlalchemy import delete, insert, select, update
 
 from fastapi_tenancy import Access, TenantRequired
@@ -37,7 +37,7 @@ def test_global_access_without_tenant_refuses_bulk_writes_to_tenant_models(
 ):
     before = snapshot(tenancy, Template)
     writes = {
-        "insert": insert(Template).values(name="x", tenant_id="acme"),
+        "insert": insert(Template).values(name="x", tenant_id=ACME),
         "update": update(Template).values(name="pwned"),
         "delete": delete(Template).where(Template.id == templates.globex),
     }
@@ -65,7 +65,7 @@ def test_global_access_without_tenant_refuses_flushing_tenant_rows(tenancy, sess
             session.commit()
         session.rollback()
 
-        session.add(Template(name="new", tenant_id="acme"))
+        session.add(Template(name="new", tenant_id=ACME))
         with pytest.raises(TenantRequired):
             session.commit()
 
@@ -73,7 +73,7 @@ def test_global_access_without_tenant_refuses_flushing_tenant_rows(tenancy, sess
 
 
 def test_global_access_with_a_tenant_is_scoped_as_usual(session_for, templates):
-    with session_for("acme", Access.GLOBAL) as session:
+    with session_for(ACME, Access.GLOBAL) as session:
         names = session.execute(select(Template.name)).scalars().all()
         projects = session.execute(select(Project.name)).scalars().all()
         other = session.get(Template, templates.globex)
@@ -105,8 +105,8 @@ def test_unscoped_session_refuses_a_new_tenant_row_without_a_tenant(tenancy, ses
 
 def test_unscoped_session_writes_a_new_row_that_names_its_tenant(tenancy, session_for, world):
     with session_for(None, Access.UNSCOPED) as session:
-        session.add(Project(name="hera", tenant_id="globex"))
+        session.add(Project(name="hera", tenant_id=GLOBEX))
         session.commit()
-    with session_for("globex") as session:
+    with session_for(GLOBEX) as session:
         names = session.execute(select(Project.name)).scalars().all()
     assert "hera" in names

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import pytest
-from models import Project, rows_of
+from models import ACME, GLOBEX, Project, rows_of
 from sqlalchemy import insert, select
 
 from fastapi_tenancy import AlreadyExists
 
 
 def test_another_tenant_may_reuse_a_name_without_learning_it_exists(tenancy, session_for, world):
-    with session_for("globex") as session:
+    with session_for(GLOBEX) as session:
         session.add(Project(name="apollo"))
         session.commit()
 
-    assert {p.name for p in rows_of(tenancy, Project, "globex").values()} == {
+    assert {p.name for p in rows_of(tenancy, Project, GLOBEX).values()} == {
         "zeus",
         "hermes",
         "apollo",
     }
-    assert [p.name for p in rows_of(tenancy, Project, "acme").values()] == ["apollo"]
+    assert [p.name for p in rows_of(tenancy, Project, ACME).values()] == ["apollo"]
 
 
 def test_duplicate_within_the_tenant_raises_already_exists_on_flush(tenancy, session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         session.add(Project(name="apollo"))
         with pytest.raises(AlreadyExists) as raised:
             session.flush()
@@ -39,7 +39,7 @@ def test_duplicate_within_the_tenant_raises_already_exists_on_flush(tenancy, ses
 
 
 def test_duplicate_within_the_tenant_raises_already_exists_on_insert(tenancy, session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         with pytest.raises(AlreadyExists) as raised:
             session.execute(insert(Project).values(name="apollo"))
         session.rollback()
@@ -47,7 +47,7 @@ def test_duplicate_within_the_tenant_raises_already_exists_on_insert(tenancy, se
         session.commit()
 
     assert raised.value.code == "already_exists"
-    assert {p.name for p in rows_of(tenancy, Project, "acme").values()} == {
+    assert {p.name for p in rows_of(tenancy, Project, ACME).values()} == {
         "apollo",
         "apollo-2",
     }
@@ -57,5 +57,5 @@ def test_duplicate_within_the_tenant_raises_already_exists_through_exec(
     tenancy, session_for, world
 ):
     # SQLModel's own Session.exec() is the API its users call for every statement.
-    with session_for("acme") as session, pytest.raises(AlreadyExists):
+    with session_for(ACME) as session, pytest.raises(AlreadyExists):
         session.exec(insert(Project).values(name="apollo"))

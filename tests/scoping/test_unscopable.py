@@ -11,7 +11,17 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from models import Plan, Project, Task, assert_all_refused, capture_sql, owned_by, snapshot
+from models import (
+    ACME,
+    GLOBEX,
+    Plan,
+    Project,
+    Task,
+    assert_all_refused,
+    capture_sql,
+    owned_by,
+    snapshot,
+)
 from sqlalchemy import (
     column,
     delete,
@@ -36,7 +46,7 @@ ALIAS = PROJECTS.alias()
 def assert_refused_before_any_sql(tenancy, session_for, statements):
     before = snapshot(tenancy)
 
-    with session_for("acme") as session, capture_sql(tenancy.engine) as sent:
+    with session_for(ACME) as session, capture_sql(tenancy.engine) as sent:
         assert_all_refused(session, UnscopedStatement, statements)
         session.commit()
 
@@ -63,13 +73,13 @@ def test_unfiltered_core_statements_on_tenant_tables_are_refused_before_any_sql(
 def test_core_writes_naming_another_tenants_rows_change_nothing(tenancy, session_for, world):
     before = snapshot(tenancy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         deleted = session.execute(delete(TASKS).where(TASKS.c.id == world.secret_plan))
         updated = session.execute(
             update(PROJECTS).where(PROJECTS.c.id == world.zeus).values(name="x")
         )
         with pytest.raises(CrossTenantWrite):
-            session.execute(insert(PROJECTS).values(name="x", tenant_id="globex"))
+            session.execute(insert(PROJECTS).values(name="x", tenant_id=GLOBEX))
         session.commit()
 
     assert (deleted.rowcount, updated.rowcount) == (0, 0)
@@ -77,15 +87,15 @@ def test_core_writes_naming_another_tenants_rows_change_nothing(tenancy, session
 
 
 def test_core_writes_proven_to_be_the_tenants_run(tenancy, session_for, world):
-    with session_for("acme") as session:
-        session.execute(insert(PROJECTS).values(name="core", tenant_id="acme"))
+    with session_for(ACME) as session:
+        session.execute(insert(PROJECTS).values(name="core", tenant_id=ACME))
         session.execute(update(TASKS).where(TASKS.c.id == world.design).values(name="core-design"))
         session.execute(delete(TASKS).where(TASKS.c.id == world.build))
         session.commit()
 
-    acme = owned_by(snapshot(tenancy)[Project], "acme")
+    acme = owned_by(snapshot(tenancy)[Project], ACME)
     assert {row["name"] for row in acme} == {"apollo", "core"}
-    tasks = {row["name"] for row in owned_by(snapshot(tenancy)[Task], "acme")}
+    tasks = {row["name"] for row in owned_by(snapshot(tenancy)[Task], ACME)}
     assert tasks == {"core-design", "leak-probe"}
 
 
@@ -123,12 +133,12 @@ def test_textual_sql_is_refused_before_any_sql(tenancy, session_for, world):
 
 
 def test_raw_connection_of_a_tenant_session_is_refused(tenancy, session_for, world):
-    with session_for("acme") as session, pytest.raises(UnscopedStatement):
+    with session_for(ACME) as session, pytest.raises(UnscopedStatement):
         session.connection()
 
 
 def test_core_statements_on_tables_without_tenant_still_work(tenancy, session_for, plans):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         session.execute(insert(PLANS).values(name="team"))
         session.execute(update(PLANS).where(PLANS.c.name == "pro").values(name="business"))
         session.execute(delete(PLANS).where(PLANS.c.name == "free"))
@@ -139,7 +149,7 @@ def test_core_statements_on_tables_without_tenant_still_work(tenancy, session_fo
 
 
 def test_statements_touching_no_table_still_work(tenancy, session_for, world):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         now = session.execute(select(func.now())).scalar()
         one = session.execute(select(literal(1))).scalar()
 
@@ -148,7 +158,7 @@ def test_statements_touching_no_table_still_work(tenancy, session_for, world):
 
 
 def test_orm_statements_on_models_without_tenant_still_work(tenancy, session_for, plans):
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         session.add(Plan(name="team"))
         session.flush()
         names = session.execute(select(Plan.name).order_by(Plan.id)).scalars().all()

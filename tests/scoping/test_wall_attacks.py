@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 from models import (
+    ACME,
+    GLOBEX,
     Blueprint,
     Folder,
     Plan,
@@ -74,7 +76,7 @@ TASKS = Task.__table__  # type: ignore[attr-defined]
 
 GLOBEX_VALUES = frozenset(
     {
-        "globex",
+        GLOBEX,
         "zeus",
         "hermes",
         "secret-plan",
@@ -118,13 +120,13 @@ def _admin(tenancy: Tenancy) -> Any:
 def folders(tenancy, world, create_tables) -> Folders:
     create_tables(tenancy.engine, Folder)
     with _admin(tenancy) as session:
-        acme_root = Folder(name="acme-root", tenant_id="acme")
-        globex_root = Folder(name="globex-root", tenant_id="globex")
+        acme_root = Folder(name="acme-root", tenant_id=ACME)
+        globex_root = Folder(name="globex-root", tenant_id=GLOBEX)
         session.add_all([acme_root, globex_root])
         session.flush()
-        acme_child = Folder(name="acme-child", tenant_id="acme", parent_id=acme_root.id)
-        acme_stray = Folder(name="acme-stray", tenant_id="acme", parent_id=globex_root.id)
-        globex_stray = Folder(name="globex-stray", tenant_id="globex", parent_id=acme_root.id)
+        acme_child = Folder(name="acme-child", tenant_id=ACME, parent_id=acme_root.id)
+        acme_stray = Folder(name="acme-stray", tenant_id=ACME, parent_id=globex_root.id)
+        globex_stray = Folder(name="globex-stray", tenant_id=GLOBEX, parent_id=acme_root.id)
         for folder in (acme_child, acme_stray, globex_stray):
             session.add(folder)
             session.flush()
@@ -143,9 +145,9 @@ def blueprints(tenancy, world, create_tables) -> None:
     """One Blueprint (global-access) of each tenant, on a project of its tenant."""
     create_tables(tenancy.engine, Blueprint)
     with _admin(tenancy) as session:
-        session.add(Blueprint(name="acme-blueprint", tenant_id="acme", project_id=world.apollo))
+        session.add(Blueprint(name="acme-blueprint", tenant_id=ACME, project_id=world.apollo))
         session.flush()
-        session.add(Blueprint(name="globex-blueprint", tenant_id="globex", project_id=world.zeus))
+        session.add(Blueprint(name="globex-blueprint", tenant_id=GLOBEX, project_id=world.zeus))
         session.commit()
 
 
@@ -181,11 +183,11 @@ def _assert_only_acme_changed(
 ) -> None:
     for model, rows in after.items():
         if _has_tenant(model):
-            assert {row["tenant_id"] for row in rows} <= {"acme", "globex"}
-            assert owned_by(rows, "globex") == owned_by(before[model], "globex"), (
+            assert {row["tenant_id"] for row in rows} <= {ACME, GLOBEX}
+            assert owned_by(rows, GLOBEX) == owned_by(before[model], GLOBEX), (
                 f"globex's {model.__name__} rows changed"
             )
-            visible = owned_by(rows, "acme")
+            visible = owned_by(rows, ACME)
         else:
             visible = rows
         earlier = {row["id"]: row for row in before[model]}
@@ -208,7 +210,7 @@ def _assert_no_globex_value(result: Any) -> None:
 
 def _globex_keys(tenancy: Tenancy, tables: tuple[Any, ...]) -> dict[Any, set[Any]]:
     targets = {FOREIGN_KEYS[m][1] for m in tables if m in FOREIGN_KEYS}
-    return {target: set(rows_of(tenancy, target, "globex")) for target in targets}
+    return {target: set(rows_of(tenancy, target, GLOBEX)) for target in targets}
 
 
 Attack = Callable[[Any], Any]
@@ -223,7 +225,7 @@ def scoped_or_refused(tenancy, session_for) -> Callable[..., Any]:
     def run(attack: Attack, *, tables: tuple[Any, ...] = (Project, Task)) -> Any:
         globex_keys = _globex_keys(tenancy, tables)
         before = snapshot(tenancy, *tables)
-        with session_for("acme") as session:
+        with session_for(ACME) as session:
             try:
                 result = attack(session)
                 session.commit()
@@ -248,7 +250,7 @@ def async_scoped_or_refused(tenancy, async_session_for) -> Callable[..., Awaitab
     async def run(attack: AsyncAttack, *, tables: tuple[Any, ...] = (Project, Task)) -> Any:
         globex_keys = _globex_keys(tenancy, tables)
         before = snapshot(tenancy, *tables)
-        async with async_session_for("acme") as session:
+        async with async_session_for(ACME) as session:
             try:
                 result = await attack(session)
                 await session.commit()
@@ -518,7 +520,7 @@ def test_update_whose_values_name_another_model_copies_only_the_tenants_values(
     """1: ``update(Project).values(name=Task.name)``: Task enters UPDATE ... FROM via SET."""
     # acme has no task left, so the tenant's join is empty and any row copied is globex's.
     with _admin(tenancy) as session:
-        session.execute(delete(Task).where(Task.tenant_id == "acme"))
+        session.execute(delete(Task).where(Task.tenant_id == ACME))
         session.commit()
 
     outcome = scoped_or_refused(_rowcount(make()))
@@ -584,8 +586,8 @@ def test_foreign_key_given_as_a_sql_expression_cannot_point_at_another_tenants_p
 
 BINDPARAM_SWAPS = {
     "tenant_id of an insert": lambda w: (
-        insert(Project).values(name="x", tenant_id=bindparam("p", value="acme")),
-        {"p": "globex"},
+        insert(Project).values(name="x", tenant_id=bindparam("p", value=ACME)),
+        {"p": GLOBEX},
     ),
     "project_id of an insert": lambda w: (
         insert(Task).values(name="x", project_id=bindparam("p", value=w.apollo)),
@@ -596,8 +598,8 @@ BINDPARAM_SWAPS = {
         {"p": w.zeus},
     ),
     "tenant_id of an update": lambda w: (
-        update(Project).values(tenant_id=bindparam("p", value="acme")),
-        {"p": "globex"},
+        update(Project).values(tenant_id=bindparam("p", value=ACME)),
+        {"p": GLOBEX},
     ),
 }
 
@@ -844,7 +846,7 @@ def test_another_tenants_object_added_to_the_session_is_never_returned(
 
     outcome = scoped_or_refused(attack)
 
-    assert outcome in (REFUSED, None, (world.apollo, "apollo", "acme"))
+    assert outcome in (REFUSED, None, (world.apollo, "apollo", ACME))
 
 
 @pytest.mark.anyio
@@ -1028,7 +1030,7 @@ def test_insert_from_select_with_no_tenant_bound_fails_closed(
 DATA_MODIFYING_CTES = {
     "update": lambda w: update(Project).values(name=Project.name + "-pwn").returning(Project.id),
     "insert naming another tenant": lambda w: (
-        insert(Project).values(name="pwn", tenant_id="globex").returning(Project.id)
+        insert(Project).values(name="pwn", tenant_id=GLOBEX).returning(Project.id)
     ),
     "insert with no tenant": lambda w: insert(Project).values(name="pwn").returning(Project.id),
     "delete": lambda w: delete(Task).returning(Task.id),
@@ -1067,10 +1069,10 @@ PARAMETER_STATEMENTS = {
 def test_tenant_parameter_given_at_execution_cannot_switch_the_tenant(
     scoped_or_refused, world, make
 ):
-    """10: ``session.execute(stmt, {"fastapi_tenancy_tenant_id": "globex"})``."""
+    """10: ``session.execute(stmt, {"fastapi_tenancy_tenant_id": GLOBEX})``."""
     run, statement, expected = make(world)
 
-    outcome = scoped_or_refused(run(statement, {TENANT_PARAM: "globex"}))
+    outcome = scoped_or_refused(run(statement, {TENANT_PARAM: GLOBEX}))
 
     assert outcome in (REFUSED, expected)
 
@@ -1085,7 +1087,7 @@ def test_tenant_parameter_given_at_execution_with_no_tenant_bound_fails_closed(
 
     with session_for(None) as session:
         with pytest.raises(TenantRequired):
-            session.execute(statement, {TENANT_PARAM: "globex"})
+            session.execute(statement, {TENANT_PARAM: GLOBEX})
         session.rollback()
 
     assert snapshot(tenancy) == before
@@ -1098,13 +1100,13 @@ async def test_tenant_parameter_given_at_execution_cannot_switch_an_async_sessio
     """10: the tenant parameter at execution, through AsyncSession, bound and not bound."""
 
     async def attack(session: Any) -> Any:
-        result = await session.exec(select(Project.name), params={TENANT_PARAM: "globex"})
+        result = await session.exec(select(Project.name), params={TENANT_PARAM: GLOBEX})
         return result.scalars().all()
 
     assert await async_scoped_or_refused(attack) in (REFUSED, ["apollo"])
     async with async_session_for(None) as session:
         with pytest.raises(TenantRequired):
-            await session.exec(select(Project.name), params={TENANT_PARAM: "globex"})
+            await session.exec(select(Project.name), params={TENANT_PARAM: GLOBEX})
 
 
 # --------------------------------------------------------------------------------------------
@@ -1126,14 +1128,14 @@ def test_orm_update_returning_reports_only_the_tenants_rows(tenancy, session_for
         update(Project).where(where).values(name="apollo2").returning(Project.id, Project.name)
     )
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         returned = [tuple(row) for row in session.execute(statement)]
         session.commit()
 
     assert returned == [(world.apollo, "apollo2")]
     after = snapshot(tenancy)
-    assert owned_by(after[Project], "globex") == owned_by(before[Project], "globex")
-    assert rows_of(tenancy, Project, "acme")[world.apollo].name == "apollo2"
+    assert owned_by(after[Project], GLOBEX) == owned_by(before[Project], GLOBEX)
+    assert rows_of(tenancy, Project, ACME)[world.apollo].name == "apollo2"
 
 
 DELETES_RETURNING = {
@@ -1152,15 +1154,15 @@ def test_orm_delete_returning_reports_only_the_tenants_rows(tenancy, session_for
     where, expected = make(world)
     before = snapshot(tenancy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         result = session.execute(delete(Task).where(where).returning(Task.id))
         deleted = {tuple(row) for row in result}
         session.commit()
 
     assert deleted == expected
     after = snapshot(tenancy)
-    assert owned_by(after[Task], "globex") == owned_by(before[Task], "globex")
-    assert not {key for (key,) in expected} & set(rows_of(tenancy, Task, "acme"))
+    assert owned_by(after[Task], GLOBEX) == owned_by(before[Task], GLOBEX)
+    assert not {key for (key,) in expected} & set(rows_of(tenancy, Task, ACME))
 
 
 def _apollo_by_name() -> Any:
@@ -1205,18 +1207,18 @@ def test_foreign_key_set_to_a_subquery_of_the_tenants_own_project_is_allowed(
     """11 MUST WORK: a foreign key given as a subquery selecting the tenant's own project."""
     if globex_apollo:
         with _admin(tenancy) as session:
-            session.add(Project(name="apollo", tenant_id="globex"))
+            session.add(Project(name="apollo", tenant_id=GLOBEX))
             session.commit()
     before = snapshot(tenancy)
 
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         task_id = write(world, session)
         session.commit()
 
-    assert rows_of(tenancy, Task, "acme")[task_id].project_id == world.apollo
+    assert rows_of(tenancy, Task, ACME)[task_id].project_id == world.apollo
     after = snapshot(tenancy)
     for model in (Project, Task):
-        assert owned_by(after[model], "globex") == owned_by(before[model], "globex")
+        assert owned_by(after[model], GLOBEX) == owned_by(before[model], GLOBEX)
 
 
 def _first_blueprint(session: Any) -> Any:

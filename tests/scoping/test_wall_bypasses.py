@@ -14,7 +14,7 @@ import warnings
 from typing import Any
 
 import pytest
-from models import Project, Task, snapshot
+from models import ACME, GLOBEX, KEY_TYPE, Keyed, Project, Task, snapshot
 from sqlalchemy import MetaData, Table, cast, create_engine, event, select, text, update
 from sqlalchemy.exc import SAWarning
 from sqlalchemy.ext.compiler import compiles
@@ -28,7 +28,6 @@ from fastapi_tenancy import (
     HeaderResolver,
     SessionScope,
     Tenancy,
-    TenantScoped,
     UnscopedStatement,
     mutable_tenant,
     with_tenant,
@@ -39,7 +38,7 @@ from fastapi_tenancy.wall.guard import kit_setting_options
 
 def test_comment_markers_spelled_as_operators_are_refused(tenancy, session_for, world, backend):
     markers = ["/*", "*/", "--", "a--b"] + (["#", "#>"] if backend == "mariadb" else [])
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         for marker in markers:
             with pytest.raises(UnscopedStatement, match="custom operator"):
                 session.execute(select(Project.name).where(Project.name.op(marker)("x")))
@@ -56,7 +55,7 @@ class _RawSpec(UserDefinedType[Any]):
 
 
 def test_a_cast_to_a_type_that_renders_its_own_sql_is_refused(session_for, world):
-    with session_for("acme") as session, warnings.catch_warnings():
+    with session_for(ACME) as session, warnings.catch_warnings():
         # MySQL has no CAST to such types: SQLAlchemy warns that it leaves the CAST out
         warnings.filterwarnings("ignore", "Datatype .* does not support CAST", SAWarning)
         with pytest.raises(UnscopedStatement, match="get_col_spec"):
@@ -73,21 +72,21 @@ def _compile_everything(element: Any, compiler: Any, **kw: Any) -> str:
 
 
 def test_a_construct_compiled_by_a_compiles_function_is_refused(session_for, world):
-    with session_for("acme") as session, pytest.raises(UnscopedStatement, match="@compiles"):
+    with session_for(ACME) as session, pytest.raises(UnscopedStatement, match="@compiles"):
         session.execute(select(Project.name).where(_Everything("x")))
 
 
 def test_a_reflected_copy_of_a_tenant_table_is_a_tenant_table(tenancy, session_for, world):
     reflected = Table("scoping_project", MetaData(), autoload_with=tenancy.engine)
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         with pytest.raises(UnscopedStatement, match="without a filter"):
             session.execute(select(reflected.c.name))
         names = session.execute(
-            select(reflected.c.name).where(reflected.c.tenant_id == "acme")
+            select(reflected.c.name).where(reflected.c.tenant_id == ACME)
         ).scalars()
         assert list(names) == ["apollo"]
         with pytest.raises(UnscopedStatement):
-            session.execute(select(reflected.c.name).where(reflected.c.tenant_id == "globex")).all()
+            session.execute(select(reflected.c.name).where(reflected.c.tenant_id == GLOBEX)).all()
 
 
 def test_a_tenant_session_on_an_engine_the_tenancy_never_saw_is_still_gated(
@@ -95,7 +94,7 @@ def test_a_tenant_session_on_an_engine_the_tenancy_never_saw_is_still_gated(
 ):
     other = database.create_engine()
     try:
-        session = TenantScopedSession(other, info={SCOPE_KEY: SessionScope("acme")})
+        session = TenantScopedSession(other, info={SCOPE_KEY: SessionScope(ACME)})
         with session, pytest.raises(UnscopedStatement):
             session.execute(select(Project.__table__.c.name))
     finally:
@@ -108,7 +107,7 @@ def test_sql_changed_after_it_was_proven_is_refused(tenancy, session_for, world)
 
     event.listen(tenancy.engine, "before_cursor_execute", widen, retval=True)
     try:
-        with session_for("acme") as session, pytest.raises(UnscopedStatement, match="changed"):
+        with session_for(ACME) as session, pytest.raises(UnscopedStatement, match="changed"):
             session.execute(select(Project.name)).all()
     finally:
         event.remove(tenancy.engine, "before_cursor_execute", widen)
@@ -116,19 +115,17 @@ def test_sql_changed_after_it_was_proven_is_refused(tenancy, session_for, world)
 
 def test_the_kits_setting_statement_cannot_name_another_tenant(session_for, world):
     setting = text("SELECT set_config('fastapi_tenancy.tenant_id', :tenant, true)")
-    with session_for("acme") as session, pytest.raises(UnscopedStatement, match="textual"):
-        session.execute(
-            setting, {"tenant": "globex"}, execution_options=kit_setting_options(setting)
-        )
+    with session_for(ACME) as session, pytest.raises(UnscopedStatement, match="textual"):
+        session.execute(setting, {"tenant": GLOBEX}, execution_options=kit_setting_options(setting))
 
 
 def test_merge_without_load_of_another_tenants_row_is_refused_and_not_kept(
     tenancy, session_for, world
 ):
     before = snapshot(tenancy)
-    copy = Project(id=world.zeus, name="zeus", tenant_id="globex")
+    copy = Project(id=world.zeus, name="zeus", tenant_id=GLOBEX)
     make_transient_to_detached(copy)
-    with session_for("acme") as session:
+    with session_for(ACME) as session:
         with pytest.raises(CrossTenantWrite):
             session.merge(copy, load=False)
         assert session.get(Project, world.zeus) is None
@@ -138,14 +135,14 @@ def test_merge_without_load_of_another_tenants_row_is_refused_and_not_kept(
 
 def test_a_refusal_at_the_cursor_is_audited(tenancy, session_for, world, caplog):
     caplog.set_level(logging.INFO, logger="fastapi_tenancy.audit")
-    with session_for("acme") as session, pytest.raises(CrossTenantWrite):
+    with session_for(ACME) as session, pytest.raises(CrossTenantWrite):
         session.execute(update(Task), [{"id": world.secret_plan, "name": "pwned"}])
 
     refusals = [
         r for r in caplog.records if getattr(r, "tenancy_event", None) == "cross_tenant_write"
     ]
     assert refusals, "the refusal left no audit line"
-    assert refusals[-1].tenancy_tenant == "acme"
+    assert refusals[-1].tenancy_tenant == ACME
 
 
 def test_every_new_engine_gets_the_gate_even_where_a_dead_engines_id_comes_back(tmp_path):
@@ -156,9 +153,9 @@ def test_every_new_engine_gets_the_gate_even_where_a_dead_engines_id_comes_back(
     for number in range(60):
         engine = create_engine(f"sqlite:///{tmp_path / f'{number}.db'}")
         Project.metadata.create_all(engine, tables=[Project.__table__])
-        tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
+        tenancy = Tenancy(engine, resolvers=[HeaderResolver()], key_type=KEY_TYPE)
         held.append(engine.dialect)
-        with tenancy.make_session(SessionScope("acme")) as session:
+        with tenancy.make_session(SessionScope(ACME)) as session:
             try:
                 session.execute(select(Project.__table__.c.name)).all()
                 ungated += 1
@@ -178,7 +175,7 @@ class _BypassBase(SQLModel, registry=bypass_registry):
     """This module's own registry, so its table cannot clash with other tests'."""
 
 
-class _Widget(_BypassBase, TenantScoped, table=True):
+class _Widget(_BypassBase, Keyed, table=True):
     __tablename__ = "bypass_widget"
 
     id: int | None = Field(default=None, primary_key=True)
@@ -191,8 +188,8 @@ _Widget.everything = column_property(_Everything("x"))  # type: ignore[attr-defi
 
 def test_a_compiles_construct_inside_a_column_property_is_refused(engine, create_tables):
     create_tables(engine, _Widget)
-    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
-    session = tenancy.make_session(SessionScope("acme"))
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()], key_type=KEY_TYPE)
+    session = tenancy.make_session(SessionScope(ACME))
     with session, pytest.raises(UnscopedStatement, match="@compiles"):
         session.execute(select(_Widget)).all()
 
@@ -202,11 +199,11 @@ def test_a_row_moved_away_in_mutable_tenant_is_no_longer_written_by_key(
 ):
     """The transaction's ledger of the tenant's keys forgets a table's keys once rows of it
     leave the tenant: a later UPDATE by key must find the row the tenant's again."""
-    with with_tenant("acme"), mutable_tenant(reason="test"), session_for("acme") as session:
+    with with_tenant(ACME), mutable_tenant(reason="test"), session_for(ACME) as session:
         apollo = session.get(Project, world.apollo)
         apollo.name = "apollo-2"
         session.flush()  # proves apollo the tenant's: into the ledger
-        apollo.tenant_id = "globex"
+        apollo.tenant_id = GLOBEX
         session.flush()  # moves it away
         with pytest.raises(CrossTenantWrite):
             session.execute(update(Project), [{"id": world.apollo, "name": "still-mine?"}])
