@@ -128,7 +128,10 @@ def test_remove_rls_takes_the_wall_down(owner, world):
         remove_rls(conn, metadata)
         policies = conn.execute(POLICIES_SQL).all()
         secured = conn.execute(
-            text("SELECT relname FROM pg_class WHERE relrowsecurity AND relname LIKE 'rls_%'")
+            text(
+                "SELECT relname FROM pg_class WHERE relrowsecurity AND relname LIKE 'rls_%' "
+                "AND relnamespace = current_schema()::regnamespace"
+            )
         ).all()
 
     assert policies == []
