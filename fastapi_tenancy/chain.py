@@ -45,13 +45,14 @@ def _rank(exc: TenancyError) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ChainResult:
-    """The chain's verdict: the validated key and its source, and any verified claims.
+    """The chain's verdict: the parsed key (of the ``Tenancy``'s key type) and its source, and
+    any verified claims.
 
     All three are ``None`` when no resolver had an opinion; ``claims`` may be set without a key
     (a verified token without a tenant claim).
     """
 
-    key: str | None
+    key: Any
     source: str | None
     claims: Mapping[str, Any] | None
 
@@ -75,7 +76,7 @@ class ResolverChain:
         self,
         resolvers: Sequence[Resolver | Callable[..., Any]],
         *,
-        validate_key: Callable[[str], str],
+        validate_key: Callable[[str], Any],
     ) -> None:
         self.resolvers: tuple[Resolver, ...] = tuple(as_resolver(r) for r in resolvers)
         self.validate_key = validate_key
@@ -115,11 +116,10 @@ class ResolverChain:
             raise TenantMismatch(
                 f"The tenant from {conflict} does not match the one from {source}."
             )
-        if key is not None:
-            key = self.validate_key(key)
+        parsed = None if key is None else self.validate_key(key)
         if errors is not None:
             raise min(errors, key=_rank)
-        return ChainResult(key, source, claims)
+        return ChainResult(parsed, source, claims)
 
     def __repr__(self) -> str:
         return f"ResolverChain({list(self.resolvers)!r})"

@@ -26,7 +26,7 @@ from .exceptions import TenancyError, TenancyUnavailable, TenantInactive, Tenant
 __all__ = ["LookupCache", "TenantLookup", "TenantTableLookup"]
 
 RecordT = TypeVar("RecordT")
-Fetch = Callable[[str], Any]
+Fetch = Callable[[Any], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +57,18 @@ class TenantTableLookup(Generic[RecordT]):
         """Whether the record's active flag (if any) is set."""
         return self.active is None or bool(getattr(record, self.active))
 
-    def fetch_sync(self, engine: Engine, key: str) -> RecordT | None:
+    def fetch_sync(self, engine: Engine, key: Any) -> RecordT | None:
         """Read the record for ``key`` with a plain (unscoped) session."""
         with Session(engine, expire_on_commit=False) as session:
             statement = select(self.model).where(getattr(self.model, self.key) == key)
-            return session.exec(statement).first()  # type: ignore[no-any-return]
+            return session.exec(statement).first()
 
-    async def fetch_async(self, engine: AsyncEngine, key: str) -> RecordT | None:
+    async def fetch_async(self, engine: AsyncEngine, key: Any) -> RecordT | None:
         """Async twin of :meth:`fetch_sync`."""
         async with AsyncSession(engine, expire_on_commit=False) as session:
             statement = select(self.model).where(getattr(self.model, self.key) == key)
             result = await session.exec(statement)
-            return result.first()  # type: ignore[no-any-return]
+            return result.first()
 
 
 class TenantLookup:
@@ -96,7 +96,7 @@ class TenantLookup:
         self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._pending: dict[str, _Pending] = {}
 
-    async def __call__(self, key: str) -> Any:
+    async def __call__(self, key: Any) -> Any:
         """The record for ``key``; raises not found (404), inactive (403) or unavailable (503)."""
         record = await self._cached(key)
         if record is None:
@@ -105,14 +105,14 @@ class TenantLookup:
             raise TenantInactive()
         return record
 
-    def invalidate(self, key: str | None = None) -> None:
+    def invalidate(self, key: Any = None) -> None:
         """Forget one key (or every key) so the next request looks it up again."""
         if key is None:
             self._entries.clear()
         else:
             self._entries.pop(key, None)
 
-    async def _cached(self, key: str) -> Any:
+    async def _cached(self, key: Any) -> Any:
         while True:
             entry = self._entries.get(key)
             if entry is not None and entry[0] > self._clock():
@@ -144,7 +144,7 @@ class TenantLookup:
                 self._entries.popitem(last=False)
         return pending.record
 
-    async def _load(self, key: str) -> Any:
+    async def _load(self, key: Any) -> Any:
         try:
             if self._is_async:
                 return await self._fetch(key)

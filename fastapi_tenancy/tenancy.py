@@ -70,7 +70,7 @@ class Tenancy:
         engine: Engine | AsyncEngine,
         *,
         resolvers: Sequence[Resolver | Callable[..., Any]],
-        lookup: TenantLookup | TenantTableLookup[Any] | Callable[[str], Any] | None = None,
+        lookup: TenantLookup | TenantTableLookup[Any] | Callable[[Any], Any] | None = None,
         lookup_cache: LookupCache | None = None,
         membership: Predicate | None = None,
         is_admin: Predicate | None = None,
@@ -253,7 +253,7 @@ class Tenancy:
 
     def _build_lookup(
         self,
-        lookup: TenantLookup | TenantTableLookup[Any] | Callable[[str], Any] | None,
+        lookup: TenantLookup | TenantTableLookup[Any] | Callable[[Any], Any] | None,
         cache: LookupCache | None,
     ) -> TenantLookup | None:
         if lookup is None or isinstance(lookup, TenantLookup):

@@ -2,7 +2,7 @@
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlmodel import Field, SQLModel, select
+from sqlmodel import Field, SQLModel, col, select
 
 from fastapi_tenancy import AsyncTenantSession, HeaderResolver, Tenancy, TenantScoped
 
@@ -36,7 +36,7 @@ def create_app(engine: AsyncEngine | None = None) -> FastAPI:
 
     @app.get("/notes")
     async def list_notes(session: AsyncTenantSession) -> list[Note]:
-        result = await session.exec(select(Note).order_by(Note.id))
+        result = await session.exec(select(Note).order_by(col(Note.id)))
         return list(result.all())  # only this tenant's notes
 
     @app.post("/notes", status_code=201)

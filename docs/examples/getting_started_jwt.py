@@ -7,7 +7,7 @@ HS256 bearer token; users in several tenants leave the claim out and pick one wi
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
-from sqlmodel import Field, SQLModel, select
+from sqlmodel import Field, SQLModel, col, select
 
 from fastapi_tenancy import (
     CurrentTenant,
@@ -69,7 +69,7 @@ def create_app(engine: Engine, *, jwt_secret: str) -> FastAPI:
 
     @app.get("/documents")
     def list_documents(session: TenantSession) -> list[Document]:
-        return list(session.exec(select(Document).order_by(Document.id)).all())
+        return list(session.exec(select(Document).order_by(col(Document.id))).all())
 
     @app.post("/documents", status_code=201)
     def create_document(body: DocumentIn, session: TenantSession) -> Document:

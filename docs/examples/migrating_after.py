@@ -6,7 +6,7 @@ The manual filters are gone, and so is the bug: ``read_invoice`` is unchanged, b
 
 from fastapi import FastAPI, HTTPException
 from sqlalchemy import Engine, func
-from sqlmodel import Field, SQLModel, select
+from sqlmodel import Field, SQLModel, col, select
 
 from fastapi_tenancy import (
     HeaderResolver,
@@ -46,7 +46,7 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.get("/invoices")
     def list_invoices(session: TenantSession) -> list[Invoice]:
-        return list(session.exec(select(Invoice).order_by(Invoice.id)).all())
+        return list(session.exec(select(Invoice).order_by(col(Invoice.id))).all())
 
     @app.get("/invoices/{invoice_id}")
     def read_invoice(invoice_id: int, session: TenantSession) -> Invoice:

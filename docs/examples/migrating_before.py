@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, HTTPException
 from sqlalchemy import Engine, UniqueConstraint
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 
 # --8<-- [start:models]
@@ -45,7 +45,7 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.get("/invoices")
     def list_invoices(tenant: TenantId, session: SessionDep) -> list[Invoice]:
-        statement = select(Invoice).where(Invoice.tenant_id == tenant).order_by(Invoice.id)
+        statement = select(Invoice).where(Invoice.tenant_id == tenant).order_by(col(Invoice.id))
         return list(session.exec(statement).all())
 
     @app.get("/invoices/{invoice_id}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, HTTPException
 from sqlalchemy import Engine
-from sqlmodel import Field, SQLModel, select
+from sqlmodel import Field, SQLModel, col, select
 
 from fastapi_tenancy import (
     AdminSession,
@@ -73,7 +73,7 @@ def create_app(engine: Engine, *, secret: str) -> FastAPI:
 
     @app.get("/notes")
     def list_notes(session: TenantSession) -> list[Note]:
-        return list(session.exec(select(Note).order_by(Note.id)).all())
+        return list(session.exec(select(Note).order_by(col(Note.id))).all())
 
     @app.post("/notes", status_code=201)
     def create_note(body: NoteIn, session: TenantSession) -> Note:
@@ -92,6 +92,6 @@ def create_app(engine: Engine, *, secret: str) -> FastAPI:
 
     @app.get("/admin/notes")
     def every_note(session: AdminSession) -> list[Note]:
-        return list(session.exec(select(Note).order_by(Note.id)).all())
+        return list(session.exec(select(Note).order_by(col(Note.id))).all())
 
     return app

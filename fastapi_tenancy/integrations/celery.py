@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 from typing import Any, ClassVar
 
-from celery import Task, current_task, signals  # type: ignore[import-untyped]
+from celery import Task, current_task, signals
 
 from fastapi_tenancy.context import bind, unbind
 from fastapi_tenancy.keys import DEFAULT_KEY_PATTERN, TenantKeyType
