@@ -83,9 +83,14 @@ class User(ExampleModel, table=True):
 
 
 class Membership(ExampleModel, table=True):
-    """A user's role in one tenant; a user may belong to several tenants."""
+    """A user's role in one tenant; a user may belong to several tenants.
+
+    Not a tenant model: the membership check and ``/me`` read a user's memberships across
+    tenants. ``__tenancy_exempt__`` says its ``tenant_id`` column is data, not a scope.
+    """
 
     __tablename__ = "memberships"
+    __tenancy_exempt__ = True
 
     user_id: int = Field(foreign_key="users.id", primary_key=True)
     tenant_id: str = Field(

@@ -15,6 +15,9 @@ What it reports, by stable ``code``:
 ================================  ==========================================================
 ``tenant_collation_not_binary``   a tenant column whose collation is not binary (MySQL,
                                   MariaDB): keys that differ in case, or in accents, match
+``tenant_model_forgotten``        a mapped table with a tenant column that is not a tenant
+                                  model (no database needed; see
+                                  :func:`find_forgotten_tenant_models`)
 ================================  ==========================================================
 
 The PostgreSQL row-level security checker (:mod:`fastapi_tenancy.postgres.check`) answers
@@ -25,13 +28,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import MetaData, Table, bindparam, text
+from sqlalchemy import MetaData, Table, bindparam, inspect, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Mapper, registry
 
-from .models import TENANT_TABLE_INFO_KEY, TenantScoped
+from .exceptions import TenancyMisuse
+from .models import TENANT_TABLE_INFO_KEY, TenantScoped, tenant_table_names
 
-__all__ = ["Finding", "find_case_insensitive_tenant_columns"]
+__all__ = ["Finding", "find_case_insensitive_tenant_columns", "find_forgotten_tenant_models"]
 
 MYSQL_DIALECTS = ("mysql", "mariadb")
 
@@ -127,3 +133,70 @@ def find_case_insensitive_tenant_columns(
                 )
             )
     return findings
+
+
+EXEMPT_ATTRIBUTE = "__tenancy_exempt__"
+"""Set it to ``True`` on a model whose tenant-named column is data, not a scope: the table is
+deliberately shared by every tenant and never scoped (an audit log the operators read, say)."""
+
+
+def _registry_mappers(metadata: MetaData | None) -> list[Mapper[Any]]:
+    """The mappers of every registry that maps a tenant model (of ``metadata`` only, if given):
+    a forgotten model lives beside the tenant models it should have been one of."""
+    registries: dict[int, registry] = {}
+    pending: list[type] = [TenantScoped]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        mapper: Mapper[Any] | None = inspect(cls, raiseerr=False)  # None once disposed
+        if isinstance(cls.__dict__.get("__table__"), Table) and mapper is not None:
+            owner: registry = mapper.registry
+            registries[id(owner)] = owner
+    mappers = [mapper for owner in registries.values() for mapper in owner.mappers]
+    if metadata is not None:
+        mappers = [m for m in mappers if getattr(m.local_table, "metadata", None) is metadata]
+    return mappers
+
+
+def find_forgotten_tenant_models(metadata: MetaData | None = None) -> list[Finding]:
+    """Mapped models with a tenant column that are not tenant models, or ``[]``.
+
+    A model that declares its own ``tenant_id`` (or a column named like another tenant model's
+    tenant column) but does not inherit ``TenantScoped`` is never scoped: a tenant session reads
+    every tenant's rows of it. ``Tenancy.install()`` refuses to start with one; set
+    ``__tenancy_exempt__ = True`` on a model whose table is deliberately shared by every tenant.
+    The models checked are those of the registries that map tenant models (of ``metadata``
+    only, when given); no database is needed.
+    """
+    names = {"tenant_id", *tenant_table_names().values()}
+    findings = []
+    for mapper in _registry_mappers(metadata):
+        table = mapper.local_table
+        if not isinstance(table, Table) or TENANT_TABLE_INFO_KEY in table.info:
+            continue
+        if getattr(mapper.class_, EXEMPT_ATTRIBUTE, False) is True:
+            continue
+        columns = sorted(c.name for c in table.columns if c.name in names)
+        if not columns:
+            continue
+        name = mapper.class_.__name__
+        findings.append(
+            Finding(
+                "tenant_model_forgotten",
+                f"{name} (table {table.fullname})",
+                f"has the tenant column {columns[0]} but is not a tenant model, so tenant "
+                "sessions read and write every tenant's rows of it",
+                f"inherit TenantScoped (class {name}(TenantScoped, table=True)), or set "
+                f"__tenancy_exempt__ = True on {name} if every tenant shares its rows",
+            )
+        )
+    return sorted(findings)
+
+
+def refuse_forgotten_tenant_models() -> None:
+    """Raise ``TenancyMisuse`` naming every forgotten tenant model (see above)."""
+    findings = find_forgotten_tenant_models()
+    if findings:
+        raise TenancyMisuse(
+            "tenant columns outside tenant models:\n" + "\n".join(map(str, findings))
+        )

@@ -14,7 +14,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
 from .chain import ResolverChain
-from .checks import MYSQL_DIALECTS, Finding, find_case_insensitive_tenant_columns
+from .checks import (
+    MYSQL_DIALECTS,
+    Finding,
+    find_case_insensitive_tenant_columns,
+    refuse_forgotten_tenant_models,
+)
 from .context import TenantContext, checked_key, get_tenant_context
 from .exceptions import NotAMember, TenancyMisuse, TenantRequired
 from .keys import DEFAULT_KEY_PATTERN, TenantKeyType, key_type_for
@@ -117,13 +122,19 @@ class Tenancy:
         self.principal_claim = principal_claim
         defaults: dict[str, Any] = {"expire_on_commit": False} if self.is_async else {}
         self.session_options = {**defaults, **(session_options or {})}
+        self._models_checked = False
 
     def install(self, app: FastAPI) -> None:
         """Add :class:`TenancyMiddleware`, the JSON handler for :class:`TenancyError`, and the
         resolvers' security schemes to the OpenAPI document (so ``/docs`` offers "Authorize").
 
         The middleware gives the handler to the apps mounted in ``app`` too, on its first call,
-        so a kit error raised in a mounted app answers its JSON and status, not a 500."""
+        so a kit error raised in a mounted app answers its JSON and status, not a 500.
+
+        Refuses to start (``TenancyMisuse``) while a mapped model has a tenant column but is not
+        a tenant model: see :func:`~fastapi_tenancy.checks.find_forgotten_tenant_models`."""
+        refuse_forgotten_tenant_models()
+        self._models_checked = True
         from .exceptions import TenancyError
         from .middleware import TenancyMiddleware
         from .openapi import install_openapi
@@ -246,6 +257,9 @@ class Tenancy:
     def _session_parts(
         self, scope: SessionScope
     ) -> tuple[Engine | AsyncEngine, type[TenantScopedSession], dict[str, Any]]:
+        if not self._models_checked:
+            refuse_forgotten_tenant_models()  # once: scripts make sessions without install()
+            self._models_checked = True
         admin = scope.access is Access.UNSCOPED and scope.tenant_id is None
         if admin and self.admin_engine is not None:
             return self.admin_engine, TenantScopedSession, {SCOPE_KEY: scope}

@@ -41,6 +41,7 @@ class ApiKey(SQLModel, table=True):
     """A machine client's key; only its SHA-256 is stored."""
 
     __tablename__ = "rs_api_key"
+    __tenancy_exempt__ = True  # read before any tenant is bound: not a tenant model
 
     key_hash: str = Field(primary_key=True, max_length=64)
     tenant_id: str = Field(max_length=63)

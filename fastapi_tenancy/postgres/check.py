@@ -33,6 +33,8 @@ What it reports, by stable ``code``:
                             policies, or a materialized view of a tenant table
 ``security_definer_function``  the role may run a SECURITY DEFINER function whose owner
                             bypasses the policies
+``tenant_model_forgotten``  (with ``metadata``) a mapped model of it with a tenant column
+                            that is not a tenant model, so ORM sessions never scope it
 ==========================  ================================================================
 """
 
@@ -51,7 +53,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from ..checks import Finding
+from ..checks import Finding, find_forgotten_tenant_models
 from .policies import tenant_tables
 
 __all__ = ["Finding", "check_database", "main"]
@@ -445,7 +447,9 @@ def check_database(
     the connection's ``search_path``. Tenant tables are the tables with one of
     ``tenant_columns``, or exactly ``metadata``'s tenant tables; ``exclude`` names tables to
     leave out (``name`` or ``schema.name``). ``strict_keys`` also reports primary keys without
-    the tenant column. Async: ``await conn.run_sync(check_database)``.
+    the tenant column. With ``metadata``, forgotten tenant models are reported too (see
+    :func:`~fastapi_tenancy.checks.find_forgotten_tenant_models`). Async:
+    ``await conn.run_sync(check_database)``.
     """
     if isinstance(bind, Engine):
         with bind.connect() as conn:
@@ -459,6 +463,7 @@ def check_database(
                 strict_keys=strict_keys,
             )
     conn = bind
+    forgotten = [] if metadata is None else find_forgotten_tenant_models(metadata)
     role_name, findings = _role_findings(conn, role)
     if schemas is None:
         schemas = list(conn.execute(text("SELECT current_schemas(false)")).scalar_one())
@@ -466,7 +471,7 @@ def check_database(
     found = _find_tables(conn, role_name, schema_list, tenant_columns, metadata, exclude)
     tables = {table.oid: table for table in found}
     if not tables:
-        return findings
+        return findings + forgotten
     policies: dict[int, list[tuple[Any, ...]]] = {oid: [] for oid in tables}
     for row in conn.execute(_POLICIES_SQL, {"oids": list(tables), "role": role_name}):
         policies[row[0]].append(tuple(row))
@@ -477,7 +482,7 @@ def check_database(
         findings += _table_findings(table, policies[oid], indexes[oid], role_name, strict_keys)
     findings += _foreign_key_findings(conn, tables)
     findings += _exposure_findings(conn, tables, role_name, schema_list)
-    return findings
+    return findings + forgotten
 
 
 def _load_metadata(spec: str) -> MetaData:
