@@ -10,9 +10,11 @@ Fixtures
                   make engines connecting as it on the test's schema (disposed at teardown);
                   ``app_role.make_role(**attributes)`` makes another role, dropped the same way
     world         the rls_models tables, with the kit's policies, seeded (see ``World``)
-    tenancy       ``Tenancy(app engine, rls=True)`` on the world
-    wall          ``wall("acme")``: a session of that Tenancy whose ORM scoping is OFF but whose
-                  transactions name ``acme`` to the policies: the database alone is tested
+    tenancy       ``Tenancy(app engine, rls=True, key_type=KEY_TYPE)`` on the world
+    wall          ``wall(ACME)``: a session of that Tenancy whose ORM scoping is OFF but whose
+                  transactions name ``ACME`` to the policies: the database alone is tested
+
+The tenant keys are of the run's ``KEY_TYPE`` (``TENANCY_KEY_TYPE``; see ``rls_models``).
 
 Modules mark themselves ``pytestmark = pytest.mark.backends("postgres")``.
 """
@@ -24,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from rls_models import KEY_TYPE
 from rls_support import AppRole, World, build_world, create_role
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
@@ -66,17 +69,17 @@ def app_engine(app_role: AppRole, world: World) -> Engine:
 
 @pytest.fixture
 def tenancy(app_engine: Engine) -> Tenancy:
-    return Tenancy(app_engine, resolvers=[HeaderResolver()], rls=True)
+    return Tenancy(app_engine, resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE)
 
 
-WallFactory = Callable[[str | None], TenantScopedSession]
+WallFactory = Callable[[Any], TenantScopedSession]
 
 
 @pytest.fixture
 def wall(tenancy: Tenancy) -> WallFactory:
-    """``wall("acme")``: ORM scoping off, the policies admitting acme; ``wall(None)``: nobody."""
+    """``wall(ACME)``: ORM scoping off, the policies admitting acme; ``wall(None)``: nobody."""
 
-    def make(tenant_id: str | None) -> TenantScopedSession:
+    def make(tenant_id: Any) -> TenantScopedSession:
         return tenancy.make_session(SessionScope(tenant_id, Access.UNSCOPED))
 
     return make

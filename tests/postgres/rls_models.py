@@ -1,21 +1,58 @@
 """The tables the PostgreSQL wall is tested on: two tenants' projects and tasks.
 
-The models live in a registry of their own, so their names cannot clash with other tests'
-tables. Tasks reference projects through a tenant-aware foreign key; templates are declared
-global-access; ``rls_badge`` is a core table whose tenant column is a ``uuid``, to test the
-cast path of the policies.
-"""
+The tenant keys are strings unless ``TENANCY_KEY_TYPE`` is ``int`` or ``uuid``: CI runs the
+whole folder once per key type, with the tenants ``ACME``, ``GLOBEX`` and ``INITECH`` spelled
+in that type (as tests/scoping does). The models live in a registry of their own, so their
+names cannot clash with other tests' tables. Tasks reference projects through a tenant-aware
+foreign key; templates are declared global-access; ``rls_badge`` is a core table whose tenant
+column is a ``uuid`` whatever the run's key type, to test the cast path of the policies (its
+tenants are ``ACME_ORG`` and ``GLOBEX_ORG``)."""
 
 # No "from __future__ import annotations": SQLModel resolves relationships from real annotations.
 
+import os
 import uuid
+from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, Uuid
 from sqlalchemy.orm import registry
+from sqlalchemy.types import TypeEngine
 from sqlmodel import Field, Relationship, SQLModel
 
 from fastapi_tenancy import TenantScoped, tenant_foreign_key, tenant_unique
 from fastapi_tenancy.models import TENANT_TABLE_INFO_KEY
+
+# KEY_TYPE, tenant_key and the three tenants mirror tests/scoping/models.py: the two folders
+# import their helpers from their own directories, so the few lines are repeated here.
+
+KEY_TYPE: Any = {"str": str, "int": int, "uuid": uuid.UUID}[
+    os.environ.get("TENANCY_KEY_TYPE", "str")
+]
+"""The tenant key type of this run's models and Tenancy."""
+
+
+def tenant_key(name: str) -> Any:
+    """The key of the tenant called ``name`` in this run's key type."""
+    if KEY_TYPE is int:
+        return {"acme": 1, "globex": 2, "initech": 3}[name]
+    if KEY_TYPE is uuid.UUID:
+        return uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.example.test")
+    return name
+
+
+ACME = tenant_key("acme")
+GLOBEX = tenant_key("globex")
+INITECH = tenant_key("initech")
+
+Keyed: Any = TenantScoped[KEY_TYPE]
+"""The tenant base of this run's models."""
+
+KEY_SQL_TYPE: str = {str: "text", int: "integer", uuid.UUID: "uuid"}[KEY_TYPE]
+"""The SQL type of the tenant column of tables written by hand in raw DDL."""
+
+KEY_CAST_TYPE: TypeEngine[Any] | None = {str: None, int: Integer(), uuid.UUID: Uuid()}[KEY_TYPE]
+"""``TenantTable(..., tenant_type=KEY_CAST_TYPE)`` for such a table: what the setting is cast
+to (``None``: a text column compares with the setting as it is)."""
 
 rls_registry = registry()
 metadata = rls_registry.metadata
@@ -25,7 +62,7 @@ class RLSModel(SQLModel, registry=rls_registry):
     """Base of this folder's tables: their own registry and metadata."""
 
 
-class Project(RLSModel, TenantScoped, table=True):
+class Project(RLSModel, Keyed, table=True):
     __tablename__ = "rls_project"
     __table_args__ = (
         tenant_unique("id", name="uq_rls_project_tenant_id"),
@@ -40,7 +77,7 @@ class Project(RLSModel, TenantScoped, table=True):
     )
 
 
-class Task(RLSModel, TenantScoped, table=True):
+class Task(RLSModel, Keyed, table=True):
     __tablename__ = "rls_task"
     __table_args__ = (tenant_foreign_key("project_id", "rls_project.id", name="fk_rls_task"),)
 
@@ -53,7 +90,7 @@ class Task(RLSModel, TenantScoped, table=True):
     )
 
 
-class Template(RLSModel, TenantScoped, table=True):
+class Template(RLSModel, Keyed, table=True):
     """Declared global-access: the global switch may read it across tenants."""
 
     __tablename__ = "rls_template"

@@ -8,7 +8,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rls_models import ACME_ORG, GLOBEX_ORG, Plan, Project, Task, Template, badge, metadata
+from rls_models import (
+    ACME,
+    ACME_ORG,
+    GLOBEX,
+    GLOBEX_ORG,
+    Plan,
+    Project,
+    Task,
+    Template,
+    badge,
+    metadata,
+)
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -129,26 +140,24 @@ def build_world(owner: Engine) -> World:
         metadata.create_all(conn)
         apply_rls(conn, metadata)
         apollo = conn.execute(
-            insert(Project).values(tenant_id="acme", name="apollo").returning(Project.id)
+            insert(Project).values(tenant_id=ACME, name="apollo").returning(Project.id)
         ).scalar_one()
         zeus = conn.execute(
-            insert(Project).values(tenant_id="globex", name="zeus").returning(Project.id)
+            insert(Project).values(tenant_id=GLOBEX, name="zeus").returning(Project.id)
         ).scalar_one()
         design = conn.execute(
-            insert(Task)
-            .values(tenant_id="acme", name="design", project_id=apollo)
-            .returning(Task.id)
+            insert(Task).values(tenant_id=ACME, name="design", project_id=apollo).returning(Task.id)
         ).scalar_one()
         secret = conn.execute(
-            insert(Task)
-            .values(tenant_id="globex", name="secret", project_id=zeus)
-            .returning(Task.id)
+            insert(Task).values(tenant_id=GLOBEX, name="secret", project_id=zeus).returning(Task.id)
         ).scalar_one()
         templates = [
             conn.execute(
-                insert(Template).values(tenant_id=t, name=f"{t}-template").returning(Template.id)
+                insert(Template)
+                .values(tenant_id=tenant, name=f"{name}-template")
+                .returning(Template.id)
             ).scalar_one()
-            for t in ("acme", "globex")
+            for name, tenant in (("acme", ACME), ("globex", GLOBEX))
         ]
         conn.execute(insert(Plan).values([{"name": "free"}, {"name": "pro"}]))
         conn.execute(

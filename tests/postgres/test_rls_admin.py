@@ -14,7 +14,7 @@ import jwt
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from rls_models import Project, Task, Template
+from rls_models import ACME, GLOBEX, KEY_TYPE, Project, Task, Template
 from rls_support import World, as_owner
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import DBAPIError
@@ -53,6 +53,7 @@ def admin_tenancy(app_role, app_engine) -> Tenancy:
         require_tenant=False,
         rls=True,
         admin_engine=admin_engine,
+        key_type=KEY_TYPE,
         is_admin=lambda context: context.claims.get("admin") is True,
     )
 
@@ -73,7 +74,7 @@ def test_without_tenant_uses_the_admin_engine(admin_tenancy, world):
 
 
 def test_tenant_sessions_never_use_the_admin_engine(admin_tenancy, world):
-    with admin_tenancy.make_session(SessionScope("acme")) as session:
+    with admin_tenancy.make_session(SessionScope(ACME)) as session:
         assert session.get_bind() is admin_tenancy.engine
         assert project_names(session) == ["apollo"]
 
@@ -92,8 +93,8 @@ def test_admin_route_crosses_tenants_and_tenant_route_does_not(admin_tenancy, wo
 
     with TestClient(app) as client:
         admin = client.get("/admin/projects", headers=token(admin=True))
-        refused = client.get("/admin/projects", headers=token(tenant="acme"))
-        own = client.get("/projects", headers=token(tenant="acme", admin=True))
+        refused = client.get("/admin/projects", headers=token(tenant=str(ACME)))
+        own = client.get("/projects", headers=token(tenant=str(ACME), admin=True))
 
     assert admin.json() == ["apollo", "zeus"]
     assert refused.status_code == 403, refused.text
@@ -102,7 +103,7 @@ def test_admin_route_crosses_tenants_and_tenant_route_does_not(admin_tenancy, wo
 
 
 def test_an_ordinary_session_cannot_switch_row_security_off(wall, world):
-    with wall("acme") as session:
+    with wall(ACME) as session:
         session.execute(text("SET LOCAL row_security = off"))
         with pytest.raises(DBAPIError) as caught:
             session.execute(text("SELECT * FROM rls_project")).all()
@@ -112,14 +113,14 @@ def test_an_ordinary_session_cannot_switch_row_security_off(wall, world):
 
 def test_an_ordinary_session_cannot_become_the_admin_role(wall, app_role, world):
     admin_role = app_role.make_role("BYPASSRLS")
-    with wall("acme") as session, pytest.raises(DBAPIError) as caught:
+    with wall(ACME) as session, pytest.raises(DBAPIError) as caught:
         session.execute(text(f"SET ROLE {admin_role}"))
 
     assert "permission denied" in str(caught.value)
 
 
 def test_an_ordinary_session_cannot_disable_the_tables_security(wall, world):
-    with wall("acme") as session, pytest.raises(DBAPIError) as caught:
+    with wall(ACME) as session, pytest.raises(DBAPIError) as caught:
         session.execute(text("ALTER TABLE rls_project DISABLE ROW LEVEL SECURITY"))
 
     assert "must be owner" in str(caught.value)
@@ -134,7 +135,10 @@ def test_the_global_read_setting_opens_only_global_access_tables_and_only_for_re
         projects = session.execute(select(Project.name)).all()
         tasks = session.execute(select(Task.name)).all()
         with pytest.raises(DBAPIError) as caught:
-            session.execute(text("INSERT INTO rls_template (tenant_id, name) VALUES ('acme', 'x')"))
+            session.execute(
+                text("INSERT INTO rls_template (tenant_id, name) VALUES (:tenant, 'x')"),
+                {"tenant": ACME},
+            )
 
     assert templates == ["acme-template", "globex-template"]
     assert projects == tasks == []
@@ -149,7 +153,7 @@ def test_the_global_switch_without_a_tenant_reads_global_models_across_tenants(t
 
 
 def test_the_global_switch_with_a_tenant_reads_only_that_tenants_rows(tenancy, world):
-    with tenancy.make_session(SessionScope("globex", Access.GLOBAL)) as session:
+    with tenancy.make_session(SessionScope(GLOBEX, Access.GLOBAL)) as session:
         templates = session.execute(select(Template.name)).scalars().all()
 
     assert templates == ["globex-template"]
@@ -160,14 +164,14 @@ def test_the_global_switch_with_a_tenant_reads_only_that_tenants_rows(tenancy, w
 
 
 def first_use(tenancy: Tenancy) -> None:
-    with tenancy.make_session(SessionScope("acme")) as session:
+    with tenancy.make_session(SessionScope(ACME)) as session:
         session.execute(select(Project)).all()
 
 
 def test_the_kit_refuses_to_start_on_a_superuser(database, world):
     engine = create_engine(database.url)
     try:
-        tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True)
+        tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE)
         with pytest.raises(UnsafeDatabaseRole) as caught:
             first_use(tenancy)
     finally:
@@ -180,7 +184,7 @@ def test_the_kit_refuses_to_start_on_a_superuser(database, world):
 
 def test_the_kit_refuses_to_start_on_a_role_with_bypassrls(app_role, world):
     engine = app_role.engine(app_role.make_role("BYPASSRLS"))
-    tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True)
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE)
     with pytest.raises(UnsafeDatabaseRole, match="BYPASSRLS"):
         first_use(tenancy)
 
@@ -192,7 +196,9 @@ def test_the_kit_refuses_to_start_on_a_role_that_can_become_a_bypassing_role(
     admin = app_role.make_role("BYPASSRLS")
     with as_owner(owner) as conn:
         conn.execute(text(f"GRANT {admin} TO {member}"))
-    tenancy = Tenancy(app_role.engine(member), resolvers=[HeaderResolver()], rls=True)
+    tenancy = Tenancy(
+        app_role.engine(member), resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE
+    )
     with pytest.raises(UnsafeDatabaseRole, match=f"SET ROLE {admin}"):
         first_use(tenancy)
 
@@ -201,7 +207,9 @@ def test_the_kit_refuses_to_start_on_the_owner_of_a_tenant_table(app_role, owner
     table_owner = app_role.make_role()
     with as_owner(owner) as conn:
         conn.execute(text(f"ALTER TABLE rls_task OWNER TO {table_owner}"))
-    tenancy = Tenancy(app_role.engine(table_owner), resolvers=[HeaderResolver()], rls=True)
+    tenancy = Tenancy(
+        app_role.engine(table_owner), resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE
+    )
     with pytest.raises(UnsafeDatabaseRole, match=r"owns tenant table\(s\) rls_task"):
         first_use(tenancy)
 
@@ -211,17 +219,17 @@ def test_the_kit_refuses_to_start_when_a_tenant_table_has_no_row_security(
 ):
     with as_owner(owner) as conn:
         conn.execute(text("ALTER TABLE rls_project DISABLE ROW LEVEL SECURITY"))
-    tenancy = Tenancy(app_engine, resolvers=[HeaderResolver()], rls=True)
+    tenancy = Tenancy(app_engine, resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE)
     with pytest.raises(UnsafeDatabaseRole, match=r"rls_project have no row-level security"):
         first_use(tenancy)
 
 
 def test_the_kit_refuses_an_async_engine_on_a_superuser(database, world):
     engine = database.create_async_engine()
-    tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True)
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE)
 
     async def use() -> None:
-        async with tenancy.make_async_session(SessionScope("acme")) as session:
+        async with tenancy.make_async_session(SessionScope(ACME)) as session:
             await session.exec(select(Project))
 
     import anyio
@@ -235,7 +243,7 @@ def test_the_role_check_can_be_turned_off_explicitly(database, world):
     engine = create_engine(database.url)
     try:
         options = RowLevelSecurity(check_role=False)
-        tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=options)
+        tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=options, key_type=KEY_TYPE)
         first_use(tenancy)  # a superuser: sees everything, which is why the check exists
     finally:
         engine.dispose()
@@ -248,5 +256,5 @@ def test_the_ordinary_role_passes_the_check(tenancy, world):
 def test_row_level_security_needs_postgresql(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
     with pytest.raises(TenancyMisuse, match="needs PostgreSQL"):
-        Tenancy(engine, resolvers=[HeaderResolver()], rls=True)
+        Tenancy(engine, resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE)
     engine.dispose()

@@ -7,6 +7,7 @@ import io
 import pytest
 from alembic.migration import MigrationContext
 from alembic.operations import Operations
+from rls_models import KEY_CAST_TYPE, KEY_SQL_TYPE
 from rls_support import as_owner
 from sqlalchemy import text
 
@@ -28,16 +29,20 @@ SECURED = text(
 
 
 def make_tables(conn) -> None:
-    conn.execute(text("CREATE TABLE migrated (id serial PRIMARY KEY, tenant_id text NOT NULL)"))
-    conn.execute(text("CREATE TABLE applied (id serial PRIMARY KEY, tenant_id text NOT NULL)"))
+    """Two tenant tables whose tenant columns are of the run's key type."""
+    for name in ("migrated", "applied"):
+        conn.execute(
+            text(f"CREATE TABLE {name} (id serial PRIMARY KEY, tenant_id {KEY_SQL_TYPE} NOT NULL)")
+        )
 
 
 def test_enable_tenant_rls_creates_what_apply_rls_creates(owner):
     with as_owner(owner) as conn:
         make_tables(conn)
         op = Operations(MigrationContext.configure(conn))
-        op.enable_tenant_rls("migrated", global_read=True)
-        for statement in enable_statements(TenantTable("applied", global_read=True)):
+        op.enable_tenant_rls("migrated", global_read=True, tenant_type=KEY_CAST_TYPE)
+        applied_table = TenantTable("applied", global_read=True, tenant_type=KEY_CAST_TYPE)
+        for statement in enable_statements(applied_table):
             conn.execute(text(statement))
 
         migrated = conn.execute(POLICIES, {"table": "migrated"}).all()
@@ -59,8 +64,8 @@ def test_disable_tenant_rls_undoes_it(owner):
     with as_owner(owner) as conn:
         make_tables(conn)
         op = Operations(MigrationContext.configure(conn))
-        op.enable_tenant_rls("migrated")
-        op.enable_tenant_rls("migrated")  # idempotent
+        op.enable_tenant_rls("migrated", tenant_type=KEY_CAST_TYPE)
+        op.enable_tenant_rls("migrated", tenant_type=KEY_CAST_TYPE)  # idempotent
         op.disable_tenant_rls("migrated")
 
         policies = conn.execute(POLICIES, {"table": "migrated"}).all()

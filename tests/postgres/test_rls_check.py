@@ -2,7 +2,8 @@
 correct one.
 
 Each case plants one gap next to (or in) an otherwise correct tenant table ``gap``, made with
-the kit's own DDL, and runs the check as the application's ordinary role.
+the kit's own DDL, and runs the check as the application's ordinary role. The hand-made tables'
+tenant columns are of the run's key type (``KEY_SQL_TYPE``), their policies cast to it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from rls_models import metadata
+from rls_models import ACME, KEY_CAST_TYPE, KEY_SQL_TYPE, metadata
 from rls_support import as_owner
 from sqlalchemy import text
 
@@ -21,24 +22,29 @@ from fastapi_tenancy.postgres.policies import enable_statements
 
 pytestmark = pytest.mark.backends("postgres")
 
-GOOD = (
-    "CREATE TABLE {name} (id serial PRIMARY KEY, tenant_id text NOT NULL, label text);"
-    "CREATE INDEX ON {name} (tenant_id);"
-    "ALTER TABLE {name} ADD UNIQUE (tenant_id, id)"
-)
+BARE = f"CREATE TABLE gap (id serial PRIMARY KEY, tenant_id {KEY_SQL_TYPE} NOT NULL)"
+"""A tenant table ``gap`` with nothing else: no index, no policies."""
+
+
+def policies(name: str = "gap") -> list[str]:
+    """The kit's DDL for a hand-made tenant table ``name`` of this run's key type."""
+    return enable_statements(TenantTable(name, tenant_type=KEY_CAST_TYPE))
 
 
 def good(name: str = "gap") -> list[str]:
     """A correct tenant table: indexed, policies on, forced."""
-    return [*GOOD.format(name=name).split(";"), *enable_statements(TenantTable(name))]
+    return [
+        f"CREATE TABLE {name} (id serial PRIMARY KEY, tenant_id {KEY_SQL_TYPE} NOT NULL, "
+        "label text)",
+        f"CREATE INDEX ON {name} (tenant_id)",
+        f"ALTER TABLE {name} ADD UNIQUE (tenant_id, id)",
+        *policies(name),
+    ]
 
 
 # code -> (statements planting the gap, a piece of the finding's subject or detail)
 GAPS = {
-    "rls_disabled": (
-        ["CREATE TABLE gap (id serial PRIMARY KEY, tenant_id text NOT NULL)"],
-        "gap",
-    ),
+    "rls_disabled": ([BARE], "gap"),
     "rls_not_forced": ([*good(), "ALTER TABLE gap NO FORCE ROW LEVEL SECURITY"], "gap"),
     "policy_missing": ([*good(), "DROP POLICY tenancy_delete ON gap"], "DELETE"),
     "policy_not_tenant": (
@@ -46,10 +52,7 @@ GAPS = {
         "everyone",
     ),
     "tenant_index_missing": (
-        [
-            "CREATE TABLE gap (id serial PRIMARY KEY, tenant_id text NOT NULL)",
-            *enable_statements(TenantTable("gap")),
-        ],
+        [BARE, *policies()],
         "gap",
     ),
     "unique_without_tenant": ([*good(), "ALTER TABLE gap ADD COLUMN email text UNIQUE"], "email"),
@@ -65,10 +68,10 @@ GAPS = {
     "truncate_granted": ([*good(), "GRANT TRUNCATE ON gap TO {role}"], "gap"),
     "partition_readable": (
         [
-            "CREATE TABLE gap (id int, tenant_id text NOT NULL, PRIMARY KEY (tenant_id, id))"
-            " PARTITION BY LIST (tenant_id)",
-            "CREATE TABLE gap_acme PARTITION OF gap FOR VALUES IN ('acme')",
-            *enable_statements(TenantTable("gap")),
+            f"CREATE TABLE gap (id int, tenant_id {KEY_SQL_TYPE} NOT NULL, "
+            "PRIMARY KEY (tenant_id, id)) PARTITION BY LIST (tenant_id)",
+            f"CREATE TABLE gap_acme PARTITION OF gap FOR VALUES IN ('{ACME}')",
+            *policies(),
         ],
         "gap_acme",
     ),

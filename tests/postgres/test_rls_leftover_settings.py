@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 import pytest
-from rls_models import Plan, Project, Template
+from rls_models import ACME, GLOBEX, KEY_TYPE, Plan, Project, Template
 from rls_support import AppRole
 from rls_wire import RoundTripCounter
 from sqlalchemy import event, func, text
@@ -57,7 +57,11 @@ KINDS = ("psycopg", "psycopg-separate", "asyncpg", "psycopg-async")
 """psycopg: the settings travel with the BEGIN; the others send them as a statement of their own
 (``psycopg-separate`` is ``RowLevelSecurity(with_begin=False)``)."""
 
-LEFTOVERS = {"tenant_id": (TENANT_SETTING, "globex"), "global_read": (GLOBAL_READ_SETTING, "on")}
+# The leftover values, as SQL text: the tenant setting carries the key's spelling.
+LEFTOVERS = {
+    "tenant_id": (TENANT_SETTING, str(GLOBEX)),
+    "global_read": (GLOBAL_READ_SETTING, "on"),
+}
 
 # One row: the tenants of the rls_project rows, and of the (global-access) rls_template rows.
 SEEN = (
@@ -95,8 +99,8 @@ class Seen:
     """What one session saw: through the ORM, and by raw SQL on the connection the kit began."""
 
     orm: list[Any]
-    projects: list[str]  # the tenants of the rls_project rows raw SQL sees
-    templates: list[str]  # the tenants of the rls_template (global-access) rows raw SQL sees
+    projects: list[Any]  # the tenants of the rls_project rows raw SQL sees
+    templates: list[Any]  # the tenants of the rls_template (global-access) rows raw SQL sees
 
 
 class Kit:
@@ -117,7 +121,7 @@ class Kit:
             if kind == "psycopg-separate":
                 rls = RowLevelSecurity(with_begin=False)
         self.engine = engine
-        self.tenancy = Tenancy(engine, resolvers=[], rls=rls)
+        self.tenancy = Tenancy(engine, resolvers=[], rls=rls, key_type=KEY_TYPE)
 
     async def __aenter__(self) -> Kit:
         return self
@@ -196,7 +200,7 @@ async def check_the_next_sessions(kit: Kit, name: str, value: str) -> None:
     """Every kind of session of the kit, on the one connection, which carries ``name=value``."""
     assert (await kit.settings())[name] == value  # the leftover is there
 
-    tenant = await kit.see(SessionScope("acme"), select(Template.name))
+    tenant = await kit.see(SessionScope(ACME), select(Template.name))
     nobody = await kit.see(SessionScope(None), select(Plan.name))
     trusted = await kit.see(SessionScope(None, Access.UNSCOPED), select(Project.tenant_id))
     global_ = await kit.see(SessionScope(None, Access.GLOBAL), select(Template.name))
@@ -204,10 +208,10 @@ async def check_the_next_sessions(kit: Kit, name: str, value: str) -> None:
         await kit.query(SessionScope(None), select(Project.name))
 
     assert (await kit.settings())[name] == value  # and still is: it was overridden, not undone
-    assert tenant == Seen(["acme-template"], ["acme"], ["acme"])
+    assert tenant == Seen(["acme-template"], [ACME], [ACME])
     assert nobody == Seen(["free", "pro"], [], [])
     assert trusted == Seen([], [], [])
-    assert global_ == Seen(["acme-template", "globex-template"], [], ["acme", "globex"])
+    assert global_ == Seen(["acme-template", "globex-template"], [], sorted([ACME, GLOBEX]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,12 +260,12 @@ def test_a_session_made_by_hand_names_both_settings_too(app_role, world, leftove
         conn.commit()
 
     seen = {}
-    for tenant in ("acme", None):
+    for tenant in (ACME, None):
         scope = SessionScope(tenant, Access.UNSCOPED)  # ORM scoping off: the policies answer
         with RLSSession(engine, info={SCOPE_KEY: scope}) as session:
             seen[tenant] = tuple(session.execute(text(SEEN)).one())
 
-    assert seen == {"acme": (["acme"], ["acme"]), None: ([], [])}
+    assert seen == {ACME: ([ACME], [ACME]), None: ([], [])}
 
 
 def test_set_tenant_on_a_raw_connection_turns_a_leftover_global_read_off(app_role, world):
@@ -270,12 +274,12 @@ def test_set_tenant_on_a_raw_connection_turns_a_leftover_global_read_off(app_rol
         conn.exec_driver_sql(f"SET {GLOBAL_READ_SETTING} = 'on'")
         conn.commit()
     with engine.begin() as conn:
-        set_tenant(conn, "acme")
+        set_tenant(conn, ACME)
         templates = conn.execute(text("SELECT tenant_id FROM rls_template")).scalars().all()
         raw = conn.execute(text(SETTINGS)).one()
 
-    assert templates == ["acme"]
-    assert tuple(raw) == ("acme", "")
+    assert templates == [ACME]
+    assert tuple(raw) == (str(ACME), "")
 
 
 def test_a_tenant_savepoint_in_a_global_read_restores_the_global_read(app_role, world):
@@ -283,12 +287,12 @@ def test_a_tenant_savepoint_in_a_global_read_restores_the_global_read(app_role, 
     templates = text("SELECT tenant_id FROM rls_template ORDER BY tenant_id")
     with engine.begin() as conn:
         conn.execute(text(f"SELECT set_config('{GLOBAL_READ_SETTING}', 'on', true)"))
-        with tenant_savepoint(conn, "acme"):
+        with tenant_savepoint(conn, ACME):
             inside = conn.execute(templates).scalars().all()
         after = conn.execute(templates).scalars().all()
 
-    assert inside == ["acme"]
-    assert after == ["acme", "globex"]
+    assert inside == [ACME]
+    assert after == sorted([ACME, GLOBEX])
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,17 +305,17 @@ def test_a_tenant_savepoint_in_a_global_read_restores_the_global_read(app_role, 
 async def test_set_config_through_the_orm_is_refused_in_a_tenant_session(
     app_role, world, kind, is_local, call
 ):
-    attack = select(func.set_config(TENANT_SETTING, "globex", is_local))
+    attack = select(func.set_config(TENANT_SETTING, str(GLOBEX), is_local))
     read_tenant = select(func.current_setting(TENANT_SETTING))
     async with Kit(app_role, kind) as kit:
         if isinstance(kit.engine, AsyncEngine):
-            async with kit.tenancy.make_async_session(SessionScope("acme")) as session:
+            async with kit.tenancy.make_async_session(SessionScope(ACME)) as session:
                 with pytest.raises(UnscopedStatement) as caught:
                     await call_async(session, call, attack)
                 names = (await session.exec(select(Project.name))).all()
                 tenant = await session.scalar(read_tenant)
         else:
-            with kit.tenancy.make_session(SessionScope("acme")) as sync_session:
+            with kit.tenancy.make_session(SessionScope(ACME)) as sync_session:
                 with pytest.raises(UnscopedStatement) as caught:
                     getattr(sync_session, call)(attack)
                 names = sync_session.exec(select(Project.name)).all()
@@ -320,7 +324,7 @@ async def test_set_config_through_the_orm_is_refused_in_a_tenant_session(
 
     assert "set_config" in str(caught.value)
     assert list(names) == ["apollo"]
-    assert tenant == "acme"  # the session's tenant, unchanged
+    assert tenant == str(ACME)  # the session's tenant, unchanged
     assert left[TENANT_SETTING] in (None, "")  # nothing was left on the connection either
 
 
@@ -357,7 +361,7 @@ async def test_naming_both_settings_costs_no_round_trip_more_than_naming_the_ten
         def session_of(scope: SessionScope, statement: Executable) -> Callable[[], Awaitable[Any]]:
             return lambda: kit.query(scope, statement)
 
-        tenant = await round_trips(relay, session_of(SessionScope("acme"), select(Project.name)))
+        tenant = await round_trips(relay, session_of(SessionScope(ACME), select(Project.name)))
         global_ = await round_trips(
             relay, session_of(SessionScope(None, Access.GLOBAL), select(Template.name))
         )
