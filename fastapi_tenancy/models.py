@@ -28,6 +28,7 @@ from .scope import tenant_of_statement
 
 __all__ = [
     "TENANT_GLOBAL_INFO_KEY",
+    "TENANT_SHARED_ROWS_INFO_KEY",
     "TENANT_TABLE_INFO_KEY",
     "TenantScoped",
     "is_tenant_model",
@@ -40,6 +41,9 @@ TENANT_TABLE_INFO_KEY = "fastapi_tenancy"
 
 TENANT_GLOBAL_INFO_KEY = "fastapi_tenancy.global_access"
 """Key in ``Table.info`` marking the tables of ``__global_access__`` models."""
+
+TENANT_SHARED_ROWS_INFO_KEY = "fastapi_tenancy.shared_rows"
+"""Key in ``Table.info`` marking the tables of ``__shared_rows__`` models."""
 
 KeyT = TypeVar("KeyT", default=str)
 
@@ -94,6 +98,8 @@ class _TenantModel(SQLModel):
 
     __global_access__: ClassVar[bool] = False
     __shared_rows__: ClassVar[bool] = False
+    """``True``: rows with a NULL tenant are shared, read by every tenant beside its own, and
+    written only in the admin switch or ``without_tenant()``."""
 
     @classmethod
     def tenant_column(cls) -> ColumnElement[Any]:
@@ -125,13 +131,17 @@ else:
         to make it a foreign key to your tenants table or give it another column name.
 
         Set ``__global_access__ = True`` on a model whose rows may be read across tenants
-        through the global-access switch when no tenant is bound.
+        through the global-access switch when no tenant is bound, and ``__shared_rows__ =
+        True`` on one whose rows with a NULL tenant (vendor defaults) every tenant reads beside
+        its own and none may change.
         :class:`~fastapi_tenancy.TenantKey`, the column type of string keys, compares exactly
         on every database: on MySQL and MariaDB, whose default collations ignore case, it has
         a binary collation, so tenant ``ACME`` never reads ``acme``'s rows.
         """
 
-        tenant_id: str = tenant_field()
+        # Optional to pydantic only: a body may carry "tenant_id": null, which the session
+        # stamps like a missing one; the column stays NOT NULL.
+        tenant_id: str | None = tenant_field()
 
         def __class_getitem__(cls, key_type: type[Any]) -> type[Any]:
             if cls is not TenantScoped:
@@ -144,7 +154,7 @@ else:
                 namespace = {
                     "__module__": cls.__module__,
                     "__qualname__": f"TenantScoped[{name}]",
-                    "__annotations__": {"tenant_id": key_type},
+                    "__annotations__": {"tenant_id": key_type | None},
                     "tenant_id": tenant_field(key_type),
                 }
                 base = type(cls)(f"TenantScoped[{name}]", (cls,), namespace)
@@ -189,6 +199,9 @@ def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
             _TENANT_TABLE_NAMES[(table.schema, table.name)] = tenant_column.name
             if cls.__global_access__:
                 table.info[TENANT_GLOBAL_INFO_KEY] = True
+            if cls.__shared_rows__:
+                table.info[TENANT_SHARED_ROWS_INFO_KEY] = True
+                tenant_column.nullable = True  # NULL: a row every tenant shares
 
 
 @event.listens_for(TenantScoped, "mapper_configured", propagate=True)

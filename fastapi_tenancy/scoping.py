@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, true
+from sqlalchemy import bindparam, or_, true
 from sqlalchemy.orm import ORMExecuteState, with_loader_criteria
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.dml import Delete, Insert, Update
@@ -32,6 +32,15 @@ __all__ = ["TENANT_PARAM", "refuse_unscoped_moves", "scope_execution"]
 
 
 def _tenant_criteria(cls: type[TenantScoped]) -> Any:
+    """What a tenant reads: its rows, and the shared rows of a ``__shared_rows__`` model."""
+    column = cls.tenant_column()
+    if cls.__shared_rows__:
+        return or_(column == bindparam(TENANT_PARAM), column.is_(None))
+    return column == bindparam(TENANT_PARAM)
+
+
+def _owned_criteria(cls: type[TenantScoped]) -> Any:
+    """What a tenant writes: its own rows only."""
     return cls.tenant_column() == bindparam(TENANT_PARAM)
 
 
@@ -44,6 +53,12 @@ def _global_read_criteria(cls: type[TenantScoped]) -> Any:
 TENANT_CRITERIA = with_loader_criteria(
     TenantScoped,
     lambda cls: _tenant_criteria(cls),
+    include_aliases=True,
+    track_closure_variables=False,
+)
+OWNED_CRITERIA = with_loader_criteria(
+    TenantScoped,
+    lambda cls: _owned_criteria(cls),
     include_aliases=True,
     track_closure_variables=False,
 )
@@ -266,7 +281,7 @@ def _scope_dml(state: ORMExecuteState, statement: Update | Delete, tenant: Any) 
         _check_statement_move(statement, mapper, parameters)
     target = mapper.local_table if mapper is not None else None
     extra = _joined_tenant_froms(statement, target)
-    scoped = statement.options(TENANT_CRITERIA)
+    scoped = statement.options(OWNED_CRITERIA)  # shared rows are read-only for tenants
     for from_ in extra:
         tenant_column = from_.c[_tenant_table_of(from_).info[TENANT_TABLE_INFO_KEY]]
         scoped = scoped.where(tenant_column == bindparam(TENANT_PARAM))

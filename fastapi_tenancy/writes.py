@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import inspect, select, tuple_
+from sqlalchemy import bindparam, inspect, select, tuple_
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.interfaces import MANYTOONE
@@ -27,7 +27,7 @@ from .context import audit_logger, get_tenant_context
 from .exceptions import CrossTenantWrite, TenantRequired
 from .models import TENANT_TABLE_INFO_KEY, is_tenant_model
 from .scope import Access, SessionScope
-from .wall import guard_of
+from .wall import TENANT_PARAM, guard_of
 
 __all__ = ["check_flush"]
 
@@ -48,7 +48,7 @@ def check_flush(session: Session, scope: SessionScope) -> None:
         # Nothing to stamp with: a new row must name its tenant, or the database's NOT NULL
         # would answer instead, as a bare error after part of the flush was sent.
         for obj in new:
-            if obj.tenant_id is None:
+            if obj.tenant_id is None and not type(obj).__shared_rows__:
                 raise TenantRequired(
                     f"a new {type(obj).__name__} needs its tenant_id in an unscoped session"
                 )
@@ -152,7 +152,7 @@ def _prove_owned(session: Session, objects: Iterable[Any]) -> None:
         )
         by_mapper[mapper].add(key)
     for mapper, keys in by_mapper.items():
-        if keys - _existing_keys(session, mapper, list(keys)):
+        if keys - _existing_keys(session, mapper, list(keys), owned=True):
             raise CrossTenantWrite(f"this {mapper.class_.__name__} belongs to another tenant")
 
 
@@ -166,7 +166,11 @@ def _committed(state: InstanceState[Any], key: str) -> Any:
     return state.dict.get(key)
 
 
-def _existing_keys(session: Session, mapper: Mapper[Any], keys: list[Any]) -> set[Any]:
+def _existing_keys(
+    session: Session, mapper: Mapper[Any], keys: list[Any], *, owned: bool
+) -> set[Any]:
+    """The keys among ``keys`` of rows the tenant may write (``owned``: its own rows) or point
+    at (its own rows, and the shared rows of a ``__shared_rows__`` model)."""
     columns = [
         getattr(mapper.class_, mapper.get_property_by_column(c).key) for c in mapper.primary_key
     ]
@@ -174,15 +178,19 @@ def _existing_keys(session: Session, mapper: Mapper[Any], keys: list[Any]) -> se
         condition = columns[0].in_([k[0] for k in keys])
     else:
         condition = tuple_(*columns).in_(keys)
+    statement = select(*columns).where(condition)
+    shared = mapper.class_.__shared_rows__ and not owned
+    if mapper.class_.__shared_rows__ and owned:  # the read criteria admit shared rows too
+        statement = statement.where(mapper.class_.tenant_column() == bindparam(TENANT_PARAM))
     with session.no_autoflush:
-        rows = session.execute(select(*columns).where(condition)).all()
+        rows = session.execute(statement).all()
     found = {tuple(row) for row in rows}
     # The wall checks the unit of work's UPDATE/DELETE by key, and foreign keys, against the
     # rows proven the tenant's in this transaction: these need no second look-up.
     guard = guard_of(Session.connection(session, bind_arguments={"mapper": mapper}))
     if guard is not None:
         names = tuple(column.name for column in mapper.primary_key)
-        guard.add_owned(mapper.local_table, names, found)
+        guard.add_owned(mapper.local_table, names, found, shared=shared)
     return found
 
 
@@ -210,7 +218,7 @@ def _check_references(session: Session, objects: Iterable[Any], tenant: Any) -> 
             if value is not None and not isinstance(value, ClauseElement):
                 wanted[parent_mapper].add((value,))  # expressions: the wall proves them
     for parent_mapper, keys in wanted.items():
-        if keys - _existing_keys(session, parent_mapper, list(keys)):
+        if keys - _existing_keys(session, parent_mapper, list(keys), owned=False):
             raise CrossTenantWrite(
                 f"a foreign key points at a {parent_mapper.class_.__name__} "
                 "that is not this tenant's (another tenant's, or none)"

@@ -69,7 +69,7 @@ def define(own: registry, *, exempt: bool = False) -> tuple[Any, Any]:
 def test_a_tenant_session_beside_a_forgotten_model_is_refused(models, sqlite):
     """The attack: a tenant session reading the forgotten model would get both tenants'
     receipts, as ORM scoping never touches a table it does not know; no session is made."""
-    order, receipt = define(models)
+    _order, receipt = define(models)
     models.metadata.create_all(sqlite)
     with sqlite.begin() as conn:
         conn.execute(receipt.__table__.insert(), [{"tenant_id": "acme"}, {"tenant_id": "globex"}])
@@ -98,7 +98,7 @@ def test_the_first_session_refuses_for_scripts_without_install(models, sqlite):
 
 
 def test_an_exempt_table_is_shared_on_purpose(models, sqlite):
-    order, receipt = define(models, exempt=True)
+    _order, receipt = define(models, exempt=True)
     models.metadata.create_all(sqlite)
     tenancy = Tenancy(sqlite, resolvers=[HeaderResolver()])
     tenancy.install(FastAPI())

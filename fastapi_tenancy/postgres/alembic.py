@@ -45,6 +45,7 @@ class _TenantRLSOp(MigrateOperation):
         global_read: bool = False,
         tenant_type: TypeEngine[Any] | None = None,
         admin_roles: Sequence[str] = (),
+        shared_rows: bool = False,
     ) -> None:
         self.table = TenantTable(
             name=table_name,
@@ -53,6 +54,7 @@ class _TenantRLSOp(MigrateOperation):
             global_read=global_read,
             tenant_type=tenant_type,
             admin_roles=tuple(admin_roles),
+            shared_rows=shared_rows,
         )
 
     def _options(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ class _TenantRLSOp(MigrateOperation):
             "global_read": t.global_read,
             "tenant_type": t.tenant_type,
             "admin_roles": t.admin_roles,
+            "shared_rows": t.shared_rows,
         }
 
 
@@ -81,12 +84,14 @@ class EnableTenantRLSOp(_TenantRLSOp):
         global_read: bool = False,
         tenant_type: TypeEngine[Any] | None = None,
         admin_roles: Sequence[str] = (),
+        shared_rows: bool = False,
     ) -> None:
         """Enable and force row-level security on ``table_name`` with the tenant policies.
 
         ``global_read=True`` for a model declared ``__global_access__``; ``tenant_type`` when
         the tenant column is not a string type; ``admin_roles`` for roles that get a policy
-        admitting every row. Idempotent.
+        admitting every row; ``shared_rows=True`` for a model declared ``__shared_rows__``
+        (every tenant reads the rows with a NULL tenant). Idempotent.
         """
         operations.invoke(
             cls(
@@ -96,6 +101,7 @@ class EnableTenantRLSOp(_TenantRLSOp):
                 global_read=global_read,
                 tenant_type=tenant_type,
                 admin_roles=admin_roles,
+                shared_rows=shared_rows,
             )
         )
 

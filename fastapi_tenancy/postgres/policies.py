@@ -43,7 +43,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from ..models import TENANT_TABLE_INFO_KEY, TenantScoped
+from ..models import TENANT_SHARED_ROWS_INFO_KEY, TENANT_TABLE_INFO_KEY, TenantScoped
 
 __all__ = [
     "GLOBAL_READ_INFO_KEY",
@@ -88,6 +88,8 @@ class TenantTable:
 
     ``tenant_type`` is needed only when the tenant column is not a string type (a ``UUID``,
     say): the setting is then cast to it. ``global_read`` adds the global-access read policy.
+    ``shared_rows`` lets every tenant read the rows whose tenant is NULL (a ``__shared_rows__``
+    model's shared rows); the write policies still admit the tenant's own rows only.
     ``admin_roles`` names roles that get a policy admitting every row, for databases where the
     admin role cannot be given ``BYPASSRLS`` (see ``docs/postgres-rls.md``).
     """
@@ -98,6 +100,7 @@ class TenantTable:
     global_read: bool = False
     tenant_type: TypeEngine[Any] | None = None
     admin_roles: Sequence[str] = field(default=())
+    shared_rows: bool = False
 
     @property
     def qualified_name(self) -> str:
@@ -158,6 +161,7 @@ def tenant_tables(
                 global_read=global_access.get(table, False)
                 or bool(table.info.get(GLOBAL_READ_INFO_KEY)),
                 tenant_type=tenant_type,
+                shared_rows=bool(table.info.get(TENANT_SHARED_ROWS_INFO_KEY)),
                 admin_roles=tuple(admin_roles),
             )
         )
@@ -180,8 +184,11 @@ def enable_statements(table: TenantTable) -> list[str]:
     """The statements that turn the wall on for one table; safe to run again."""
     target = table.qualified_name
     matches = tenant_condition(table)
+    readable = matches
+    if table.shared_rows:
+        readable = f"{matches} OR {_QUOTE.quote(table.tenant_column)} IS NULL"
     policies = {
-        "select": f"FOR SELECT USING ({matches})",
+        "select": f"FOR SELECT USING ({readable})",
         "insert": f"FOR INSERT WITH CHECK ({matches})",
         "update": f"FOR UPDATE USING ({matches}) WITH CHECK ({matches})",
         "delete": f"FOR DELETE USING ({matches})",

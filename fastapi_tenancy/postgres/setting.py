@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.elements import TextClause
 
 from ..exceptions import TenancyMisuse
+from ..keys import tenant_key_of
 from ..scope import Access
 from ..session import TenantScopedSession, scope_of
 from ..wall.guard import kit_setting_options
@@ -208,15 +209,16 @@ def _name_tenant(session: Session, transaction: SessionTransaction, connection: 
 
 
 def set_tenant(connection: Connection, tenant_id: Any) -> None:
-    """Name ``tenant_id`` (a key of any type, or ``None``) for the rest of ``connection``'s
-    current transaction, global read off.
+    """Name ``tenant_id`` (a key of any type, a tenant record, or ``None``) for the rest of
+    ``connection``'s current transaction, global read off.
 
     For trusted code on a raw connection (scripts, jobs): the settings are transaction-local, so
     run it inside the transaction it is for; both are named, so a value left at session level
     on the connection does not count. ``None`` names no tenant. Async:
     ``await conn.run_sync(set_tenant, "acme")``.
     """
-    connection.execute(_NAME[False], {"tenant": "" if tenant_id is None else str(tenant_id)})
+    key = tenant_key_of(tenant_id)
+    connection.execute(_NAME[False], {"tenant": "" if key is None else str(key)})
 
 
 def read_tenant_setting(connection: Connection) -> str | None:

@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, event, select, tuple_
+from sqlalchemy import Engine, and_, bindparam, event, or_, select, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import ExecuteStyle, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,6 +26,7 @@ from sqlalchemy.sql.selectable import FromClause
 
 from ..context import audit_logger, get_tenant_context
 from ..exceptions import CrossTenantWrite, TenantRequired, UnscopedStatement
+from ..models import TENANT_SHARED_ROWS_INFO_KEY
 from ..scope import Access, SessionScope
 from .compiler import tenant_column_of
 from .proof import Proof, prove
@@ -52,20 +53,29 @@ _INTERNAL = object()
 class Guard:
     """A scoped session's scope, and the rows this transaction has proven to be the tenant's.
 
-    ``owned`` maps ``(table, key columns)`` to key tuples read as the tenant's rows: the unit of
-    work's UPDATE and DELETE by primary key, and foreign keys written, are checked against it
-    (and looked up, scoped, when missing).
+    ``owned`` maps ``(table, key columns, shared)`` to key tuples read as the tenant's rows: the
+    unit of work's UPDATE and DELETE by primary key, and foreign keys written, are checked
+    against it (and looked up, scoped, when missing). ``shared`` entries also hold the shared
+    rows of a ``__shared_rows__`` table: a foreign key may name them, an UPDATE or DELETE not.
     """
 
     __slots__ = ("owned", "scope")
 
     def __init__(self, scope: SessionScope) -> None:
         self.scope = scope
-        self.owned: dict[tuple[FromClause, tuple[str, ...]], set[tuple[Any, ...]]] = {}
+        self.owned: dict[tuple[FromClause, tuple[str, ...], bool], set[tuple[Any, ...]]] = {}
 
-    def add_owned(self, table: FromClause, columns: tuple[str, ...], keys: Iterable[Any]) -> None:
-        """Record keys proven (by a scoped read) to be rows of the tenant."""
-        self.owned.setdefault((table, columns), set()).update(keys)
+    def add_owned(
+        self,
+        table: FromClause,
+        columns: tuple[str, ...],
+        keys: Iterable[Any],
+        *,
+        shared: bool = False,
+    ) -> None:
+        """Record keys proven (by a scoped read) to be rows of the tenant (``shared``: or shared
+        rows, which it may point at but not change)."""
+        self.owned.setdefault((table, columns, shared), set()).update(keys)
 
     def forget_owned(self, table: FromClause) -> None:
         """Forget every key of ``table``: some of its rows left the tenant."""
@@ -254,6 +264,12 @@ def _check_writes(
             if write.parent is None:
                 if tenant is None:
                     raise TenantRequired(f"writing {write.table.name!r} rows needs a bound tenant")
+                if value is None and tenant is not None:
+                    error = CrossTenantWrite(
+                        f"a tenant session cannot write {write.table.name} rows without a "
+                        "tenant (shared rows are written in the admin switch or without_tenant())"
+                    )
+                    raise audit_refused_write(tenant, error)
                 if value != tenant and not (write.update and mutable):
                     error = CrossTenantWrite(
                         f"this write names another tenant in {write.table.name}"
@@ -269,7 +285,8 @@ def _check_writes(
                     )
                 wanted.setdefault(write.parent, []).append((value,))
     for parent, keys in wanted.items():
-        if not _owned(conn, guard, parent.table, (parent.column,), keys):
+        shared = bool(parent.table.info.get(TENANT_SHARED_ROWS_INFO_KEY))
+        if not _owned(conn, guard, parent.table, (parent.column,), keys, shared=shared):
             error = CrossTenantWrite(
                 f"a foreign key points at a {parent.table.name} row that is not this tenant's "
                 "(another tenant's, or none)"
@@ -283,9 +300,14 @@ def _owned(
     table: Table,
     columns: tuple[str, ...],
     keys: list[tuple[Any, ...]],
+    *,
+    shared: bool = False,
 ) -> bool:
-    """Whether every key names a row of the tenant: from the ledger, else one scoped read."""
-    known = guard.owned.get((table, columns), set())
+    """Whether every key names a row of the tenant (``shared``: or a shared row): from the
+    ledger, else one scoped read."""
+    known = guard.owned.get((table, columns, False), set())
+    if shared:
+        known = known | guard.owned.get((table, columns, True), set())
     missing = {key for key in keys if key not in known}
     if not missing:
         return True
@@ -295,9 +317,12 @@ def _owned(
         condition = key_columns[0].in_([key[0] for key in missing])
     else:
         condition = tuple_(*key_columns).in_(list(missing))
-    query = select(*key_columns).where(and_(condition, tenant_column == bindparam(TENANT_PARAM)))
+    mine: Any = tenant_column == bindparam(TENANT_PARAM)
+    if shared:
+        mine = or_(mine, tenant_column.is_(None))
+    query = select(*key_columns).where(and_(condition, mine))
     found = {tuple(row) for row in conn.execute(query, {TENANT_PARAM: guard.scope.tenant_id})}
-    guard.add_owned(table, columns, found)
+    guard.add_owned(table, columns, found, shared=shared)
     return missing <= found
 
 

@@ -4,7 +4,9 @@ An occurrence is proven by a term ``<its tenant column> = :param`` at the top le
 of its statement's WHERE, or of the ON clause of a join that filters its side (an inner join's
 filter both sides, an outer join's only the side it may fill with NULLs); the gate then checks
 that ``param`` carries the session's tenant. An UPDATE or DELETE target may instead be named by
-its primary key, and an association table by its keys joined to filtered rows.
+its primary key, and an association table by its keys joined to filtered rows. A table of a
+``__shared_rows__`` model, where it is only read, may have ``(<tenant column> = :param OR
+<tenant column> IS NULL)`` instead: its rows with no tenant are shared by every tenant.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from sqlalchemy.sql.elements import (
     BooleanClauseList,
     ColumnClause,
     Grouping,
+    Null,
 )
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.selectable import FromGrouping, Join, Select
 
-from ..models import TENANT_GLOBAL_INFO_KEY
+from ..models import TENANT_GLOBAL_INFO_KEY, TENANT_SHARED_ROWS_INFO_KEY
 from .compiler import (
     Occurrence,
     ProvingCompiler,
@@ -151,10 +154,14 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[Read
             terms.extend(found)
             break
     tenant_column = tenant_column_of(occurrence.table).name
+    read_only = isinstance(statement, Select)
+    equalities = list(_equalities(terms, element))
+    if read_only and occurrence.table.info.get(TENANT_SHARED_ROWS_INFO_KEY):
+        equalities += _shared_equalities(terms, element)
     tenant_params = tuple(
         dict.fromkeys(
             name
-            for column, param in _equalities(terms, element)
+            for column, param in equalities
             if column.name == tenant_column
             for name in _bind_name(compiler, param)
         )
@@ -167,7 +174,7 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[Read
         where=where,
         tenant_params=tenant_params,
         key_params=key_params,
-        read_only=isinstance(statement, Select),
+        read_only=read_only,
     )
     return check, terms
 
@@ -243,6 +250,40 @@ def _equalities(terms: list[Any], element: Any) -> Iterator[tuple[ColumnClause[A
                 and not other.expanding
             ):
                 yield column, other
+
+
+def _shared_equalities(terms: list[Any], element: Any) -> list[tuple[ColumnClause[Any], Any]]:
+    """``(column, param)`` for each term ``(column = :param OR column IS NULL)`` on ``element``:
+    exactly those two arms, on one column."""
+    found = []
+    for term in terms:
+        if not isinstance(term, BooleanClauseList) or term.operator is not operators.or_:
+            continue
+        arms = [_ungrouped(arm) for arm in term.clauses]
+        if len(arms) != 2:
+            continue
+        for equal, null in (arms, arms[::-1]):
+            matched = list(_equalities([equal], element))
+            if len(matched) == 1 and _is_null_test(null, matched[0][0]):
+                found.append(matched[0])
+    return found
+
+
+def _ungrouped(element: Any) -> Any:
+    while isinstance(element, Grouping):
+        element = element.element
+    return element
+
+
+def _is_null_test(term: Any, column: ColumnClause[Any]) -> bool:
+    return (
+        isinstance(term, BinaryExpression)
+        and term.operator is operators.is_
+        and isinstance(term.right, Null)
+        and isinstance(term.left, ColumnClause)
+        and same(term.left.table, column.table)
+        and term.left.name == column.name
+    )
 
 
 def _bind_name(compiler: SQLCompiler, param: BindParameter[Any]) -> tuple[str, ...]:

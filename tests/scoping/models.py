@@ -330,3 +330,29 @@ Blueprint.task_count = column_property(  # type: ignore[attr-defined]
     .scalar_subquery(),
     deferred=True,
 )
+
+
+# --------------------------------------------------------------------------------------------
+# Models of the shared-rows attacks (test_shared_rows.py); their tables are created by those tests.
+
+
+class Category(ScopingModel, Keyed, table=True):
+    """A tenant model with shared rows: a NULL tenant is a vendor default every tenant reads."""
+
+    __tablename__ = "scoping_category"
+    __shared_rows__ = True
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+
+
+class Product(ScopingModel, Keyed, table=True):
+    """A tenant's product in a category: its own, or a shared one."""
+
+    __tablename__ = "scoping_product"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+    category_id: int | None = Field(default=None, foreign_key="scoping_category.id")
+
+    category: Category | None = Relationship()
