@@ -237,5 +237,4 @@ def tenant_key_of(value: Any) -> Any:
             def __tenant_key__(self) -> UUID:
                 return self.id
     """
-    key = getattr(value, "__tenant_key__", None)
-    return value if key is None else key
+    return getattr(value, "__tenant_key__", value)
