@@ -52,6 +52,7 @@ import jwt
 import pytest
 
 from .context import TenantContext, bind, checked_key, get_tenant_context, unbind
+from .keys import tenant_key_of
 from .middleware import TenancyMiddleware
 from .resolvers import HeaderResolver, JWTClaimResolver, SubdomainResolver
 from .tenancy import Tenancy
@@ -133,9 +134,15 @@ class TenantClients:
                 return resolver
         return None
 
+    def spelling(self, tenant: Any) -> str:
+        """How a request names ``tenant`` (a key of the app's key type, a tenant record, or a
+        string sent as it is, even a key the app refuses)."""
+        key = tenant_key_of(tenant)
+        return key if isinstance(key, str) else self.tenancy.keys.format(key)
+
     def token(
         self,
-        tenant: str | None = None,
+        tenant: Any = None,
         *,
         as_user: str | None = None,
         admin: bool = False,
@@ -163,7 +170,7 @@ class TenantClients:
         if resolver.issuer is not None:
             payload["iss"] = resolver.issuer
         if tenant is not None:
-            payload[resolver.claim] = tenant
+            payload[resolver.claim] = self.spelling(tenant)
         if as_user is not None:
             payload[self.tenancy.principal_claim] = as_user
         if admin:
@@ -175,7 +182,7 @@ class TenantClients:
 
     def request_options(
         self,
-        tenant: str | None,
+        tenant: Any,
         *,
         as_user: str | None = None,
         admin: bool = False,
@@ -186,6 +193,7 @@ class TenantClients:
         headers: dict[str, str] = {}
         base_url = self.base_url
         if tenant is not None:
+            tenant = self.spelling(tenant)
             via = via or self._default_via()
         wants_token = via == "token" or as_user is not None or admin or bool(claims)
         if tenant is not None and via == "header":
@@ -221,7 +229,7 @@ class TenantClients:
 
     def client(
         self,
-        tenant: str | None = None,
+        tenant: Any = None,
         *,
         as_user: str | None = None,
         admin: bool = False,
@@ -243,7 +251,7 @@ class TenantClients:
 
     def async_client(
         self,
-        tenant: str | None = None,
+        tenant: Any = None,
         *,
         as_user: str | None = None,
         admin: bool = False,
@@ -371,7 +379,7 @@ def _fill(value: Any, replacements: Mapping[str, str]) -> Any:
 def assert_tenant_isolation(
     app: Any,
     *,
-    tenants: Sequence[str],
+    tenants: Sequence[Any],
     routes: Sequence[IsolationRoute | str | tuple[str, Any]],
     users: Mapping[str, str] | None = None,
     id_field: str = "id",
@@ -385,8 +393,9 @@ def assert_tenant_isolation(
     is called as every tenant, and a response holding another tenant's marker fails the check.
     A GET path with ``{id}`` is also asked with the other tenants' ids and must answer one of
     ``foreign_status`` (``None`` skips that). Each tenant must see its own marker somewhere,
-    or the check would prove nothing. ``users`` names the user each tenant acts as;
-    ``client_options`` go to :class:`TenantClients`.
+    or the check would prove nothing. ``tenants`` are keys of the app's key type, their
+    string spellings, or tenant records; ``users`` names the user each tenant acts as (by the
+    tenant's spelling); ``client_options`` go to :class:`TenantClients`.
 
         assert_tenant_isolation(
             app,
@@ -399,6 +408,7 @@ def assert_tenant_isolation(
         )
     """
     clients = app if isinstance(app, TenantClients) else TenantClients(app, **client_options)
+    tenants = [clients.spelling(tenant) for tenant in tenants]
     if len(set(tenants)) < 2:
         raise ValueError("assert_tenant_isolation needs at least two different tenants.")
     parsed = [IsolationRoute.parse(spec) for spec in routes]
@@ -545,7 +555,7 @@ def tenant_client(tenant_clients: TenantClients) -> Iterator[Callable[..., TestC
     acting as that tenant; closed after the test."""
     made: list[TestClient] = []
 
-    def make(tenant: str | None = None, **options: Any) -> TestClient:
+    def make(tenant: Any = None, **options: Any) -> TestClient:
         client = tenant_clients.client(tenant, **options)
         made.append(client)
         return client

@@ -53,6 +53,7 @@ from fastapi_tenancy import (
     with_tenant,
 )
 from fastapi_tenancy.postgres import set_tenant
+from fastapi_tenancy.testing import TenantClients, assert_tenant_isolation
 
 SECRET = "a-typed-keys-page-secret-of-32-bytes-or-more"
 MIGRATIONS = Path(__file__).resolve().parents[2] / "docs" / "examples" / "typed_keys_migrations"
@@ -553,3 +554,20 @@ def test_with_row_level_security_raw_sql_sees_one_organizations_rows(
         assert conn.execute(raw).all() == []
         set_tenant(conn, orgs.globex.id)
         assert conn.execute(raw).all() == [(orgs.globex.id, "Hank")]
+
+
+def test_the_isolation_checker_takes_organization_records_as_tenants(
+    app: FastAPI, orgs: Orgs
+) -> None:
+    """The test kit spells a record's UUID key in the token it signs for the app."""
+    clients = TenantClients(app, signing_key=SECRET)
+    assert clients.spelling(orgs.acme) == str(orgs.acme.id)
+    assert_tenant_isolation(
+        clients,
+        tenants=[orgs.acme, orgs.globex],
+        routes=[
+            ("POST /customers", {"name": "{marker}", "email": "{marker}@example.test"}),
+            "GET /customers",
+            "GET /customers/{id}",
+        ],
+    )
