@@ -16,6 +16,9 @@ applications can branch on the code and the middleware can answer ``{"detail", "
     ├── AdminRequired            403 admin_required
     ├── CrossTenantWrite         403 cross_tenant_write
     ├── AlreadyExists            409 already_exists
+    ├── WriteConflict            409 write_conflict
+    ├── DatabaseUnavailable      503 database_unavailable
+    ├── InternalError            500 internal_error
     └── TenancyMisuse            500 tenancy_misuse
         ├── UnscopedStatement    500 unscoped_statement
         └── SessionTenantMismatch 500 session_tenant_mismatch
@@ -30,6 +33,8 @@ __all__ = [
     "AlreadyExists",
     "AmbiguousTenant",
     "CrossTenantWrite",
+    "DatabaseUnavailable",
+    "InternalError",
     "InvalidTenantKey",
     "InvalidToken",
     "NotAMember",
@@ -42,6 +47,7 @@ __all__ = [
     "TenantNotFound",
     "TenantRequired",
     "UnscopedStatement",
+    "WriteConflict",
 ]
 
 
@@ -151,6 +157,33 @@ class AlreadyExists(TenancyError):
     code = "already_exists"
     status_code = 409
     default_detail = "A record with these values already exists."
+
+
+class WriteConflict(TenancyError):
+    """A concurrent write got in the way (a deadlock, a row deleted under a reference to it);
+    nothing was written, and the request may be retried."""
+
+    code = "write_conflict"
+    status_code = 409
+    default_detail = "The data changed while this request ran; nothing was written. Retry it."
+
+
+class DatabaseUnavailable(TenancyError):
+    """The database could not be reached or did not answer in time; answered with
+    ``Retry-After``."""
+
+    code = "database_unavailable"
+    status_code = 503
+    default_detail = "The database is unavailable. Retry later."
+
+
+class InternalError(TenancyError):
+    """A failure the kit has no better name for: the client gets a generic sentence, the log
+    gets the traceback."""
+
+    code = "internal_error"
+    status_code = 500
+    default_detail = "The server could not complete this request."
 
 
 class TenancyMisuse(TenancyError):

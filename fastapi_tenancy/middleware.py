@@ -10,16 +10,24 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .context import bind, unbind
-from .exceptions import TenancyError
-from .responses import error_response, extend_error_handler
+from .exceptions import InternalError, TenancyError
+from .responses import error_response, extend_error_handler, log_failure, log_refusal
 from .tenancy import TENANCY_SCOPE_KEY, Tenancy
 
 __all__ = ["TenancyMiddleware"]
 
 WS_POLICY_VIOLATION = 1008
+
+
+def _has_own_handler(scope: Scope) -> bool:
+    """Whether the app answers unhandled exceptions itself (a handler for ``Exception`` or
+    500, which Starlette's outermost middleware runs)."""
+    app = scope.get("app")
+    handlers = getattr(app, "exception_handlers", {})
+    return Exception in handlers or 500 in handlers
 
 
 def _route_path(scope: Scope) -> str:
@@ -71,15 +79,41 @@ class TenancyMiddleware:
                 await self.on_error(scope, receive, send, error)
                 return
         token = bind(context)
+        if scope["type"] != "http":
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                unbind(token)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_tracked)
+        except Exception as error:
+            if started or _has_own_handler(scope):
+                raise  # too late for an answer of ours, or the app answers it itself
+            # Answered here, not re-raised: a server closes the keep-alive connection after an
+            # exception, so the client's next request on it would get no answer at all.
+            conn = HTTPConnection(scope)
+            log_failure(conn, error, InternalError.code)
+            await error_response(InternalError())(scope, receive, send)
         finally:
             unbind(token)
 
     async def on_error(
         self, scope: Scope, receive: Receive, send: Send, error: TenancyError
     ) -> None:
-        """Answer a refused connection."""
+        """Answer a refused connection, and log it (see :mod:`fastapi_tenancy.responses`)."""
+        conn = HTTPConnection(scope)
+        if error.status_code >= 500:
+            log_failure(conn, error.__cause__ or error, error.code)
+        else:
+            log_refusal(conn, error)
         if scope["type"] == "websocket":
             await send(
                 {"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": error.code}

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from sqlalchemy import Engine, MetaData, Table
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
@@ -125,11 +126,12 @@ class Tenancy:
         self._models_checked = False
 
     def install(self, app: FastAPI) -> None:
-        """Add :class:`TenancyMiddleware`, the JSON handler for :class:`TenancyError`, and the
-        resolvers' security schemes to the OpenAPI document (so ``/docs`` offers "Authorize").
+        """Add :class:`TenancyMiddleware`, the JSON handlers for :class:`TenancyError` and
+        database errors (see :mod:`fastapi_tenancy.responses`), and the resolvers' security
+        schemes to the OpenAPI document (so ``/docs`` offers "Authorize").
 
-        The middleware gives the handler to the apps mounted in ``app`` too, on its first call,
-        so a kit error raised in a mounted app answers its JSON and status, not a 500.
+        The middleware gives the handlers to the apps mounted in ``app`` too, on its first call,
+        so an error raised in a mounted app answers its JSON and status, not a 500.
 
         Refuses to start (``TenancyMisuse``) while a mapped model has a tenant column but is not
         a tenant model: see :func:`~fastapi_tenancy.checks.find_forgotten_tenant_models`."""
@@ -138,10 +140,11 @@ class Tenancy:
         from .exceptions import TenancyError
         from .middleware import TenancyMiddleware
         from .openapi import install_openapi
-        from .responses import tenancy_error_handler
+        from .responses import database_error_handler, tenancy_error_handler
 
         app.add_middleware(TenancyMiddleware, tenancy=self)
         app.add_exception_handler(TenancyError, tenancy_error_handler)  # type: ignore[arg-type]
+        app.add_exception_handler(SQLAlchemyError, database_error_handler)  # type: ignore[arg-type]
         install_openapi(app, self)
 
     def is_excluded(self, path: str) -> bool:

@@ -8,6 +8,7 @@ the database wall holds by itself.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable, Iterator
 
@@ -155,17 +156,25 @@ def test_the_checker_finds_nothing_missing_for_the_apps_role(
     assert check_database(engine, role=app_role, metadata=metadata) == []
 
 
-def test_the_app_refuses_to_run_rls_on_a_role_that_bypasses_it(engine: Engine) -> None:
+def test_the_app_refuses_to_run_rls_on_a_role_that_bypasses_it(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
     init_database(engine, PasswordHasher(FAST_HASH))
     assert owner_bypasses_rls(engine)  # the test database's superuser
     app = create_app(
         engine, rls=True, jwt_secret=SECRET, base_domain=BASE_DOMAIN, password_hash=FAST_HASH
     )
+    caplog.set_level(logging.ERROR, logger="fastapi_tenancy.errors")
     with TestClient(app, raise_server_exceptions=False) as client:
         r = client.post("/auth/login", json={"email": "a@acme.test", "password": "whatever"})
     assert r.status_code == 500, r.text  # the first use of the engine is refused
-    assert r.json()["code"] == UnsafeDatabaseRole.code
-    assert "superuser" in r.json()["detail"]
+    assert r.json() == {
+        "detail": "The server could not complete this request.",  # no role names for clients
+        "code": UnsafeDatabaseRole.code,
+    }
+    (logged,) = [rec for rec in caplog.records if rec.name == "fastapi_tenancy.errors"]
+    assert "superuser" in logged.getMessage()
+    assert logged.exc_info is not None
 
 
 def test_preparing_twice_is_harmless_and_changes_the_password(
