@@ -20,6 +20,9 @@ module registers two operations on Alembic's ``op``::
 They run exactly the statements of :func:`~fastapi_tenancy.postgres.apply_rls`, so a database
 migrated with them and one set up with ``apply_rls`` are the same; ``--sql`` (offline) mode
 prints them. Migrations run as the tables' owner, never as the application's role.
+
+Imported in ``env.py``, it also makes ``alembic revision --autogenerate`` write these operations
+for new and dropped tenant tables (see :mod:`fastapi_tenancy.postgres.autogenerate`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class _TenantRLSOp(MigrateOperation):
             shared_rows=shared_rows,
         )
 
+    def _diff_tuple(self, name: str) -> tuple[Any, ...]:
+        return (name, self.table.schema, self.table.name)
+
     def _options(self) -> dict[str, Any]:
         t = self.table
         return {
@@ -72,6 +78,9 @@ class _TenantRLSOp(MigrateOperation):
 @Operations.register_operation("enable_tenant_rls")
 class EnableTenantRLSOp(_TenantRLSOp):
     """``op.enable_tenant_rls(table)``: row-level security and the kit's policies on a table."""
+
+    previous: TenantTable | None = None
+    """The wall this one replaces, if the table had one: what :meth:`reverse` restores."""
 
     @classmethod
     def enable_tenant_rls(
@@ -105,9 +114,17 @@ class EnableTenantRLSOp(_TenantRLSOp):
             )
         )
 
-    def reverse(self) -> DisableTenantRLSOp:
-        """The operation that undoes this one."""
+    def reverse(self) -> EnableTenantRLSOp | DisableTenantRLSOp:
+        """The operation that undoes this one: the previous wall again, or none."""
+        if self.previous is not None:
+            previous = EnableTenantRLSOp(self.previous.name)
+            previous.table = self.previous
+            return previous
         return DisableTenantRLSOp(self.table.name, **self._options())
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        """``("enable_tenant_rls", schema, table)``, for ``alembic check``."""
+        return self._diff_tuple("enable_tenant_rls")
 
 
 @Operations.register_operation("disable_tenant_rls")
@@ -128,8 +145,13 @@ class DisableTenantRLSOp(_TenantRLSOp):
         operations.invoke(cls(table_name, schema=schema, tenant_column=tenant_column))
 
     def reverse(self) -> EnableTenantRLSOp:
-        """The operation that undoes this one (with the default options)."""
+        """The operation that undoes this one, with the options this one carries (the defaults,
+        unless autogenerate read them from the database)."""
         return EnableTenantRLSOp(self.table.name, **self._options())
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        """``("disable_tenant_rls", schema, table)``, for ``alembic check``."""
+        return self._diff_tuple("disable_tenant_rls")
 
 
 @Operations.implementation_for(EnableTenantRLSOp)
@@ -142,3 +164,7 @@ def _enable(operations: Operations, operation: EnableTenantRLSOp) -> None:
 def _disable(operations: Operations, operation: DisableTenantRLSOp) -> None:
     for statement in disable_statements(operation.table):
         operations.execute(statement)
+
+
+# The autogenerate comparator and renderers of these operations (registered on import).
+from . import autogenerate as _autogenerate  # noqa: E402, F401

@@ -4,7 +4,12 @@ Run it as the application's role (or name that role with ``role=`` / ``--role`` 
 connection)::
 
     fastapi-tenancy-check postgresql://app@db/prod --schema public
+    fastapi-tenancy-check postgresql+asyncpg://app@db/prod
     python -m fastapi_tenancy.postgres postgresql://app@db/prod
+
+The URL may name a sync driver (``postgresql://`` means psycopg) or an async one (asyncpg,
+``psycopg_async``): an async URL is checked through an async engine, so the application's own
+URL and driver serve as they are.
 
 It exits with 1 when it finds anything, 0 when it finds nothing, 2 when it cannot run. Tenant
 tables are those with a tenant column (``tenant_id`` unless told otherwise), or exactly the
@@ -41,6 +46,7 @@ What it reports, by stable ``code``:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import json
 import sys
@@ -49,8 +55,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import MetaData, create_engine, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from ..checks import Finding, find_forgotten_tenant_models
@@ -97,7 +104,7 @@ FROM pg_roles r WHERE r.rolname = COALESCE(CAST(:role AS text), current_user)
 """)
 
 _POLICIES_SQL = text("""
-SELECT p.polrelid, p.polname, p.polcmd, p.polpermissive,
+SELECT p.polrelid, p.polname, CAST(p.polcmd AS text), p.polpermissive,
        pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid),
        0 = ANY(p.polroles) OR EXISTS (
            SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE pg_has_role(:role, r.oid, 'MEMBER'))
@@ -140,7 +147,7 @@ ORDER BY 1
 """)
 
 _VIEWS_SQL = text("""
-SELECT DISTINCT CAST(v.oid AS regclass)::text, v.relkind,
+SELECT DISTINCT CAST(v.oid AS regclass)::text, CAST(v.relkind AS text),
        v.reloptions, o.rolname::text, o.rolsuper OR o.rolbypassrls,
        pg_has_role(v.relowner, t.relowner, 'MEMBER') AND NOT t.relforcerowsecurity,
        has_table_privilege(:role, v.oid, 'SELECT'), t.oid
@@ -495,7 +502,7 @@ def _load_metadata(spec: str) -> MetaData:
     return target
 
 
-def _engine_url(raw: str) -> Any:
+def _engine_url(raw: str) -> URL:
     url = make_url(raw)
     if url.drivername in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg")
@@ -504,13 +511,37 @@ def _engine_url(raw: str) -> Any:
     return url
 
 
+def _run_check(url: URL, options: dict[str, Any]) -> list[Finding]:
+    if url.get_dialect().is_async:
+        return asyncio.run(_run_check_async(url, options))
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        return check_database(engine, **options)
+    finally:
+        engine.dispose()
+
+
+async def _run_check_async(url: URL, options: dict[str, Any]) -> list[Finding]:
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(lambda sync_conn: check_database(sync_conn, **options))
+    finally:
+        await engine.dispose()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``fastapi-tenancy-check DATABASE_URL``: print what is missing; exit 1 if anything is."""
     parser = argparse.ArgumentParser(
         prog="fastapi-tenancy-check",
         description="List what the PostgreSQL tenant wall is missing in a live database.",
     )
-    parser.add_argument("url", metavar="DATABASE_URL", help="connect as the application's role")
+    parser.add_argument(
+        "url",
+        metavar="DATABASE_URL",
+        help="connect as the application's role; sync (postgresql://, psycopg) or async "
+        "(postgresql+asyncpg://, postgresql+psycopg_async://) URL",
+    )
     parser.add_argument("--role", help="check this role instead of the connecting one")
     parser.add_argument("--schema", action="append", help="schema to inspect (repeatable)")
     parser.add_argument(
@@ -523,20 +554,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         metadata = _load_metadata(args.metadata) if args.metadata else None
-        engine = create_engine(_engine_url(args.url), poolclass=NullPool)
-        try:
-            findings = check_database(
-                engine,
-                role=args.role,
-                schemas=args.schema,
-                tenant_columns=args.tenant_column or ("tenant_id",),
-                metadata=metadata,
-                exclude=args.exclude,
-                strict_keys=args.strict_keys,
-            )
-        finally:
-            engine.dispose()
-    except (SQLAlchemyError, ValueError, TypeError, ImportError, AttributeError) as error:
+        options = {
+            "role": args.role,
+            "schemas": args.schema,
+            "tenant_columns": args.tenant_column or ("tenant_id",),
+            "metadata": metadata,
+            "exclude": args.exclude,
+            "strict_keys": args.strict_keys,
+        }
+        findings = _run_check(_engine_url(args.url), options)
+    except (
+        SQLAlchemyError,
+        OSError,
+        ValueError,
+        TypeError,
+        ImportError,
+        AttributeError,
+    ) as error:
         print(f"fastapi-tenancy-check: {error}", file=sys.stderr)
         return 2
     if args.json:
