@@ -53,7 +53,12 @@ class Tenancy:
     ``lookup`` turns a key into a tenant record (a :class:`TenantTableLookup`, a callable, or a
     ready :class:`TenantLookup`, used as given).
     ``membership`` says whether the principal may act in the bound tenant; ``is_admin`` guards
-    the admin-bypass switch. ``require_tenant`` may be a bool or a per-request callable;
+    the admin-bypass switch. A chain with a ``JWTClaimResolver`` beside a header or subdomain
+    resolver needs ``membership`` (else a request without a token could name any tenant), or
+    ``trust_unverified_sources=True`` to say every caller may act in any tenant it names.
+    ``key_type`` (``str``, ``int``, ``uuid.UUID`` or a
+    :class:`~fastapi_tenancy.TenantKeyType`) is the type of the tenant keys; ``key_pattern``
+    validates string keys. ``require_tenant`` may be a bool or a per-request callable;
     ``exclude_paths`` are served with no tenant resolution at all (exact paths, or prefixes
     ending with ``/``; ``"/"`` alone is the root path only).
 
@@ -88,6 +93,7 @@ class Tenancy:
         session_options: Mapping[str, Any] | None = None,
         rls: bool | RowLevelSecurity = False,
         admin_engine: Engine | AsyncEngine | None = None,
+        trust_unverified_sources: bool = False,
     ) -> None:
         if not isinstance(engine, (Engine, AsyncEngine)):
             raise TypeError("Tenancy needs a SQLAlchemy Engine or AsyncEngine")
@@ -114,6 +120,8 @@ class Tenancy:
             self._session_info = {SETTING_KEY: self.rls}
         self.keys: TenantKeyType[Any] = key_type_for(key_type, pattern=key_pattern)
         self.chain = ResolverChain(resolvers, validate_key=self.keys.parse)
+        if membership is None and not trust_unverified_sources:
+            _refuse_unverified_beside_verified(self.chain.resolvers)
         self.lookup = self._build_lookup(lookup, lookup_cache)
         self.membership = membership
         self.is_admin = is_admin
@@ -290,6 +298,25 @@ class Tenancy:
 
             return TenantLookup(fetch, is_active=table.is_active, cache=cache)
         return TenantLookup(lookup, cache=cache)
+
+
+def _refuse_unverified_beside_verified(resolvers: Sequence[Resolver]) -> None:
+    """A verified token beside a header or a subdomain, with no membership rule, lets a
+    request with no token at all name any tenant: the app means to authenticate its callers,
+    and anyone can act in any tenant. Refused unless the app says so."""
+    from .resolvers import HeaderResolver, JWTClaimResolver, SubdomainResolver
+
+    verified = [r for r in resolvers if isinstance(r, JWTClaimResolver)]
+    unverified = [r for r in resolvers if isinstance(r, HeaderResolver | SubdomainResolver)]
+    if verified and unverified:
+        names = ", ".join(repr(r.source) for r in unverified)
+        raise TenancyMisuse(
+            f"the tenant may come from {names}, which nobody verifies, beside a verified "
+            "token, and no membership= rule checks that the caller may act in it: a request "
+            "without a token could name any tenant. Give membership= (a predicate on the "
+            "TenantContext), or pass trust_unverified_sources=True if every caller may act in "
+            "every tenant it names."
+        )
 
 
 async def _call(predicate: Predicate, context: TenantContext) -> bool:

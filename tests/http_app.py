@@ -120,6 +120,7 @@ def build_app(
 ) -> tuple[FastAPI, Tenancy]:
     """The app on ``engine``: token then header by default, admins by the ``admin`` role."""
     options.setdefault("is_admin", is_admin)
+    options.setdefault("trust_unverified_sources", True)  # tests send bare headers on purpose
     tenancy = Tenancy(
         engine,
         resolvers=[jwt_resolver(), HeaderResolver()] if resolvers is None else resolvers,

@@ -25,7 +25,9 @@ from fastapi_tenancy import (
     HeaderResolver,
     InternalError,
     JWTClaimResolver,
+    SubdomainResolver,
     Tenancy,
+    TenancyMisuse,
     TenantScoped,
     TenantSession,
     WriteConflict,
@@ -183,7 +185,9 @@ def test_refusals_are_logged_on_the_security_logger_without_the_token(
     engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     tenancy = Tenancy(
-        engine, resolvers=[JWTClaimResolver(key=SECRET, algorithms=["HS256"]), HeaderResolver()]
+        engine,
+        resolvers=[JWTClaimResolver(key=SECRET, algorithms=["HS256"]), HeaderResolver()],
+        trust_unverified_sources=True,
     )
     app = FastAPI()
     tenancy.install(app)
@@ -257,3 +261,18 @@ def test_a_statement_timeout_is_503(engine: Engine) -> None:
         "postgresql": ["SET statement_timeout = 50", "SELECT pg_sleep(2)"],
     }.get(engine.dialect.name, ["SET STATEMENT max_statement_time=0.05 FOR SELECT SLEEP(2)"])
     assert isinstance(classify_database_error(raised(engine, statement)), DatabaseUnavailable)
+
+
+def test_a_verified_token_beside_an_unverified_source_needs_a_membership_rule(
+    engine: Engine,
+) -> None:
+    """The attack it prevents: no token, ``X-Tenant-ID: globex``, and globex's data."""
+    token = JWTClaimResolver(key=SECRET, algorithms=["HS256"])
+    with pytest.raises(TenancyMisuse, match="membership="):
+        Tenancy(engine, resolvers=[token, HeaderResolver()])
+    with pytest.raises(TenancyMisuse, match="trust_unverified_sources"):
+        Tenancy(engine, resolvers=[SubdomainResolver("example.test"), token])
+    Tenancy(engine, resolvers=[token, HeaderResolver()], membership=lambda context: True)
+    Tenancy(engine, resolvers=[token, HeaderResolver()], trust_unverified_sources=True)
+    Tenancy(engine, resolvers=[HeaderResolver()])  # no token: nothing claims to verify callers
+    Tenancy(engine, resolvers=[token])

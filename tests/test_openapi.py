@@ -22,6 +22,7 @@ SECRET = "an-openapi-test-secret-long-enough-for-hs256"
 
 def build_app(resolvers: list[Any], **options: Any) -> FastAPI:
     app = FastAPI()
+    options.setdefault("trust_unverified_sources", True)
     Tenancy(create_engine("sqlite://"), resolvers=resolvers, **options).install(app)
 
     @app.get("/projects")

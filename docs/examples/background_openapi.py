@@ -14,6 +14,7 @@ def create_app(engine: Engine, *, secret: str) -> FastAPI:
         engine,
         resolvers=[JWTClaimResolver(key=secret, algorithms=["HS256"]), HeaderResolver()],
         exclude_paths=("/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"),
+        trust_unverified_sources=True,  # a sample: give membership= to a real app
     ).install(app)  # adds a BearerToken and an X-Tenant-ID scheme; /docs offers "Authorize"
 
     @app.get("/healthz")

@@ -46,6 +46,9 @@ def create_app(engine: Engine, *, jwt_secret: str, base_domain: str = "example.t
         ],
         require_tenant=tenant_required,
         exclude_paths=("/healthz", "/docs", "/openapi.json"),
+        # No membership rule here: any caller may name any tenant by subdomain or header.
+        # With real users, give membership= instead (see "Membership" below).
+        trust_unverified_sources=True,
     )
     # --8<-- [end:tenancy]
     app = FastAPI()
