@@ -188,6 +188,13 @@ class IntegerKeys(TenantKeyType[int]):
             raise ValueError(raw)
         return key
 
+    def parse(self, raw: str) -> int:
+        """As :meth:`TenantKeyType.parse`; the pattern admits only the one spelling."""
+        try:
+            return self.convert(raw)
+        except ValueError:
+            raise InvalidTenantKey() from None
+
     def column_type(self) -> TypeEngine[Any]:
         """``INTEGER``, as SQLModel maps ``int`` (declare ``BigInteger`` yourself if needed)."""
         return Integer()
@@ -198,8 +205,16 @@ class UUIDKeys(TenantKeyType[uuid.UUID]):
 
     python_type = uuid.UUID
 
+    _CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
     def convert(self, raw: str) -> uuid.UUID:
         """The UUID ``raw`` spells."""
+        return uuid.UUID(raw)
+
+    def parse(self, raw: str) -> uuid.UUID:
+        """As :meth:`TenantKeyType.parse`; the pattern admits only the one spelling."""
+        if self._CANONICAL.fullmatch(raw) is None:
+            raise InvalidTenantKey()
         return uuid.UUID(raw)
 
     def column_type(self) -> TypeEngine[Any]:
