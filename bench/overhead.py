@@ -26,6 +26,11 @@ The same file is the server (``overhead.py serve SETUP``) and the fallback load 
 On a busy machine, ``overhead.py count`` measures instructions per request instead, under
 valgrind, calling each app in-process (``overhead.py drive SETUP``): slower, but the same
 however busy the machine is. See bench/README.md.
+
+``--key-type int`` or ``--key-type uuid`` (in every mode) keys the tenants by integers or UUIDs
+instead of strings: the kit's model is ``TenantScoped[int]`` (``[UUID]``) and its ``Tenancy`` gets
+``key_type=``; the bare apps' tenant column has that type and they parse the header or claim
+themselves, with ``int(raw)`` (``UUID(raw)``).
 """
 
 import argparse
@@ -45,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -58,21 +64,31 @@ RLS_SETUP = "kit-rls"
 TABLE = "bench_overhead_project"
 DEFAULT_BASE_PORT = 8731
 SQLITE_DEFAULT = "sqlite (a file in a temporary directory)"
+KEY_TYPES: dict[str, type] = {"str": str, "int": int, "uuid": uuid.UUID}
 
 
 # --------------------------------------------------------------------------------------------
 # The models and the five apps (used in the server processes; each defines one model only,
-# because the bare model and the kit model map the same table).
+# because the bare model and the kit model map the same table). ``key`` is the tenant keys'
+# type: str, int or uuid.UUID.
+
+
+def add_key_type(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--key-type", choices=KEY_TYPES, default="str", help="the type of the tenant keys"
+    )
 
 
 @functools.cache
-def bare_model() -> type[Any]:
+def bare_model(key: type) -> type[Any]:
     from sqlmodel import Field, SQLModel
 
     class Project(SQLModel, table=True):
         __tablename__ = TABLE
 
-        tenant_id: str = Field(index=True, nullable=False, max_length=63)
+        tenant_id: key = Field(  # type: ignore[valid-type]
+            index=True, nullable=False, max_length=63 if key is str else None
+        )
         id: int | None = Field(default=None, primary_key=True)
         name: str = Field(max_length=100)
         description: str = Field(max_length=255)
@@ -81,12 +97,12 @@ def bare_model() -> type[Any]:
 
 
 @functools.cache
-def kit_model() -> type[Any]:
+def kit_model(key: type) -> type[Any]:
     from sqlmodel import Field
 
     from fastapi_tenancy import TenantScoped
 
-    class Project(TenantScoped, table=True):
+    class Project(TenantScoped[key], table=True):  # type: ignore[valid-type]
         __tablename__ = TABLE
 
         id: int | None = Field(default=None, primary_key=True)
@@ -104,7 +120,7 @@ def make_engine(url: str) -> Any:
     return create_engine(url, connect_args=connect_args)
 
 
-def build_app(setup: str, url: str, secret: str) -> Any:
+def build_app(setup: str, url: str, secret: str, key: type) -> Any:
     from fastapi import Depends, FastAPI, Header, HTTPException
     from sqlmodel import Session, select
 
@@ -114,7 +130,14 @@ def build_app(setup: str, url: str, secret: str) -> Any:
     if setup.startswith("bare-"):
         import jwt
 
-        project = bare_model()
+        project = bare_model(key)
+
+        def parse_key(raw: str) -> Any:
+            # by hand, as a hand-written app does: str(raw) is raw, else int(raw) or UUID(raw)
+            try:
+                return key(raw)
+            except ValueError:
+                raise HTTPException(400, "invalid tenant key") from None
 
         def get_session() -> Iterator[Session]:
             with Session(engine) as session:
@@ -126,11 +149,12 @@ def build_app(setup: str, url: str, secret: str) -> Any:
 
             @app.get("/projects")
             def list_projects(session: session_dep, x_tenant_id: Annotated[str, Header()]) -> Any:
-                return session.exec(select(project).where(project.tenant_id == x_tenant_id)).all()
+                tenant = parse_key(x_tenant_id)
+                return session.exec(select(project).where(project.tenant_id == tenant)).all()
 
         else:
 
-            async def tenant_from_token(authorization: Annotated[str, Header()]) -> str:
+            async def tenant_from_token(authorization: Annotated[str, Header()]) -> Any:
                 scheme, _, token = authorization.partition(" ")
                 if scheme.lower() != "bearer" or not token:
                     raise HTTPException(401, "bearer token required")
@@ -143,11 +167,11 @@ def build_app(setup: str, url: str, secret: str) -> Any:
                 tenant = claims.get("tenant")
                 if not isinstance(tenant, str):
                     raise HTTPException(401, "no tenant claim")
-                return tenant
+                return parse_key(tenant)
 
             @app.get("/projects")
             def list_projects(
-                session: session_dep, tenant: Annotated[str, Depends(tenant_from_token)]
+                session: session_dep, tenant: Annotated[Any, Depends(tenant_from_token)]
             ) -> Any:
                 return session.exec(select(project).where(project.tenant_id == tenant)).all()
 
@@ -155,13 +179,13 @@ def build_app(setup: str, url: str, secret: str) -> Any:
 
     from fastapi_tenancy import HeaderResolver, JWTClaimResolver, Tenancy, TenantSession
 
-    project = kit_model()
+    project = kit_model(key)
     resolver: Any = (
         JWTClaimResolver(key=secret, algorithms=["HS256"])
         if setup == "kit-jwt"
         else HeaderResolver()
     )
-    tenancy = Tenancy(engine, resolvers=[resolver], rls=setup == RLS_SETUP)
+    tenancy = Tenancy(engine, resolvers=[resolver], rls=setup == RLS_SETUP, key_type=key)
     tenancy.install(app)
 
     @app.get("/projects")
@@ -176,10 +200,12 @@ def serve(argv: Sequence[str]) -> None:
     parser.add_argument("setup", choices=SETUPS)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--database-url", required=True)
+    add_key_type(parser)
     args = parser.parse_args(argv)
     import uvicorn
 
-    app = build_app(args.setup, args.database_url, os.environ["BENCH_JWT_SECRET"])
+    secret = os.environ["BENCH_JWT_SECRET"]
+    app = build_app(args.setup, args.database_url, secret, KEY_TYPES[args.key_type])
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
@@ -191,20 +217,31 @@ def tenant_names(count: int) -> list[str]:
     return [f"tenant-{i}" for i in range(count)]
 
 
-def seed(url: str, tenants: list[str], rows: int) -> None:
+def tenant_keys(names: list[str], key: type) -> list[Any]:
+    """The tenants' keys: their names, the integers from 1, or UUIDs named after them."""
+    if key is int:
+        return list(range(1, len(names) + 1))
+    if key is uuid.UUID:
+        return [uuid.uuid5(uuid.NAMESPACE_DNS, name) for name in names]
+    return names
+
+
+def seed(url: str, names: list[str], rows: int, key: type) -> None:
+    """The rows name their tenant by its name whatever its key: only tenant_id differs."""
     from sqlmodel import Session, SQLModel
 
-    project = bare_model()
+    project = bare_model(key)
+    keys = tenant_keys(names, key)
     engine = make_engine(url)
     project.__table__.drop(engine, checkfirst=True)
     SQLModel.metadata.create_all(engine, tables=[project.__table__])
     with Session(engine) as session:
-        for i in range(rows * len(tenants)):
-            tenant = tenants[i % len(tenants)]
+        for i in range(rows * len(names)):
+            tenant = names[i % len(names)]
             session.add(
                 project(
-                    tenant_id=tenant,
-                    name=f"project {i // len(tenants)} of {tenant}",
+                    tenant_id=keys[i % len(names)],
+                    name=f"project {i // len(names)} of {tenant}",
                     description=f"Row {i} of the benchmark table, owned by {tenant}.",
                 )
             )
@@ -212,8 +249,8 @@ def seed(url: str, tenants: list[str], rows: int) -> None:
     engine.dispose()
 
 
-def drop(url: str) -> None:
-    project = bare_model()
+def drop(url: str, key: type) -> None:
+    project = bare_model(key)
     engine = make_engine(url)
     with contextlib.suppress(Exception):
         project.__table__.drop(engine, checkfirst=True)
@@ -221,14 +258,14 @@ def drop(url: str) -> None:
 
 
 @contextlib.contextmanager
-def rls_urls(url: str, setups: list[str]) -> Iterator[dict[str, str]]:
+def rls_urls(url: str, setups: list[str], key: type) -> Iterator[dict[str, str]]:
     """Each setup's database URL. For kit-rls: row-level security on the seeded table (the
     kit's policies) and an ordinary role of its own, which reads it; dropped at the end."""
     urls = dict.fromkeys(setups, url)
     if RLS_SETUP not in setups:
         yield urls
         return
-    from sqlalchemy import Column, MetaData, String, Table, create_engine, text
+    from sqlalchemy import Column, MetaData, Table, create_engine, text
     from sqlalchemy.engine import make_url
 
     from fastapi_tenancy.postgres import apply_rls
@@ -237,7 +274,10 @@ def rls_urls(url: str, setups: list[str]) -> Iterator[dict[str, str]]:
     role = f"bench_overhead_app_{secrets.token_hex(3)}"
     quoted = owner.dialect.identifier_preparer.quote(role)
     marked = Table(
-        TABLE, MetaData(), Column("tenant_id", String(63)), info={"fastapi_tenancy": "tenant_id"}
+        TABLE,
+        MetaData(),
+        Column("tenant_id", bare_model(key).__table__.c.tenant_id.type),
+        info={"fastapi_tenancy": "tenant_id"},
     )
     try:
         apply_rls(owner, [marked])
@@ -274,22 +314,25 @@ def choose_setups(parser: argparse.ArgumentParser, asked: str | None, url: str) 
 
 
 # --------------------------------------------------------------------------------------------
-# Requests: the headers each setup gets for each tenant.
+# Requests: the headers each setup gets for each tenant, whose key travels as its string
+# spelling, str(key).
 
 
-def make_tokens(tenants: list[str], secret: str) -> dict[str, str]:
+def make_tokens(tenants: list[Any], secret: str) -> dict[Any, str]:
     import jwt
 
     exp = int(time.time()) + 7 * 24 * 3600
     return {
-        t: jwt.encode({"sub": f"user-of-{t}", "tenant": t, "exp": exp}, secret, algorithm="HS256")
+        t: jwt.encode(
+            {"sub": f"user-of-{t}", "tenant": str(t), "exp": exp}, secret, algorithm="HS256"
+        )
         for t in tenants
     }
 
 
-def headers_for(setup: str, tenant: str, tokens: dict[str, str]) -> dict[str, str]:
+def headers_for(setup: str, tenant: Any, tokens: dict[Any, str]) -> dict[str, str]:
     if setup != "bare-jwt" and setup != "kit-jwt":
-        return {"X-Tenant-ID": tenant}
+        return {"X-Tenant-ID": str(tenant)}
     return {"Authorization": f"Bearer {tokens[tenant]}"}
 
 
@@ -339,7 +382,7 @@ def lua_string(value: str) -> str:
 
 
 def write_wrk_script(
-    directory: Path, setup: str, tenants: list[str], tokens: dict[str, str]
+    directory: Path, setup: str, tenants: list[Any], tokens: dict[Any, str]
 ) -> Path:
     variants = []
     for tenant in tenants:
@@ -501,7 +544,11 @@ def port_free(port: int) -> bool:
 
 @contextlib.contextmanager
 def servers(
-    ports: dict[str, int], urls: dict[str, str], secret: str, probe: dict[str, dict[str, str]]
+    ports: dict[str, int],
+    urls: dict[str, str],
+    key_type: str,
+    secret: str,
+    probe: dict[str, dict[str, str]],
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     env = {**os.environ, "BENCH_JWT_SECRET": secret, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(
@@ -510,7 +557,7 @@ def servers(
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for setup, port in ports.items():
-            db_args = ["--database-url", urls[setup]]
+            db_args = ["--database-url", urls[setup], "--key-type", key_type]
             procs[setup] = subprocess.Popen(  # noqa: S603 (our own file, our arguments)
                 [sys.executable, __file__, "serve", setup, "--port", str(port), *db_args],
                 env=env,
@@ -543,10 +590,13 @@ def servers(
                 proc.wait()
 
 
-def verify(ports: dict[str, int], tenants: list[str], tokens: dict[str, str], rows: int) -> int:
+def verify(ports: dict[str, int], tenants: list[Any], tokens: dict[Any, str], rows: int) -> int:
     """All answer the same rows for each tenant; returns the response size in bytes."""
+    from fastapi.encoders import jsonable_encoder
+
     size = 0
     for tenant in tenants:
+        spelled = jsonable_encoder(tenant)  # the key in the JSON: "tenant-0", 1 or "0f6c..."
         answers: dict[str, list[Any]] = {}
         bodies: dict[str, bytes] = {}
         for setup, port in ports.items():
@@ -554,7 +604,7 @@ def verify(ports: dict[str, int], tenants: list[str], tokens: dict[str, str], ro
             if status != 200:
                 raise SystemExit(f"verify: {setup} answered {status} for {tenant}: {body[:200]!r}")
             data = json.loads(body)
-            if len(data) != rows or any(row.get("tenant_id") != tenant for row in data):
+            if len(data) != rows or any(row.get("tenant_id") != spelled for row in data):
                 raise SystemExit(
                     f"verify: {setup} returned {len(data)} rows for {tenant}, expected {rows} "
                     f"rows of {tenant} only"
@@ -600,12 +650,12 @@ def _importable(name: str) -> bool:
     return True
 
 
-def database_label(url: str, sqlite_default: bool) -> str:
-    if sqlite_default:
-        return SQLITE_DEFAULT
+def database_label(url: str, sqlite_default: bool, key_type: str) -> str:
+    """The database, and the type of the tenant keys unless they are strings."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    label = SQLITE_DEFAULT if sqlite_default else make_url(url).render_as_string(hide_password=True)
+    return label if key_type == "str" else f"{label}, {key_type} tenant keys"
 
 
 def fmt_ms(us: float) -> str:
@@ -748,7 +798,9 @@ def run(argv: Sequence[str]) -> None:
         action="store_true",
         help="after the warm-up, print the server pids and wait for Enter (to attach a profiler)",
     )
+    add_key_type(parser)
     args = parser.parse_args(argv)
+    key = KEY_TYPES[args.key_type]
     _exit_on_sigterm()
 
     setups = choose_setups(parser, args.setups, args.database_url or "sqlite")
@@ -767,7 +819,8 @@ def run(argv: Sequence[str]) -> None:
     try:
         sqlite_default = args.database_url is None
         url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
-        tenants = tenant_names(args.tenants)
+        names = tenant_names(args.tenants)
+        tenants = tenant_keys(names, key)
         secret = secrets.token_hex(32)
         tokens = make_tokens(tenants, secret)
 
@@ -782,7 +835,7 @@ def run(argv: Sequence[str]) -> None:
             f"  versions : {versions()}",
             f"  server   : {uvicorn_impl()}, 127.0.0.1 ports {min(ports.values())}.."
             f"{max(ports.values())}",
-            f"  database : {database_label(url, sqlite_default)}",
+            f"  database : {database_label(url, sqlite_default, args.key_type)}",
             f"  load     : {gen.describe()}, tenant alternating per request",
             f"  run      : {args.rounds} rounds x {args.seconds:g} s per setup, interleaved; "
             f"warm-up {args.warmup:g} s per setup",
@@ -791,9 +844,12 @@ def run(argv: Sequence[str]) -> None:
         for line in env_lines:
             print(line, flush=True)
 
-        seed(url, tenants, args.rows)
+        seed(url, names, args.rows, key)
         probe = {s: headers_for(s, tenants[0], tokens) for s in setups}
-        with rls_urls(url, setups) as urls, servers(ports, urls, secret, probe) as procs:
+        with (
+            rls_urls(url, setups, key) as urls,
+            servers(ports, urls, args.key_type, secret, probe) as procs,
+        ):
             size = verify(ports, tenants, tokens, args.rows)
             print(
                 f"verified: the setups return the same {args.rows} rows ({size} bytes) for each "
@@ -829,7 +885,7 @@ def run(argv: Sequence[str]) -> None:
                 print(f"round {r + 1}/{args.rounds}: {line} req/s", flush=True)
     finally:
         if not sqlite_default:
-            drop(url)
+            drop(url, key)
         shutil.rmtree(tmp, ignore_errors=True)
     print_report(results, order_log, env_lines)
 
@@ -846,14 +902,16 @@ def drive(argv: Sequence[str]) -> None:
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--tenants", type=int, default=8)
+    add_key_type(parser)
     args = parser.parse_args(argv)
     import asyncio
     import gc
 
     secret = os.environ["BENCH_JWT_SECRET"]
-    tenants = tenant_names(args.tenants)
+    key = KEY_TYPES[args.key_type]
+    tenants = tenant_keys(tenant_names(args.tenants), key)
     tokens = make_tokens(tenants, secret)
-    app = build_app(args.setup, args.database_url, secret)
+    app = build_app(args.setup, args.database_url, secret, key)
     raw_headers = [
         [(b"host", b"127.0.0.1")]
         + [(k.lower().encode(), v.encode()) for k, v in headers_for(args.setup, t, tokens).items()]
@@ -909,7 +967,7 @@ def drive(argv: Sequence[str]) -> None:
     print("BENCHJSON " + json.dumps(asyncio.run(main())), flush=True)
 
 
-def _drive_cmd(setup: str, url: str, requests: int) -> list[str]:
+def _drive_cmd(setup: str, url: str, requests: int, key_type: str) -> list[str]:
     return [
         sys.executable,
         __file__,
@@ -919,15 +977,17 @@ def _drive_cmd(setup: str, url: str, requests: int) -> list[str]:
         url,
         "--requests",
         str(requests),
+        "--key-type",
+        key_type,
     ]
 
 
-def _instructions(setup: str, url: str, requests: int, env: dict[str, str]) -> int:
+def _instructions(setup: str, url: str, requests: int, key_type: str, env: dict[str, str]) -> int:
     cmd = [
         "valgrind",
         "--tool=callgrind",
         "--callgrind-out-file=/dev/null",
-        *_drive_cmd(setup, url, requests),
+        *_drive_cmd(setup, url, requests, key_type),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)  # noqa: S603
     for line in done.stderr.splitlines():
@@ -940,6 +1000,7 @@ def _count_all(
     setups: list[str],
     urls: dict[str, str],
     requests: int,
+    key_type: str,
     env: dict[str, str],
     native: dict[str, float],
     collections: dict[str, list[float]],
@@ -949,7 +1010,7 @@ def _count_all(
         runs = []
         for _ in range(3):
             out = subprocess.run(  # noqa: S603
-                _drive_cmd(setup, urls[setup], 1000),
+                _drive_cmd(setup, urls[setup], 1000, key_type),
                 capture_output=True,
                 text=True,
                 env=env,
@@ -965,7 +1026,7 @@ def _count_all(
         return dict(
             zip(
                 jobs,
-                pool.map(lambda j: _instructions(j[0], urls[j[0]], j[1], env), jobs),
+                pool.map(lambda j: _instructions(j[0], urls[j[0]], j[1], key_type, env), jobs),
                 strict=True,
             )
         )
@@ -987,7 +1048,9 @@ def count(argv: Sequence[str]) -> None:
         default=None,
         help="comma-separated subset of " + ",".join(SETUPS) + " (default: all the database has)",
     )
+    add_key_type(parser)
     args = parser.parse_args(argv)
+    key = KEY_TYPES[args.key_type]
     if not shutil.which("valgrind"):
         parser.error("valgrind is not on PATH (apt-get install valgrind)")
     _exit_on_sigterm()
@@ -1005,19 +1068,21 @@ def count(argv: Sequence[str]) -> None:
             ),
         }
         print(f"versions : {versions()}")
-        print(f"database : {database_label(url, sqlite_default)}")
+        print(f"database : {database_label(url, sqlite_default, args.key_type)}")
         print(
             f"method   : in-process ASGI calls (no HTTP server), valgrind instruction counts of "
             f"runs with 0 and {args.requests} measured requests after the same warm-up, differenced"
         )
-        seed(url, tenant_names(args.tenants), args.rows)
+        seed(url, tenant_names(args.tenants), args.rows, key)
         native: dict[str, float] = {}
         collections: dict[str, list[float]] = {}
-        with rls_urls(url, setups) as urls:
-            counts = _count_all(setups, urls, args.requests, env, native, collections)
+        with rls_urls(url, setups, key) as urls:
+            counts = _count_all(
+                setups, urls, args.requests, args.key_type, env, native, collections
+            )
     finally:
         if not sqlite_default:
-            drop(url)
+            drop(url, key)
         shutil.rmtree(tmp, ignore_errors=True)
     per = {s: (counts[(s, args.requests)] - counts[(s, 0)]) / args.requests for s in setups}
     # The fastest native speed seen, in µs per instruction: contention only slows a run down.
