@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import anyio.to_thread
 import jwt
 from jwt.algorithms import get_default_algorithms
 
-from fastapi_tenancy.exceptions import AmbiguousTenant, InvalidToken, TenancyUnavailable
+from fastapi_tenancy.exceptions import AmbiguousTenant, InvalidToken
 from fastapi_tenancy.resolvers.base import Resolution
+from fastapi_tenancy.resolvers.jwks import JWKSKeys
 
 if TYPE_CHECKING:
     from jwt.algorithms import AllowedPrivateKeys, AllowedPublicKeys
@@ -23,7 +24,7 @@ __all__ = ["JWTClaimResolver"]
 
 _HMAC = frozenset({"HS256", "HS384", "HS512"})
 _MISSING: Any = object()
-_NO_KEYS = "The token signing keys could not be fetched."
+_UNVERIFIED: Options = {"verify_signature": False}
 
 # Details are fixed sentences: PyJWT's messages may quote token contents.
 _DETAILS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
@@ -70,25 +71,6 @@ def _check_algorithms(algorithms: tuple[str, ...]) -> None:
         )
 
 
-def _signing_key(client: jwt.PyJWKClient, token: str) -> jwt.PyJWK:
-    """Find the token's key in the JWKS; blocking I/O."""
-    try:
-        return client.get_signing_key_from_jwt(token)
-    except (jwt.PyJWKClientConnectionError, jwt.PyJWKSetError, OSError) as exc:
-        raise TenancyUnavailable(_NO_KEYS) from exc
-    except jwt.PyJWKClientError:
-        pass
-    except jwt.PyJWTError as exc:
-        raise _invalid(exc) from None
-    # PyJWKClientError says "no key with this kid" or "the key set is unusable"; only the first
-    # is the token's fault, so ask the (cached) key set which one it is.
-    try:
-        client.get_signing_keys()
-    except (jwt.PyJWTError, OSError) as exc:
-        raise TenancyUnavailable(_NO_KEYS) from exc
-    raise InvalidToken("The bearer token was signed with an unknown key.")
-
-
 def _prepare_key(key: Any, algorithms: tuple[str, ...]) -> Any:
     """Check that ``key`` fits every allowed algorithm now, rather than on each request."""
     if isinstance(key, jwt.PyJWK):
@@ -132,8 +114,9 @@ class JWTClaimResolver:
     by default, and ``audience``, ``issuer`` and ``leeway`` are checked when given. Give exactly
     one key source: ``key`` (an HMAC secret, a PEM string or a ``cryptography`` public key),
     ``jwks_url`` (https, or http on localhost only), or your own ``jwks_client``. A token that
-    is present but bad raises
-    ``InvalidToken`` (401); a JWKS that cannot be fetched raises ``TenancyUnavailable`` (503).
+    is present but bad raises ``InvalidToken`` (401); a JWKS that cannot be fetched or read, or
+    that does not answer within ``jwks_timeout`` seconds, raises ``TenancyUnavailable`` (503).
+    Concurrent requests share one fetch of the key set (see ``fastapi_tenancy.resolvers.jwks``).
 
     ``claim`` may be a dotted path into nested objects (``"org.id"``); a claim whose exact
     name contains dots (``"https://example.test/tenant"``) is looked up as is first. A verified
@@ -153,6 +136,7 @@ class JWTClaimResolver:
         algorithms: Sequence[str],
         jwks_url: str | None = None,
         jwks_client: jwt.PyJWKClient | None = None,
+        jwks_timeout: float = 3.0,
         audience: str | Sequence[str] | None = None,
         issuer: str | None = None,
         leeway: float | timedelta = 0,
@@ -167,6 +151,12 @@ class JWTClaimResolver:
             raise ValueError(f"{claim!r} is not a claim name or dotted path.")
         if not scheme or not header:
             raise ValueError("scheme and header must not be empty.")
+        if isinstance(jwks_timeout, bool) or not (
+            isinstance(jwks_timeout, (int, float)) and 0 < jwks_timeout < math.inf
+        ):
+            raise ValueError(
+                f"jwks_timeout must be a positive number of seconds, not {jwks_timeout!r}."
+            )
         self.algorithms = _names(algorithms, "algorithms")
         _check_algorithms(self.algorithms)
         self.claim = claim
@@ -175,9 +165,14 @@ class JWTClaimResolver:
         if jwks_url is not None:
             _check_jwks_url(jwks_url)
             # The whole key set is cached for five minutes, so a rotated or revoked key is
-            # noticed; PyJWT's per-kid cache would keep a revoked key forever.
-            jwks_client = jwt.PyJWKClient(jwks_url, cache_jwk_set=True, lifespan=300, timeout=5)
+            # noticed; PyJWT's per-kid cache would keep a revoked key forever. The fetch gives
+            # up after jwks_timeout, well before a client or proxy gives up on the request.
+            jwks_client = jwt.PyJWKClient(
+                jwks_url, cache_jwk_set=True, lifespan=300, timeout=jwks_timeout
+            )
         self.jwks_client = jwks_client
+        self.jwks_timeout = float(jwks_timeout)
+        self._jwks = None if jwks_client is None else JWKSKeys(jwks_client, timeout=jwks_timeout)
         self.audience = (
             audience if audience is None or isinstance(audience, str) else tuple(audience)
         )
@@ -193,12 +188,11 @@ class JWTClaimResolver:
         token = self._bearer_token(conn)
         if token is None:
             return None
-        if self.jwks_client is None:
+        if self._jwks is None:
             claims = self._verify(token, self._key)
         else:
-            # PyJWKClient fetches with blocking urllib; keep it off the event loop.
-            signing_key = await anyio.to_thread.run_sync(_signing_key, self.jwks_client, token)
-            claims = self._verify(token, signing_key)
+            # A fetch runs in a worker thread, shared by the requests that need it.
+            claims = self._verify(token, await self._jwks.signing_key(self._kid(token)))
         return Resolution(self._tenant(claims), self.source, claims)
 
     def openapi_scheme(self) -> tuple[str, dict[str, Any]]:
@@ -214,9 +208,9 @@ class JWTClaimResolver:
 
         With a JWKS this may fetch the key set, blocking; ``resolve`` does that in a thread.
         """
-        if self.jwks_client is None:
+        if self._jwks is None:
             return self._verify(token, self._key)
-        return self._verify(token, _signing_key(self.jwks_client, token))
+        return self._verify(token, self._jwks.signing_key_sync(self._kid(token)))
 
     def _bearer_token(self, conn: HTTPConnection) -> str | None:
         values = conn.headers.getlist(self.header)
@@ -235,6 +229,14 @@ class JWTClaimResolver:
         if not token:
             raise InvalidToken("The bearer token is empty.")
         return token
+
+    def _kid(self, token: str) -> object:
+        """The ``kid`` of the token's header, read before verification to pick the key."""
+        try:
+            header = self._jwt.decode_complete(token, options=_UNVERIFIED)["header"]
+        except jwt.PyJWTError as exc:
+            raise _invalid(exc) from None
+        return header.get("kid")
 
     def _verify(self, token: str, key: Any) -> dict[str, Any]:
         try:

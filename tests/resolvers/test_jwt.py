@@ -1,24 +1,35 @@
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.error import URLError
 
+import anyio
+import anyio.to_thread
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import FastAPI
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from sqlalchemy import create_engine
 from starlette.requests import HTTPConnection
 
+from fastapi_tenancy import Tenancy, get_current_tenant
 from fastapi_tenancy.exceptions import AmbiguousTenant, InvalidToken, TenancyUnavailable
 from fastapi_tenancy.resolvers import JWTClaimResolver, Resolution
+from fastapi_tenancy.resolvers.jwks import RETRY_AFTER_FAILURE
 
 pytestmark = pytest.mark.anyio
 
@@ -600,3 +611,352 @@ def test_a_jwks_url_over_plain_http_to_another_host_is_refused(url: str) -> None
 )
 def test_a_jwks_url_over_plain_http_on_localhost_is_accepted(url: str) -> None:
     assert JWTClaimResolver(jwks_url=url, algorithms=["RS256"]).jwks_client is not None
+
+
+# JWKS served over HTTP that misbehaves: bad bodies, slowness, outages, a crowd of requests.
+# PyJWT's own PyJWKClient fetches from a local server that counts its hits. Every failure of
+# the key source answers 503 tenancy_unavailable: never a 500, never a 401 blaming the token.
+
+DELAY = 0.5  # seconds a slow key set takes; the crowd tests allow 2x this in all
+CROWD = 10
+UNUSABLE = "The token signing keys could not be read: the JWKS is not a usable key set."
+
+
+@dataclass(frozen=True)
+class Answer:
+    body: bytes
+    status: int = 200
+    delay: float = 0.0
+
+
+class JWKSServer(ThreadingHTTPServer):
+    """A JWKS endpoint whose answer the test sets, counting the fetches that reach it."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _JWKSHandler)
+        self.answer = Answer(b"")
+        self.hits = 0
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/jwks.json"
+
+    def serve(self, body: bytes | dict[str, Any], status: int = 200, delay: float = 0.0) -> None:
+        if isinstance(body, dict):
+            body = json.dumps(body).encode()
+        self.answer = Answer(body, status, delay)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return  # a client that gave up on a slow answer is expected here
+
+
+class _JWKSHandler(BaseHTTPRequestHandler):
+    server: JWKSServer
+
+    def do_GET(self) -> None:
+        with self.server.lock:
+            self.server.hits += 1
+            answer = self.server.answer
+        time.sleep(answer.delay)
+        self.send_response(answer.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        self.wfile.write(answer.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def jwks_server() -> Iterator[JWKSServer]:
+    server = JWKSServer()
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def served(jwks_server: JWKSServer, jwks: dict[str, Any]) -> JWKSServer:
+    """The endpoint, serving the module's key set."""
+    jwks_server.serve(jwks)
+    return jwks_server
+
+
+def rs256(rsa_key: rsa.RSAPrivateKey, kid: str = "rsa-1") -> str:
+    return token(key=rsa_key, algorithm="RS256", headers={"kid": kid})
+
+
+def url_resolver(server: JWKSServer, **options: Any) -> JWTClaimResolver:
+    return JWTClaimResolver(jwks_url=server.url, algorithms=["RS256"], **options)
+
+
+def app_for(resolver: JWTClaimResolver) -> FastAPI:
+    app = FastAPI()
+    Tenancy(create_engine("sqlite://"), resolvers=[resolver]).install(app)
+
+    @app.get("/whoami")
+    async def whoami() -> dict[str, Any]:
+        return {"tenant": get_current_tenant()}
+
+    return app
+
+
+async def get_all(app: FastAPI, signed: str, count: int = 1) -> list[httpx.Response]:
+    """``count`` concurrent requests carrying the token ``signed``."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        headers = {"Authorization": f"Bearer {signed}"}
+        requests = (client.get("/whoami", headers=headers) for _ in range(count))
+        return list(await asyncio.gather(*requests))
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "tenancy_unavailable"
+    assert response.headers["Retry-After"]
+
+
+def bad_bodies(jwks: dict[str, Any]) -> dict[str, bytes | dict[str, Any]]:
+    jwk = jwks["keys"][0]
+    return {
+        "html": b"<html><body>Bad gateway</body></html>",
+        "empty": b"",
+        "not utf-8": b"\xff\xfe\x00garbage",
+        "truncated json": b'{"keys": [{"kty": "RSA"',
+        "json list": b'["keys"]',
+        "json string": b'"keys"',
+        "no keys": {"issuer": "https://issuer.example.test"},
+        "keys not a list": {"keys": "rsa-1"},
+        "keys empty": {"keys": []},
+        "key does not parse": {"keys": [{**jwk, "n": 12345}]},
+        "key without kty": {"keys": [{"kid": "rsa-1", "n": jwk["n"], "e": jwk["e"]}]},
+        "no signing key": {"keys": [{**jwk, "use": "enc"}]},
+    }
+
+
+BAD_BODIES = list(bad_bodies({"keys": [{"n": "", "e": ""}]}))
+
+
+@pytest.mark.parametrize("body", BAD_BODIES)
+async def test_jwks_body_that_is_not_a_usable_key_set_is_503(
+    body: str, jwks_server: JWKSServer, jwks: dict[str, Any], rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.serve(bad_bodies(jwks)[body])
+    [response] = await get_all(app_for(url_resolver(jwks_server)), rs256(rsa_key))
+    assert_unavailable(response)
+    assert "rsa-1" not in response.text
+    assert jwks_server.hits == 1
+
+
+@pytest.mark.parametrize("body", BAD_BODIES)
+async def test_jwks_503_detail_is_a_fixed_sentence(
+    body: str, jwks_server: JWKSServer, jwks: dict[str, Any], rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """The detail goes to the log: it names the problem, not the body or PyJWT's message."""
+    jwks_server.serve(bad_bodies(jwks)[body])
+    with pytest.raises(TenancyUnavailable) as info:
+        await url_resolver(jwks_server).resolve(bearer(rs256(rsa_key)))
+    assert info.value.detail == UNUSABLE
+    assert info.value.__cause__ is not None  # the log's traceback says what was wrong
+
+
+async def test_jwks_unknown_kid_after_a_fresh_fetch_is_401(
+    served: JWKSServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    app = app_for(url_resolver(served))
+    [response] = await get_all(app, rs256(rsa_key, kid="rsa-9"))
+    assert (response.status_code, response.json()["code"]) == (401, "invalid_token")
+    [again] = await get_all(app, rs256(rsa_key, kid="rsa-8"))
+    assert again.status_code == 401
+    assert served.hits == 1, "a fresh key set is not fetched again for every unknown kid"
+    [known] = await get_all(app, rs256(rsa_key))
+    assert known.json() == {"tenant": "acme"}
+    assert served.hits == 1
+
+
+async def test_jwks_garbage_token_over_http_is_401_without_a_fetch(served: JWKSServer) -> None:
+    await refused(url_resolver(served), bearer("not-a-token"))
+    assert served.hits == 0
+
+
+# Single flight: a crowd shares one fetch, and its failure
+
+
+async def test_jwks_crowd_shares_one_slow_fetch(
+    served: JWKSServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    served.serve(served.answer.body, delay=DELAY)
+    app = app_for(url_resolver(served))
+    started = time.monotonic()
+    responses = await get_all(app, rs256(rsa_key), count=CROWD)
+    elapsed = time.monotonic() - started
+    assert [r.status_code for r in responses] == [200] * CROWD, responses[0].text
+    assert served.hits == 1
+    assert elapsed < 2 * DELAY, f"{CROWD} requests took {elapsed:.2f}s: the fetches queued"
+
+
+async def test_jwks_crowd_waits_on_the_event_loop_not_in_worker_threads(
+    served: JWKSServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    served.serve(served.answer.body, delay=DELAY)
+    app = app_for(url_resolver(served))
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    borrowed: list[float] = []
+    ticks = 0
+
+    async def watch() -> None:
+        nonlocal ticks
+        await anyio.sleep(DELAY / 2)
+        borrowed.append(limiter.borrowed_tokens)
+        while len(borrowed) < 2:
+            ticks += 1
+            await anyio.sleep(0.01)
+
+    async def crowd() -> None:
+        responses = await get_all(app, rs256(rsa_key), count=CROWD)
+        assert [r.status_code for r in responses] == [200] * CROWD
+        borrowed.append(limiter.borrowed_tokens)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        tg.start_soon(crowd)
+    assert borrowed[0] == 1, "one worker thread fetches; the others wait without one"
+    assert ticks > 5, "the event loop kept running during the fetch"
+
+
+async def test_jwks_crowd_shares_one_failure_and_the_first_request_after_recovery_succeeds(
+    jwks_server: JWKSServer, jwks: dict[str, Any], rsa_key: rsa.RSAPrivateKey
+) -> None:
+    jwks_server.serve(b"upstream down", status=502, delay=DELAY / 2)
+    app = app_for(url_resolver(jwks_server))
+    for response in await get_all(app, rs256(rsa_key), count=CROWD):
+        assert_unavailable(response)
+    assert jwks_server.hits == 1
+
+    # Right after the failure: answered from memory, no thundering herd on the endpoint.
+    jwks_server.serve(jwks)
+    for response in await get_all(app, rs256(rsa_key), count=CROWD):
+        assert_unavailable(response)
+    assert jwks_server.hits == 1
+
+    await anyio.sleep(RETRY_AFTER_FAILURE + 0.1)
+    responses = await get_all(app, rs256(rsa_key), count=CROWD)
+    assert [r.json() for r in responses] == [{"tenant": "acme"}] * CROWD
+    assert jwks_server.hits == 2
+
+
+async def test_jwks_unreachable_is_503_for_every_request(rsa_key: rsa.RSAPrivateKey) -> None:
+    server = JWKSServer()  # bound, never served, then closed: nothing listens on the port
+    url = server.url
+    server.server_close()
+    app = app_for(JWTClaimResolver(jwks_url=url, algorithms=["RS256"]))
+    for response in await get_all(app, rs256(rsa_key), count=CROWD):
+        assert_unavailable(response)
+
+
+# The fetch timeout
+
+
+async def test_jwks_fetch_slower_than_the_timeout_is_503_within_the_timeout(
+    served: JWKSServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    timeout = 0.3
+    served.serve(served.answer.body, delay=2.0)
+    app = app_for(url_resolver(served, jwks_timeout=timeout))
+    started = time.monotonic()
+    responses = await get_all(app, rs256(rsa_key), count=CROWD)
+    elapsed = time.monotonic() - started
+    for response in responses:
+        assert_unavailable(response)
+    assert served.hits == 1
+    assert elapsed < timeout + 1.0, f"answered after {elapsed:.2f}s"
+
+
+async def test_jwks_timeout_bounds_a_client_of_your_own_too(
+    served: JWKSServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """A ``jwks_client`` with PyJWT's 30-second default: requests still wait ``jwks_timeout``.
+    The abandoned fetch still ends, and its keys serve the requests after it."""
+    slow = 1.0
+    served.serve(served.answer.body, delay=slow)
+    client = jwt.PyJWKClient(served.url)  # timeout=30
+    resolver = JWTClaimResolver(jwks_client=client, algorithms=["RS256"], jwks_timeout=0.3)
+    app = app_for(resolver)
+    started = time.monotonic()
+    for response in await get_all(app, rs256(rsa_key), count=CROWD):
+        assert_unavailable(response)
+    assert time.monotonic() - started < slow
+    await anyio.sleep(slow + 0.2)
+    [response] = await get_all(app, rs256(rsa_key))
+    assert response.json() == {"tenant": "acme"}
+    assert served.hits == 1
+
+
+def test_jwks_timeout_is_passed_to_pyjwt(served: JWKSServer) -> None:
+    default = url_resolver(served)
+    assert default.jwks_timeout == 3.0
+    assert default.jwks_client is not None
+    assert default.jwks_client.timeout == 3.0
+    resolver = url_resolver(served, jwks_timeout=1.5)
+    assert resolver.jwks_client is not None
+    assert resolver.jwks_client.timeout == 1.5
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), "3", None, True])
+def test_jwks_timeout_must_be_a_positive_number(timeout: Any) -> None:
+    with pytest.raises(ValueError, match="jwks_timeout"):
+        JWTClaimResolver(jwks_url=JWKS_URL, algorithms=["RS256"], jwks_timeout=timeout)
+
+
+# Other callers share the fetch too: decode() from threads, and other event loops
+
+
+def test_jwks_decode_from_many_threads_shares_one_fetch(
+    served: JWKSServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    served.serve(served.answer.body, delay=DELAY)
+    resolver = url_resolver(served)
+    signed = rs256(rsa_key)
+    tenants: list[Any] = []
+
+    def decode() -> None:
+        tenants.append(resolver.decode(signed)["tenant"])
+
+    threads = [threading.Thread(target=decode) for _ in range(CROWD)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert tenants == ["acme"] * CROWD
+    assert served.hits == 1
+
+
+def test_jwks_several_event_loops_share_one_fetch(
+    served: JWKSServer, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    served.serve(served.answer.body, delay=DELAY)
+    app = app_for(url_resolver(served))
+    statuses: list[int] = []
+
+    def loop() -> None:
+        responses = anyio.run(get_all, app, rs256(rsa_key), 3)
+        statuses.extend(r.status_code for r in responses)
+
+    threads = [threading.Thread(target=loop) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 9
+    assert served.hits == 1
