@@ -10,42 +10,17 @@ tenants are ``ACME_ORG`` and ``GLOBEX_ORG``)."""
 
 # No "from __future__ import annotations": SQLModel resolves relationships from real annotations.
 
-import os
 import uuid
 from typing import Any
 
+from key_types import ACME, GLOBEX, INITECH, KEY_TYPE, Keyed  # noqa: F401 (re-exported)
 from sqlalchemy import Column, Integer, MetaData, String, Table, Uuid
 from sqlalchemy.orm import registry
 from sqlalchemy.types import TypeEngine
 from sqlmodel import Field, Relationship, SQLModel
 
-from fastapi_tenancy import TenantScoped, tenant_foreign_key, tenant_unique
+from fastapi_tenancy import tenant_foreign_key, tenant_unique
 from fastapi_tenancy.models import TENANT_TABLE_INFO_KEY
-
-# KEY_TYPE, tenant_key and the three tenants mirror tests/scoping/models.py: the two folders
-# import their helpers from their own directories, so the few lines are repeated here.
-
-KEY_TYPE: Any = {"str": str, "int": int, "uuid": uuid.UUID}[
-    os.environ.get("TENANCY_KEY_TYPE", "str")
-]
-"""The tenant key type of this run's models and Tenancy."""
-
-
-def tenant_key(name: str) -> Any:
-    """The key of the tenant called ``name`` in this run's key type."""
-    if KEY_TYPE is int:
-        return {"acme": 1, "globex": 2, "initech": 3}[name]
-    if KEY_TYPE is uuid.UUID:
-        return uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.example.test")
-    return name
-
-
-ACME = tenant_key("acme")
-GLOBEX = tenant_key("globex")
-INITECH = tenant_key("initech")
-
-Keyed: Any = TenantScoped[KEY_TYPE]
-"""The tenant base of this run's models."""
 
 KEY_SQL_TYPE: str = {str: "text", int: "integer", uuid.UUID: "uuid"}[KEY_TYPE]
 """The SQL type of the tenant column of tables written by hand in raw DDL."""

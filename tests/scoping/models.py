@@ -13,13 +13,12 @@ once:
 
 # No "from __future__ import annotations": SQLModel resolves relationships from real annotations.
 
-import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from key_types import ACME, GLOBEX, INITECH, KEY_TYPE, Keyed  # noqa: F401 (re-exported)
 from sqlalchemy import Column, and_, event, false, func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,32 +29,9 @@ from fastapi_tenancy import (
     Access,
     SessionScope,
     Tenancy,
-    TenantScoped,
     tenant_field,
     tenant_unique,
 )
-
-KEY_TYPE: Any = {"str": str, "int": int, "uuid": uuid.UUID}[
-    os.environ.get("TENANCY_KEY_TYPE", "str")
-]
-"""The tenant key type of this run's models and Tenancy."""
-
-
-def tenant_key(name: str) -> Any:
-    """The key of the tenant called ``name`` in this run's key type."""
-    if KEY_TYPE is int:
-        return {"acme": 1, "globex": 2, "initech": 3}[name]
-    if KEY_TYPE is uuid.UUID:
-        return uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.example.test")
-    return name
-
-
-ACME = tenant_key("acme")
-GLOBEX = tenant_key("globex")
-INITECH = tenant_key("initech")
-
-Keyed: Any = TenantScoped[KEY_TYPE]
-"""The tenant base of this run's models."""
 
 scoping_registry = registry()
 
