@@ -39,6 +39,7 @@ from .exceptions import (
     AlreadyExists,
     AmbiguousTenant,
     CrossTenantWrite,
+    DatabaseBusy,
     DatabaseUnavailable,
     InternalError,
     InvalidTenantKey,
@@ -65,6 +66,7 @@ from .keys import (
     UUIDKeys,
     tenant_key_of,
 )
+from .limits import SessionLimits
 from .logging import TenantLogFilter
 from .lookup import LookupCache, TenantLookup, TenantTableLookup
 from .middleware import TenancyMiddleware
@@ -98,6 +100,7 @@ __all__ = [
     "ChainResult",
     "CrossTenantWrite",
     "CurrentTenant",
+    "DatabaseBusy",
     "DatabaseUnavailable",
     "GlobalSession",
     "HeaderResolver",
@@ -112,6 +115,7 @@ __all__ = [
     "Resolution",
     "Resolver",
     "ResolverChain",
+    "SessionLimits",
     "SessionScope",
     "SessionTenantMismatch",
     "StringKeys",

@@ -2,7 +2,8 @@
 
 The driver's error codes say which: a connection that is gone, a pool that is exhausted or a
 statement timeout is the database's state, and the request may be retried later; a deadlock, a
-lock wait or a foreign key whose row was deleted meanwhile is a concurrent write, and the
+lock wait, a foreign key whose row was deleted meanwhile, or an UPDATE or a re-read that finds
+its row deleted meanwhile is a concurrent write, and the
 request may be retried at once; a duplicate is ``AlreadyExists``; anything else is a bug and
 answers a generic 500. PostgreSQL codes are SQLSTATEs; MySQL and MariaDB codes are their error
 numbers; SQLite says it in the message.
@@ -11,6 +12,7 @@ numbers; SQLite says it in the message.
 from __future__ import annotations
 
 from sqlalchemy import exc
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from .exceptions import (
     AlreadyExists,
@@ -49,6 +51,8 @@ def classify_database_error(error: exc.SQLAlchemyError) -> TenancyError:
 def _classify(error: exc.SQLAlchemyError) -> TenancyError:
     if isinstance(error, exc.TimeoutError):  # no connection left in the pool in time
         return DatabaseUnavailable()
+    if isinstance(error, StaleDataError | ObjectDeletedError):
+        return WriteConflict()  # the row was deleted by another transaction meanwhile
     if not isinstance(error, exc.DBAPIError):
         return InternalError()
     if error.connection_invalidated:

@@ -9,15 +9,18 @@ error response and never a 2xx for a write that was lost::
         project = Project(name=body.name)
         session.add(project)
         session.commit()
+        session.refresh(project)
         return project
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import anyio.to_thread
+from anyio import CancelScope
 from fastapi import Depends
 from sqlmodel import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -103,52 +106,63 @@ async def _admin_scope(conn: HTTPConnection, tenancy: Tenancy) -> SessionScope:
     return SessionScope(tenant_id=None, access=Access.UNSCOPED)
 
 
-def _sync_session(tenancy: Tenancy, scope: SessionScope) -> Iterator[Session]:
-    """Yield one session; roll back on any exception, always close. Used with ``yield from``,
-    which hands the route's exception to it, at no extra cost on the hot path."""
+@asynccontextmanager
+async def _sync_session(tenancy: Tenancy, scope: SessionScope) -> AsyncIterator[Session]:
+    """One session, made in the event loop once its engine has a slot free (no thread waits
+    for one: see :mod:`fastapi_tenancy.limits`); closed, which rolls back what was not
+    committed, on every exit. Closing a session that holds a connection talks to the database,
+    so it runs in a thread of the slots' own, shielded from cancellation."""
     session = tenancy.make_session(scope)
+    limiter = tenancy.limiter_for(scope)
+    await limiter.acquire(session)
     try:
         yield session
-    except BaseException:
-        session.rollback()
-        raise
     finally:
-        session.close()
+        try:
+            if session.in_transaction():
+                with CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(session.close, limiter=limiter.closers)
+            else:
+                session.close()
+        finally:
+            limiter.release(session)
 
 
 @asynccontextmanager
 async def _async_session(tenancy: Tenancy, scope: SessionScope) -> AsyncIterator[AsyncSession]:
     session = tenancy.make_async_session(scope)
+    limiter = tenancy.limiter_for(scope)
+    await limiter.acquire(session)
     try:
         yield session
-    except BaseException:
-        await session.rollback()
-        raise
     finally:
-        await session.close()
+        try:
+            with CancelScope(shield=True):
+                await session.close()
+        finally:
+            limiter.release(session)
 
 
-def tenant_session(conn: HTTPConnection) -> Iterator[Session]:
+async def tenant_session(conn: HTTPConnection) -> AsyncIterator[Session]:
     """A session scoped to the bound tenant; 400 ``tenant_required`` when none is bound."""
-    yield from _sync_session(_tenancy(conn), _tenant_scope())
+    async with _sync_session(_tenancy(conn), _tenant_scope()) as session:
+        yield session
 
 
-def global_session(conn: HTTPConnection) -> Iterator[Session]:
+async def global_session(conn: HTTPConnection) -> AsyncIterator[Session]:
     """The global-access switch: scoped when a tenant is bound; otherwise reads of models
     declared ``__global_access__`` cross tenants and other tenant models fail closed."""
     tenancy = _tenancy(conn)
-    yield from _sync_session(tenancy, _global_scope(conn, tenancy))
+    async with _sync_session(tenancy, _global_scope(conn, tenancy)) as session:
+        yield session
 
 
-async def _admin_dependency_scope(conn: HTTPConnection) -> SessionScope:
-    return await _admin_scope(conn, _tenancy(conn))
-
-
-def admin_session(
-    conn: HTTPConnection, scope: Annotated[SessionScope, Depends(_admin_dependency_scope)]
-) -> Iterator[Session]:
+async def admin_session(conn: HTTPConnection) -> AsyncIterator[Session]:
     """The admin-bypass switch: an unscoped session, only for admins (403 otherwise), audited."""
-    yield from _sync_session(_tenancy(conn), scope)
+    tenancy = _tenancy(conn)
+    scope = await _admin_scope(conn, tenancy)
+    async with _sync_session(tenancy, scope) as session:
+        yield session
 
 
 async def async_tenant_session(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:

@@ -18,6 +18,7 @@ applications can branch on the code and the middleware can answer ``{"detail", "
     ├── AlreadyExists            409 already_exists
     ├── WriteConflict            409 write_conflict
     ├── DatabaseUnavailable      503 database_unavailable
+    │   └── DatabaseBusy         503 database_busy
     ├── InternalError            500 internal_error
     └── TenancyMisuse            500 tenancy_misuse
         ├── UnscopedStatement    500 unscoped_statement
@@ -33,6 +34,7 @@ __all__ = [
     "AlreadyExists",
     "AmbiguousTenant",
     "CrossTenantWrite",
+    "DatabaseBusy",
     "DatabaseUnavailable",
     "InternalError",
     "InvalidTenantKey",
@@ -175,6 +177,14 @@ class DatabaseUnavailable(TenancyError):
     code = "database_unavailable"
     status_code = 503
     default_detail = "The database is unavailable. Retry later."
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """Every session this engine may hold is in use and none freed up in time (see
+    :class:`~fastapi_tenancy.SessionLimits`): the app is overloaded, not broken."""
+
+    code = "database_busy"
+    default_detail = "Every database session is in use. Retry later."
 
 
 class InternalError(TenancyError):

@@ -21,7 +21,7 @@ from .models import is_tenant_model
 from .scope import Access, SessionScope
 from .scoping import refuse_unscoped_moves, scope_execution
 from .wall import audit_refused_write, guard_connection
-from .writes import check_flush
+from .writes import check_flush, note_attached
 
 __all__ = ["SCOPE_KEY", "TenantScopedSession", "is_unique_violation", "scope_of"]
 
@@ -190,6 +190,7 @@ def _refuse_foreign_objects(session: Session, instance: Any) -> None:
             "this tenant's session"
         )
         raise audit_refused_write(tenant, error)
+    note_attached(session, instance)
 
 
 @event.listens_for(TenantScopedSession, "do_orm_execute")

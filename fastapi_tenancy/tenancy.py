@@ -24,6 +24,7 @@ from .checks import (
 from .context import TenantContext, checked_key, get_tenant_context
 from .exceptions import NotAMember, TenancyMisuse, TenantRequired
 from .keys import DEFAULT_KEY_PATTERN, TenantKeyType, key_type_for
+from .limits import SessionLimiter, SessionLimits
 from .lookup import LookupCache, TenantLookup, TenantTableLookup
 from .resolvers.base import Resolver
 from .scope import Access, SessionScope
@@ -69,6 +70,11 @@ class Tenancy:
     ``without_tenant()``): with row-level security on, give it a role with ``BYPASSRLS``, so
     ordinary sessions have no way to cross tenants of their own.
 
+    ``session_limits`` bounds the sessions that requests hold at once, per engine, to the
+    pool's connections, so that no load deadlocks sync routes; a request that waits too long
+    for one answers ``503 database_busy`` (see :mod:`fastapi_tenancy.limits`). ``None`` turns
+    the bound off.
+
     Usage::
 
         tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
@@ -94,15 +100,24 @@ class Tenancy:
         rls: bool | RowLevelSecurity = False,
         admin_engine: Engine | AsyncEngine | None = None,
         trust_unverified_sources: bool = False,
+        session_limits: SessionLimits | None = SessionLimits(),  # noqa: B008 (frozen)
     ) -> None:
         if not isinstance(engine, (Engine, AsyncEngine)):
             raise TypeError("Tenancy needs a SQLAlchemy Engine or AsyncEngine")
+        if session_limits is not None and not isinstance(session_limits, SessionLimits):
+            raise TypeError("session_limits must be a SessionLimits or None")
         self.engine = engine
         self.is_async = isinstance(engine, AsyncEngine)
         install_guard(engine)
         if admin_engine is not None and isinstance(admin_engine, AsyncEngine) != self.is_async:
             raise TypeError("admin_engine must be of the same kind (sync or async) as engine")
         self.admin_engine = admin_engine
+        self.session_limiter = SessionLimiter.for_engine(engine, session_limits)
+        self._admin_limiter = (
+            self.session_limiter
+            if admin_engine is None
+            else SessionLimiter.for_engine(admin_engine, session_limits)
+        )
         self.rls: TenantSetting | None = None
         self._session_class: type[TenantScopedSession] = TenantScopedSession
         self._session_info: dict[str, Any] = {}
@@ -264,6 +279,11 @@ class Tenancy:
             info=info,
             **self.session_options,
         )
+
+    def limiter_for(self, scope: SessionScope) -> SessionLimiter:
+        """The slots of the engine that sessions of ``scope`` use."""
+        admin = scope.access is Access.UNSCOPED and scope.tenant_id is None
+        return self._admin_limiter if admin else self.session_limiter
 
     def _session_parts(
         self, scope: SessionScope

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, inspect, select, tuple_
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.base import NO_VALUE
+from sqlalchemy.orm.exc import ObjectDeletedError
 from sqlalchemy.orm.interfaces import MANYTOONE
 from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql import visitors
@@ -24,12 +25,31 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import Join, Select
 
 from .context import audit_logger, get_tenant_context
-from .exceptions import CrossTenantWrite, TenantRequired
+from .exceptions import CrossTenantWrite, TenantRequired, WriteConflict
 from .models import TENANT_TABLE_INFO_KEY, is_tenant_model
 from .scope import Access, SessionScope
 from .wall import TENANT_PARAM, guard_of
 
-__all__ = ["check_flush"]
+__all__ = ["attached_unread", "check_flush", "note_attached"]
+
+_ATTACHED_UNREAD = "fastapi_tenancy.attached_unread"
+"""``session.info`` key: states of objects with an identity that entered without a read."""
+
+
+def note_attached(session: Session, instance: Any) -> None:
+    """Remember ``instance`` if it holds an identity it did not get from a read of this
+    session (``add()`` of a detached object, ``merge(load=False)``): its key may be forged."""
+    state = inspect(instance)
+    if state.key is not None:
+        unread = session.info.get(_ATTACHED_UNREAD)
+        if unread is None:
+            unread = session.info[_ATTACHED_UNREAD] = weakref.WeakSet()
+        unread.add(state)
+
+
+def attached_unread(session: Session) -> weakref.WeakSet[InstanceState[Any]] | frozenset[Any]:
+    """The states of the objects :func:`note_attached` remembered for ``session``."""
+    return session.info.get(_ATTACHED_UNREAD) or frozenset()
 
 
 def check_flush(session: Session, scope: SessionScope) -> None:
@@ -67,13 +87,31 @@ def check_flush(session: Session, scope: SessionScope) -> None:
     # Every dirty row, even one with no net change: it is in this session's identity map, and
     # the unit of work may still write it (a collection append syncs its foreign key).
     written = (*dirty, *deleted)
+    unread = attached_unread(session)
     for obj in written:
-        if _committed(inspect(obj), "tenant_id") != tenant:
+        state = inspect(obj)
+        if state.expired_attributes and state not in unread:
+            _load_expired(obj, state.expired_attributes & state.unmodified)
+        if _committed(state, "tenant_id") != tenant:
             raise CrossTenantWrite(f"this {type(obj).__name__} belongs to another tenant")
         if not mutable and obj.tenant_id != tenant:
             raise CrossTenantWrite(f"this {type(obj).__name__} would move to another tenant")
     _prove_owned(session, written)
     _check_references(session, (*new, *dirty), tenant)
+
+
+def _load_expired(obj: Any, unloaded: set[str]) -> None:
+    """Load what a commit expired of a row this session read, keeping its changes, so that
+    its tenant is known: a row deleted meanwhile is a :class:`WriteConflict`. Reading one
+    expired, unchanged attribute loads them all."""
+    if not unloaded:
+        return
+    try:
+        getattr(obj, next(iter(unloaded)))
+    except ObjectDeletedError as error:
+        raise WriteConflict(
+            f"this {type(obj).__name__} was deleted by another request meanwhile"
+        ) from error
 
 
 def _scope_expressions(session: Session, tenant: Any) -> None:
@@ -141,8 +179,13 @@ def _prove_owned(session: Session, objects: Iterable[Any]) -> None:
     """Prove, with one scoped query per model, that every row this flush updates or deletes
     is the tenant's: the unit of work writes ``WHERE primary key = ...`` with the keys the
     objects hold, which no loader criteria reach and which an object that entered the session
-    without a read (``merge(load=False)``, ``add()`` of a detached object) could have forged."""
-    by_mapper: dict[Mapper[Any], set[tuple[Any, ...]]] = defaultdict(set)
+    without a read (``merge(load=False)``, ``add()`` of a detached object) could have forged.
+
+    A row this session read as the tenant's and cannot find now was deleted (or moved) by
+    another transaction meanwhile: that is :class:`WriteConflict`, not a cross-tenant write.
+    An object that entered without a read gets ``CrossTenantWrite`` whether or not its key
+    exists elsewhere, so the answer tells nothing about other tenants' rows."""
+    by_mapper: dict[Mapper[Any], dict[tuple[Any, ...], list[Any]]] = defaultdict(dict)
     for obj in objects:
         state = inspect(obj)
         mapper = state.mapper
@@ -150,10 +193,16 @@ def _prove_owned(session: Session, objects: Iterable[Any]) -> None:
             _committed(state, mapper.get_property_by_column(column).key)
             for column in mapper.primary_key
         )
-        by_mapper[mapper].add(key)
-    for mapper, keys in by_mapper.items():
-        if keys - _existing_keys(session, mapper, list(keys), owned=True):
-            raise CrossTenantWrite(f"this {mapper.class_.__name__} belongs to another tenant")
+        by_mapper[mapper].setdefault(key, []).append(obj)
+    for mapper, keyed in by_mapper.items():
+        missing = keyed.keys() - _existing_keys(session, mapper, list(keyed), owned=True)
+        if not missing:
+            continue
+        name = mapper.class_.__name__
+        unread = attached_unread(session)
+        if any(inspect(obj) in unread for key in missing for obj in keyed[key]):
+            raise CrossTenantWrite(f"this {name} belongs to another tenant")
+        raise WriteConflict(f"this {name} was deleted by another request meanwhile")
 
 
 def _committed(state: InstanceState[Any], key: str) -> Any:

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, ForeignKey, create_engine, text
+from sqlalchemy import Engine, ForeignKey, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import registry
+from sqlalchemy.orm import make_transient_to_detached, registry
 from sqlmodel import Field, SQLModel, select
 
 from fastapi_tenancy import (
     AlreadyExists,
+    CrossTenantWrite,
     DatabaseUnavailable,
     HeaderResolver,
     InternalError,
@@ -71,6 +72,7 @@ def build(engine: Engine, **tenancy_options: Any) -> FastAPI:
         shelf = Shelf(name=name)
         session.add(shelf)
         session.commit()
+        session.refresh(shelf)
         return shelf
 
     @app.get("/shelves")
@@ -276,3 +278,147 @@ def test_a_verified_token_beside_an_unverified_source_needs_a_membership_rule(
     Tenancy(engine, resolvers=[token, HeaderResolver()], trust_unverified_sources=True)
     Tenancy(engine, resolvers=[HeaderResolver()])  # no token: nothing claims to verify callers
     Tenancy(engine, resolvers=[token])
+
+
+# --------------------------------------------------------------------------------------------
+# A row its own tenant deleted meanwhile is a conflict, not a cross-tenant write
+
+
+def delete_shelf_elsewhere(engine: Engine, shelf_id: int) -> None:
+    """The tenant deleting the row in another request, committed before ours writes."""
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM failures_shelf WHERE id = :id"), {"id": shelf_id})
+
+
+def audit_alarms(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in records(caplog, "fastapi_tenancy.audit")
+        if getattr(r, "tenancy_event", None) == "cross_tenant_write"
+    ]
+
+
+@pytest.mark.parametrize("write", ["update", "delete"])
+def test_writing_a_row_deleted_meanwhile_is_a_conflict_and_no_alarm(
+    write: str, engine: Engine, create_tables: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    create_tables(engine, Shelf)
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
+    with tenancy.session(tenant="acme") as session:
+        session.add(Shelf(name="oak"))
+        session.commit()
+    with tenancy.session(tenant="acme") as session:
+        shelf = session.exec(select(Shelf)).one()
+        shelf_id = shelf.id
+        assert shelf_id is not None
+        session.commit()  # end the read's transaction: the next one sees the delete
+        delete_shelf_elsewhere(engine, shelf_id)
+        if write == "update":
+            shelf.name = "pine"
+        else:
+            session.delete(shelf)
+        with pytest.raises(WriteConflict):
+            session.commit()
+    assert audit_alarms(caplog) == []
+
+
+@pytest.mark.backends("postgres", "mariadb")
+def test_a_row_deleted_between_the_proof_and_the_update_is_a_conflict(
+    engine: Engine, create_tables: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The proof saw the row; the delete commits before the UPDATE: 0 rows matched."""
+    create_tables(engine, Shelf)
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
+    with tenancy.session(tenant="acme") as session:
+        session.add(Shelf(name="oak"))
+        session.commit()
+    other = create_engine(engine.url)
+
+    def delete_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("UPDATE failures_shelf"):
+            delete_shelf_elsewhere(other, shelf_id)
+
+    with tenancy.session(tenant="acme") as session:
+        shelf = session.exec(select(Shelf)).one()
+        assert shelf.id is not None
+        shelf_id = shelf.id
+        shelf.name = "pine"
+        event.listen(engine, "before_cursor_execute", delete_first)
+        try:
+            with pytest.raises(SQLAlchemyError) as raised_error:
+                session.commit()
+        finally:
+            event.remove(engine, "before_cursor_execute", delete_first)
+            other.dispose()
+    assert isinstance(classify_database_error(raised_error.value), WriteConflict)
+    assert audit_alarms(caplog) == []
+
+
+@pytest.mark.parametrize("exists", ["another tenant's row", "no row"])
+def test_a_forged_row_is_a_cross_tenant_write_whether_or_not_it_exists(
+    exists: str, engine: Engine, create_tables: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The answer must not tell whether the id is another tenant's: no oracle."""
+    create_tables(engine, Shelf)
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
+    with tenancy.session(tenant="globex") as session:
+        session.add(Shelf(name="globex shelf"))
+        session.commit()
+        target = session.exec(select(Shelf)).one().id
+    assert target is not None
+    forged_id = target if exists == "another tenant's row" else target + 1000
+    with tenancy.session(tenant="acme") as session:
+        forged = Shelf(id=forged_id, name="mine now", tenant_id="acme")
+        make_transient_to_detached(forged)
+        session.add(forged)
+        forged.name = "mine now!"
+        with pytest.raises(CrossTenantWrite):
+            session.commit()
+    assert len(audit_alarms(caplog)) == 1
+
+
+def test_a_route_writing_a_row_deleted_meanwhile_answers_409(
+    engine: Engine, create_tables: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    create_tables(engine, Shelf)
+    app = build(engine)
+
+    @app.patch("/shelves/{shelf_id}")
+    def rename(shelf_id: int, name: str, session: TenantSession) -> Shelf:
+        shelf = session.get(Shelf, shelf_id)
+        assert shelf is not None
+        delete_shelf_elsewhere(engine, shelf_id)  # the tenant's other request, meanwhile
+        shelf.name = name
+        session.commit()
+        return shelf  # pragma: no cover - the commit fails
+
+    with TestClient(app) as client:
+        shelf_id = client.post("/shelves", params={"name": "oak"}, headers=ACME).json()["id"]
+        r = client.patch(f"/shelves/{shelf_id}", params={"name": "pine"}, headers=ACME)
+    assert r.status_code == 409, r.text
+    assert r.json()["code"] == "write_conflict"
+    assert audit_alarms(caplog) == []
+
+
+@pytest.mark.parametrize("write", ["update", "delete"])
+def test_a_row_read_before_a_commit_is_written_after_it(
+    write: str, engine: Engine, create_tables: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The commit expired the row; the flush loads it again, scoped, and writes it."""
+    create_tables(engine, Shelf)
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
+    with tenancy.session(tenant="acme") as session:
+        session.add(Shelf(name="oak"))
+        session.commit()
+    with tenancy.session(tenant="acme") as session:
+        shelf = session.exec(select(Shelf)).one()
+        session.commit()
+        if write == "update":
+            shelf.name = "pine"
+        else:
+            session.delete(shelf)
+        session.commit()
+    with tenancy.session(tenant="acme") as session:
+        names = session.exec(select(Shelf.name)).all()
+    assert names == (["pine"] if write == "update" else [])
+    assert audit_alarms(caplog) == []
