@@ -11,6 +11,8 @@ numbers; SQLite says it in the message.
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import exc
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
@@ -23,7 +25,7 @@ from .exceptions import (
 )
 from .session import is_unique_violation
 
-__all__ = ["classify_database_error"]
+__all__ = ["as_tenancy_error", "classify_database_error"]
 
 # PostgreSQL: serialization failure, deadlock, lock not available
 _PG_CONFLICT = frozenset({"40001", "40P01", "55P03"})
@@ -46,6 +48,24 @@ def classify_database_error(error: exc.SQLAlchemyError) -> TenancyError:
     answer = _classify(error)
     answer.__cause__ = error
     return answer
+
+
+def as_tenancy_error(error: BaseException) -> TenancyError | None:
+    """The kit's error that answers ``error``, or ``None`` when it has no better name for it.
+
+    A connection refused, reset or timed out that reaches the app unwrapped (asyncpg raises
+    ``OSError`` and ``TimeoutError`` on connect and on ``command_timeout``, past SQLAlchemy)
+    is :class:`DatabaseUnavailable`: the database, or the service behind it, is down.
+    """
+    if isinstance(error, TenancyError):
+        return error
+    if isinstance(error, exc.SQLAlchemyError):
+        return classify_database_error(error)
+    if isinstance(error, ConnectionError | TimeoutError | asyncio.TimeoutError):
+        answer = DatabaseUnavailable()
+        answer.__cause__ = error
+        return answer
+    return None
 
 
 def _classify(error: exc.SQLAlchemyError) -> TenancyError:

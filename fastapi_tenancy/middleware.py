@@ -13,8 +13,9 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .context import bind, unbind
+from .database_errors import as_tenancy_error
 from .exceptions import InternalError, TenancyError
-from .responses import error_response, extend_error_handler, log_failure, log_refusal
+from .responses import answer, error_response, extend_error_handler, log_failure, log_refusal
 from .tenancy import TENANCY_SCOPE_KEY, Tenancy
 
 __all__ = ["TenancyMiddleware"]
@@ -75,8 +76,14 @@ class TenancyMiddleware:
         else:
             try:
                 context = await self.tenancy.resolve(HTTPConnection(scope))
-            except TenancyError as error:
-                await self.on_error(scope, receive, send, error)
+            except Exception as error:
+                known = as_tenancy_error(error)
+                if known is None:
+                    if _has_own_handler(scope):
+                        raise
+                    known = InternalError()
+                    known.__cause__ = error
+                await self.on_error(scope, receive, send, known)
                 return
         token = bind(context)
         if scope["type"] != "http":
@@ -99,9 +106,11 @@ class TenancyMiddleware:
                 raise  # too late for an answer of ours, or the app answers it itself
             # Answered here, not re-raised: a server closes the keep-alive connection after an
             # exception, so the client's next request on it would get no answer at all.
-            conn = HTTPConnection(scope)
-            log_failure(conn, error, InternalError.code)
-            await error_response(InternalError())(scope, receive, send)
+            known = as_tenancy_error(error)
+            if known is None:
+                known = InternalError()
+                known.__cause__ = error
+            await answer(HTTPConnection(scope), known)(scope, receive, send)
         finally:
             unbind(token)
 

@@ -422,3 +422,67 @@ def test_a_row_read_before_a_commit_is_written_after_it(
         names = session.exec(select(Shelf.name)).all()
     assert names == (["pine"] if write == "update" else [])
     assert audit_alarms(caplog) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Failures while the tenant is resolved
+
+
+def test_a_membership_rule_whose_database_is_gone_is_503_json(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    unreachable = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
+
+    def member(context: Any) -> bool:
+        with unreachable.connect():
+            return True  # pragma: no cover - never connects
+
+    tenancy = Tenancy(unreachable, resolvers=[HeaderResolver()], membership=member)
+    app = FastAPI()
+    tenancy.install(app)
+
+    @app.get("/here")
+    def here() -> str:  # pragma: no cover - never reached
+        return "here"
+
+    with TestClient(app) as client:
+        r = client.get("/here", headers=ACME)
+    unreachable.dispose()
+    assert r.status_code == 503, r.text
+    assert r.json() == {
+        "detail": "The service is temporarily unavailable. Retry later.",
+        "code": "database_unavailable",
+    }
+    assert r.headers["Retry-After"] == "2"
+    (failure,) = records(caplog, "fastapi_tenancy.errors")
+    assert failure.exc_info is not None
+
+
+@pytest.mark.parametrize(
+    ("raised_error", "status", "code"),
+    [
+        (ConnectionRefusedError(111, "Connect call failed"), 503, "database_unavailable"),
+        (TimeoutError(), 503, "database_unavailable"),
+        (RuntimeError("resolver internals: secret-value-42"), 500, "internal_error"),
+    ],
+    ids=["connection-refused", "timeout", "bug"],
+)
+def test_an_error_in_a_resolver_is_answered_as_json_and_logged(
+    raised_error: Exception, status: int, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncpg raises ``OSError`` and ``TimeoutError`` past SQLAlchemy; a bug is a bug."""
+
+    def resolver(conn: Any) -> str:
+        raise raised_error
+
+    engine = create_engine("sqlite://")
+    app = FastAPI()
+    Tenancy(engine, resolvers=[resolver]).install(app)
+    with TestClient(app) as client:
+        r = client.get("/anything")
+    assert r.status_code == status, r.text
+    assert r.json()["code"] == code
+    assert "secret-value-42" not in r.text
+    (failure,) = records(caplog, "fastapi_tenancy.errors")
+    assert failure.exc_info is not None
+    assert failure.exc_info[1] is raised_error

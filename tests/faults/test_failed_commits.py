@@ -1,0 +1,79 @@
+"""The connection dies at the worst moments of a write: as its transaction begins, and at its
+COMMIT, after the rows were flushed.
+
+No committed write is answered as failed and no failed write is committed: the write cut off
+answers ``503`` JSON and is not in the database (read past the proxy, as the owner), and the
+next write, answered ``201``, is there.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from .support import (
+    ANSWER_WITHIN,
+    DATABASES,
+    FaultyDatabase,
+    assert_unavailable,
+    build_app,
+    client,
+    failures,
+    logged,
+    timed,
+)
+
+pytestmark = [pytest.mark.anyio, DATABASES]
+
+# What the driver sends for session.commit(): psycopg a simple query "COMMIT", PyMySQL a
+# COM_QUERY (command byte 3). Exact enough not to match PyMySQL's "SET AUTOCOMMIT = 0".
+COMMIT = {"postgres": b"COMMIT\x00", "mariadb": b"\x03COMMIT"}
+# What opens the write's transaction: psycopg's BEGIN (with rls=True the kit's own
+# "BEGIN; SELECT set_config(...)"); MariaDB has no BEGIN, its first statement opens it.
+BEGIN = {"postgres": b"BEGIN", "mariadb": b"\x03INSERT INTO faults_note"}
+
+
+async def test_a_write_whose_commit_is_cut_off_is_503_and_is_not_in_the_database(
+    faulty: FaultyDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="fastapi_tenancy.errors")
+    app = build_app(faulty)
+    faulty.warm(1)  # the connection's own set-up is done: the cut meets the write
+    async with client(app) as http:
+        faulty.proxy.cut_on(COMMIT[faulty.backend])
+        with faulty.proxy.watchdog(ANSWER_WITHIN + 2):
+            lost = await timed(http.post("/notes", params={"body": "lost"}))
+        assert faulty.proxy.cuts == 1, "the connection was cut at the COMMIT"
+        kept = await http.post("/notes", params={"body": "kept"})
+
+    assert_unavailable(lost)
+    assert kept.status_code == 201, kept.text
+    assert faulty.bodies() == ["kept"]
+    (record,) = failures(caplog)
+    assert logged(record, "tenancy_code") == "database_unavailable"
+    assert logged(record, "tenancy_tenant") == "acme"
+    assert record.exc_info is not None
+
+
+async def test_a_write_whose_transaction_is_cut_off_as_it_begins_is_503_and_not_written(
+    faulty: FaultyDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With row-level security, the kit itself opens the transaction and names the tenant in
+    it: the database lost right there must answer as any lost database does."""
+    caplog.set_level(logging.ERROR, logger="fastapi_tenancy.errors")
+    app = build_app(faulty)
+    faulty.warm(1)
+    async with client(app) as http:
+        faulty.proxy.cut_on(BEGIN[faulty.backend])
+        with faulty.proxy.watchdog(ANSWER_WITHIN + 2):
+            lost = await timed(http.post("/notes", params={"body": "lost"}))
+        assert faulty.proxy.cuts == 1, "the connection was cut as the transaction began"
+        kept = await http.post("/notes", params={"body": "kept"})
+
+    assert_unavailable(lost)
+    assert kept.status_code == 201, kept.text
+    assert faulty.bodies() == ["kept"]
+    (record,) = failures(caplog)
+    assert logged(record, "tenancy_code") == "database_unavailable"
+    assert logged(record, "tenancy_tenant") == "acme"
