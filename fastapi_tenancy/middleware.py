@@ -45,9 +45,10 @@ def _route_path(scope: Scope) -> str:
 class TenancyMiddleware:
     """Resolve the tenant of each http or websocket connection and bind it.
 
-    Lifespan and other scopes pass straight through. Errors answer through :meth:`on_error`:
-    JSON ``{"detail", "code"}`` for http, a close with code 1008 and the error code as reason
-    for websockets. Subclass and override ``on_error`` to answer differently.
+    Other scopes pass straight through; as the lifespan's startup completes, it runs
+    :meth:`Tenancy.check_startup`, whose failure fails the startup. Errors answer through
+    :meth:`on_error`: JSON ``{"detail", "code"}`` for http, a close with code 1008 and the error
+    code as reason for websockets. Subclass and override ``on_error`` to answer differently.
 
     On its first call (the lifespan, or the first request) it gives the apps mounted in the
     app the app's handler for :class:`~fastapi_tenancy.TenancyError` (see
@@ -67,6 +68,9 @@ class TenancyMiddleware:
             outer = scope.get("app")
             if isinstance(outer, Starlette):
                 extend_error_handler(outer)
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._checked_startup(send))
+            return
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
@@ -113,6 +117,18 @@ class TenancyMiddleware:
             await answer(HTTPConnection(scope), known)(scope, receive, send)
         finally:
             unbind(token)
+
+    def _checked_startup(self, send: Send) -> Send:
+        """``send`` that runs :meth:`Tenancy.check_startup` as the app's startup completes. A
+        failure raises in the app's lifespan, which then exits (running its shutdown code) and
+        reports ``lifespan.startup.failed``: the server does not start serving."""
+
+        async def send_checked(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                await self.tenancy.check_startup()
+            await send(message)
+
+        return send_checked
 
     async def on_error(
         self, scope: Scope, receive: Receive, send: Send, error: TenancyError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from .postgres.setting import RowLevelSecurity, TenantSetting
 
 __all__ = ["Tenancy"]
+
+startup_logger = logging.getLogger("fastapi_tenancy.startup")
 
 TENANCY_SCOPE_KEY = "fastapi_tenancy"
 """Key in the ASGI scope under which the middleware leaves its :class:`Tenancy`."""
@@ -226,6 +229,32 @@ class Tenancy:
             find_case_insensitive_tenant_columns, engine, metadata
         )
 
+    async def check_startup(self) -> None:
+        """Fail fast, before the app reports it has started: the middleware awaits this when the
+        app's lifespan startup completes, and a failure makes the startup fail.
+
+        Refuses forgotten tenant models (``TenancyMisuse``), and with row-level security on,
+        connects once so that a role that would bypass the policies is refused now
+        (``UnsafeDatabaseRole``), not at the first request. A database that cannot be reached
+        yet is logged and left to the first connection, which checks the role then.
+        """
+        refuse_forgotten_tenant_models()
+        if self.rls is None:
+            return
+        engine = self.engine
+        try:
+            if isinstance(engine, AsyncEngine):
+                async with engine.connect():
+                    pass
+            else:
+                await anyio.to_thread.run_sync(_connect_once, engine)
+        except (SQLAlchemyError, OSError) as error:
+            startup_logger.warning(
+                "the database could not be reached at startup (%s): its role is checked at "
+                "the first connection instead",
+                error,
+            )
+
     def session(self, *, tenant: Any = None) -> TenantScopedSession:
         """A session scoped like ``tenant_session``, for code outside a request.
 
@@ -318,6 +347,11 @@ class Tenancy:
 
             return TenantLookup(fetch, is_active=table.is_active, cache=cache)
         return TenantLookup(lookup, cache=cache)
+
+
+def _connect_once(engine: Engine) -> None:
+    with engine.connect():
+        pass
 
 
 def _refuse_unverified_beside_verified(resolvers: Sequence[Resolver]) -> None:

@@ -9,6 +9,8 @@ bypass the policies without a word.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import jwt
 import pytest
@@ -180,6 +182,59 @@ def test_the_kit_refuses_to_start_on_a_superuser(database, world):
     assert "superuser" in str(caught.value)
     assert "CREATE ROLE app LOGIN" in str(caught.value)
     assert caught.value.code == "unsafe_database_role"
+
+
+def app_with_lifespan(tenancy: Tenancy, shutdowns: list[str]) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            shutdowns.append("disposed")
+
+    app = FastAPI(lifespan=lifespan)
+    tenancy.install(app)
+
+    @app.get("/projects")
+    def projects(session: TenantSession) -> int:
+        return len(session.execute(select(Project)).all())
+
+    return app
+
+
+def test_an_app_on_a_superuser_fails_at_startup_not_at_its_first_request(database, world):
+    engine = create_engine(database.url)
+    shutdowns: list[str] = []
+    try:
+        tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE)
+        app = app_with_lifespan(tenancy, shutdowns)
+        with pytest.raises(UnsafeDatabaseRole, match="superuser"), TestClient(app):
+            pytest.fail("the app started")  # pragma: no cover
+    finally:
+        engine.dispose()
+    assert shutdowns == ["disposed"]  # the app's own clean-up (in finally) still ran
+
+
+def test_an_app_on_an_ordinary_role_starts_and_serves(tenancy):
+    shutdowns: list[str] = []
+    with TestClient(app_with_lifespan(tenancy, shutdowns)) as client:
+        r = client.get("/projects", headers={"X-Tenant-ID": str(ACME)})
+    assert r.status_code == 200, r.text
+    assert shutdowns == ["disposed"]
+
+
+def test_an_app_whose_database_is_down_at_startup_starts_and_checks_later(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE)
+    with TestClient(app_with_lifespan(tenancy, [])) as client:
+        r = client.get("/projects", headers={"X-Tenant-ID": str(ACME)})
+    engine.dispose()
+    assert r.status_code == 503, r.text
+    warnings = [r for r in caplog.records if r.name == "fastapi_tenancy.startup"]
+    assert len(warnings) == 1
+    assert "checked at the first connection" in warnings[0].getMessage()
 
 
 def test_the_kit_refuses_to_start_on_a_role_with_bypassrls(app_role, world):
