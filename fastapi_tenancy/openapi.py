@@ -1,4 +1,5 @@
-"""The tenant in the OpenAPI document: each resolver's security scheme, so "Authorize" works.
+"""The tenant in the OpenAPI document: each resolver's security scheme, so "Authorize" works,
+and the kit's error answers on every operation.
 
 ``tenancy.install(app)`` calls :func:`install_openapi`. A resolver contributes a scheme through
 an ``openapi_scheme()`` method answering ``(name, scheme)``: ``JWTClaimResolver`` a bearer JWT
@@ -10,6 +11,12 @@ scheme), operations on paths served without tenant resolution (``exclude_paths``
 empty ``security``, and when a tenant is optional an empty requirement is listed too. Schemes
 and requirements the application declared itself are kept: an operation with its own
 ``security`` is left alone, and a scheme name already taken is not overwritten.
+
+Every operation lists the kit's answers its clients may get, all in the ``TenancyError`` shape
+``{"detail", "code"}`` with the codes each status stands for: ``500`` and ``503`` everywhere;
+on paths with tenant resolution ``400``, ``403``, ``401`` with a token resolver and ``404``
+with a tenant lookup; ``409`` on writing methods. Responses an operation declares itself are
+kept.
 
 An app that builds its document with its own function (``app.openapi = custom_openapi``) should
 assign it before ``tenancy.install(app)``, which then wraps it, or call :func:`add_security` on
@@ -26,9 +33,21 @@ if TYPE_CHECKING:
 
     from .tenancy import Tenancy
 
-__all__ = ["add_security", "install_openapi", "security_schemes"]
+__all__ = ["add_error_responses", "add_security", "install_openapi", "security_schemes"]
 
 _OPERATIONS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+_WRITES = frozenset({"put", "post", "delete", "patch"})
+ERROR_SCHEMA_NAME = "TenancyError"
+"""The name of the ``{"detail", "code"}`` schema in the document's components."""
+_ERROR_SCHEMA: dict[str, Any] = {
+    "title": ERROR_SCHEMA_NAME,
+    "type": "object",
+    "required": ["detail", "code"],
+    "properties": {
+        "detail": {"type": "string", "title": "Detail"},
+        "code": {"type": "string", "title": "Code"},
+    },
+}
 
 
 def security_schemes(tenancy: Tenancy) -> dict[str, dict[str, Any]]:
@@ -62,6 +81,7 @@ def install_openapi(app: FastAPI, tenancy: Tenancy) -> None:
         schema = generate()
         if not done:
             add_security(schema, tenancy)
+            add_error_responses(schema, tenancy)
             done = True
         return schema
 
@@ -87,3 +107,49 @@ def add_security(schema: dict[str, Any], tenancy: Tenancy) -> None:
         for method, operation in item.items():
             if method in _OPERATIONS and isinstance(operation, dict):
                 operation.setdefault("security", [])
+
+
+def _error_codes(tenancy: Tenancy, excluded: bool, method: str) -> dict[str, list[str]]:
+    """The codes each status may answer for one operation, by status."""
+    from .resolvers import JWTClaimResolver
+
+    codes: dict[str, list[str]] = {}
+    if not excluded:
+        codes["400"] = ["tenant_required", "invalid_tenant_key", "ambiguous_tenant"]
+        if any(isinstance(r, JWTClaimResolver) for r in tenancy.chain.resolvers):
+            codes["401"] = ["invalid_token"]
+        codes["403"] = ["tenant_mismatch", "not_a_member", "tenant_inactive", "admin_required"]
+        if tenancy.lookup is not None:
+            codes["404"] = ["tenant_not_found"]
+    if method in _WRITES:
+        codes["409"] = ["write_conflict", "already_exists"]
+        codes.setdefault("403", []).append("cross_tenant_write")
+    codes["500"] = ["internal_error"]
+    codes["503"] = ["database_unavailable", "database_busy", "tenancy_unavailable"]
+    return codes
+
+
+def add_error_responses(schema: dict[str, Any], tenancy: Tenancy) -> None:
+    """Declare the kit's error answers on every operation of an OpenAPI ``schema``, in place."""
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {}).setdefault(ERROR_SCHEMA_NAME, _ERROR_SCHEMA)
+    body = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}}}
+    for path, item in schema.get("paths", {}).items():
+        excluded = tenancy.is_excluded(path)
+        for method, operation in item.items():
+            if method not in _OPERATIONS or not isinstance(operation, dict):
+                continue
+            responses = operation.setdefault("responses", {})
+            for status, codes in _error_codes(tenancy, excluded, method).items():
+                described = ", ".join(f"`{code}`" for code in codes)
+                response: dict[str, Any] = {"description": f"Refused: {described}", "content": body}
+                if int(status) >= 500:
+                    response["description"] = f"Failed: {described}"
+                if status == "503":
+                    response["headers"] = {
+                        "Retry-After": {
+                            "description": "Seconds to wait before retrying",
+                            "schema": {"type": "integer"},
+                        }
+                    }
+                responses.setdefault(status, response)

@@ -119,3 +119,35 @@ def test_the_document_is_generated_once_and_served_from_the_cache() -> None:
     assert app.openapi() is first
     assert app.openapi_schema is first
     assert first["security"] == [{"X-Tenant-ID": []}]
+
+
+def test_every_operation_declares_the_kits_error_answers() -> None:
+    app = build_app(
+        [JWTClaimResolver(key=SECRET, algorithms=["HS256"])],
+        exclude_paths=["/healthz", "/openapi.json"],
+        lookup=lambda key: {"key": key},
+    )
+
+    @app.post("/projects", responses={409: {"description": "the app's own words"}})
+    def create() -> None:  # pragma: no cover - only documented
+        return None
+
+    doc = document(app)
+    error = {"$ref": "#/components/schemas/TenancyError"}
+    assert doc["components"]["schemas"]["TenancyError"]["required"] == ["detail", "code"]
+    listing = doc["paths"]["/projects"]["get"]["responses"]
+    assert set(listing) == {"200", "400", "401", "403", "404", "500", "503"}
+    assert listing["403"]["content"]["application/json"]["schema"] == error
+    assert "`not_a_member`" in listing["403"]["description"]
+    assert "`database_busy`" in listing["503"]["description"]
+    assert "Retry-After" in listing["503"]["headers"]
+    creating = doc["paths"]["/projects"]["post"]["responses"]
+    assert creating["409"]["description"] == "the app's own words"  # the app's kept
+    assert "`cross_tenant_write`" in creating["403"]["description"]
+    health = doc["paths"]["/healthz"]["get"]["responses"]
+    assert set(health) == {"200", "500", "503"}  # served without tenant resolution
+
+
+def test_without_a_token_resolver_or_a_lookup_there_is_no_401_or_404() -> None:
+    doc = document(build_app([HeaderResolver()]))
+    assert set(doc["paths"]["/projects"]["get"]["responses"]) == {"200", "400", "403", "500", "503"}
