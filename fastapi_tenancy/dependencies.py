@@ -9,7 +9,6 @@ error response and never a 2xx for a write that was lost::
         project = Project(name=body.name)
         session.add(project)
         session.commit()
-        session.refresh(project)
         return project
 """
 

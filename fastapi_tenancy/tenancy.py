@@ -73,6 +73,9 @@ class Tenancy:
     ``without_tenant()``): with row-level security on, give it a role with ``BYPASSRLS``, so
     ordinary sessions have no way to cross tenants of their own.
 
+    Sessions keep their loaded values at ``commit()`` (``expire_on_commit=False``), so a route
+    returns what it wrote; ``session_options`` passes other ``Session`` options.
+
     ``session_limits`` bounds the sessions that requests hold at once, per engine, to the
     pool's connections, so that no load deadlocks sync routes; a request that waits too long
     for one answers ``503 database_busy`` (see :mod:`fastapi_tenancy.limits`). ``None`` turns
@@ -147,8 +150,9 @@ class Tenancy:
         self._exact_excluded = frozenset(p for p in exclude_paths if p == "/" or p[-1:] != "/")
         self._prefix_excluded = tuple(p for p in exclude_paths if p.endswith("/") and p != "/")
         self.principal_claim = principal_claim
-        defaults: dict[str, Any] = {"expire_on_commit": False} if self.is_async else {}
-        self.session_options = {**defaults, **(session_options or {})}
+        # A committed row is answered as written: no reload after the commit, which a
+        # concurrent delete would turn into an error for a write that did happen.
+        self.session_options = {"expire_on_commit": False, **(session_options or {})}
         self._models_checked = False
 
     def install(self, app: FastAPI) -> None:

@@ -267,11 +267,23 @@ def _check_references(session: Session, objects: Iterable[Any], tenant: Any) -> 
             if value is not None and not isinstance(value, ClauseElement):
                 wanted[parent_mapper].add((value,))  # expressions: the wall proves them
     for parent_mapper, keys in wanted.items():
-        if keys - _existing_keys(session, parent_mapper, list(keys), owned=False):
-            raise CrossTenantWrite(
-                f"a foreign key points at a {parent_mapper.class_.__name__} "
-                "that is not this tenant's (another tenant's, or none)"
-            )
+        missing = keys - _existing_keys(session, parent_mapper, list(keys), owned=False)
+        if not missing:
+            continue
+        name = parent_mapper.class_.__name__
+        if all(_read_here(session, parent_mapper, key) for key in missing):
+            raise WriteConflict(f"this {name} was deleted by another request meanwhile")
+        raise CrossTenantWrite(
+            f"a foreign key points at a {name} that is not this tenant's (another tenant's, "
+            "or none)"
+        )
+
+
+def _read_here(session: Session, mapper: Mapper[Any], key: tuple[Any, ...]) -> bool:
+    """Whether this session read the row of ``key`` (it is in the identity map, and did not
+    enter it by ``add()`` or ``merge(load=False)``): then it was the tenant's when read."""
+    held = session.identity_map.get(mapper.identity_key_from_primary_key(key))
+    return held is not None and inspect(held) not in attached_unread(session)
 
 
 _ForeignKeys = list[tuple[str, Any, Mapper[Any]]]

@@ -486,3 +486,46 @@ def test_an_error_in_a_resolver_is_answered_as_json_and_logged(
     (failure,) = records(caplog, "fastapi_tenancy.errors")
     assert failure.exc_info is not None
     assert failure.exc_info[1] is raised_error
+
+
+def test_a_new_row_pointing_at_a_row_deleted_meanwhile_is_a_conflict_and_no_alarm(
+    engine: Engine, create_tables: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    create_tables(engine, Shelf, Book)
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
+    with tenancy.session(tenant="acme") as session:
+        session.add(Shelf(name="oak"))
+        session.commit()
+    with tenancy.session(tenant="acme") as session:
+        shelf = session.exec(select(Shelf)).one()
+        assert shelf.id is not None
+        delete_shelf_elsewhere(engine, shelf.id)
+        session.add(Book(shelf_id=shelf.id))
+        # MariaDB's check reads the transaction's snapshot, where the shelf still is; the
+        # database's foreign key then refuses the insert.
+        with pytest.raises((WriteConflict, SQLAlchemyError)) as caught:
+            session.commit()
+    error = caught.value
+    if isinstance(error, SQLAlchemyError):
+        error = classify_database_error(error)
+    assert isinstance(error, WriteConflict)
+    assert audit_alarms(caplog) == []
+
+
+def test_a_new_row_pointing_at_a_row_never_read_here_is_refused_as_before(
+    engine: Engine, create_tables: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another tenant's row and no row answer alike: the id was never this tenant's to read."""
+    create_tables(engine, Shelf, Book)
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
+    with tenancy.session(tenant="globex") as session:
+        session.add(Shelf(name="globex shelf"))
+        session.commit()
+        theirs = session.exec(select(Shelf)).one().id
+    assert theirs is not None
+    for shelf_id in (theirs, theirs + 1000):
+        with tenancy.session(tenant="acme") as session:
+            session.add(Book(shelf_id=shelf_id))
+            with pytest.raises(CrossTenantWrite):
+                session.commit()
+    assert len(audit_alarms(caplog)) == 2
