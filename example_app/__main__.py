@@ -1,7 +1,8 @@
 """``python -m example_app``: create and seed the database on first start, then serve.
 
-Reads ``DATABASE_URL``, ``PORT``, ``EXAMPLE_JWT_SECRET``, ``EXAMPLE_BASE_DOMAIN`` and
-``EXAMPLE_RLS``; see ``--help``.
+Reads ``DATABASE_URL``, ``PORT``, ``EXAMPLE_JWT_SECRET``, ``EXAMPLE_BASE_DOMAIN``,
+``EXAMPLE_RLS`` and ``EXAMPLE_RLS_PASSWORD``; see ``--help``. Once it serves, the engines are
+the app's: its shutdown disposes of them, on Ctrl-C and on SIGTERM alike.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from fastapi_tenancy.postgres import UnsafeDatabaseRole
 
 from .app import create_app
 from .auth import PasswordHasher
-from .rls import DEFAULT_APP_ROLE, owner_bypasses_rls, prepare_rls
+from .rls import DEFAULT_APP_ROLE, RoleSetupError, owner_bypasses_rls, prepare_rls
 from .seed import SEED_USERS, init_database
 from .settings import (
     DEFAULT_BASE_DOMAIN,
     DEFAULT_DATABASE_URL,
     DEFAULT_PORT,
+    MIN_RLS_PASSWORD_LENGTH,
     MIN_SECRET_BYTES,
     Settings,
     database_url,
@@ -62,6 +64,9 @@ environment:
   EXAMPLE_RLS          1 turns PostgreSQL row-level security on under the ORM wall: requests
                        run as the ordinary role {DEFAULT_APP_ROLE}, which the DATABASE_URL role
                        (a superuser or BYPASSRLS, able to create roles) creates at each start
+  EXAMPLE_RLS_PASSWORD that role's password, {MIN_RLS_PASSWORD_LENGTH}+ printable ASCII characters;
+                       default: derived from EXAMPLE_JWT_SECRET (HMAC-SHA256), the same in
+                       every worker
 
 seeded logins (email, password, tenants):
 {_logins()}
@@ -84,14 +89,19 @@ def _banner(settings: Settings, seeded: bool) -> str:
         f"database: {shown_db}: {state}",
     ]
     if settings.rls:
+        source = "the JWT key" if settings.rls_password is None else "EXAMPLE_RLS_PASSWORD"
         lines.append(
-            f"row-level security: on; requests run as {DEFAULT_APP_ROLE!r}, "
+            f"row-level security: on; requests run as {DEFAULT_APP_ROLE!r} (password from "
+            f"{source}), "
             f"/admin/projects as the DATABASE_URL role"
         )
     if settings.uses_dev_secret:
+        derives = ""
+        if settings.rls and settings.rls_password is None:
+            derives = f" and derive the password of {DEFAULT_APP_ROLE!r}"
         lines.append(
             f"WARNING: EXAMPLE_JWT_SECRET is not set; using the development key "
-            f"{settings.jwt_secret!r}. Anyone who reads this can mint tokens: set "
+            f"{settings.jwt_secret!r}. Anyone who reads this can mint tokens{derives}: set "
             f"EXAMPLE_JWT_SECRET to a random value of {MIN_SECRET_BYTES}+ bytes outside "
             f"local development."
         )
@@ -120,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     engine = make_engine(settings.database_url)
     engines = [engine]
+    serving = False
     try:
         seeded = init_database(engine, PasswordHasher(), reset=reset)
         app_engine, admin_engine = engine, None
@@ -131,7 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            app_engine, admin_engine = make_engine(prepare_rls(engine)), engine
+            try:
+                app_url = prepare_rls(engine, password=settings.role_password)
+            except RoleSetupError as error:
+                print(f"example_app: {error}", file=sys.stderr)
+                return 2
+            app_engine, admin_engine = make_engine(app_url), engine
             engines.append(app_engine)
         app = create_app(
             app_engine,
@@ -139,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             base_domain=settings.base_domain,
             admin_engine=admin_engine,
             rls=settings.rls,
+            own_engines=True,
         )
         if settings.rls:
             try:
@@ -148,10 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"example_app: {error}", file=sys.stderr)
                 return 2
         print(_banner(settings, seeded), flush=True)
+        serving = True  # from here on the app's shutdown disposes of the engines
         uvicorn.run(app, host=HOST, port=settings.port, access_log=False, log_config=None)
     finally:
-        for each in engines:
-            each.dispose()
+        if not serving:
+            for each in engines:
+                each.dispose()
     return 0
 
 

@@ -7,6 +7,7 @@ created at import time.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -27,6 +28,7 @@ from fastapi_tenancy import (
 from .auth import (
     DEFAULT_TOKEN_TTL,
     JWT_ALGORITHM,
+    LoginLimits,
     PasswordHasher,
     TokenIssuer,
     is_platform_admin,
@@ -41,10 +43,12 @@ from .settings import Settings, make_engine
 
 __all__ = ["DOCS_PATHS", "PUBLIC_PATHS", "TENANT_OPTIONAL_PATHS", "create_app"]
 
+logger = logging.getLogger("example_app")
+
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
-PUBLIC_PATHS = ("/", "/healthz", "/plans", "/auth/login", *DOCS_PATHS)
+PUBLIC_PATHS = ("/", "/healthz", "/readyz", "/plans", "/auth/login", *DOCS_PATHS)
 """Served without a token. All other paths need one (401 ``not_authenticated``)."""
-UNRESOLVED_PATHS = ("/healthz", "/auth/login", *DOCS_PATHS)
+UNRESOLVED_PATHS = ("/healthz", "/readyz", "/auth/login", *DOCS_PATHS)
 """Served without tenant resolution at all: a stale token must not stop a new login.
 ("/" cannot be listed: the kit reads paths ending in "/" as prefixes.)"""
 TENANT_OPTIONAL_PATHS = frozenset({"/", "/plans", "/me", "/admin/projects"})
@@ -73,19 +77,25 @@ def create_app(
     jwt_secret: str | None = None,
     base_domain: str | None = None,
     password_hash: PasswordHash | None = None,
+    login_limits: LoginLimits | None = None,
     token_ttl: timedelta = DEFAULT_TOKEN_TTL,
     admin_engine: Engine | None = None,
     rls: bool = False,
+    own_engines: bool = False,
 ) -> FastAPI:
     """Build the example API on ``engine``.
 
     ``jwt_secret`` is the HS256 key (at least 32 bytes); ``base_domain`` the domain whose
-    subdomains name tenants; ``password_hash`` a pwdlib ``PasswordHash`` (Argon2id by default).
+    subdomains name tenants; ``password_hash`` a pwdlib ``PasswordHash`` (Argon2id by default);
+    ``login_limits`` bounds the password hashes that logins run at once (see
+    :class:`~example_app.auth.LoginLimits`).
     ``rls=True`` (PostgreSQL) adds row-level security under the ORM wall: ``engine`` must then
     connect as an ordinary role and ``admin_engine`` (the owner, a superuser or ``BYPASSRLS``)
     serves ``/admin/projects``; :mod:`example_app.rls` prepares both.
-    Arguments left out come from the environment (see :class:`~example_app.settings.Settings`);
-    engines the app made itself are disposed of at shutdown. The tables must exist: see
+    Arguments left out come from the environment (see :class:`~example_app.settings.Settings`).
+    The app's shutdown disposes of the engines it made itself, and of ``engine`` and
+    ``admin_engine`` too with ``own_engines=True`` (``python -m example_app`` hands its engines
+    over so: code after ``uvicorn.run`` does not run on SIGTERM). The tables must exist: see
     :func:`~example_app.seed.init_database`.
 
         app = create_app(engine, jwt_secret=secret, base_domain="example.test")
@@ -98,10 +108,12 @@ def create_app(
             owned.append(engine)
             if settings.rls:
                 admin_engine, rls = engine, True
-                engine = make_engine(prepare_rls(admin_engine))
+                engine = make_engine(prepare_rls(admin_engine, password=settings.role_password))
                 owned.append(engine)
         jwt_secret = jwt_secret or settings.jwt_secret
         base_domain = base_domain or settings.base_domain
+    if own_engines:
+        owned += [each for each in (engine, admin_engine) if each is not None and each not in owned]
 
     tenancy = Tenancy(
         engine,
@@ -122,6 +134,9 @@ def create_app(
         exclude_paths=UNRESOLVED_PATHS,
         rls=rls,
         admin_engine=admin_engine,
+        # A committed write is answered from the values it wrote: a re-read after the commit
+        # could find the row deleted meanwhile and answer a write that happened as failed.
+        session_options={"expire_on_commit": False},
     )
 
     @asynccontextmanager
@@ -131,6 +146,8 @@ def create_app(
         finally:
             for owned_engine in owned:
                 owned_engine.dispose()
+            if owned:
+                logger.info("shutdown: database connections closed")
 
     app = FastAPI(
         title="fastapi_tenancy example app",
@@ -141,7 +158,7 @@ def create_app(
     app.state.services = Services(
         engine=engine,
         tokens=TokenIssuer(jwt_secret, token_ttl),
-        passwords=PasswordHasher(password_hash),
+        passwords=PasswordHasher(password_hash, limits=login_limits),
     )
     app.state.tenancy = tenancy
     app.include_router(public_router)

@@ -9,11 +9,15 @@ any route runs; the route-side code here only reads the verified claims from the
 
 from __future__ import annotations
 
+import math
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 import jwt
 from fastapi import Depends
 from pwdlib import PasswordHash
@@ -22,13 +26,14 @@ from sqlmodel import Session, col, select
 
 from fastapi_tenancy import TenantContext, get_tenant_context
 
-from .errors import NotAuthenticated
+from .errors import LoginBusy, NotAuthenticated
 from .models import Membership, User
 
 __all__ = [
     "ADMIN_ROLE",
     "JWT_ALGORITHM",
     "CurrentPrincipal",
+    "LoginLimits",
     "PasswordHasher",
     "Principal",
     "TokenIssuer",
@@ -43,34 +48,89 @@ ADMIN_ROLE = "admin"
 DEFAULT_TOKEN_TTL = timedelta(hours=1)
 
 
-class PasswordHasher:
-    """Argon2 password hashing (pwdlib), with a constant-time answer for unknown users.
+@dataclass(frozen=True, slots=True)
+class LoginLimits:
+    """How many password hashes run at once, and how many logins may wait for one.
 
-    ``PasswordHasher()`` uses pwdlib's recommended Argon2id parameters; tests pass a cheaper
-    ``PasswordHash`` so that seeding a database per test stays fast.
+    An Argon2id hash of ``PasswordHash.recommended()`` takes 64 MiB and a core for a moment;
+    unbounded, a burst of failed logins takes the memory and the threads every other request
+    needs. ``max_hashes`` hashes run at once; up to ``max_waiting`` more logins wait, each at
+    most ``wait`` seconds; any other login answers ``503 login_busy`` with ``Retry-After``.
+
+        create_app(engine, login_limits=LoginLimits(max_hashes=4, wait=2.0))
     """
 
-    def __init__(self, password_hash: PasswordHash | None = None) -> None:
+    max_hashes: int = 2
+    max_waiting: int = 16
+    wait: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_hashes < 1:
+            raise ValueError(f"max_hashes must be 1 or more, not {self.max_hashes}")
+        if self.max_waiting < 0:
+            raise ValueError(f"max_waiting must be 0 or more, not {self.max_waiting}")
+        if not (self.wait >= 0 and math.isfinite(self.wait)):
+            raise ValueError(f"wait must be a finite number of seconds >= 0, not {self.wait}")
+
+
+class PasswordHasher:
+    """Argon2 password hashing (pwdlib), bounded by :class:`LoginLimits`, at one cost for all.
+
+    ``PasswordHasher()`` uses pwdlib's recommended Argon2id parameters; tests pass a cheaper
+    ``PasswordHash`` so that seeding a database per test stays fast. A login is one
+    verification whether or not its email exists: an unknown email is checked against a hash
+    made here, once, so response times do not tell which emails exist.
+    """
+
+    def __init__(
+        self, password_hash: PasswordHash | None = None, *, limits: LoginLimits | None = None
+    ) -> None:
         self._hash = password_hash or PasswordHash.recommended()
-        self._dummy: str | None = None
+        self.limits = limits or LoginLimits()
+        self._dummy = self._hash.hash(secrets.token_urlsafe(16))
+        # Made in the event loop, on first use.
+        self._slots: anyio.CapacityLimiter | None = None
+        self._threads: anyio.CapacityLimiter | None = None
 
     def hash(self, password: str) -> str:
         """The Argon2 hash to store for ``password``."""
         return self._hash.hash(password)
 
     def verify(self, password: str, stored: str | None) -> bool:
-        """Whether ``password`` matches ``stored``; with no stored hash, spend the same time."""
-        if stored is None:
-            # Unknown email: verify against a throwaway hash so the answer takes as long as
-            # a wrong password, and response times do not tell which emails exist.
-            if self._dummy is None:
-                self._dummy = self._hash.hash("not-a-password")
-            self._hash.verify(password, self._dummy)
-            return False
+        """Whether ``password`` matches ``stored`` (``None``: an unknown user), in one hash."""
         try:
-            return self._hash.verify(password, stored)
+            matches = self._hash.verify(password, self._dummy if stored is None else stored)
         except Exception:  # a malformed stored hash is a failed login, not a 500
             return False
+        return matches and stored is not None
+
+    async def check(self, password: str, stored: str | None) -> bool:
+        """:meth:`verify` in a worker thread, once one of ``limits.max_hashes`` slots is free.
+
+        Raises :class:`~example_app.errors.LoginBusy` when ``limits.max_waiting`` logins are
+        waiting already, or when no slot frees up within ``limits.wait`` seconds.
+        """
+        if self._slots is None or self._threads is None:
+            self._slots = anyio.CapacityLimiter(self.limits.max_hashes)
+            self._threads = anyio.CapacityLimiter(self.limits.max_hashes)
+        slots, threads = self._slots, self._threads
+        try:
+            slots.acquire_nowait()
+        except anyio.WouldBlock:
+            if slots.statistics().tasks_waiting >= self.limits.max_waiting:
+                raise LoginBusy() from None
+            acquired = False
+            with anyio.move_on_after(self.limits.wait):
+                await slots.acquire()
+                acquired = True
+            if not acquired:
+                raise LoginBusy() from None
+        try:
+            # A thread limiter of its own: hashing neither waits for nor takes a token of the
+            # default limiter, which every sync route and dependency shares.
+            return await anyio.to_thread.run_sync(self.verify, password, stored, limiter=threads)
+        finally:
+            slots.release()
 
 
 @dataclass(frozen=True, slots=True)

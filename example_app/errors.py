@@ -3,7 +3,9 @@
 They subclass :class:`~fastapi_tenancy.TenancyError` so that the handler ``tenancy.install(app)``
 registers answers them too, and so that :class:`NotAuthenticated` can be raised from the
 membership check, which runs inside the kit's middleware. The handlers below give FastAPI's
-own errors (validation, unknown routes) the same shape.
+own errors (validation, unknown routes) the same shape, and answer :class:`LoginBusy` and
+:class:`DatabaseNotReady` without the kit's failure log: an overloaded login or a probe that
+finds the database slow is a state, not a bug.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from starlette.responses import JSONResponse
 from fastapi_tenancy import TenancyError
 
 __all__ = [
+    "DatabaseNotReady",
     "InvalidCredentials",
+    "LoginBusy",
     "NotAuthenticated",
     "NotFound",
     "install_error_handlers",
 ]
 
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+RETRY_AFTER_SECONDS = 1
 
 
 class NotAuthenticated(TenancyError):
@@ -52,6 +57,33 @@ class NotFound(TenancyError):
     default_detail = "Not found."
 
 
+class LoginBusy(TenancyError):
+    """``POST /auth/login`` while every password-hashing slot is taken and the queue is full,
+    or no slot freed up in time (see :class:`~example_app.auth.LoginLimits`)."""
+
+    code = "login_busy"
+    status_code = 503
+    default_detail = "Too many logins at once. Retry in a moment."
+
+
+class DatabaseNotReady(TenancyError):
+    """``GET /readyz`` when the database did not answer within the probe's time."""
+
+    code = "database_unavailable"
+    status_code = 503
+    default_detail = "The database did not answer in time."
+
+
+async def _unavailable(request: Request, error: Exception) -> JSONResponse:
+    if not isinstance(error, TenancyError):  # pragma: no cover - registered for it
+        raise error
+    return JSONResponse(
+        {"detail": error.detail, "code": error.code},
+        status_code=error.status_code,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def _code(status: int) -> str:
     try:
         return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
@@ -61,6 +93,8 @@ def _code(status: int) -> str:
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     errors = error.errors() if isinstance(error, RequestValidationError) else []
+    # The refused input is not echoed: it may be a password, or text no JSON can carry.
+    errors = [{key: value for key, value in each.items() if key != "input"} for each in errors]
     return JSONResponse(
         {
             "detail": "The request is not valid.",
@@ -82,6 +116,9 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer validation errors and HTTP errors (404 route, 405) as ``{"detail", "code"}``."""
+    """Answer validation errors, HTTP errors (404 route, 405), :class:`LoginBusy` and
+    :class:`DatabaseNotReady` as ``{"detail", "code"}``; the last two with ``Retry-After``."""
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(LoginBusy, _unavailable)
+    app.add_exception_handler(DatabaseNotReady, _unavailable)

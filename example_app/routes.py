@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
-from sqlalchemy import Engine, delete, func, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine, delete, func
 from sqlmodel import Session, col, select
 
 from fastapi_tenancy import (
@@ -25,7 +25,8 @@ from fastapi_tenancy import (
 )
 
 from .auth import CurrentPrincipal, PasswordHasher, TokenIssuer, current_principal
-from .errors import InvalidCredentials, NotFound
+from .errors import DatabaseNotReady, InvalidCredentials, NotFound
+from .health import database_answers
 from .models import Membership, Plan, Project, Task, Tenant, User
 from .schemas import (
     LoginRequest,
@@ -105,14 +106,17 @@ def index() -> dict[str, str]:
 
 
 @public_router.get("/healthz", tags=["meta"])
-def healthz(services: ServicesDep, response: Response) -> dict[str, str]:
-    """200 when the database answers; no token and no tenant needed."""
-    try:
-        with services.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except SQLAlchemyError:
-        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return {"status": "unavailable"}
+async def healthz() -> dict[str, str]:
+    """Liveness: 200 while the process serves; it never waits on the database or a thread."""
+    return {"status": "ok"}
+
+
+@public_router.get("/readyz", tags=["meta"])
+async def readyz(services: ServicesDep) -> dict[str, str]:
+    """Readiness: 200 when the database answers ``SELECT 1`` within two seconds, else 503
+    ``database_unavailable`` once they have passed; no token and no tenant needed."""
+    if not await database_answers(services.engine):
+        raise DatabaseNotReady()
     return {"status": "ok"}
 
 
@@ -123,32 +127,55 @@ def list_plans(session: GlobalSession) -> list[PlanOut]:
     return [PlanOut.of(plan) for plan in plans]
 
 
+@dataclass(frozen=True, slots=True)
+class _Account:
+    email: str
+    password_hash: str
+    is_platform_admin: bool
+    tenants: tuple[str, ...]
+
+
+def _find_account(engine: Engine, email: str) -> _Account | None:
+    """The user and their tenants, in one query whether or not the email exists."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(User.email, User.password_hash, User.is_platform_admin, Membership.tenant_id)
+            .outerjoin(Membership, col(Membership.user_id) == col(User.id))
+            .where(col(User.email) == email)
+            .order_by(col(Membership.tenant_id))
+        ).all()
+    if not rows:
+        return None
+    found, password_hash, is_admin, _ = rows[0]
+    tenants = tuple(tenant for *_, tenant in rows if tenant is not None)
+    return _Account(found, password_hash, is_admin, tenants)
+
+
 @public_router.post("/auth/login", tags=["auth"])
-def login(body: LoginRequest, services: ServicesDep, session: AccountSession) -> TokenOut:
+async def login(body: LoginRequest, services: ServicesDep) -> TokenOut:
     """Trade an email and password for a bearer token.
 
     The token names the user's tenant when they have exactly one, or the one given as
     ``tenant``; otherwise it names none, and each request chooses one of the user's tenants by
-    subdomain or ``X-Tenant-ID``.
+    subdomain or ``X-Tenant-ID``. 503 ``login_busy`` (with ``Retry-After``) while too many
+    logins are hashing passwords at once.
     """
-    user = session.exec(select(User).where(col(User.email) == body.email.lower())).first()
-    # Verify even for an unknown email, so the answer takes as long as for a wrong password.
-    valid = services.passwords.verify(body.password, None if user is None else user.password_hash)
-    if user is None or not valid:
+    # The account is read, and its connection given back, before the hash: a login waiting
+    # for a hashing slot holds no connection and no thread.
+    account = await anyio.to_thread.run_sync(_find_account, services.engine, body.email.lower())
+    # An unknown email costs one hash too, so the answer takes as long as for a wrong password.
+    stored = None if account is None else account.password_hash
+    valid = await services.passwords.check(body.password, stored)
+    if account is None or not valid:
         raise InvalidCredentials()
-    tenants = session.exec(
-        select(Membership.tenant_id)
-        .where(col(Membership.user_id) == user.id)
-        .order_by(col(Membership.tenant_id))
-    ).all()
     if body.tenant is not None:
-        if body.tenant not in tenants:
+        if body.tenant not in account.tenants:
             raise NotAMember()
         tenant: str | None = body.tenant
     else:
-        tenant = tenants[0] if len(tenants) == 1 else None
-    roles = ["admin"] if user.is_platform_admin else []
-    return TokenOut(access_token=services.tokens.issue(user.email, tenant=tenant, roles=roles))
+        tenant = account.tenants[0] if len(account.tenants) == 1 else None
+    roles = ["admin"] if account.is_platform_admin else []
+    return TokenOut(access_token=services.tokens.issue(account.email, tenant=tenant, roles=roles))
 
 
 # -- the user ----------------------------------------------------------------------------------
@@ -272,7 +299,7 @@ def create_task(project_id: ProjectId, body: TaskCreate, session: TenantSession)
     if body.tenant_id is not None:
         task.tenant_id = body.tenant_id  # the kit refuses another tenant's id
     session.add(task)
-    session.commit()
+    session.commit()  # a project deleted since it was read above: 409 write_conflict
     return TaskOut.of(task)
 
 

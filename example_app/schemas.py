@@ -3,17 +3,23 @@
 Request bodies forbid unknown fields. Create and update bodies do accept ``tenant_id``: a
 client may name its own tenant, and a body naming another tenant reaches the kit, which refuses
 the write (403 ``cross_tenant_write``) before anything is sent to the database.
+
+Every string a client sends passes :data:`STORABLE_TEXT`: NUL characters and unpaired
+surrogates (JSON ``"\\u0000"``, ``"\\ud800"``) are refused with 422 here, since PostgreSQL
+refuses the first and the second cannot even be encoded as UTF-8.
 """
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from .models import Plan, Project, Task
 
 __all__ = [
+    "STORABLE_TEXT",
     "LoginRequest",
     "MeOut",
     "MembershipOut",
@@ -27,9 +33,26 @@ __all__ = [
     "TokenOut",
 ]
 
-ProjectName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-TaskName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-TenantKey = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+
+def _storable(value: str) -> str:
+    if "\x00" in value or any("\ud800" <= char <= "\udfff" for char in value):
+        raise PydanticCustomError(
+            "unstorable_text", "NUL characters and unpaired surrogates are not allowed"
+        )
+    return value
+
+
+STORABLE_TEXT = AfterValidator(_storable)
+"""The check every client-sent string passes: no NUL character, no unpaired surrogate. It
+follows the field's ``StringConstraints`` in its ``Annotated``, so it sees the stripped text."""
+
+ProjectName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), STORABLE_TEXT
+]
+TaskName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), STORABLE_TEXT
+]
+TenantKey = Annotated[str, StringConstraints(min_length=1, max_length=63), STORABLE_TEXT]
 
 
 class _Body(BaseModel):
@@ -39,8 +62,8 @@ class _Body(BaseModel):
 class LoginRequest(_Body):
     """``POST /auth/login``; ``tenant`` optionally pins one of the user's tenants in the token."""
 
-    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=254)]
-    password: Annotated[str, StringConstraints(max_length=1024)]
+    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=254), STORABLE_TEXT]
+    password: Annotated[str, StringConstraints(max_length=1024), STORABLE_TEXT]
     tenant: TenantKey | None = None
 
 

@@ -8,20 +8,29 @@ the database wall holds by itself.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
+import re
 import secrets
+import threading
+import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from example_support import BASE_DOMAIN, FAST_HASH, PASSWORDS, SECRET, Headers, bearer
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from example_app import create_app
+from example_app.__main__ import _banner
 from example_app.auth import PasswordHasher
 from example_app.models import metadata
-from example_app.rls import owner_bypasses_rls, prepare_rls
+from example_app.rls import RoleSetupError, owner_bypasses_rls, prepare_rls
 from example_app.seed import init_database
 from example_app.settings import Settings, make_engine
 from fastapi_tenancy.postgres import UnsafeDatabaseRole, check_database
@@ -46,12 +55,43 @@ def app_role(engine: Engine) -> Iterator[str]:
 
 
 @pytest.fixture
-def app_engine(engine: Engine, app_role: str) -> Iterator[Engine]:
+def role_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@pytest.fixture
+def app_engine(engine: Engine, app_role: str, role_password: str) -> Iterator[Engine]:
     """The seeded database, row-level security applied, and an engine on the app's role."""
     init_database(engine, PasswordHasher(FAST_HASH))
-    rls_engine = make_engine(prepare_rls(engine, role=app_role))
+    rls_engine = make_engine(prepare_rls(engine, role=app_role, password=role_password))
     yield rls_engine
     rls_engine.dispose()
+
+
+def password_accepted(owner: Engine, role: str, password: str) -> bool:
+    """Whether the server would accept ``password`` for ``role``: its SCRAM verifier checked
+    by hand, since the test server trusts every local login and a connection proves nothing."""
+    with owner.connect() as conn:
+        stored = conn.execute(
+            text("SELECT rolpassword FROM pg_authid WHERE rolname = :r"), {"r": role}
+        ).scalar_one()
+    found = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)", stored or "")
+    assert found, "the role's password is not stored as a SCRAM-SHA-256 verifier"
+    iterations, salt, stored_key, _server_key = found.groups()
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), base64.b64decode(salt), int(iterations)
+    )
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    return hashlib.sha256(client_key).digest() == base64.b64decode(stored_key)
+
+
+def connects_as(url: URL, role: str) -> bool:
+    worker_engine = make_engine(url)
+    try:
+        with worker_engine.connect() as conn:
+            return bool(conn.execute(text("SELECT current_user")).scalar_one() == role)
+    finally:
+        worker_engine.dispose()
 
 
 @pytest.fixture
@@ -156,39 +196,110 @@ def test_the_checker_finds_nothing_missing_for_the_apps_role(
     assert check_database(engine, role=app_role, metadata=metadata) == []
 
 
-def test_the_app_refuses_to_run_rls_on_a_role_that_bypasses_it(
-    engine: Engine, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_the_app_refuses_to_start_rls_on_a_role_that_bypasses_it(engine: Engine) -> None:
     init_database(engine, PasswordHasher(FAST_HASH))
     assert owner_bypasses_rls(engine)  # the test database's superuser
     app = create_app(
         engine, rls=True, jwt_secret=SECRET, base_domain=BASE_DOMAIN, password_hash=FAST_HASH
     )
-    caplog.set_level(logging.ERROR, logger="fastapi_tenancy.errors")
-    with TestClient(app, raise_server_exceptions=False) as client:
-        r = client.post("/auth/login", json={"email": "a@acme.test", "password": "whatever"})
-    assert r.status_code == 500, r.text  # the first use of the engine is refused
-    assert r.json() == {
-        "detail": "The server could not complete this request.",  # no role names for clients
-        "code": UnsafeDatabaseRole.code,
-    }
-    (logged,) = [rec for rec in caplog.records if rec.name == "fastapi_tenancy.errors"]
-    assert "superuser" in logged.getMessage()
-    assert logged.exc_info is not None
+    # The kit connects once as the startup completes: the app never serves a request.
+    with pytest.raises(UnsafeDatabaseRole, match="superuser"), TestClient(app):
+        pass  # pragma: no cover - the startup fails
 
 
-def test_preparing_twice_is_harmless_and_changes_the_password(
-    engine: Engine, app_engine: Engine, app_role: str
+def test_two_workers_preparing_rls_at_once_share_one_password(
+    engine: Engine, app_role: str, role_password: str
 ) -> None:
-    first = app_engine.url
-    second = prepare_rls(engine, role=app_role)
-    assert second.password != first.password
-    refreshed = make_engine(second)
+    # Two workers of `uvicorn --workers 2 --factory example_app:create_app`, each with its own
+    # engine, start at the same moment on a database whose role does not exist yet.
+    init_database(engine, PasswordHasher(FAST_HASH))
+    workers = [make_engine(engine.url) for _ in range(2)]
+    start = threading.Barrier(len(workers))
+
+    def start_worker(owner: Engine) -> URL:
+        start.wait(timeout=10)
+        return prepare_rls(owner, role=app_role, password=role_password)
+
     try:
-        with refreshed.connect() as conn:
-            assert conn.execute(text("SELECT current_user")).scalar_one() == app_role
+        with ThreadPoolExecutor(len(workers)) as pool:
+            urls = list(pool.map(start_worker, workers))
     finally:
-        refreshed.dispose()
+        for worker in workers:
+            worker.dispose()
+
+    assert [url.password for url in urls] == [role_password, role_password]
+    assert all(connects_as(url, app_role) for url in urls)
+    assert password_accepted(engine, app_role, role_password)
+
+
+def test_preparing_again_keeps_the_password_and_a_new_one_replaces_it(
+    engine: Engine, app_engine: Engine, app_role: str, role_password: str
+) -> None:
+    again = prepare_rls(engine, role=app_role, password=role_password)
+    assert again == app_engine.url
+    assert password_accepted(engine, app_role, role_password)
+
+    rotated = secrets.token_urlsafe(24)
+    url = prepare_rls(engine, role=app_role, password=rotated)
+    assert url.password == rotated
+    assert connects_as(url, app_role)
+    assert password_accepted(engine, app_role, rotated)
+    assert not password_accepted(engine, app_role, role_password)
+
+
+def test_the_password_reaches_no_statement_log_or_error(
+    engine: Engine, role_password: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    init_database(engine, PasswordHasher(FAST_HASH))
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy.engine")  # every statement and parameter
+
+    with pytest.raises(RoleSetupError) as failed:  # names starting with pg_ are reserved
+        prepare_rls(engine, role=f"pg_example_{secrets.token_hex(4)}", password=role_password)
+
+    assert "reserved" in str(failed.value)
+    told = "".join(traceback.format_exception(failed.value)) + repr(failed.value)
+    assert role_password not in told
+    assert "PASSWORD" not in told  # not even the statement with its verifier
+    assert "ROLE" in caplog.text  # the statements were logged ...
+    assert role_password not in caplog.text  # ... without the password
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"EXAMPLE_JWT_SECRET": "k" * 40},
+        {"EXAMPLE_JWT_SECRET": "k" * 40, "EXAMPLE_RLS_PASSWORD": "set-by-the-operator-0123"},
+    ],
+)
+def test_every_worker_of_a_deployment_reads_the_same_role_password(
+    environ: dict[str, str],
+) -> None:
+    first, second = Settings.from_env(environ), Settings.from_env(dict(environ))
+    assert first.role_password == second.role_password
+    assert first.role_password not in (environ["EXAMPLE_JWT_SECRET"], "")
+    assert first.role_password not in repr(first)
+    other = Settings.from_env({**environ, "EXAMPLE_JWT_SECRET": "j" * 40})
+    assert (other.role_password == first.role_password) == ("EXAMPLE_RLS_PASSWORD" in environ)
+
+
+def test_the_banner_says_where_the_role_password_comes_from_never_what_it_is() -> None:
+    for environ in ({}, {"EXAMPLE_RLS_PASSWORD": "set-by-the-operator-0123"}):
+        settings = Settings.from_env(
+            {"EXAMPLE_RLS": "1", "DATABASE_URL": "postgresql://o@h/db", **environ}
+        )
+        banner = _banner(settings, seeded=False)
+        assert settings.role_password not in banner
+        assert ("password from EXAMPLE_RLS_PASSWORD" in banner) == bool(environ)
+        assert ("derive the password of 'example_app_rls'" in banner) != bool(environ)
+
+
+@pytest.mark.parametrize(
+    "password", ["short", "non-ascii-p\u00e4ssword-0123", "tab\tin-a-password-0123"]
+)
+def test_an_unusable_role_password_is_refused_without_showing_it(password: str) -> None:
+    with pytest.raises(ValueError, match="EXAMPLE_RLS_PASSWORD") as refused:
+        Settings.from_env({"EXAMPLE_RLS_PASSWORD": password})
+    assert password not in str(refused.value)
 
 
 def test_example_rls_needs_postgresql() -> None:

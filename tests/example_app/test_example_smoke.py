@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -50,9 +51,16 @@ def _wait_for(log: Path, *texts: str, timeout: float = 10.0) -> str:
         time.sleep(0.05)
 
 
+@dataclass(frozen=True)
+class Server:
+    base: str
+    log: Path
+    process: subprocess.Popen[bytes]
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """The app started as a newcomer starts it; answers its URL and its output file."""
+def server(tmp_path: Path) -> Iterator[Server]:
+    """The app started as a newcomer starts it: its URL, its output file and its process."""
     port = _free_port()
     log = tmp_path / "example_app.log"
     env = {
@@ -73,7 +81,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_until_healthy(base, process, log)
-        yield base, log
+        yield Server(base, log, process)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -85,8 +93,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 @pytest.mark.slow
-def test_the_app_serves_over_a_real_socket(server: tuple[str, Path]) -> None:
-    base, log = server
+def test_the_app_serves_over_a_real_socket(server: Server) -> None:
+    base, log = server.base, server.log
     with httpx.Client(base_url=base, timeout=10.0) as client:
         r = client.post("/auth/login", json={"email": "bob@globex.test", "password": "bob-pass"})
         assert r.status_code == 200, r.text
@@ -107,3 +115,21 @@ def test_the_app_serves_over_a_real_socket(server: tuple[str, Path]) -> None:
     assert f"serving {base}" in output
     assert "WARNING: EXAMPLE_JWT_SECRET is not set" in output
     assert f"curl -s -X POST {base}/auth/login" in output
+
+
+@pytest.mark.slow
+def test_sigterm_shuts_the_app_down_and_closes_its_database_connections(server: Server) -> None:
+    r = httpx.post(
+        f"{server.base}/auth/login",
+        json={"email": "bob@globex.test", "password": "bob-pass"},
+        timeout=10.0,
+    )
+    assert r.status_code == 200, r.text  # a pooled connection is open now
+
+    server.process.send_signal(signal.SIGTERM)
+    # uvicorn raises the signal again once the app has shut down: the process ends by it
+    assert server.process.wait(timeout=STARTUP_TIMEOUT) in (0, -signal.SIGTERM)
+
+    output = server.log.read_text()
+    assert "Application shutdown complete" in output
+    assert "shutdown: database connections closed" in output
