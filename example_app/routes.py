@@ -7,7 +7,6 @@ missing row: the API never tells one tenant what ids another tenant has.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
@@ -62,15 +61,6 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-def account_session(services: ServicesDep) -> Iterator[Session]:
-    """A plain session for the identity tables (users, memberships, tenants): no tenant data."""
-    with Session(services.engine) as session:
-        yield session
-
-
-AccountSession = Annotated[Session, Depends(account_session)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,17 +172,21 @@ async def login(body: LoginRequest, services: ServicesDep) -> TokenOut:
 
 
 @tenant_router.get("/me", tags=["auth"])
-def me(principal: CurrentPrincipal, session: AccountSession) -> MeOut:
+def me(principal: CurrentPrincipal, services: ServicesDep) -> MeOut:
     """The user, the bound tenant (if any) and the roles; works with or without a tenant."""
-    user = session.exec(select(User).where(col(User.email) == principal.email)).first()
-    if user is None:
-        raise NotFound("This account no longer exists.")
-    rows = session.exec(
-        select(Membership.tenant_id, Tenant.name, Membership.role)
-        .join(Tenant, col(Tenant.slug) == col(Membership.tenant_id))
-        .where(col(Membership.user_id) == user.id)
-        .order_by(col(Membership.tenant_id))
-    ).all()
+    # A plain session for the identity tables (no tenant data), closed before the answer is
+    # serialized in a worker thread: a connection held across that wait is how sync routes
+    # deadlock under load (the kit's own sessions take a slot of the engine instead).
+    with Session(services.engine) as session:
+        user = session.exec(select(User).where(col(User.email) == principal.email)).first()
+        if user is None:
+            raise NotFound("This account no longer exists.")
+        rows = session.exec(
+            select(Membership.tenant_id, Tenant.name, Membership.role)
+            .join(Tenant, col(Tenant.slug) == col(Membership.tenant_id))
+            .where(col(Membership.user_id) == user.id)
+            .order_by(col(Membership.tenant_id))
+        ).all()
     context = get_tenant_context()
     return MeOut(
         email=user.email,
