@@ -284,6 +284,22 @@ def test_a_verified_token_beside_an_unverified_source_needs_a_membership_rule(
 # A row its own tenant deleted meanwhile is a conflict, not a cross-tenant write
 
 
+def with_one_shelf(engine: Engine, tenant: str, name: str) -> Tenancy:
+    """A Tenancy on ``engine``, whose ``tenant`` has one shelf called ``name``."""
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
+    with tenancy.session(tenant=tenant) as session:
+        session.add(Shelf(name=name))
+        session.commit()
+    return tenancy
+
+
+def shelf_id_of(tenancy: Tenancy, tenant: str) -> int:
+    with tenancy.session(tenant=tenant) as session:
+        shelf_id = session.exec(select(Shelf)).one().id
+    assert shelf_id is not None
+    return shelf_id
+
+
 def delete_shelf_elsewhere(engine: Engine, shelf_id: int) -> None:
     """The tenant deleting the row in another request, committed before ours writes."""
     with engine.begin() as conn:
@@ -303,10 +319,7 @@ def test_writing_a_row_deleted_meanwhile_is_a_conflict_and_no_alarm(
     write: str, engine: Engine, create_tables: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     create_tables(engine, Shelf)
-    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
-    with tenancy.session(tenant="acme") as session:
-        session.add(Shelf(name="oak"))
-        session.commit()
+    tenancy = with_one_shelf(engine, "acme", "oak")
     with tenancy.session(tenant="acme") as session:
         shelf = session.exec(select(Shelf)).one()
         shelf_id = shelf.id
@@ -328,10 +341,7 @@ def test_a_row_deleted_between_the_proof_and_the_update_is_a_conflict(
 ) -> None:
     """The proof saw the row; the delete commits before the UPDATE: 0 rows matched."""
     create_tables(engine, Shelf)
-    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
-    with tenancy.session(tenant="acme") as session:
-        session.add(Shelf(name="oak"))
-        session.commit()
+    tenancy = with_one_shelf(engine, "acme", "oak")
     other = create_engine(engine.url)
 
     def delete_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -360,12 +370,8 @@ def test_a_forged_row_is_a_cross_tenant_write_whether_or_not_it_exists(
 ) -> None:
     """The answer must not tell whether the id is another tenant's: no oracle."""
     create_tables(engine, Shelf)
-    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
-    with tenancy.session(tenant="globex") as session:
-        session.add(Shelf(name="globex shelf"))
-        session.commit()
-        target = session.exec(select(Shelf)).one().id
-    assert target is not None
+    tenancy = with_one_shelf(engine, "globex", "globex shelf")
+    target = shelf_id_of(tenancy, "globex")
     forged_id = target if exists == "another tenant's row" else target + 1000
     with tenancy.session(tenant="acme") as session:
         forged = Shelf(id=forged_id, name="mine now", tenant_id="acme")
@@ -406,10 +412,7 @@ def test_a_row_read_before_a_commit_is_written_after_it(
 ) -> None:
     """The commit expired the row; the flush loads it again, scoped, and writes it."""
     create_tables(engine, Shelf)
-    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
-    with tenancy.session(tenant="acme") as session:
-        session.add(Shelf(name="oak"))
-        session.commit()
+    tenancy = with_one_shelf(engine, "acme", "oak")
     with tenancy.session(tenant="acme") as session:
         shelf = session.exec(select(Shelf)).one()
         session.commit()
@@ -492,10 +495,7 @@ def test_a_new_row_pointing_at_a_row_deleted_meanwhile_is_a_conflict_and_no_alar
     engine: Engine, create_tables: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     create_tables(engine, Shelf, Book)
-    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
-    with tenancy.session(tenant="acme") as session:
-        session.add(Shelf(name="oak"))
-        session.commit()
+    tenancy = with_one_shelf(engine, "acme", "oak")
     with tenancy.session(tenant="acme") as session:
         shelf = session.exec(select(Shelf)).one()
         assert shelf.id is not None
@@ -517,12 +517,8 @@ def test_a_new_row_pointing_at_a_row_never_read_here_is_refused_as_before(
 ) -> None:
     """Another tenant's row and no row answer alike: the id was never this tenant's to read."""
     create_tables(engine, Shelf, Book)
-    tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
-    with tenancy.session(tenant="globex") as session:
-        session.add(Shelf(name="globex shelf"))
-        session.commit()
-        theirs = session.exec(select(Shelf)).one().id
-    assert theirs is not None
+    tenancy = with_one_shelf(engine, "globex", "globex shelf")
+    theirs = shelf_id_of(tenancy, "globex")
     for shelf_id in (theirs, theirs + 1000):
         with tenancy.session(tenant="acme") as session:
             session.add(Book(shelf_id=shelf_id))

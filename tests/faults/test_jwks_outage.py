@@ -28,6 +28,7 @@ from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import create_engine
 
 from fastapi_tenancy import JWTClaimResolver, Tenancy, get_current_tenant
+from tests.http_servers import serving
 
 from .support import (
     RECOVERY_WITHIN,
@@ -93,17 +94,8 @@ def key_set(rsa_key: rsa.RSAPrivateKey) -> bytes:
 
 @pytest.fixture
 def endpoint(key_set: bytes) -> Iterator[JWKSEndpoint]:
-    server = JWKSEndpoint(key_set)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    )
-    thread.start()
-    try:
+    with serving(JWKSEndpoint(key_set)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture

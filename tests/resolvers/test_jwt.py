@@ -30,6 +30,7 @@ from fastapi_tenancy import Tenancy, get_current_tenant
 from fastapi_tenancy.exceptions import AmbiguousTenant, InvalidToken, TenancyUnavailable
 from fastapi_tenancy.resolvers import JWTClaimResolver, Resolution
 from fastapi_tenancy.resolvers.jwks import RETRY_AFTER_FAILURE
+from tests.http_servers import serving
 
 pytestmark = pytest.mark.anyio
 
@@ -673,17 +674,8 @@ class _JWKSHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def jwks_server() -> Iterator[JWKSServer]:
-    server = JWKSServer()
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    )
-    thread.start()
-    try:
+    with serving(JWKSServer()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture
