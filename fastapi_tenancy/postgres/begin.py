@@ -1,4 +1,4 @@
-"""The settings sent with the transaction's ``BEGIN``, in one message, on psycopg 3 (sync).
+"""The settings sent with the transaction's ``BEGIN``, in one message, on psycopg 3.
 
 psycopg opens a transaction lazily: before the first statement it sends ``BEGIN`` (with the
 connection's isolation options) on a round trip of its own, and only when the server reports
@@ -8,7 +8,8 @@ names both settings transaction-locally, in the same simple-query message::
     BEGIN; SELECT set_config('fastapi_tenancy.tenant_id', 'acme', true),
                   set_config('fastapi_tenancy.global_read', '', true)
 
-psycopg then sees the transaction open and sends no ``BEGIN`` of its own. COMMIT and ROLLBACK
+psycopg then sees the transaction open and sends no ``BEGIN`` of its own. On an async
+psycopg connection the same message goes out without blocking the event loop. COMMIT and ROLLBACK
 stay psycopg's. The tenant is quoted by libpq (``PQescapeLiteral``), never spliced into SQL by
 hand; the global read is one of two constants.
 """
@@ -18,7 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg import pq
+from psycopg import generators, pq
+from sqlalchemy.util import await_only
 
 from .policies import GLOBAL_READ_SETTING, TENANT_SETTING
 
@@ -32,7 +34,7 @@ _AFTER_TENANT = {
 }
 
 
-def _begin_command(connection: psycopg.Connection[Any]) -> bytes:
+def _begin_command(connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bytes:
     words = [b"BEGIN"]
     if connection.isolation_level is not None:
         level = psycopg.IsolationLevel(connection.isolation_level)
@@ -49,28 +51,64 @@ def begin_with_setting(driver_connection: Any, tenant_id: str | None, global_rea
 
     The tenant setting becomes ``tenant_id`` (``''`` for ``None``: no tenant), the global read
     ``on`` or ``''``. Answers ``False``, having sent nothing, when this cannot be done: not a
-    sync psycopg connection, autocommit, or a transaction already open; the caller then sends
-    the settings as a statement of its own.
+    psycopg connection, autocommit, or a transaction already open; the caller then sends the
+    settings as a statement of its own. On an async psycopg connection it is called from
+    SQLAlchemy's sync facade (a greenlet), and awaits the answer through it.
     """
-    if not isinstance(driver_connection, psycopg.Connection) or driver_connection.autocommit:
+    if isinstance(driver_connection, psycopg.AsyncConnection):
+        if not _idle(driver_connection):
+            return False
+        await_only(_begin_async(driver_connection, tenant_id, global_read))
+        return True
+    if not isinstance(driver_connection, psycopg.Connection) or not _idle(driver_connection):
         return False
-    if driver_connection.info.transaction_status != pq.TransactionStatus.IDLE:
-        return False
+    command = _command(driver_connection, tenant_id, global_read)
+    with driver_connection.lock:
+        result = driver_connection.pgconn.exec_(command)
+    _check(driver_connection.pgconn, [result])
+    return True
+
+
+async def _begin_async(
+    driver_connection: psycopg.AsyncConnection[Any], tenant_id: str | None, global_read: bool
+) -> None:
+    command = _command(driver_connection, tenant_id, global_read)
     pgconn = driver_connection.pgconn
+    async with driver_connection.lock:
+        pgconn.send_query(command)
+        results = await driver_connection.wait(generators.execute(pgconn))
+    _check(pgconn, results)
+
+
+def _idle(driver_connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    return (
+        not driver_connection.autocommit
+        and driver_connection.info.transaction_status == pq.TransactionStatus.IDLE
+    )
+
+
+def _command(
+    driver_connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+    tenant_id: str | None,
+    global_read: bool,
+) -> bytes:
     if tenant_id is None:
         tenant = b"''"
     else:
-        tenant = pq.Escaping(pgconn).escape_literal(
+        tenant = pq.Escaping(driver_connection.pgconn).escape_literal(
             tenant_id.encode(driver_connection.info.encoding)
         )
-    command = (
-        _begin_command(driver_connection) + _BEFORE_TENANT + tenant + _AFTER_TENANT[global_read]
-    )
-    with driver_connection.lock:
-        result = pgconn.exec_(command)
-    if result.status != pq.ExecStatus.TUPLES_OK:
+    return _begin_command(driver_connection) + _BEFORE_TENANT + tenant + _AFTER_TENANT[global_read]
+
+
+def _check(pgconn: Any, results: list[Any]) -> None:
+    """Raise the server's error if the ``BEGIN`` or the ``SELECT`` failed."""
+    for result in results:
+        if result.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+            continue
         message = (result.error_message or pgconn.error_message).decode(errors="replace")
         sqlstate = result.error_field(pq.DiagnosticField.SQLSTATE)
         error = psycopg.errors.lookup(sqlstate.decode()) if sqlstate else psycopg.OperationalError
         raise error(message.strip() or "could not open the transaction")
-    return True
+    if not results:
+        raise psycopg.OperationalError("could not open the transaction")

@@ -95,10 +95,10 @@ class RowLevelSecurity:
     """Options of the PostgreSQL wall, for ``Tenancy(engine, ..., rls=RowLevelSecurity(...))``.
 
     ``rls=True`` means the defaults. ``with_begin`` sends the settings in the same message as
-    the transaction's ``BEGIN`` where the driver allows it (psycopg 3, sync): no round trip of
-    their own; off, or on other drivers, they are a statement of their own. ``check_role``
-    refuses connections whose role would bypass row-level security without a word (see
-    :mod:`fastapi_tenancy.postgres.guard`).
+    the transaction's ``BEGIN`` where the driver allows it (psycopg 3, sync and async): no
+    round trip of their own; off, or on other drivers (asyncpg), they are a statement of their
+    own. ``check_role`` refuses connections whose role would bypass row-level security without
+    a word (see :mod:`fastapi_tenancy.postgres.guard`).
     """
 
     with_begin: bool = True
@@ -108,7 +108,7 @@ class RowLevelSecurity:
 class TenantSetting:
     """How one engine's sessions name their settings; made by :func:`enable_tenant_setting`.
 
-    With ``with_begin`` (psycopg 3, sync) the settings open the transaction together with its
+    With ``with_begin`` (psycopg 3) the settings open the transaction together with its
     ``BEGIN``. Otherwise the statement naming them runs at once on the driver's cursor,
     compiled once for the engine's dialect: a round trip, but little Python.
     """
@@ -167,11 +167,7 @@ def enable_tenant_setting(
         raise TenancyMisuse(
             f"row-level security needs PostgreSQL; this engine is {sync_engine.dialect.name}"
         )
-    with_begin = (
-        options.with_begin
-        and sync_engine.dialect.driver == "psycopg"
-        and not sync_engine.dialect.is_async
-    )
+    with_begin = options.with_begin and sync_engine.dialect.driver == "psycopg"
     if options.check_role:
         from .guard import install_role_guard
 

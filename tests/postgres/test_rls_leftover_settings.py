@@ -367,11 +367,11 @@ async def test_naming_both_settings_costs_no_round_trip_more_than_naming_the_ten
         )
         nobody = await round_trips(relay, session_of(SessionScope(None), select(Plan.name)))
 
-    if kind == "psycopg":
+    if kind in ("psycopg", "psycopg-async"):
         # BEGIN with both settings, the query, ROLLBACK: as many as a plain session.
         assert tenant == global_ == nobody == 3
     else:
-        # BEGIN, both settings in one statement, the query, ROLLBACK: as before for a tenant
-        # or the global switch. A session with no tenant used to send nothing (3) and let a
+        # asyncpg: BEGIN, both settings in one statement, the query, ROLLBACK: as before for a
+        # tenant or the global switch. A session with no tenant used to send nothing (3) and let a
         # leftover setting through; it now pays the one statement too.
         assert tenant == global_ == nobody == 4

@@ -8,7 +8,7 @@ of execution, and the isolation options psycopg would have put in its own ``BEGI
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from rls_models import ACME, GLOBEX, KEY_TYPE, Project, Template
@@ -17,6 +17,7 @@ from rls_wire import RoundTripCounter
 from sqlalchemy import select, text
 from sqlalchemy.exc import DataError, DBAPIError
 from sqlmodel import Session
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from fastapi_tenancy import AlreadyExists, HeaderResolver, SessionScope, Tenancy
 from fastapi_tenancy.postgres import RowLevelSecurity, read_tenant_setting
@@ -151,16 +152,51 @@ def test_a_transaction_that_ends_before_any_statement_leaves_nothing_behind(app_
 
 
 @pytest.mark.anyio
-async def test_async_psycopg_sends_the_setting_as_a_statement_of_its_own(app_role, world):
-    url = app_role.url().set(drivername="postgresql+psycopg")
-    engine = app_role.async_engine_at(url, pool_size=1)
-    tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE)
-    try:
-        for tenant, expected in ((ACME, "apollo"), (GLOBEX, "zeus"), (ACME, "apollo")):
+async def test_async_psycopg_carries_the_setting_with_begin_like_the_sync_driver(
+    app_role, relay, world
+):
+    """As many round trips per transaction as the bare async engine: no statement of its own."""
+    url = app_role.url().set(drivername="postgresql+psycopg", port=relay.port)
+    bare_engine = app_role.async_engine_at(url, pool_size=1)
+    kit_engine = app_role.async_engine_at(url, pool_size=1)
+    separate_engine = app_role.async_engine_at(url, pool_size=1)
+    kit = Tenancy(kit_engine, resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE)
+    separate = Tenancy(
+        separate_engine,
+        resolvers=[HeaderResolver()],
+        rls=RowLevelSecurity(with_begin=False),
+        key_type=KEY_TYPE,
+    )
+
+    async def bare() -> list[str]:
+        async with AsyncSession(bare_engine) as session:
+            return list((await session.exec(select(Project.name))).scalars().all())
+
+    def scoped(tenancy: Tenancy, tenant: object) -> Callable[[], Awaitable[list[str]]]:
+        async def read() -> list[str]:
             async with tenancy.make_async_session(SessionScope(tenant, Access.UNSCOPED)) as s:
-                assert (await s.exec(select(Project.name))).scalars().all() == [expected]
+                return list((await s.exec(select(Project.name))).scalars().all())
+
+        return read
+
+    async def async_round_trips(work: Callable[[], Awaitable[object]], times: int = 3) -> float:
+        for _ in range(6):  # past psycopg's prepare threshold, so every run is alike
+            await work()
+        before = relay.count()
+        for _ in range(times):
+            await work()
+        return (relay.count() - before) / times
+
+    try:
+        for tenant, expected in ((ACME, ["apollo"]), (GLOBEX, ["zeus"]), (ACME, ["apollo"])):
+            assert await scoped(kit, tenant)() == expected
+        assert await bare() == []  # the app role, with no tenant named: no row
+        bare_trips = await async_round_trips(bare)
+        assert await async_round_trips(scoped(kit, ACME)) == bare_trips
+        assert await async_round_trips(scoped(separate, ACME)) == bare_trips + 1
     finally:
-        await engine.dispose()
+        for engine in (bare_engine, kit_engine, separate_engine):
+            await engine.dispose()
 
 
 # --------------------------------------------------------------------------------------------
