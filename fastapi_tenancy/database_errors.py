@@ -12,6 +12,7 @@ numbers; SQLite says it in the message.
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from sqlalchemy import exc
 from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
@@ -50,18 +51,23 @@ def classify_database_error(error: exc.SQLAlchemyError) -> TenancyError:
     return answer
 
 
+# Raised past SQLAlchemy by asyncpg: refused, reset, timed out, a host that does not resolve.
+_UNREACHABLE = (ConnectionError, TimeoutError, asyncio.TimeoutError, socket.gaierror)
+
+
 def as_tenancy_error(error: BaseException) -> TenancyError | None:
     """The kit's error that answers ``error``, or ``None`` when it has no better name for it.
 
-    A connection refused, reset or timed out that reaches the app unwrapped (asyncpg raises
-    ``OSError`` and ``TimeoutError`` on connect and on ``command_timeout``, past SQLAlchemy)
-    is :class:`DatabaseUnavailable`: the database, or the service behind it, is down.
+    A connection refused, reset or timed out, or a host name that does not resolve, that
+    reaches the app unwrapped (asyncpg raises ``OSError`` and ``TimeoutError`` on connect and on
+    ``command_timeout``, past SQLAlchemy) is :class:`DatabaseUnavailable`: the database, or the
+    service behind it, is unreachable.
     """
     if isinstance(error, TenancyError):
         return error
     if isinstance(error, exc.SQLAlchemyError):
         return classify_database_error(error)
-    if isinstance(error, ConnectionError | TimeoutError | asyncio.TimeoutError):
+    if isinstance(error, _UNREACHABLE):
         answer = DatabaseUnavailable()
         answer.__cause__ = error
         return answer

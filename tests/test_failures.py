@@ -9,6 +9,7 @@ logged on ``fastapi_tenancy.security``, failures of the server on ``fastapi_tena
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -466,9 +467,10 @@ def test_a_membership_rule_whose_database_is_gone_is_503_json(
     [
         (ConnectionRefusedError(111, "Connect call failed"), 503, "database_unavailable"),
         (TimeoutError(), 503, "database_unavailable"),
+        (socket.gaierror(-2, "Name or service not known"), 503, "database_unavailable"),
         (RuntimeError("resolver internals: secret-value-42"), 500, "internal_error"),
     ],
-    ids=["connection-refused", "timeout", "bug"],
+    ids=["connection-refused", "timeout", "unknown-host", "bug"],
 )
 def test_an_error_in_a_resolver_is_answered_as_json_and_logged(
     raised_error: Exception, status: int, code: str, caplog: pytest.LogCaptureFixture
