@@ -73,6 +73,16 @@ KEY_TYPES: dict[str, type] = {"str": str, "int": int, "uuid": uuid.UUID}
 # type: str, int or uuid.UUID.
 
 
+ROUTES = {
+    "list": "GET /projects (the tenant's rows)",
+    "by-id": "GET /projects/{id} (one row of the tenant; the kit's route calls session.get)",
+}
+
+
+def add_route(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--route", choices=ROUTES, default="list", help="the route driven")
+
+
 def add_key_type(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key-type", choices=KEY_TYPES, default="str", help="the type of the tenant keys"
@@ -145,12 +155,27 @@ def build_app(setup: str, url: str, secret: str, key: type) -> Any:
 
         session_dep = Annotated[Session, Depends(get_session)]
 
+        def one_or_404(session: Session, project_id: int, tenant: Any) -> Any:
+            found = session.exec(
+                select(project).where(project.id == project_id, project.tenant_id == tenant)
+            ).first()
+            if found is None:
+                raise HTTPException(404, "not found")
+            return found
+
         if setup == "bare-header":
 
             @app.get("/projects")
             def list_projects(session: session_dep, x_tenant_id: Annotated[str, Header()]) -> Any:
                 tenant = parse_key(x_tenant_id)
                 return session.exec(select(project).where(project.tenant_id == tenant)).all()
+
+            @app.get("/projects/{project_id}")
+            def get_project(
+                project_id: int, session: session_dep, x_tenant_id: Annotated[str, Header()]
+            ) -> Any:
+                tenant = parse_key(x_tenant_id)
+                return one_or_404(session, project_id, tenant)
 
         else:
 
@@ -175,6 +200,14 @@ def build_app(setup: str, url: str, secret: str, key: type) -> Any:
             ) -> Any:
                 return session.exec(select(project).where(project.tenant_id == tenant)).all()
 
+            @app.get("/projects/{project_id}")
+            def get_project(
+                project_id: int,
+                session: session_dep,
+                tenant: Annotated[Any, Depends(tenant_from_token)],
+            ) -> Any:
+                return one_or_404(session, project_id, tenant)
+
         return app
 
     from fastapi_tenancy import HeaderResolver, JWTClaimResolver, Tenancy, TenantSession
@@ -191,6 +224,13 @@ def build_app(setup: str, url: str, secret: str, key: type) -> Any:
     @app.get("/projects")
     def list_projects(session: TenantSession) -> Any:  # type: ignore[no-redef]
         return session.exec(select(project)).all()
+
+    @app.get("/projects/{project_id}")
+    def get_project(project_id: int, session: TenantSession) -> Any:  # type: ignore[no-redef]
+        found = session.get(project, project_id)
+        if found is None:
+            raise HTTPException(404, "not found")
+        return found
 
     return app
 
@@ -902,6 +942,8 @@ def drive(argv: Sequence[str]) -> None:
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--tenants", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=50)
+    add_route(parser)
     add_key_type(parser)
     args = parser.parse_args(argv)
     import asyncio
@@ -921,7 +963,17 @@ def drive(argv: Sequence[str]) -> None:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def one(headers: list[tuple[bytes, bytes]]) -> None:
+    count = len(tenants)
+
+    def path_of(i: int) -> str:
+        """Request ``i``'s path; by id, a row of its tenant (rows are interleaved by tenant)."""
+        if args.route == "list":
+            return "/projects"
+        return f"/projects/{i % count + 1 + count * ((i // count) % args.rows)}"
+
+    async def one(i: int) -> None:
+        headers = raw_headers[i % count]
+        path = path_of(i)
         status: list[int] = []
 
         async def send(message: dict[str, Any]) -> None:
@@ -934,8 +986,8 @@ def drive(argv: Sequence[str]) -> None:
             "http_version": "1.1",
             "method": "GET",
             "scheme": "http",
-            "path": "/projects",
-            "raw_path": b"/projects",
+            "path": path,
+            "raw_path": path.encode(),
             "root_path": "",
             "query_string": b"",
             "headers": headers,
@@ -948,11 +1000,11 @@ def drive(argv: Sequence[str]) -> None:
 
     async def main() -> dict[str, float]:
         for i in range(args.warmup):
-            await one(raw_headers[i % len(raw_headers)])
+            await one(i)
         collections = [g["collections"] for g in gc.get_stats()]
         wall, cpu = time.perf_counter(), time.process_time()
         for i in range(args.requests):
-            await one(raw_headers[i % len(raw_headers)])
+            await one(i)
         n = max(args.requests, 1)
         return {
             "wall_us": (time.perf_counter() - wall) * 1e6 / n,
@@ -967,7 +1019,17 @@ def drive(argv: Sequence[str]) -> None:
     print("BENCHJSON " + json.dumps(asyncio.run(main())), flush=True)
 
 
-def _drive_cmd(setup: str, url: str, requests: int, key_type: str) -> list[str]:
+@dataclass(frozen=True)
+class Workload:
+    """What ``count`` drives: the route, the table's shape and the key type."""
+
+    route: str
+    tenants: int
+    rows: int
+    key_type: str
+
+
+def _drive_cmd(setup: str, url: str, requests: int, work: Workload) -> list[str]:
     return [
         sys.executable,
         __file__,
@@ -977,17 +1039,23 @@ def _drive_cmd(setup: str, url: str, requests: int, key_type: str) -> list[str]:
         url,
         "--requests",
         str(requests),
+        "--route",
+        work.route,
+        "--tenants",
+        str(work.tenants),
+        "--rows",
+        str(work.rows),
         "--key-type",
-        key_type,
+        work.key_type,
     ]
 
 
-def _instructions(setup: str, url: str, requests: int, key_type: str, env: dict[str, str]) -> int:
+def _instructions(setup: str, url: str, requests: int, work: Workload, env: dict[str, str]) -> int:
     cmd = [
         "valgrind",
         "--tool=callgrind",
         "--callgrind-out-file=/dev/null",
-        *_drive_cmd(setup, url, requests, key_type),
+        *_drive_cmd(setup, url, requests, work),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)  # noqa: S603
     for line in done.stderr.splitlines():
@@ -1000,7 +1068,7 @@ def _count_all(
     setups: list[str],
     urls: dict[str, str],
     requests: int,
-    key_type: str,
+    work: Workload,
     env: dict[str, str],
     native: dict[str, float],
     collections: dict[str, list[float]],
@@ -1010,7 +1078,7 @@ def _count_all(
         runs = []
         for _ in range(3):
             out = subprocess.run(  # noqa: S603
-                _drive_cmd(setup, urls[setup], 1000, key_type),
+                _drive_cmd(setup, urls[setup], 1000, work),
                 capture_output=True,
                 text=True,
                 env=env,
@@ -1026,7 +1094,7 @@ def _count_all(
         return dict(
             zip(
                 jobs,
-                pool.map(lambda j: _instructions(j[0], urls[j[0]], j[1], key_type, env), jobs),
+                pool.map(lambda j: _instructions(j[0], urls[j[0]], j[1], work, env), jobs),
                 strict=True,
             )
         )
@@ -1048,9 +1116,11 @@ def count(argv: Sequence[str]) -> None:
         default=None,
         help="comma-separated subset of " + ",".join(SETUPS) + " (default: all the database has)",
     )
+    add_route(parser)
     add_key_type(parser)
     args = parser.parse_args(argv)
     key = KEY_TYPES[args.key_type]
+    work = Workload(args.route, args.tenants, args.rows, args.key_type)
     if not shutil.which("valgrind"):
         parser.error("valgrind is not on PATH (apt-get install valgrind)")
     _exit_on_sigterm()
@@ -1069,6 +1139,8 @@ def count(argv: Sequence[str]) -> None:
         }
         print(f"versions : {versions()}")
         print(f"database : {database_label(url, sqlite_default, args.key_type)}")
+        route = ROUTES[args.route]
+        print(f"route    : {route}")
         print(
             f"method   : in-process ASGI calls (no HTTP server), valgrind instruction counts of "
             f"runs with 0 and {args.requests} measured requests after the same warm-up, differenced"
@@ -1077,9 +1149,7 @@ def count(argv: Sequence[str]) -> None:
         native: dict[str, float] = {}
         collections: dict[str, list[float]] = {}
         with rls_urls(url, setups, key) as urls:
-            counts = _count_all(
-                setups, urls, args.requests, args.key_type, env, native, collections
-            )
+            counts = _count_all(setups, urls, args.requests, work, env, native, collections)
     finally:
         if not sqlite_default:
             drop(url, key)
