@@ -31,14 +31,25 @@ Fetch = Callable[[Any], Any]
 
 @dataclass(frozen=True, slots=True)
 class LookupCache:
-    """Bounds of the lookup cache: at most ``maxsize`` keys, each kept ``ttl`` seconds.
+    """Bounds of the lookup cache: at most ``maxsize`` tenants and ``max_misses`` unknown keys,
+    each kept ``ttl`` seconds, the least recently used evicted first.
 
-    ``ttl=0`` turns caching off. Misses are cached too, so random keys cannot hammer the
-    database; call :meth:`TenantLookup.invalidate` after creating or changing a tenant.
+    Misses are cached too, so a repeated unknown key cannot hammer the database, but apart and
+    in a bound of their own: a flood of random keys never evicts a tenant that exists, and
+    only tenants that exist take the large bound, so the memory it can take is that of the
+    app's active tenants (see docs/resolvers.md for the cost per entry). ``ttl=0`` turns
+    caching off; call :meth:`TenantLookup.invalidate` after creating or changing a tenant.
     """
 
-    maxsize: int = 1024
+    maxsize: int = 100_000
     ttl: float = 60.0
+    max_misses: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.maxsize < 0:
+            raise ValueError(f"maxsize must be 0 or more, not {self.maxsize}")
+        if self.max_misses < 0:
+            raise ValueError(f"max_misses must be 0 or more, not {self.max_misses}")
 
 
 class TenantTableLookup(Generic[RecordT]):
@@ -93,7 +104,8 @@ class TenantLookup:
         self._is_active = is_active or _active_attribute
         self._cache = cache or LookupCache()
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._entries: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+        self._misses: OrderedDict[Any, float] = OrderedDict()
         self._pending: dict[str, _Pending] = {}
 
     async def __call__(self, key: Any) -> Any:
@@ -109,8 +121,10 @@ class TenantLookup:
         """Forget one key (or every key) so the next request looks it up again."""
         if key is None:
             self._entries.clear()
+            self._misses.clear()
         else:
             self._entries.pop(key, None)
+            self._misses.pop(key, None)
 
     async def _cached(self, key: Any) -> Any:
         while True:
@@ -118,6 +132,10 @@ class TenantLookup:
             if entry is not None and entry[0] > self._clock():
                 self._entries.move_to_end(key)
                 return entry[1]
+            missed_until = self._misses.get(key)
+            if missed_until is not None and missed_until > self._clock():
+                self._misses.move_to_end(key)
+                return None
             pending = self._pending.get(key)
             if pending is None:
                 break
@@ -137,12 +155,20 @@ class TenantLookup:
         finally:
             del self._pending[key]
             pending.done.set()
-        if self._cache.ttl > 0 and self._cache.maxsize > 0:
-            self._entries[key] = (self._clock() + self._cache.ttl, pending.record)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._cache.maxsize:
-                self._entries.popitem(last=False)
+        self._keep(key, pending.record)
         return pending.record
+
+    def _keep(self, key: Any, record: Any) -> None:
+        cache = self._cache
+        if cache.ttl <= 0:
+            return
+        until = self._clock() + cache.ttl
+        if record is None:
+            self._entries.pop(key, None)
+            _put(self._misses, key, until, cache.max_misses)
+        else:
+            self._misses.pop(key, None)
+            _put(self._entries, key, (until, record), cache.maxsize)
 
     async def _load(self, key: Any) -> Any:
         try:
@@ -156,6 +182,16 @@ class TenantLookup:
             raise
         except Exception as error:
             raise TenancyUnavailable() from error
+
+
+def _put(entries: OrderedDict[Any, Any], key: Any, value: Any, bound: int) -> None:
+    """Keep ``value`` as the most recently used entry, evicting the least recently used."""
+    if bound <= 0:
+        return
+    entries[key] = value
+    entries.move_to_end(key)
+    while len(entries) > bound:
+        entries.popitem(last=False)
 
 
 class _Pending:

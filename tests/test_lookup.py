@@ -303,6 +303,35 @@ async def test_maxsize_bounds_the_cache() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_flood_of_unknown_keys_evicts_no_known_tenant() -> None:
+    """Misses are bounded on their own: random keys cost memory up to ``max_misses`` and a
+    query each, but the tenants that exist stay cached, so their requests cost none."""
+    fetch = CountingFetch({f"t{i}": {"active": True} for i in range(5)})
+    lookup = TenantLookup(fetch, cache=LookupCache(max_misses=3), clock=FakeClock())
+    for i in range(5):
+        await lookup(f"t{i}")
+    for i in range(100):
+        with pytest.raises(TenantNotFound):
+            await lookup(f"junk-{i}")
+    fetch.calls.clear()
+    for i in range(5):
+        await lookup(f"t{i}")
+    assert fetch.calls == []
+    with pytest.raises(TenantNotFound):
+        await lookup("junk-99")  # among the last misses kept: no query
+    with pytest.raises(TenantNotFound):
+        await lookup("junk-0")  # evicted long ago: a query
+    assert fetch.calls == ["junk-0"]
+
+
+def test_the_default_cache_keeps_every_tenant_of_a_large_app() -> None:
+    assert LookupCache().maxsize >= 100_000
+    assert LookupCache().max_misses == 1024
+    with pytest.raises(ValueError, match="max_misses"):
+        LookupCache(max_misses=-1)
+
+
+@pytest.mark.anyio
 async def test_async_fetch_and_inactive_records() -> None:
     async def fetch(key: str) -> Any:
         await asyncio.sleep(0)
