@@ -30,7 +30,7 @@ from .models import TENANT_TABLE_INFO_KEY, is_tenant_model
 from .scope import Access, SessionScope
 from .wall import TENANT_PARAM, guard_of
 
-__all__ = ["attached_unread", "check_flush", "note_attached"]
+__all__ = ["check_flush", "note_attached", "read_here"]
 
 _ATTACHED_UNREAD = "fastapi_tenancy.attached_unread"
 """``session.info`` key: states of objects with an identity that entered without a read."""
@@ -47,9 +47,11 @@ def note_attached(session: Session, instance: Any) -> None:
         unread.add(state)
 
 
-def attached_unread(session: Session) -> weakref.WeakSet[InstanceState[Any]] | frozenset[Any]:
-    """The states of the objects :func:`note_attached` remembered for ``session``."""
-    return session.info.get(_ATTACHED_UNREAD) or frozenset()
+def read_here(session: Session, obj: Any) -> bool:
+    """Whether ``obj`` came into ``session`` by a read of it (a scoped read: it was the
+    tenant's row then), not by ``add()`` of a detached object or ``merge(load=False)``."""
+    unread = session.info.get(_ATTACHED_UNREAD)
+    return unread is None or inspect(obj) not in unread
 
 
 def check_flush(session: Session, scope: SessionScope) -> None:
@@ -87,10 +89,9 @@ def check_flush(session: Session, scope: SessionScope) -> None:
     # Every dirty row, even one with no net change: it is in this session's identity map, and
     # the unit of work may still write it (a collection append syncs its foreign key).
     written = (*dirty, *deleted)
-    unread = attached_unread(session)
     for obj in written:
         state = inspect(obj)
-        if state.expired_attributes and state not in unread:
+        if state.expired_attributes and read_here(session, obj):
             _load_expired(obj, state.expired_attributes & state.unmodified)
         if _committed(state, "tenant_id") != tenant:
             raise CrossTenantWrite(f"this {type(obj).__name__} belongs to another tenant")
@@ -199,8 +200,7 @@ def _prove_owned(session: Session, objects: Iterable[Any]) -> None:
         if not missing:
             continue
         name = mapper.class_.__name__
-        unread = attached_unread(session)
-        if any(inspect(obj) in unread for key in missing for obj in keyed[key]):
+        if not all(read_here(session, obj) for key in missing for obj in keyed[key]):
             raise CrossTenantWrite(f"this {name} belongs to another tenant")
         raise WriteConflict(f"this {name} was deleted by another request meanwhile")
 
@@ -271,7 +271,7 @@ def _check_references(session: Session, objects: Iterable[Any], tenant: Any) -> 
         if not missing:
             continue
         name = parent_mapper.class_.__name__
-        if all(_read_here(session, parent_mapper, key) for key in missing):
+        if all(_parent_read_here(session, parent_mapper, key) for key in missing):
             raise WriteConflict(f"this {name} was deleted by another request meanwhile")
         raise CrossTenantWrite(
             f"a foreign key points at a {name} that is not this tenant's (another tenant's, "
@@ -279,11 +279,10 @@ def _check_references(session: Session, objects: Iterable[Any], tenant: Any) -> 
         )
 
 
-def _read_here(session: Session, mapper: Mapper[Any], key: tuple[Any, ...]) -> bool:
-    """Whether this session read the row of ``key`` (it is in the identity map, and did not
-    enter it by ``add()`` or ``merge(load=False)``): then it was the tenant's when read."""
+def _parent_read_here(session: Session, mapper: Mapper[Any], key: tuple[Any, ...]) -> bool:
+    """Whether the row of ``key`` is in this session's identity map by a read of it."""
     held = session.identity_map.get(mapper.identity_key_from_primary_key(key))
-    return held is not None and inspect(held) not in attached_unread(session)
+    return held is not None and read_here(session, held)
 
 
 _ForeignKeys = list[tuple[str, Any, Mapper[Any]]]

@@ -527,3 +527,22 @@ def test_a_new_row_pointing_at_a_row_never_read_here_is_refused_as_before(
             with pytest.raises(CrossTenantWrite):
                 session.commit()
     assert len(audit_alarms(caplog)) == 2
+
+
+@pytest.mark.parametrize("exists", ["another tenant's row", "no row"])
+def test_a_new_row_pointing_at_a_forged_parent_is_refused_as_a_cross_tenant_write(
+    exists: str, engine: Engine, create_tables: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A parent put in the identity map without a read cannot pass for one read here."""
+    create_tables(engine, Shelf, Book)
+    tenancy = with_one_shelf(engine, "globex", "globex shelf")
+    theirs = shelf_id_of(tenancy, "globex")
+    forged_id = theirs if exists == "another tenant's row" else theirs + 1000
+    with tenancy.session(tenant="acme") as session:
+        forged = Shelf(id=forged_id, name="mine now", tenant_id="acme")
+        make_transient_to_detached(forged)
+        session.add(forged)
+        session.add(Book(shelf_id=forged_id))
+        with pytest.raises(CrossTenantWrite):
+            session.commit()
+    assert len(audit_alarms(caplog)) == 1
