@@ -31,6 +31,13 @@ def _has_own_handler(scope: Scope) -> bool:
     return Exception in handlers or 500 in handlers
 
 
+def _internal(error: Exception) -> InternalError:
+    """The generic 500 for an error the kit has no name for, with ``error`` as its cause."""
+    internal = InternalError()
+    internal.__cause__ = error
+    return internal
+
+
 def _route_path(scope: Scope) -> str:
     """The path as the app's routes see it: without the ``root_path`` it is mounted under."""
     path: str = scope["path"]
@@ -82,12 +89,9 @@ class TenancyMiddleware:
                 context = await self.tenancy.resolve(HTTPConnection(scope))
             except Exception as error:
                 known = as_tenancy_error(error)
-                if known is None:
-                    if _has_own_handler(scope):
-                        raise
-                    known = InternalError()
-                    known.__cause__ = error
-                await self.on_error(scope, receive, send, known)
+                if known is None and _has_own_handler(scope):
+                    raise
+                await self.on_error(scope, receive, send, known or _internal(error))
                 return
         token = bind(context)
         if scope["type"] != "http":
@@ -110,10 +114,7 @@ class TenancyMiddleware:
                 raise  # too late for an answer of ours, or the app answers it itself
             # Answered here, not re-raised: a server closes the keep-alive connection after an
             # exception, so the client's next request on it would get no answer at all.
-            known = as_tenancy_error(error)
-            if known is None:
-                known = InternalError()
-                known.__cause__ = error
+            known = as_tenancy_error(error) or _internal(error)
             await answer(HTTPConnection(scope), known)(scope, receive, send)
         finally:
             unbind(token)
