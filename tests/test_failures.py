@@ -301,6 +301,14 @@ def shelf_id_of(tenancy: Tenancy, tenant: str) -> int:
     return shelf_id
 
 
+def add_forged_shelf(session: Any, shelf_id: int) -> Shelf:
+    """An acme shelf with ``shelf_id``, put in ``session`` as if read, without a read."""
+    forged = Shelf(id=shelf_id, name="mine now", tenant_id="acme")
+    make_transient_to_detached(forged)
+    session.add(forged)
+    return forged
+
+
 def delete_shelf_elsewhere(engine: Engine, shelf_id: int) -> None:
     """The tenant deleting the row in another request, committed before ours writes."""
     with engine.begin() as conn:
@@ -375,9 +383,7 @@ def test_a_forged_row_is_a_cross_tenant_write_whether_or_not_it_exists(
     target = shelf_id_of(tenancy, "globex")
     forged_id = target if exists == "another tenant's row" else target + 1000
     with tenancy.session(tenant="acme") as session:
-        forged = Shelf(id=forged_id, name="mine now", tenant_id="acme")
-        make_transient_to_detached(forged)
-        session.add(forged)
+        forged = add_forged_shelf(session, forged_id)
         forged.name = "mine now!"
         with pytest.raises(CrossTenantWrite):
             session.commit()
@@ -539,9 +545,7 @@ def test_a_new_row_pointing_at_a_forged_parent_is_refused_as_a_cross_tenant_writ
     theirs = shelf_id_of(tenancy, "globex")
     forged_id = theirs if exists == "another tenant's row" else theirs + 1000
     with tenancy.session(tenant="acme") as session:
-        forged = Shelf(id=forged_id, name="mine now", tenant_id="acme")
-        make_transient_to_detached(forged)
-        session.add(forged)
+        add_forged_shelf(session, forged_id)
         session.add(Book(shelf_id=forged_id))
         with pytest.raises(CrossTenantWrite):
             session.commit()
