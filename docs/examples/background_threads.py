@@ -74,7 +74,6 @@ def create_app(engine: Engine) -> FastAPI:
         ticket = Ticket(title=body.title)
         session.add(ticket)
         session.commit()
-        session.refresh(ticket)
         return ticket
 
     # --8<-- [start:carry]

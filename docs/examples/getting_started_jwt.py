@@ -76,7 +76,6 @@ def create_app(engine: Engine, *, jwt_secret: str) -> FastAPI:
         document = Document(title=body.title)
         session.add(document)
         session.commit()
-        session.refresh(document)
         return document
 
     # --8<-- [end:routes]

@@ -88,7 +88,6 @@ def add_project(session: Session, name: str) -> Project:
     project = Project(name=name)  # no tenant_id: the session stamps the bound tenant on flush
     session.add(project)
     session.commit()
-    session.refresh(project)
     return project
 
 
@@ -97,7 +96,6 @@ def add_task(session: Session, project_id: int, title: str) -> Task:
     task = Task(title=title, project_id=project_id)
     session.add(task)
     session.commit()
-    session.refresh(task)
     return task
 
 

@@ -32,7 +32,6 @@ def create_app(engine: Engine | None = None) -> FastAPI:
         project = Project(name=body.name)  # tenant_id is stamped on flush
         session.add(project)
         session.commit()
-        session.refresh(project)
         return project
 
     return app
