@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
-from sqlalchemy.sql.elements import quoted_name
 
 from fastapi_tenancy.postgres import apply_rls
+from tests.pg_roles import create_role, drop_role
 
 from .support import (
     CONNECT_TIMEOUT,
@@ -70,7 +70,7 @@ def faulty(database: Any, engine: Engine, rls: bool) -> Iterator[FaultyDatabase]
     if rls:
         apply_rls(engine, faults_registry.metadata)
         role = f"tenancy_faults_{secrets.token_hex(5)}"
-        _create_role(engine, database.name, role)
+        create_role(engine, database.name, role)
     proxy = TcpProxy(server.host or "127.0.0.1", server.port or _DEFAULT_PORTS[backend]).start()
     app_engine = _app_engine(database.url, backend, proxy, role)
     async_url, async_connect_args = _async_app_engine(database, proxy, role)
@@ -80,7 +80,7 @@ def faulty(database: Any, engine: Engine, rls: bool) -> Iterator[FaultyDatabase]
         app_engine.dispose()
         proxy.close()
         if role is not None:
-            _drop_role(engine, role)
+            drop_role(engine, role)
 
 
 def _app_engine(url: URL, backend: str, proxy: TcpProxy, role: str | None) -> Engine:
@@ -129,29 +129,3 @@ def _async_app_engine(
         return url, args
     init = f"SET SESSION max_statement_time = {STATEMENT_TIMEOUT}"
     return url, {"connect_timeout": CONNECT_TIMEOUT, "init_command": init}
-
-
-def _quote(engine: Engine, name: str) -> str:
-    return engine.dialect.identifier_preparer.quote(quoted_name(name, quote=True))
-
-
-def _create_role(owner: Engine, schema: str, role: str) -> None:
-    r, s = _quote(owner, role), _quote(owner, schema)
-    with owner.begin() as conn:
-        conn.execute(text(f"CREATE ROLE {r} LOGIN"))
-        conn.execute(text(f"GRANT USAGE ON SCHEMA {s} TO {r}"))
-        conn.execute(
-            text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}")
-        )
-        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO {r}"))
-
-
-def _drop_role(owner: Engine, role: str) -> None:
-    r = _quote(owner, role)
-    with owner.begin() as conn:
-        conn.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :role"),
-            {"role": role},
-        )
-        conn.execute(text(f"DROP OWNED BY {r}"))
-        conn.execute(text(f"DROP ROLE {r}"))

@@ -27,12 +27,13 @@ from typing import Any
 
 import pytest
 from rls_models import KEY_TYPE
-from rls_support import AppRole, World, build_world, create_role
+from rls_support import AppRole, World, build_world
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from fastapi_tenancy import Access, HeaderResolver, SessionScope, Tenancy
 from fastapi_tenancy.session import TenantScopedSession
+from tests.pg_roles import create_role
 
 
 @pytest.fixture

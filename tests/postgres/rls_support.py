@@ -20,16 +20,12 @@ from rls_models import (
     badge,
     metadata,
 )
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, insert
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.sql.elements import quoted_name
 
 from fastapi_tenancy.postgres import apply_rls
-
-
-def quote(engine: Engine, name: str) -> str:
-    return engine.dialect.identifier_preparer.quote(quoted_name(name, quote=True))
+from tests.pg_roles import create_role, drop_role
 
 
 @dataclass
@@ -88,38 +84,6 @@ class AppRole:
         self.dispose()
         for role in [self.name, *self._roles]:
             drop_role(self.owner, role)
-
-
-def create_role(owner: Engine, schema: str, role: str, attributes: str = "") -> None:
-    r, s = quote(owner, role), quote(owner, schema)
-    with owner.begin() as conn:
-        conn.execute(text(f"CREATE ROLE {r} LOGIN {attributes}"))
-        conn.execute(text(f"GRANT USAGE ON SCHEMA {s} TO {r}"))
-        conn.execute(
-            text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {r}")
-        )
-        conn.execute(text(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO {r}"))
-        conn.execute(
-            text(
-                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {s} "
-                f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}"
-            )
-        )
-        conn.execute(
-            text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE ON SEQUENCES TO {r}")
-        )
-
-
-def drop_role(owner: Engine, role: str) -> None:
-    r = quote(owner, role)
-    with owner.begin() as conn:
-        conn.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :role"),
-            {"role": role},
-        )
-        conn.execute(text(f"REASSIGN OWNED BY {r} TO CURRENT_USER"))
-        conn.execute(text(f"DROP OWNED BY {r}"))
-        conn.execute(text(f"DROP ROLE {r}"))
 
 
 @dataclass(frozen=True)

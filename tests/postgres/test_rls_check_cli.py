@@ -15,13 +15,14 @@ import sys
 
 import pytest
 from rls_models import KEY_CAST_TYPE, KEY_SQL_TYPE
-from rls_support import as_owner, quote
+from rls_support import as_owner
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from fastapi_tenancy.postgres import TenantTable
 from fastapi_tenancy.postgres.check import main
 from fastapi_tenancy.postgres.policies import enable_statements
+from tests.pg_roles import quote
 
 pytestmark = pytest.mark.backends("postgres")
 
