@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import anyio
@@ -28,7 +26,7 @@ from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import create_engine
 
 from fastapi_tenancy import JWTClaimResolver, Tenancy, get_current_tenant
-from tests.http_servers import serving
+from tests.http_servers import JWKSServer, serving
 
 from .support import (
     RECOVERY_WITHIN,
@@ -49,38 +47,6 @@ CROWD = 10
 GARBAGE = b"<html><body>502 Bad Gateway</body></html>"
 
 
-class JWKSEndpoint(ThreadingHTTPServer):
-    """Serves ``body`` at any path, counting the requests that reach it."""
-
-    daemon_threads = True
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.body = body
-        self.hits = 0
-        self.lock = threading.Lock()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        return  # a connection the proxy reset is expected here
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: JWKSEndpoint
-
-    def do_GET(self) -> None:
-        with self.server.lock:
-            self.server.hits += 1
-        body = self.server.body
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-
 @pytest.fixture(scope="module")
 def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -93,13 +59,14 @@ def key_set(rsa_key: rsa.RSAPrivateKey) -> bytes:
 
 
 @pytest.fixture
-def endpoint(key_set: bytes) -> Iterator[JWKSEndpoint]:
-    with serving(JWKSEndpoint(key_set)) as server:
+def endpoint(key_set: bytes) -> Iterator[JWKSServer]:
+    with serving(JWKSServer()) as server:
+        server.serve(key_set)
         yield server
 
 
 @pytest.fixture
-def proxy(endpoint: JWKSEndpoint) -> Iterator[TcpProxy]:
+def proxy(endpoint: JWKSServer) -> Iterator[TcpProxy]:
     with TcpProxy("127.0.0.1", endpoint.server_address[1]) as proxy:
         yield proxy
 
@@ -130,7 +97,7 @@ def bearer(rsa_key: rsa.RSAPrivateKey) -> dict[str, str]:
 async def test_a_failing_jwks_endpoint_is_503_for_a_crowd_that_shares_one_fetch_until_it_is_back(
     fault: str,
     proxy: TcpProxy,
-    endpoint: JWKSEndpoint,
+    endpoint: JWKSServer,
     key_set: bytes,
     rsa_key: rsa.RSAPrivateKey,
     caplog: pytest.LogCaptureFixture,
@@ -141,7 +108,7 @@ async def test_a_failing_jwks_endpoint_is_503_for_a_crowd_that_shares_one_fetch_
     elif fault == "hung":
         proxy.stall()
     else:
-        endpoint.body = GARBAGE
+        endpoint.serve(GARBAGE)
     headers = bearer(rsa_key)
     answers: list[Timed] = []
     async with client(build_app(proxy)) as http:
@@ -166,7 +133,7 @@ async def test_a_failing_jwks_endpoint_is_503_for_a_crowd_that_shares_one_fetch_
             assert record.exc_info is not None
 
         proxy.pass_through()
-        endpoint.body = key_set
+        endpoint.serve(key_set)
         again = await served_again(http, "/whoami", headers=headers)
 
     assert again.response.json() == {"tenant": "acme"}, again.response.text

@@ -8,9 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.error import URLError
 
@@ -30,7 +28,7 @@ from fastapi_tenancy import Tenancy, get_current_tenant
 from fastapi_tenancy.exceptions import AmbiguousTenant, InvalidToken, TenancyUnavailable
 from fastapi_tenancy.resolvers import JWTClaimResolver, Resolution
 from fastapi_tenancy.resolvers.jwks import RETRY_AFTER_FAILURE
-from tests.http_servers import serving
+from tests.http_servers import JWKSServer, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -621,55 +619,6 @@ def test_a_jwks_url_over_plain_http_on_localhost_is_accepted(url: str) -> None:
 DELAY = 0.5  # seconds a slow key set takes; the crowd tests allow 2x this in all
 CROWD = 10
 UNUSABLE = "The token signing keys could not be read: the JWKS is not a usable key set."
-
-
-@dataclass(frozen=True)
-class Answer:
-    body: bytes
-    status: int = 200
-    delay: float = 0.0
-
-
-class JWKSServer(ThreadingHTTPServer):
-    """A JWKS endpoint whose answer the test sets, counting the fetches that reach it."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _JWKSHandler)
-        self.answer = Answer(b"")
-        self.hits = 0
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/jwks.json"
-
-    def serve(self, body: bytes | dict[str, Any], status: int = 200, delay: float = 0.0) -> None:
-        if isinstance(body, dict):
-            body = json.dumps(body).encode()
-        self.answer = Answer(body, status, delay)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        return  # a client that gave up on a slow answer is expected here
-
-
-class _JWKSHandler(BaseHTTPRequestHandler):
-    server: JWKSServer
-
-    def do_GET(self) -> None:
-        with self.server.lock:
-            self.server.hits += 1
-            answer = self.server.answer
-        time.sleep(answer.delay)
-        self.send_response(answer.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer.body)))
-        self.end_headers()
-        self.wfile.write(answer.body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
 
 
 @pytest.fixture
