@@ -54,6 +54,7 @@ from fastapi_tenancy import (
 )
 from fastapi_tenancy.postgres import set_tenant
 from fastapi_tenancy.testing import TenantClients, assert_tenant_isolation
+from tests.pg_roles import create_role, drop_role
 
 SECRET = "a-typed-keys-page-secret-of-32-bytes-or-more"
 MIGRATIONS = Path(__file__).resolve().parents[2] / "docs" / "examples" / "typed_keys_migrations"
@@ -435,32 +436,13 @@ def app_engine(engine: Engine, database: Any) -> Iterator[Engine]:
     """An engine connecting as an ordinary role (no superuser, no BYPASSRLS, owning nothing)
     with DML on the test's schema: the ``engine`` fixture's role, the owner, bypasses RLS."""
     role = f"tenancy_tk_{secrets.token_hex(5)}"
-    quote = engine.dialect.identifier_preparer.quote_identifier
-    r, s = quote(role), quote(database.name)
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE ROLE {r} LOGIN"))
-        conn.execute(text(f"GRANT USAGE ON SCHEMA {s} TO {r}"))
-        conn.execute(
-            text(
-                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {s} "
-                f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {r}"
-            )
-        )
-        conn.execute(
-            text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {s} GRANT USAGE ON SEQUENCES TO {r}")
-        )
+    create_role(engine, database.name, role)
     role_engine = create_engine(database.url.set(username=role), poolclass=NullPool)
     try:
         yield role_engine
     finally:
         role_engine.dispose()
-        with engine.begin() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"),
-                {"r": role},
-            )
-            conn.execute(text(f"DROP OWNED BY {r}"))
-            conn.execute(text(f"DROP ROLE {r}"))
+        drop_role(engine, role)
 
 
 @pytest.fixture
