@@ -248,6 +248,28 @@ def test_a_tenant_id_is_quoted_by_the_driver_never_spliced(wall, world, hostile)
     assert getattr(caught.value.orig, "sqlstate", None) == "22P02"  # invalid_text_representation
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("hostile", ["o'brien", "acme', true); SELECT set_config('x", "\\'; --"])
+async def test_a_tenant_id_is_quoted_by_the_driver_never_spliced_on_async_psycopg(
+    app_role, world, hostile
+):
+    """The async connection's one-message BEGIN quotes the key with libpq, as the sync one."""
+    engine = app_role.async_engine_at(app_role.url().set(drivername="postgresql+psycopg"))
+    tenancy = Tenancy(engine, resolvers=[HeaderResolver()], rls=True, key_type=KEY_TYPE)
+    try:
+        async with tenancy.make_async_session(SessionScope(hostile, Access.UNSCOPED)) as session:
+            setting = await session.run_sync(lambda s: read_tenant_setting(s.connection()))
+            assert setting == hostile
+            read = session.run_sync(lambda s: s.execute(READ).all())
+            if KEY_TYPE is str:
+                assert await read == []
+            else:
+                with pytest.raises(DataError):
+                    await read
+    finally:
+        await engine.dispose()
+
+
 def test_an_autocommit_engine_fails_closed(app_role, world):
     engine = app_role.engine(pool_size=1, isolation_level="AUTOCOMMIT")
     tenancy = Tenancy(engine, resolvers=[], rls=True, key_type=KEY_TYPE)
