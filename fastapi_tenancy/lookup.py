@@ -1,16 +1,19 @@
 """The optional "key to tenant" step: turn a resolved key into a tenant record, cached.
 
 A steady stream of requests for the same tenants costs no lookup query per request: answers
-(and misses) are kept in a bounded in-process cache for a time to live. Any failure of the
-underlying lookup fails closed with :class:`TenancyUnavailable`.
+(and misses) are kept in a bounded in-process cache for a time to live. With
+``LookupCache(preload=True)`` every tenant is loaded in one query as the app starts and reloaded
+in the background, so that no known tenant costs a query on a request, however many tenants
+there are. Any failure of the underlying lookup fails closed with :class:`TenancyUnavailable`.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -21,12 +24,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Session, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from .exceptions import TenancyError, TenancyUnavailable, TenantInactive, TenantNotFound
+from .exceptions import (
+    TenancyError,
+    TenancyMisuse,
+    TenancyUnavailable,
+    TenantInactive,
+    TenantNotFound,
+)
 
 __all__ = ["LookupCache", "TenantLookup", "TenantTableLookup"]
 
+logger = logging.getLogger("fastapi_tenancy.lookup")
+
 RecordT = TypeVar("RecordT")
 Fetch = Callable[[Any], Any]
+FetchAll = Callable[[int], "Iterable[tuple[Any, Any]] | Awaitable[Iterable[tuple[Any, Any]]]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +51,26 @@ class LookupCache:
     only tenants that exist take the large bound, so the memory it can take is that of the
     app's active tenants (see docs/resolvers.md for the cost per entry). ``ttl=0`` turns
     caching off; call :meth:`TenantLookup.invalidate` after creating or changing a tenant.
+
+    ``preload=True`` loads every tenant (the first ``maxsize`` by key) in one query as the app
+    starts, and again every ``ttl / 2`` seconds in the background, so that a known tenant never
+    costs a query on a request and no record is older than ``ttl``. It needs a lookup that can
+    list its tenants (a :class:`TenantTableLookup`, or ``TenantLookup(fetch_all=...)``) and an
+    app whose lifespan runs (every ASGI server runs it).
     """
 
     maxsize: int = 100_000
     ttl: float = 60.0
     max_misses: int = 1024
+    preload: bool = False
 
     def __post_init__(self) -> None:
         if self.maxsize < 0:
             raise ValueError(f"maxsize must be 0 or more, not {self.maxsize}")
         if self.max_misses < 0:
             raise ValueError(f"max_misses must be 0 or more, not {self.max_misses}")
+        if self.preload and (self.ttl <= 0 or self.maxsize == 0):
+            raise ValueError("preload needs a cache: a ttl above 0 and a maxsize above 0")
 
 
 class TenantTableLookup(Generic[RecordT]):
@@ -81,32 +102,60 @@ class TenantTableLookup(Generic[RecordT]):
             result = await session.exec(statement)
             return result.first()
 
+    def fetch_all_sync(self, engine: Engine, limit: int) -> list[tuple[Any, RecordT]]:
+        """Every record, active or not, with its key: the first ``limit`` by key, one query."""
+        with Session(engine, expire_on_commit=False) as session:
+            records = session.exec(self._all(limit)).all()
+        return [(getattr(record, self.key), record) for record in records]
+
+    async def fetch_all_async(self, engine: AsyncEngine, limit: int) -> list[tuple[Any, RecordT]]:
+        """Async twin of :meth:`fetch_all_sync`."""
+        async with AsyncSession(engine, expire_on_commit=False) as session:
+            records = (await session.exec(self._all(limit))).all()
+        return [(getattr(record, self.key), record) for record in records]
+
+    def _all(self, limit: int) -> Any:
+        return select(self.model).order_by(getattr(self.model, self.key)).limit(limit)
+
 
 class TenantLookup:
     """A cached lookup from tenant key to record, failing closed.
 
     ``fetch`` takes the key and returns the record or ``None`` (sync functions run in the
     thread pool; async ones are awaited). ``is_active`` tells whether a record may be used.
+    ``fetch_all`` (optional, sync or async) takes a limit and returns up to that many
+    ``(key, record)`` pairs, inactive tenants included: the bulk load of
+    ``LookupCache(preload=True)``.
     """
 
     def __init__(
         self,
         fetch: Fetch,
         *,
+        fetch_all: FetchAll | None = None,
         is_active: Callable[[Any], bool] | None = None,
         cache: LookupCache | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
-        self._is_async = inspect.iscoroutinefunction(fetch) or inspect.iscoroutinefunction(
-            getattr(fetch, "__call__", None)  # noqa: B004
-        )
+        self._fetch_all = fetch_all
         self._is_active = is_active or _active_attribute
         self._cache = cache or LookupCache()
+        if self._cache.preload and fetch_all is None:
+            raise TenancyMisuse(
+                "LookupCache(preload=True) needs a lookup that lists its tenants: a "
+                "TenantTableLookup, or TenantLookup(fetch, fetch_all=...)"
+            )
         self._clock = clock
         self._entries: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
         self._misses: OrderedDict[Any, float] = OrderedDict()
         self._pending: dict[str, _Pending] = {}
+        self._reloads: list[_Reload] = []
+
+    @property
+    def preloads(self) -> bool:
+        """Whether the app's lifespan loads every tenant at startup and keeps them fresh."""
+        return self._cache.preload
 
     async def __call__(self, key: Any) -> Any:
         """The record for ``key``; raises not found (404), inactive (403) or unavailable (503)."""
@@ -118,13 +167,84 @@ class TenantLookup:
         return record
 
     def invalidate(self, key: Any = None) -> None:
-        """Forget one key (or every key) so the next request looks it up again."""
+        """Forget one key (or every key) so the next request looks it up again.
+
+        A lookup of that key already in flight, by key or in bulk, is not cached when it ends:
+        it may have read the tenant before the change.
+        """
         if key is None:
             self._entries.clear()
             self._misses.clear()
+            for pending in self._pending.values():
+                pending.invalidated = True
+            for reload in self._reloads:
+                reload.changed = None
         else:
             self._entries.pop(key, None)
             self._misses.pop(key, None)
+            in_flight = self._pending.get(key)
+            if in_flight is not None:
+                in_flight.invalidated = True
+            for reload in self._reloads:
+                if reload.changed is not None:
+                    reload.changed.add(key)
+
+    async def reload(self) -> int:
+        """Load every tenant (the first ``maxsize``) into the cache in one query, each kept
+        ``ttl`` seconds; returns how many. Fails closed with :class:`TenancyUnavailable`.
+
+        Keys invalidated while it runs are left out (their next request looks them up), and a
+        full :meth:`invalidate` meanwhile discards the whole load.
+        """
+        if self._fetch_all is None:
+            raise TenancyMisuse("this lookup cannot list its tenants: give it fetch_all")
+        reload = _Reload()
+        self._reloads.append(reload)
+        try:
+            pairs = list(await self._call(self._fetch_all, self._cache.maxsize))
+        finally:
+            self._reloads.remove(reload)
+        changed = reload.changed
+        if changed is None:
+            return 0
+        until = self._clock() + self._cache.ttl
+        kept = 0
+        for key, record in pairs:
+            if key in changed:
+                continue
+            self._misses.pop(key, None)
+            _put(self._entries, key, (until, record), self._cache.maxsize)
+            kept += 1
+        return kept
+
+    async def keep_fresh(self) -> None:
+        """Reload every tenant every ``ttl / 2`` seconds until cancelled (the lifespan runs it).
+
+        A failed reload is logged on ``fastapi_tenancy.lookup`` and tried again at the next
+        interval; meanwhile the entries expire at their ``ttl`` and requests look their tenant
+        up one by one, failing closed as without preloading.
+        """
+        while True:
+            await anyio.sleep(self._cache.ttl / 2)
+            await self.reload_logged()
+
+    async def reload_logged(self) -> None:
+        """:meth:`reload`, logging a failure instead of raising it."""
+        try:
+            count = await self.reload()
+        except TenancyError as error:
+            logger.warning(
+                "the tenant lookup could not load its tenants (%s): requests look their "
+                "tenant up one by one until it can",
+                error.__cause__ or error,
+            )
+        else:
+            if count >= self._cache.maxsize:
+                logger.warning(
+                    "the tenant lookup loaded its first %d tenants (LookupCache.maxsize): the "
+                    "others are looked up one by one",
+                    count,
+                )
 
     async def _cached(self, key: Any) -> Any:
         while True:
@@ -155,7 +275,8 @@ class TenantLookup:
         finally:
             del self._pending[key]
             pending.done.set()
-        self._keep(key, pending.record)
+        if not pending.invalidated:
+            self._keep(key, pending.record)
         return pending.record
 
     def _keep(self, key: Any, record: Any) -> None:
@@ -171,10 +292,15 @@ class TenantLookup:
             _put(self._entries, key, (until, record), cache.maxsize)
 
     async def _load(self, key: Any) -> Any:
+        return await self._call(self._fetch, key)
+
+    @staticmethod
+    async def _call(function: Callable[[Any], Any], argument: Any) -> Any:
+        """``function(argument)``: awaited if async, else in the thread pool; fails closed."""
         try:
-            if self._is_async:
-                return await self._fetch(key)
-            result = await anyio.to_thread.run_sync(self._fetch, key)
+            if _is_async(function):
+                return await function(argument)
+            result = await anyio.to_thread.run_sync(function, argument)
             if isinstance(result, Awaitable):
                 return await result
             return result
@@ -197,13 +323,29 @@ def _put(entries: OrderedDict[Any, Any], key: Any, value: Any, bound: int) -> No
 class _Pending:
     """One lookup in flight, awaited by every request for the same key."""
 
-    __slots__ = ("done", "error", "loaded", "record")
+    __slots__ = ("done", "error", "invalidated", "loaded", "record")
 
     def __init__(self) -> None:
         self.done = anyio.Event()
         self.error: TenancyError | None = None
         self.loaded = False
+        self.invalidated = False
         self.record: Any = None
+
+
+class _Reload:
+    """One bulk load in flight, and the keys invalidated meanwhile (``None``: every key)."""
+
+    __slots__ = ("changed",)
+
+    def __init__(self) -> None:
+        self.changed: set[Any] | None = set()
+
+
+def _is_async(function: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004
+    )
 
 
 def _active_attribute(record: Any) -> bool:

@@ -8,6 +8,8 @@ inside the request all see it, and nothing outlives the request.
 
 from __future__ import annotations
 
+import anyio
+from anyio.abc import TaskGroup
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -76,7 +78,9 @@ class TenancyMiddleware:
             if isinstance(outer, Starlette):
                 extend_error_handler(outer)
         if scope["type"] == "lifespan":
-            await self.app(scope, receive, self._checked_startup(send))
+            async with anyio.create_task_group() as group:
+                await self.app(scope, receive, self._checked_startup(send, group))
+                group.cancel_scope.cancel()  # the app has shut down: stop its background work
             return
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -119,14 +123,16 @@ class TenancyMiddleware:
         finally:
             unbind(token)
 
-    def _checked_startup(self, send: Send) -> Send:
-        """``send`` that runs :meth:`Tenancy.check_startup` as the app's startup completes. A
-        failure raises in the app's lifespan, which then exits (running its shutdown code) and
-        reports ``lifespan.startup.failed``: the server does not start serving."""
+    def _checked_startup(self, send: Send, group: TaskGroup) -> Send:
+        """``send`` that runs :meth:`Tenancy.check_startup` and starts the tenancy's background
+        work in ``group`` as the app's startup completes. A failed check raises in the app's
+        lifespan, which then exits (running its shutdown code) and reports
+        ``lifespan.startup.failed``: the server does not start serving."""
 
         async def send_checked(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
                 await self.tenancy.check_startup()
+                await self.tenancy.run_in_background(group)
             await send(message)
 
         return send_checked

@@ -33,6 +33,7 @@ from .session import SCOPE_KEY, TenantScopedSession
 from .wall import install_guard
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
     from fastapi import FastAPI
 
     from .postgres.setting import RowLevelSecurity, TenantSetting
@@ -259,6 +260,16 @@ class Tenancy:
                 error,
             )
 
+    async def run_in_background(self, group: TaskGroup) -> None:
+        """Start the work the app keeps doing while it serves, in ``group``: with
+        ``LookupCache(preload=True)``, the first load of every tenant (awaited here, before the
+        app reports it has started) and its reloads. The middleware calls this in the lifespan.
+        """
+        lookup = self.lookup
+        if lookup is not None and lookup.preloads:
+            await lookup.reload_logged()
+            group.start_soon(lookup.keep_fresh)
+
     def session(self, *, tenant: Any = None) -> TenantScopedSession:
         """A session scoped like ``tenant_session``, for code outside a request.
 
@@ -344,12 +355,23 @@ class Tenancy:
                 async def fetch_async(key: str) -> Any:
                     return await table.fetch_async(engine, key)
 
-                return TenantLookup(fetch_async, is_active=table.is_active, cache=cache)
+                async def fetch_all_async(limit: int) -> Any:
+                    return await table.fetch_all_async(engine, limit)
+
+                return TenantLookup(
+                    fetch_async,
+                    fetch_all=fetch_all_async,
+                    is_active=table.is_active,
+                    cache=cache,
+                )
 
             def fetch(key: str) -> Any:
                 return table.fetch_sync(engine, key)
 
-            return TenantLookup(fetch, is_active=table.is_active, cache=cache)
+            def fetch_all(limit: int) -> Any:
+                return table.fetch_all_sync(engine, limit)
+
+            return TenantLookup(fetch, fetch_all=fetch_all, is_active=table.is_active, cache=cache)
         return TenantLookup(lookup, cache=cache)
 
 

@@ -10,7 +10,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from http_app import Tenant, build_app, client, tenant_header
-from sqlalchemy import Engine, create_engine, event, insert, update
+from lookup_support import FakeClock, SelectCounter, fill_tenant_table
+from sqlalchemy import Engine, create_engine, insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from fastapi_tenancy import (
@@ -23,57 +24,11 @@ from fastapi_tenancy import (
     TenantTableLookup,
 )
 
-TENANT_ROWS = [
-    {"slug": "acme", "active": True, "plan": "pro"},
-    {"slug": "globex", "active": True, "plan": "free"},
-    {"slug": "initech", "active": True, "plan": "free"},
-    {"slug": "umbrella", "active": False, "plan": "pro"},
-]
-
-
-class SelectCounter:
-    """Counts the SELECTs that reach one table, at the cursor."""
-
-    def __init__(self, engine: Engine | AsyncEngine, table: str) -> None:
-        self.engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
-        self.table = table
-        self.count = 0
-
-    def __call__(
-        self,
-        conn: Any,
-        cursor: Any,
-        statement: str,
-        parameters: Any,
-        context: Any,
-        executemany: bool,
-    ) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and self.table in statement:
-            self.count += 1
-
-    def __enter__(self) -> SelectCounter:
-        event.listen(self.engine, "before_cursor_execute", self)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        event.remove(self.engine, "before_cursor_execute", self)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 @pytest.fixture
 def tenant_table(backend: str, engine: Engine, create_tables: Any) -> Engine:
     """The tenant table with acme, globex, initech (active) and umbrella (inactive)."""
-    create_tables(engine, Tenant)
-    with engine.begin() as conn:
-        conn.execute(insert(Tenant), TENANT_ROWS)
-    return engine
+    return fill_tenant_table(engine, create_tables)
 
 
 @pytest.fixture

@@ -76,6 +76,28 @@ def create_app(engine: Engine, *, jwt_secret: str) -> FastAPI:
     return app
 
 
+def create_preloading_app(engine: Engine) -> FastAPI:
+    """Many tenants: every one loaded as the app starts, none looked up on a request."""
+    # --8<-- [start:preload]
+    tenancy = Tenancy(
+        engine,
+        resolvers=[HeaderResolver("X-Tenant-ID")],
+        lookup=TenantTableLookup(Tenant, key="slug", active="active"),
+        lookup_cache=LookupCache(preload=True, ttl=60.0),
+    )
+    # --8<-- [end:preload]
+    app = FastAPI()
+    tenancy.install(app)
+    app.state.tenancy = tenancy
+
+    @app.get("/tenant")
+    def tenant(context: CurrentTenant) -> dict[str, str]:
+        record: Tenant = context.record
+        return {"slug": record.slug, "name": record.name}
+
+    return app
+
+
 # --8<-- [start:deactivate]
 def deactivate_tenant(engine: Engine, tenancy: Tenancy, slug: str) -> None:
     """Switch a tenant off now, rather than when its cached lookup expires."""

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, event, update
 from sqlmodel import Session, create_engine
 
 from docs.examples import resolvers_chain, resolvers_custom, resolvers_jwks, resolvers_lookup
@@ -489,3 +489,26 @@ async def test_a_failing_lookup_is_503_and_bad_keys_never_reach_it(engine: Engin
     assert (r.status_code, r.json()["code"]) == (503, "tenancy_unavailable"), r.text
     r = await get_tenant(app, user(tenant="Acme; DROP TABLE rs_tenant"))
     assert (r.status_code, r.json()["code"]) == (400, "invalid_tenant_key"), r.text
+
+
+def test_a_preloading_app_looks_no_tenant_up_on_a_request(
+    lookup_app: FastAPI, engine: Engine
+) -> None:
+    app = resolvers_lookup.create_preloading_app(engine)
+    by_key: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if "rs_tenant" in statement and "WHERE" in statement.split():
+            by_key.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with TestClient(app) as client:  # runs the lifespan: the tenants are loaded
+            for tenant in ("acme", "globex", "acme"):
+                r = client.get("/tenant", headers={"X-Tenant-ID": tenant})
+                assert r.status_code == 200, r.text
+            r = client.get("/tenant", headers={"X-Tenant-ID": "initech"})
+            assert (r.status_code, r.json()["code"]) == (403, "tenant_inactive"), r.text
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert by_key == []
