@@ -229,14 +229,16 @@ class TenantLookup:
             await self.reload_logged()
 
     async def reload_logged(self) -> None:
-        """:meth:`reload`, logging a failure instead of raising it."""
+        """:meth:`reload`, logging a failure instead of raising it: the background task that
+        runs it must outlive any failure, and the requests fall back to lookups by key."""
         try:
             count = await self.reload()
-        except TenancyError as error:
+        except Exception as error:
             logger.warning(
                 "the tenant lookup could not load its tenants (%s): requests look their "
                 "tenant up one by one until it can",
                 error.__cause__ or error,
+                exc_info=not isinstance(error, TenancyError),
             )
         else:
             if count >= self._cache.maxsize:

@@ -78,9 +78,7 @@ class TenancyMiddleware:
             if isinstance(outer, Starlette):
                 extend_error_handler(outer)
         if scope["type"] == "lifespan":
-            async with anyio.create_task_group() as group:
-                await self.app(scope, receive, self._checked_startup(send, group))
-                group.cancel_scope.cancel()  # the app has shut down: stop its background work
+            await self._lifespan(scope, receive, send)
             return
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -123,7 +121,23 @@ class TenancyMiddleware:
         finally:
             unbind(token)
 
-    def _checked_startup(self, send: Send, group: TaskGroup) -> Send:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's lifespan, with the tenancy's background work running beside it (if it
+        has any) until the app has shut down. The app's own errors propagate as they are."""
+        if not self.tenancy.works_in_background:
+            await self.app(scope, receive, self._checked_startup(send, None))
+            return
+        failure: Exception | None = None
+        async with anyio.create_task_group() as group:
+            try:
+                await self.app(scope, receive, self._checked_startup(send, group))
+            except Exception as error:  # raised below, not wrapped in an exception group
+                failure = error
+            group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+
+    def _checked_startup(self, send: Send, group: TaskGroup | None) -> Send:
         """``send`` that runs :meth:`Tenancy.check_startup` and starts the tenancy's background
         work in ``group`` as the app's startup completes. A failed check raises in the app's
         lifespan, which then exits (running its shutdown code) and reports
@@ -132,7 +146,8 @@ class TenancyMiddleware:
         async def send_checked(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
                 await self.tenancy.check_startup()
-                await self.tenancy.run_in_background(group)
+                if group is not None:
+                    await self.tenancy.run_in_background(group)
             await send(message)
 
         return send_checked

@@ -260,13 +260,18 @@ class Tenancy:
                 error,
             )
 
+    @property
+    def works_in_background(self) -> bool:
+        """Whether the app's lifespan has work of ours to run: see :meth:`run_in_background`."""
+        return self.lookup is not None and self.lookup.preloads
+
     async def run_in_background(self, group: TaskGroup) -> None:
         """Start the work the app keeps doing while it serves, in ``group``: with
         ``LookupCache(preload=True)``, the first load of every tenant (awaited here, before the
         app reports it has started) and its reloads. The middleware calls this in the lifespan.
         """
         lookup = self.lookup
-        if lookup is not None and lookup.preloads:
+        if lookup is not None and self.works_in_background:
             await lookup.reload_logged()
             group.start_soon(lookup.keep_fresh)
 

@@ -10,13 +10,15 @@ load is in flight is not revived by it (a suspended tenant stays suspended).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import anyio
 import pytest
+from fastapi import FastAPI
 from http_app import Tenant, build_app, client, tenant_header
 from lookup_support import FakeClock, SelectCounter, fill_tenant_table
 from sqlalchemy import Engine, create_engine, insert, update
@@ -25,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from fastapi_tenancy import (
     HeaderResolver,
     LookupCache,
+    Tenancy,
     TenancyMisuse,
     TenancyUnavailable,
     TenantInactive,
@@ -356,3 +359,36 @@ def test_preload_needs_a_bulk_fetch_and_a_cache() -> None:
         LookupCache(preload=True, ttl=0)
     with pytest.raises(ValueError, match="preload needs a cache"):
         LookupCache(preload=True, maxsize=0)
+
+
+def test_the_apps_own_startup_error_propagates_as_it_is() -> None:
+    """The background work runs in a task group: an error of the app's own lifespan must not
+    come out wrapped in an exception group, or a server would report it as ours."""
+    store = Directory({"acme": {"active": True}})
+    lookup = TenantLookup(store.fetch, fetch_all=store.fetch_all, cache=LookupCache(preload=True))
+
+    @contextlib.asynccontextmanager
+    async def failing(app: FastAPI) -> AsyncIterator[None]:
+        raise RuntimeError("the app's own startup failed")
+        yield
+
+    app = FastAPI(lifespan=failing)
+    Tenancy(create_engine("sqlite://"), resolvers=[HeaderResolver()], lookup=lookup).install(app)
+    with pytest.raises(RuntimeError, match="own startup failed"), client(app):
+        pass
+
+
+def test_a_bulk_fetch_that_breaks_is_logged_and_the_app_keeps_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = Directory({"acme": {"active": True}})
+    lookup = TenantLookup(
+        store.fetch, fetch_all=lambda limit: 42, cache=LookupCache(preload=True, ttl=0.1)
+    )
+    app, _tenancy = build_app(
+        create_engine("sqlite://"), resolvers=[HeaderResolver()], lookup=lookup
+    )
+    with caplog.at_level(logging.WARNING, "fastapi_tenancy.lookup"), client(app) as c:
+        time.sleep(0.2)  # a few background reloads fail too
+        assert status_of(c, "acme") == 200
+    assert caplog.text.count("could not load its tenants") >= 2
