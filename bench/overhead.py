@@ -57,6 +57,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
+import scale
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETUPS = ("bare-header", "kit-header", "bare-jwt", "kit-jwt", "kit-rls")
 TWINS = (("kit-header", "bare-header"), ("kit-jwt", "bare-jwt"), ("kit-rls", "bare-header"))
@@ -155,6 +157,20 @@ def build_app(setup: str, url: str, secret: str, key: type) -> Any:
 
         session_dep = Annotated[Session, Depends(get_session)]
 
+        if setup == "bare-lookup":
+            tenant_table = scale.tenant_model()
+
+            def known_tenant(session: session_dep, x_tenant_id: Annotated[str, Header()]) -> Any:
+                # by hand: the tenant must exist and be active, in the request's session
+                record = session.exec(
+                    select(tenant_table).where(tenant_table.slug == x_tenant_id)
+                ).first()
+                if record is None:
+                    raise HTTPException(404, "unknown tenant")
+                if not record.active:
+                    raise HTTPException(403, "inactive tenant")
+                return parse_key(x_tenant_id)
+
         def one_or_404(session: Session, project_id: int, tenant: Any) -> Any:
             found = session.exec(
                 select(project).where(project.id == project_id, project.tenant_id == tenant)
@@ -175,6 +191,22 @@ def build_app(setup: str, url: str, secret: str, key: type) -> Any:
                 project_id: int, session: session_dep, x_tenant_id: Annotated[str, Header()]
             ) -> Any:
                 tenant = parse_key(x_tenant_id)
+                return one_or_404(session, project_id, tenant)
+
+        elif setup == "bare-lookup":
+
+            @app.get("/projects")
+            def list_projects(
+                session: session_dep, tenant: Annotated[Any, Depends(known_tenant)]
+            ) -> Any:
+                return session.exec(select(project).where(project.tenant_id == tenant)).all()
+
+            @app.get("/projects/{project_id}")
+            def get_project(
+                project_id: int,
+                session: session_dep,
+                tenant: Annotated[Any, Depends(known_tenant)],
+            ) -> Any:
                 return one_or_404(session, project_id, tenant)
 
         else:
@@ -210,7 +242,14 @@ def build_app(setup: str, url: str, secret: str, key: type) -> Any:
 
         return app
 
-    from fastapi_tenancy import HeaderResolver, JWTClaimResolver, Tenancy, TenantSession
+    from fastapi_tenancy import (
+        HeaderResolver,
+        JWTClaimResolver,
+        LookupCache,
+        Tenancy,
+        TenantSession,
+        TenantTableLookup,
+    )
 
     project = kit_model(key)
     resolver: Any = (
@@ -218,8 +257,14 @@ def build_app(setup: str, url: str, secret: str, key: type) -> Any:
         if setup == "kit-jwt"
         else HeaderResolver()
     )
-    tenancy = Tenancy(engine, resolvers=[resolver], rls=setup == RLS_SETUP, key_type=key)
+    lookup: dict[str, Any] = {}
+    if setup in scale.LOOKUP_SETUPS:
+        lookup["lookup"] = TenantTableLookup(scale.tenant_model(), key="slug", active="active")
+    if setup == "kit-preload":
+        lookup["lookup_cache"] = LookupCache(preload=True, ttl=scale.PRELOAD_TTL)
+    tenancy = Tenancy(engine, resolvers=[resolver], rls=setup == RLS_SETUP, key_type=key, **lookup)
     tenancy.install(app)
+    app.state.tenancy = tenancy
 
     @app.get("/projects")
     def list_projects(session: TenantSession) -> Any:  # type: ignore[no-redef]
@@ -937,12 +982,13 @@ def run(argv: Sequence[str]) -> None:
 def drive(argv: Sequence[str]) -> None:
     """Call one setup's ASGI app in-process: warm-up, then N sequential requests."""
     parser = argparse.ArgumentParser(prog="overhead.py drive")
-    parser.add_argument("setup", choices=SETUPS)
+    parser.add_argument("setup", choices=SETUPS + scale.LOOKUP_SETUPS)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--tenants", type=int, default=8)
     parser.add_argument("--rows", type=int, default=50)
+    parser.add_argument("--distribution", choices=("cycle", *scale.DISTRIBUTIONS), default="cycle")
     add_route(parser)
     add_key_type(parser)
     args = parser.parse_args(argv)
@@ -952,28 +998,35 @@ def drive(argv: Sequence[str]) -> None:
     secret = os.environ["BENCH_JWT_SECRET"]
     key = KEY_TYPES[args.key_type]
     tenants = tenant_keys(tenant_names(args.tenants), key)
-    tokens = make_tokens(tenants, secret)
+    count = len(tenants)
+    sequence = scale.request_sequence(args.distribution, count, args.warmup, args.requests)
+    asked = sorted(set(sequence))
+    jwt_setup = args.setup in ("bare-jwt", "kit-jwt")
+    tokens = make_tokens([tenants[k] for k in asked], secret) if jwt_setup else {}
     app = build_app(args.setup, args.database_url, secret, key)
-    raw_headers = [
-        [(b"host", b"127.0.0.1")]
-        + [(k.lower().encode(), v.encode()) for k, v in headers_for(args.setup, t, tokens).items()]
-        for t in tenants
-    ]
+    raw_headers = {
+        k: [(b"host", b"127.0.0.1")]
+        + [
+            (name.lower().encode(), value.encode())
+            for name, value in headers_for(args.setup, tenants[k], tokens).items()
+        ]
+        for k in asked
+    }
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    count = len(tenants)
-
-    def path_of(i: int) -> str:
-        """Request ``i``'s path; by id, a row of its tenant (rows are interleaved by tenant)."""
+    def path_of(i: int, k: int) -> str:
+        """Request ``i``'s path, for tenant ``k``; by id, row ``i % rows`` of that tenant
+        (rows are interleaved by tenant: row j of tenant k has the id j * count + k + 1)."""
         if args.route == "list":
             return "/projects"
-        return f"/projects/{i % count + 1 + count * ((i // count) % args.rows)}"
+        return f"/projects/{k + 1 + count * (i % args.rows)}"
 
     async def one(i: int) -> None:
-        headers = raw_headers[i % count]
-        path = path_of(i)
+        k = sequence[i]
+        headers = raw_headers[k]
+        path = path_of(i, k)
         status: list[int] = []
 
         async def send(message: dict[str, Any]) -> None:
@@ -998,35 +1051,76 @@ def drive(argv: Sequence[str]) -> None:
         if status != [200]:
             raise SystemExit(f"drive: {args.setup} answered {status}")
 
-    async def main() -> dict[str, float]:
-        for i in range(args.warmup):
-            await one(i)
-        collections = [g["collections"] for g in gc.get_stats()]
-        wall, cpu = time.perf_counter(), time.process_time()
-        for i in range(args.requests):
-            await one(i)
-        n = max(args.requests, 1)
-        return {
-            "wall_us": (time.perf_counter() - wall) * 1e6 / n,
-            "cpu_us": (time.process_time() - cpu) * 1e6 / n,
-            # garbage collections per 1000 requests, by generation
-            "gc": [
-                (g["collections"] - before) * 1000 / n
-                for g, before in zip(gc.get_stats(), collections, strict=True)
-            ],
-        }
+    async def main() -> dict[str, Any]:
+        async with lifespan(app):
+            for i in range(args.warmup):
+                await one(i)
+            collections = [g["collections"] for g in gc.get_stats()]
+            wall, cpu = time.perf_counter(), time.process_time()
+            for i in range(args.warmup, args.warmup + args.requests):
+                await one(i)
+            n = max(args.requests, 1)
+            result: dict[str, Any] = {
+                "wall_us": (time.perf_counter() - wall) * 1e6 / n,
+                "cpu_us": (time.process_time() - cpu) * 1e6 / n,
+                # garbage collections per 1000 requests, by generation
+                "gc": [
+                    (g["collections"] - before) * 1000 / n
+                    for g, before in zip(gc.get_stats(), collections, strict=True)
+                ],
+                "rss_kib": resident_kib(),
+            }
+            if args.setup == "kit-preload":
+                started = time.perf_counter()
+                await app.state.tenancy.lookup.reload()
+                result["reload_ms"] = (time.perf_counter() - started) * 1e3
+            return result
 
     print("BENCHJSON " + json.dumps(asyncio.run(main())), flush=True)
 
 
+@contextlib.asynccontextmanager
+async def lifespan(app: Any) -> Any:
+    """Run ``app``'s lifespan around the block, as a server does: its startup (the kit's checks
+    and, for kit-preload, the load of every tenant) before the first request."""
+    import asyncio
+
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    task = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, outbox.put)
+    )
+    await inbox.put({"type": "lifespan.startup"})
+    started = await outbox.get()
+    if started["type"] != "lifespan.startup.complete":
+        raise SystemExit(f"drive: the app did not start: {started}")
+    try:
+        yield
+    finally:
+        await inbox.put({"type": "lifespan.shutdown"})
+        await outbox.get()
+        await task
+
+
+def resident_kib() -> int:
+    """This process's resident memory (VmRSS), in KiB; 0 where /proc is missing."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 @dataclass(frozen=True)
 class Workload:
-    """What ``count`` drives: the route, the table's shape and the key type."""
+    """What ``count`` drives: the route, the table's shape, the key type and how requests
+    pick their tenant."""
 
     route: str
     tenants: int
     rows: int
     key_type: str
+    distribution: str = "cycle"
 
 
 def _drive_cmd(setup: str, url: str, requests: int, work: Workload) -> list[str]:
@@ -1047,6 +1141,8 @@ def _drive_cmd(setup: str, url: str, requests: int, work: Workload) -> list[str]
         str(work.rows),
         "--key-type",
         work.key_type,
+        "--distribution",
+        work.distribution,
     ]
 
 
@@ -1110,33 +1206,56 @@ def count(argv: Sequence[str]) -> None:
     parser.add_argument("--database-url", default=None, help="default: a SQLite file")
     parser.add_argument("--requests", type=int, default=300, help="measured requests")
     parser.add_argument("--tenants", type=int, default=8)
-    parser.add_argument("--rows", type=int, default=50, help="rows per tenant")
+    parser.add_argument(
+        "--rows", type=int, default=None, help="rows per tenant (default: 50; 5 with --scale)"
+    )
     parser.add_argument(
         "--setups",
         default=None,
-        help="comma-separated subset of " + ",".join(SETUPS) + " (default: all the database has)",
+        help="comma-separated subset of " + ",".join(SETUPS) + " (default: all the database has;"
+        " with --scale, of " + ",".join(scale.SCALE_SETUPS) + ")",
+    )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="many tenants, with and without a lookup: see bench/scale.py",
+    )
+    parser.add_argument(
+        "--sizes",
+        default=",".join(map(str, scale.SIZES)),
+        help="with --scale: the tenant counts, comma-separated",
+    )
+    parser.add_argument(
+        "--distributions",
+        default=",".join(scale.DISTRIBUTIONS),
+        help="with --scale: how requests pick their tenant (uniform, zipf)",
     )
     add_route(parser)
     add_key_type(parser)
     args = parser.parse_args(argv)
-    key = KEY_TYPES[args.key_type]
-    work = Workload(args.route, args.tenants, args.rows, args.key_type)
+    if args.rows is None:
+        args.rows = 5 if args.scale else 50
     if not shutil.which("valgrind"):
         parser.error("valgrind is not on PATH (apt-get install valgrind)")
     _exit_on_sigterm()
+    env = {
+        **os.environ,
+        "BENCH_JWT_SECRET": "k" * 64,
+        "PYTHONHASHSEED": "0",
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
+        ),
+    }
+    if args.scale:
+        count_at_scale(parser, args, env)
+        return
+    key = KEY_TYPES[args.key_type]
+    work = Workload(args.route, args.tenants, args.rows, args.key_type)
     setups = choose_setups(parser, args.setups, args.database_url or "sqlite")
     tmp = Path(tempfile.mkdtemp(prefix="tenancy-count-"))
     try:
         sqlite_default = args.database_url is None
         url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
-        env = {
-            **os.environ,
-            "BENCH_JWT_SECRET": "k" * 64,
-            "PYTHONHASHSEED": "0",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-            ),
-        }
         print(f"versions : {versions()}")
         print(f"database : {database_label(url, sqlite_default, args.key_type)}")
         route = ROUTES[args.route]
@@ -1180,6 +1299,71 @@ def count(argv: Sequence[str]) -> None:
                 f"{kit + ' / ' + bare:<24} {per[kit] / per[bare]:>10.3f}x "
                 f"{extra / 1e3:>+11.0f}k {us:>+9.0f}"
             )
+
+
+def count_at_scale(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, env: dict[str, str]
+) -> None:
+    """``count --scale``: every setup of bench/scale.py at every size and spread."""
+    if args.key_type != "str":
+        parser.error("--scale keys tenants by their names: leave --key-type at str")
+    setups = scale.SCALE_SETUPS if args.setups is None else tuple(args.setups.split(","))
+    unknown = set(setups) - set(scale.SCALE_SETUPS)
+    if unknown:
+        parser.error(f"unknown setups for --scale: {sorted(unknown)}")
+    sizes = [int(size) for size in args.sizes.split(",")]
+    spreads = args.distributions.split(",")
+    if set(spreads) - set(scale.DISTRIBUTIONS):
+        parser.error(f"--distributions: choose among {scale.DISTRIBUTIONS}")
+    tmp = Path(tempfile.mkdtemp(prefix="tenancy-scale-"))
+    sqlite_default = args.database_url is None
+    url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
+    print(f"versions : {versions()}")
+    print(f"database : {database_label(url, sqlite_default, args.key_type)}")
+    print(f"route    : {ROUTES[args.route]}, {args.rows} rows per tenant")
+    print(
+        f"method   : in-process ASGI calls after the app's lifespan startup, valgrind "
+        f"instruction counts of runs with 0 and {args.requests} measured requests after the "
+        "same 50 warm-up requests, differenced"
+    )
+    per: dict[tuple[int, str, str], float] = {}
+    native: dict[tuple[int, str, str], dict[str, Any]] = {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        for size in sizes:
+            scale.seed(url, size, args.rows, bare_model(str), make_engine)
+            # the warm-up is the same for every spread: one run of 0 requests per setup
+            jobs = [(spreads[0], setup, 0) for setup in setups] + [
+                (spread, setup, args.requests) for spread in spreads for setup in setups
+            ]
+
+            def job(item: tuple[str, str, int], size: int = size) -> int:
+                spread, setup, n = item
+                work = Workload(args.route, size, args.rows, "str", spread)
+                return _instructions(setup, url, n, work, env)
+
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                counts = dict(zip(jobs, pool.map(job, jobs), strict=True))
+            for spread in spreads:
+                for setup in setups:
+                    work = Workload(args.route, size, args.rows, "str", spread)
+                    out = subprocess.run(  # noqa: S603
+                        _drive_cmd(setup, url, 1000, work),
+                        capture_output=True,
+                        text=True,
+                        env=env,
+                        check=True,
+                    ).stdout
+                    native[(size, spread, setup)] = json.loads(out.split("BENCHJSON ", 1)[1])
+                    grown = counts[(spread, setup, args.requests)] - counts[(spreads[0], setup, 0)]
+                    per[(size, spread, setup)] = grown / args.requests
+            print(f"  measured {size} tenants", flush=True)
+    finally:
+        if not sqlite_default:
+            scale.drop(url, bare_model(str), make_engine)
+        shutil.rmtree(tmp, ignore_errors=True)
+    scale.print_report(sizes, spreads, setups, per, native, 50, args.requests)
 
 
 def main() -> None:

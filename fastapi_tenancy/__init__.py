@@ -9,6 +9,7 @@ The request path reads from the module names::
 from __future__ import annotations
 
 from .chain import ChainResult, ResolverChain
+from .changes import TenantChanges
 from .constraints import tenant_foreign_key
 from .context import (
     TenantContext,
@@ -125,6 +126,7 @@ __all__ = [
     "TenancyMiddleware",
     "TenancyMisuse",
     "TenancyUnavailable",
+    "TenantChanges",
     "TenantContext",
     "TenantInactive",
     "TenantKey",

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
 from .chain import ResolverChain
+from .changes import EVERY_TENANT, TenantChanges, keep_listening
 from .checks import (
     MYSQL_DIALECTS,
     Finding,
@@ -23,7 +24,7 @@ from .checks import (
     refuse_forgotten_tenant_models,
 )
 from .context import TenantContext, checked_key, get_tenant_context
-from .exceptions import NotAMember, TenancyMisuse, TenantRequired
+from .exceptions import NotAMember, TenancyError, TenancyMisuse, TenancyUnavailable, TenantRequired
 from .keys import DEFAULT_KEY_PATTERN, TenantKeyType, key_type_for
 from .limits import SessionLimiter, SessionLimits
 from .lookup import LookupCache, TenantLookup, TenantTableLookup
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["Tenancy"]
 
 startup_logger = logging.getLogger("fastapi_tenancy.startup")
+changes_logger = logging.getLogger("fastapi_tenancy.changes")
 
 TENANCY_SCOPE_KEY = "fastapi_tenancy"
 """Key in the ASGI scope under which the middleware leaves its :class:`Tenancy`."""
@@ -108,6 +110,7 @@ class Tenancy:
         admin_engine: Engine | AsyncEngine | None = None,
         trust_unverified_sources: bool = False,
         session_limits: SessionLimits | None = SessionLimits(),  # noqa: B008 (frozen)
+        tenant_changes: TenantChanges | None = None,
     ) -> None:
         if not isinstance(engine, (Engine, AsyncEngine)):
             raise TypeError("Tenancy needs a SQLAlchemy Engine or AsyncEngine")
@@ -145,6 +148,9 @@ class Tenancy:
         if membership is None and not trust_unverified_sources:
             _refuse_unverified_beside_verified(self.chain.resolvers)
         self.lookup = self._build_lookup(lookup, lookup_cache)
+        if tenant_changes is not None and not isinstance(tenant_changes, TenantChanges):
+            raise TypeError("tenant_changes must be a TenantChanges (RedisChanges, ...)")
+        self.tenant_changes = tenant_changes
         self.membership = membership
         self.is_admin = is_admin
         self.require_tenant = require_tenant
@@ -263,17 +269,54 @@ class Tenancy:
     @property
     def works_in_background(self) -> bool:
         """Whether the app's lifespan has work of ours to run: see :meth:`run_in_background`."""
-        return self.lookup is not None and self.lookup.preloads
+        lookup = self.lookup
+        return lookup is not None and (lookup.preloads or self.tenant_changes is not None)
 
     async def run_in_background(self, group: TaskGroup) -> None:
-        """Start the work the app keeps doing while it serves, in ``group``: with
-        ``LookupCache(preload=True)``, the first load of every tenant (awaited here, before the
+        """Start the work the app keeps doing while it serves, in ``group``: listening to
+        ``tenant_changes`` (subscribed, or its failure logged, before this returns), then with
+        ``LookupCache(preload=True)`` the first load of every tenant (awaited here, before the
         app reports it has started) and its reloads. The middleware calls this in the lifespan.
         """
         lookup = self.lookup
-        if lookup is not None and self.works_in_background:
+        if lookup is None:
+            return
+        if self.tenant_changes is not None:
+            await group.start(keep_listening, self.tenant_changes, self._heard, lookup.invalidate)
+        if lookup.preloads:
             await lookup.reload_logged()
             group.start_soon(lookup.keep_fresh)
+
+    async def tenant_changed(self, key: Any = None) -> None:
+        """Forget tenant ``key`` (a key, its spelling or a record; every tenant if ``None``) in
+        this worker's lookup cache and, through ``tenant_changes``, in every worker's.
+
+        Call it after the change is committed. If the channel cannot be reached it raises
+        :class:`TenancyUnavailable`: this worker has forgotten the tenant, the others keep it
+        until their cache's ``ttl``.
+        """
+        spelled = EVERY_TENANT if key is None else self.keys.format(self.keys.coerce(key))
+        self._heard(spelled)
+        if self.tenant_changes is None:
+            return
+        try:
+            await self.tenant_changes.publish(spelled)
+        except Exception as error:
+            raise TenancyUnavailable() from error
+
+    def _heard(self, spelled: str) -> None:
+        """A change heard on the channel (or made here): forget that tenant's cached lookup."""
+        if self.lookup is None:
+            return
+        if spelled == EVERY_TENANT:
+            self.lookup.invalidate()
+            return
+        try:
+            key = self.keys.parse(spelled)
+        except TenancyError:
+            changes_logger.warning("ignored a tenant change for an invalid key: %r", spelled)
+            return
+        self.lookup.invalidate(key)
 
     def session(self, *, tenant: Any = None) -> TenantScopedSession:
         """A session scoped like ``tenant_session``, for code outside a request.

@@ -27,44 +27,14 @@ from sqlmodel import SQLModel, create_engine
 from fastapi_tenancy import InvalidTenantKey, TenantRequired, with_tenant
 from fastapi_tenancy.integrations.celery import TENANT_HEADER, carry_tenant_in_messages
 from tests.celery_tasks import WORKER_ENV, CeleryNote, create_celery_app
+from tests.redis_server import usable_redis_url
 
-
-def _is_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-REDIS_ENV = "TENANCY_TEST_REDIS_URL"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 20  # seconds for the worker to answer its first task
 RESULT_TIMEOUT = 10
 
 
-def _usable_redis_url() -> str:
-    """Redis's URL, or skip the module with one line (fail it under CI=true)."""
-    raw = os.environ.get(REDIS_ENV, "").strip() or DEFAULT_REDIS_URL
-    if raw.lower() == "off":
-        pytest.skip(f"Celery suite skipped: disabled by {REDIS_ENV}=off", allow_module_level=True)
-    client = redis.Redis.from_url(raw, socket_connect_timeout=3, socket_timeout=3)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        if _is_ci():
-            pytest.fail(
-                f"Redis required (CI=true) but {raw} is not usable: {exc} (set {REDIS_ENV})",
-                pytrace=False,
-            )
-        pytest.skip(
-            f"Celery suite skipped: no Redis at {raw} ({exc}); set {REDIS_ENV} or start one "
-            "(CI=true makes this a failure)",
-            allow_module_level=True,
-        )
-    finally:
-        client.close()
-    return raw
-
-
-REDIS_URL = _usable_redis_url()
+REDIS_URL = usable_redis_url("Celery suite")
 
 
 @dataclass

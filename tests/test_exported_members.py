@@ -45,6 +45,7 @@ EXPECTED = [
     "TenancyMiddleware",
     "TenancyMisuse",
     "TenancyUnavailable",
+    "TenantChanges",
     "TenantContext",
     "TenantInactive",
     "TenantKey",
