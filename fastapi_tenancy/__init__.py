@@ -50,7 +50,9 @@ from .exceptions import (
     TenancyError,
     TenancyMisuse,
     TenancyUnavailable,
+    TenantExists,
     TenantInactive,
+    TenantLimitReached,
     TenantMismatch,
     TenantNotFound,
     TenantRequired,
@@ -73,6 +75,7 @@ from .lookup import LookupCache, TenantLookup, TenantTableLookup
 from .middleware import TenancyMiddleware
 from .models import TenantScoped, tenant_field, tenant_unique
 from .propagation import as_tenant, capture, carry_tenant, restore
+from .registry import TenantRegistry
 from .resolvers import (
     CallableResolver,
     HeaderResolver,
@@ -128,13 +131,16 @@ __all__ = [
     "TenancyUnavailable",
     "TenantChanges",
     "TenantContext",
+    "TenantExists",
     "TenantInactive",
     "TenantKey",
     "TenantKeyType",
+    "TenantLimitReached",
     "TenantLogFilter",
     "TenantLookup",
     "TenantMismatch",
     "TenantNotFound",
+    "TenantRegistry",
     "TenantRequired",
     "TenantScoped",
     "TenantScopedSession",

@@ -41,6 +41,10 @@ class TenantChanges(Protocol):
         """Tell every listener that tenant ``key`` (or :data:`EVERY_TENANT`) changed."""
         ...
 
+    def publish_sync(self, key: str) -> None:
+        """:meth:`publish` for sync code."""
+        ...
+
     async def listen(self, on_change: OnChange, on_subscribed: Callable[[], None]) -> None:
         """Connect, subscribe, call ``on_subscribed()``, then ``on_change(key)`` for every
         message until cancelled; raise when the connection fails or is lost."""

@@ -16,6 +16,8 @@ applications can branch on the code and the middleware can answer ``{"detail", "
     ├── AdminRequired            403 admin_required
     ├── CrossTenantWrite         403 cross_tenant_write
     ├── AlreadyExists            409 already_exists
+    │   └── TenantExists         409 tenant_exists
+    ├── TenantLimitReached       403 tenant_limit_reached
     ├── WriteConflict            409 write_conflict
     ├── DatabaseUnavailable      503 database_unavailable
     │   └── DatabaseBusy         503 database_busy
@@ -44,7 +46,9 @@ __all__ = [
     "TenancyError",
     "TenancyMisuse",
     "TenancyUnavailable",
+    "TenantExists",
     "TenantInactive",
+    "TenantLimitReached",
     "TenantMismatch",
     "TenantNotFound",
     "TenantRequired",
@@ -159,6 +163,22 @@ class AlreadyExists(TenancyError):
     code = "already_exists"
     status_code = 409
     default_detail = "A record with these values already exists."
+
+
+class TenantExists(AlreadyExists):
+    """A tenant with this key exists already (two creates of one key: one wins)."""
+
+    code = "tenant_exists"
+    status_code = 409
+    default_detail = "A tenant with this key already exists."
+
+
+class TenantLimitReached(TenancyError):
+    """``TenantRegistry(max_tenants=...)`` is reached: no tenant is created."""
+
+    code = "tenant_limit_reached"
+    status_code = 403
+    default_detail = "No more tenants can be created."
 
 
 class WriteConflict(TenancyError):

@@ -28,6 +28,7 @@ from .exceptions import NotAMember, TenancyError, TenancyMisuse, TenancyUnavaila
 from .keys import DEFAULT_KEY_PATTERN, TenantKeyType, key_type_for
 from .limits import SessionLimiter, SessionLimits
 from .lookup import LookupCache, TenantLookup, TenantTableLookup
+from .registry import AsyncTenants, TenantRegistry, Tenants
 from .resolvers.base import Resolver
 from .scope import Access, SessionScope
 from .session import SCOPE_KEY, TenantScopedSession
@@ -111,6 +112,7 @@ class Tenancy:
         trust_unverified_sources: bool = False,
         session_limits: SessionLimits | None = SessionLimits(),  # noqa: B008 (frozen)
         tenant_changes: TenantChanges | None = None,
+        registry: TenantRegistry[Any] | None = None,
     ) -> None:
         if not isinstance(engine, (Engine, AsyncEngine)):
             raise TypeError("Tenancy needs a SQLAlchemy Engine or AsyncEngine")
@@ -147,10 +149,14 @@ class Tenancy:
         self.chain = ResolverChain(resolvers, validate_key=self.keys.parse)
         if membership is None and not trust_unverified_sources:
             _refuse_unverified_beside_verified(self.chain.resolvers)
+        if registry is not None and lookup is None:
+            lookup = registry.lookup()
+        self.registry = registry
         self.lookup = self._build_lookup(lookup, lookup_cache)
         if tenant_changes is not None and not isinstance(tenant_changes, TenantChanges):
             raise TypeError("tenant_changes must be a TenantChanges (RedisChanges, ...)")
         self.tenant_changes = tenant_changes
+        self._tenants: Tenants[Any] | AsyncTenants[Any] | None = None
         self.membership = membership
         self.is_admin = is_admin
         self.require_tenant = require_tenant
@@ -303,6 +309,29 @@ class Tenancy:
             await self.tenant_changes.publish(spelled)
         except Exception as error:
             raise TenancyUnavailable() from error
+
+    def tenant_changed_sync(self, key: Any = None) -> None:
+        """:meth:`tenant_changed` for sync code: a script, a task, a sync route."""
+        spelled = EVERY_TENANT if key is None else self.keys.format(self.keys.coerce(key))
+        self._heard(spelled)
+        if self.tenant_changes is None:
+            return
+        try:
+            self.tenant_changes.publish_sync(spelled)
+        except Exception as error:
+            raise TenancyUnavailable() from error
+
+    @property
+    def tenants(self) -> Any:
+        """Create, suspend and resume tenants in the ``registry``: a
+        :class:`~fastapi_tenancy.registry.Tenants` (sync engine) or
+        :class:`~fastapi_tenancy.registry.AsyncTenants` (async engine)."""
+        if self.registry is None:
+            raise TenancyMisuse("tenancy.tenants needs Tenancy(..., registry=TenantRegistry(...))")
+        if self._tenants is None:
+            kind = AsyncTenants if self.is_async else Tenants
+            self._tenants = kind(self, self.registry)
+        return self._tenants
 
     def _heard(self, spelled: str) -> None:
         """A change heard on the channel (or made here): forget that tenant's cached lookup."""

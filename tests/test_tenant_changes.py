@@ -33,6 +33,7 @@ from fastapi_tenancy import (
     LookupCache,
     Tenancy,
     TenancyUnavailable,
+    TenantRegistry,
     TenantTableLookup,
 )
 from fastapi_tenancy.changes import EVERY_TENANT, keep_listening
@@ -378,3 +379,36 @@ def test_the_postgres_sample_suspends_a_tenant_in_every_worker(docs_tenants: Eng
         assert eventually(lambda: docs_status(one, "acme") == 403)
         assert eventually(lambda: docs_status(two, "acme") == 403)
         assert docs_status(two, "globex") == 200
+
+
+# --------------------------------------------------------------------------------------------
+# The registry's suspend and resume publish through the channel (its sync side)
+
+
+def check_registry_changes_reach_every_worker(engine: Engine, changes: Callable[[], Any]) -> None:
+    workers = Workers(engine, changes, registry=TenantRegistry(Tenant, key="slug", active="active"))
+    try:
+        assert workers.status(1, "acme") == 200
+        workers.tenancies[0].tenants.suspend("acme")
+        assert eventually(lambda: workers.status(1, "acme") == 403)
+        workers.tenancies[0].tenants.resume("acme")
+        assert eventually(lambda: workers.status(1, "acme") == 200)
+    finally:
+        workers.close()
+
+
+def test_suspend_in_the_registry_reaches_every_worker_over_redis(tenant_table: Engine) -> None:
+    channel = f"tenancy-test-{secrets.token_hex(4)}"
+    check_registry_changes_reach_every_worker(
+        tenant_table, lambda: RedisChanges(REDIS_URL, channel=channel)
+    )
+
+
+@pytest.mark.backends("postgres")
+def test_suspend_in_the_registry_reaches_every_worker_over_postgres(tenant_table: Engine) -> None:
+    from fastapi_tenancy.postgres.notify import PostgresChanges
+
+    channel = f"tenancy_test_{secrets.token_hex(4)}"
+    check_registry_changes_reach_every_worker(
+        tenant_table, lambda: PostgresChanges(tenant_table, channel=channel)
+    )

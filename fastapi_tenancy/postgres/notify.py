@@ -44,6 +44,11 @@ class PostgresChanges:
         async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
             await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, key))
 
+    def publish_sync(self, key: str) -> None:
+        """:meth:`publish` for sync code."""
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute("SELECT pg_notify(%s, %s)", (self.channel, key))
+
     async def listen(self, on_change: OnChange, on_subscribed: Callable[[], None]) -> None:
         """``LISTEN`` and hand every notification to ``on_change``; raises when the connection
         is lost."""
