@@ -7,8 +7,8 @@ after, run in the same transaction in a session scoped to the new tenant (seed i
 tenancy's lookup reads the same table, and every change reaches every worker's lookup cache
 through ``tenant_changes`` (see :mod:`fastapi_tenancy.changes`).
 
-``tenancy.tenants`` is a :class:`Tenants` for a sync engine, an :class:`AsyncTenants` for an
-async one.
+``tenancy.tenants`` is a :class:`Tenants` on a sync engine; ``tenancy.async_tenants`` an
+:class:`AsyncTenants` on an async one.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, delete, func
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Session, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -33,6 +33,7 @@ from .exceptions import (
     TenantNotFound,
 )
 from .lookup import TenantTableLookup
+from .purge import PurgeReport, PurgeStep, log_purge, purge_plan
 
 if TYPE_CHECKING:
     from .tenancy import Tenancy
@@ -85,6 +86,9 @@ class TenantRegistry(Generic[RecordT]):
     def count(self) -> Any:
         return select(func.count()).select_from(self.model)
 
+    def delete(self, key: Any) -> Any:
+        return delete(self.model).where(getattr(self.model, self.key) == key)
+
     def mark(self, record: Any, active: bool) -> None:
         setattr(record, self.active, active)
         if self.suspended_at is not None:
@@ -92,7 +96,7 @@ class TenantRegistry(Generic[RecordT]):
 
 
 class Tenants(Generic[RecordT]):
-    """Create, read, suspend and resume tenants on a sync engine: ``tenancy.tenants``."""
+    """Create, read, suspend, resume and purge tenants on a sync engine: ``tenancy.tenants``."""
 
     def __init__(self, tenancy: Tenancy, registry: TenantRegistry[RecordT]) -> None:
         for hook in (registry.before_create, registry.after_create):
@@ -147,6 +151,49 @@ class Tenants(Generic[RecordT]):
         """Switch tenant ``key`` back on."""
         return self._set_active(key, True)
 
+    def purge(
+        self,
+        key: Any,
+        *,
+        dry_run: bool = False,
+        batch_size: int = 1000,
+        resumable: bool = False,
+    ) -> PurgeReport:
+        """Delete every row of suspended tenant ``key`` from every tenant model, then its
+        record; audited on ``fastapi_tenancy.audit``.
+
+        ``dry_run`` counts and deletes nothing. Rows go ``batch_size`` at a time, in one
+        transaction, or committed batch by batch with ``resumable`` (a purge interrupted then
+        is finished by the next). An active tenant is refused: suspend it first, so that no
+        request writes while it goes.
+        """
+        key = _checked_key(self.tenancy, key)
+        self._refuse_active(self.get(key))
+        with self._engine.connect() as connection:
+            steps = purge_plan(connection)
+        report = PurgeReport(key, dry_run)
+        with self.tenancy.session(tenant=key) as session:
+            for step in steps:
+                report.rows[step.table.name] = (
+                    session.exec(step.count(key)).one()
+                    if dry_run
+                    else _purge_step_sync(session, step, key, batch_size, resumable)
+                )
+            if not dry_run:
+                session.exec(self.registry.delete(key))
+                session.commit()
+        log_purge(report)
+        if not dry_run:
+            self.tenancy.tenant_changed_sync(key)
+        return report
+
+    def _refuse_active(self, record: Any) -> None:
+        if getattr(record, self.registry.active):
+            raise TenancyMisuse(
+                f"tenant {getattr(record, self.registry.key)!r} is active: suspend it before "
+                "purging it, so that no request writes while its rows go"
+            )
+
     def _set_active(self, key: Any, active: bool) -> RecordT:
         key = _checked_key(self.tenancy, key)
         with Session(self._engine, expire_on_commit=False) as session:
@@ -161,8 +208,8 @@ class Tenants(Generic[RecordT]):
 
 
 class AsyncTenants(Generic[RecordT]):
-    """Async twin of :class:`Tenants`, for a Tenancy on an ``AsyncEngine``; hooks may be
-    sync or async."""
+    """Async twin of :class:`Tenants`, for a Tenancy on an ``AsyncEngine``
+    (``tenancy.async_tenants``); hooks may be sync or async."""
 
     def __init__(self, tenancy: Tenancy, registry: TenantRegistry[RecordT]) -> None:
         if not isinstance(tenancy.engine, AsyncEngine):
@@ -208,6 +255,41 @@ class AsyncTenants(Generic[RecordT]):
         """See :meth:`Tenants.resume`."""
         return await self._set_active(key, True)
 
+    async def purge(
+        self,
+        key: Any,
+        *,
+        dry_run: bool = False,
+        batch_size: int = 1000,
+        resumable: bool = False,
+    ) -> PurgeReport:
+        """See :meth:`Tenants.purge`."""
+        key = _checked_key(self.tenancy, key)
+        record = await self.get(key)
+        if getattr(record, self.registry.active):
+            raise TenancyMisuse(
+                f"tenant {key!r} is active: suspend it before purging it, so that no request "
+                "writes while its rows go"
+            )
+        async with self._engine.connect() as connection:
+            steps = await connection.run_sync(purge_plan)
+        report = PurgeReport(key, dry_run)
+        async with self.tenancy.async_session(tenant=key) as session:
+            for step in steps:
+                if dry_run:
+                    report.rows[step.table.name] = (await session.exec(step.count(key))).one()
+                    continue
+                report.rows[step.table.name] = await _purge_step_async(
+                    session, step, key, batch_size, resumable
+                )
+            if not dry_run:
+                await session.exec(self.registry.delete(key))
+                await session.commit()
+        log_purge(report)
+        if not dry_run:
+            await self.tenancy.tenant_changed(key)
+        return report
+
     async def _set_active(self, key: Any, active: bool) -> RecordT:
         key = _checked_key(self.tenancy, key)
         async with AsyncSession(self._engine, expire_on_commit=False) as session:
@@ -218,6 +300,40 @@ class AsyncTenants(Generic[RecordT]):
             await session.commit()
         await self.tenancy.tenant_changed(key)
         return record
+
+
+def _purge_step_sync(
+    session: Any, step: PurgeStep, key: Any, batch_size: int, resumable: bool
+) -> int:
+    batch = step.batch(key, batch_size)
+    if batch is None:
+        deleted = int(session.exec(step.delete_all(key)).rowcount)
+        if resumable:
+            session.commit()
+        return deleted
+    deleted = 0
+    while ids := list(session.exec(batch).all()):
+        deleted += int(session.exec(step.delete_batch(key, ids)).rowcount)
+        if resumable:
+            session.commit()
+    return deleted
+
+
+async def _purge_step_async(
+    session: Any, step: PurgeStep, key: Any, batch_size: int, resumable: bool
+) -> int:
+    batch = step.batch(key, batch_size)
+    if batch is None:
+        deleted = int((await session.exec(step.delete_all(key))).rowcount)
+        if resumable:
+            await session.commit()
+        return deleted
+    deleted = 0
+    while ids := list((await session.exec(batch)).all()):
+        deleted += int((await session.exec(step.delete_batch(key, ids))).rowcount)
+        if resumable:
+            await session.commit()
+    return deleted
 
 
 def _checked_key(tenancy: Tenancy, key: Any) -> Any:

@@ -322,16 +322,30 @@ class Tenancy:
             raise TenancyUnavailable() from error
 
     @property
-    def tenants(self) -> Any:
-        """Create, suspend and resume tenants in the ``registry``: a
-        :class:`~fastapi_tenancy.registry.Tenants` (sync engine) or
-        :class:`~fastapi_tenancy.registry.AsyncTenants` (async engine)."""
+    def tenants(self) -> Tenants[Any]:
+        """Create, suspend, resume and purge tenants of the ``registry``, on a sync engine
+        (:class:`~fastapi_tenancy.registry.Tenants`)."""
+        if self.is_async:
+            raise TenancyMisuse("this Tenancy has an AsyncEngine: use tenancy.async_tenants")
+        tenants = self._tenants
+        if not isinstance(tenants, Tenants):
+            tenants = self._tenants = Tenants(self, self._needs_registry())
+        return tenants
+
+    @property
+    def async_tenants(self) -> AsyncTenants[Any]:
+        """Async twin of :attr:`tenants`, for a Tenancy on an ``AsyncEngine``."""
+        if not self.is_async:
+            raise TenancyMisuse("this Tenancy has a sync Engine: use tenancy.tenants")
+        tenants = self._tenants
+        if not isinstance(tenants, AsyncTenants):
+            tenants = self._tenants = AsyncTenants(self, self._needs_registry())
+        return tenants
+
+    def _needs_registry(self) -> TenantRegistry[Any]:
         if self.registry is None:
             raise TenancyMisuse("tenancy.tenants needs Tenancy(..., registry=TenantRegistry(...))")
-        if self._tenants is None:
-            kind = AsyncTenants if self.is_async else Tenants
-            self._tenants = kind(self, self.registry)
-        return self._tenants
+        return self.registry
 
     def _heard(self, spelled: str) -> None:
         """A change heard on the channel (or made here): forget that tenant's cached lookup."""

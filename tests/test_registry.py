@@ -83,7 +83,8 @@ class Lifecycle:
         self.client: TestClient = client(self.app).__enter__()
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        operation = getattr(self.tenancy.tenants, method)
+        tenants = self.tenancy.async_tenants if self.tenancy.is_async else self.tenancy.tenants
+        operation = getattr(tenants, method)
         if self.tenancy.is_async:
             return self.client.portal.call(lambda: operation(*args, **kwargs))  # type: ignore[union-attr]
         return operation(*args, **kwargs)
@@ -192,8 +193,8 @@ def test_two_creates_racing_for_one_key_make_one_tenant(
     make_lifecycle: Callable[..., Lifecycle],
 ) -> None:
     life = make_lifecycle()
-    tenants = life.tenancy.tenants
     if life.tenancy.is_async:
+        tenants: Any = life.tenancy.async_tenants
 
         async def race() -> list[Any]:
             return list(
@@ -206,6 +207,7 @@ def test_two_creates_racing_for_one_key_make_one_tenant(
 
         results = life.client.portal.call(race)  # type: ignore[union-attr]
     else:
+        tenants = life.tenancy.tenants
         results = []
         barrier = threading.Barrier(2)
 

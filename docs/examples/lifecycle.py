@@ -21,6 +21,7 @@ from fastapi_tenancy import (
     TenantScoped,
     TenantSession,
 )
+from fastapi_tenancy.purge import PurgeReport
 
 
 # --8<-- [start:models]
@@ -117,9 +118,17 @@ def create_app(engine: Engine) -> FastAPI:
 
 
 # --8<-- [start:offboard]
-def offboard(tenancy: Tenancy, slug: str) -> None:
+def suspend(tenancy: Tenancy, slug: str) -> None:
     """From a script or an admin task: every request of that tenant answers 403 at once."""
     tenancy.tenants.suspend(slug)
+
+
+def offboard(tenancy: Tenancy, slug: str) -> PurgeReport:
+    """A customer leaves: refuse its requests, count what goes, then delete it all."""
+    tenancy.tenants.suspend(slug)
+    planned = tenancy.tenants.purge(slug, dry_run=True)
+    print(f"deleting {planned.total} rows of {slug}: {planned.rows}")
+    return tenancy.tenants.purge(slug, resumable=True)
 
 
 # --8<-- [end:offboard]

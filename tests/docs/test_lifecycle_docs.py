@@ -56,9 +56,24 @@ def test_the_limit_answers_403(
     assert (r.status_code, r.json()["code"]) == (403, "tenant_limit_reached"), r.text
 
 
-def test_offboarding_refuses_the_tenants_requests_at_once(api: TestClient) -> None:
+def test_suspending_refuses_the_tenants_requests_at_once(api: TestClient) -> None:
     assert signup(api, "acme").status_code == 201
     assert api.get("/projects", headers={"X-Tenant-ID": "acme"}).status_code == 200
-    lifecycle.offboard(api.app.state.tenancy, "acme")  # type: ignore[attr-defined]
+    lifecycle.suspend(api.app.state.tenancy, "acme")  # type: ignore[attr-defined]
     r = api.get("/projects", headers={"X-Tenant-ID": "acme"})
     assert (r.status_code, r.json()["code"]) == (403, "tenant_inactive"), r.text
+
+
+def test_offboarding_deletes_the_tenant_and_only_it(
+    api: TestClient, engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert signup(api, "acme").status_code == 201
+    assert signup(api, "globex").status_code == 201
+    report = lifecycle.offboard(api.app.state.tenancy, "acme")  # type: ignore[attr-defined]
+    assert report.rows == {"lc_project": 1}
+    assert "deleting 1 rows of acme" in capsys.readouterr().out
+    r = api.get("/projects", headers={"X-Tenant-ID": "acme"})
+    assert (r.status_code, r.json()["code"]) == (404, "tenant_not_found"), r.text
+    with Session(engine) as session:
+        assert session.exec(select(lifecycle.Organization.slug)).all() == ["globex"]
+        assert session.exec(select(lifecycle.Project.tenant_id)).all() == ["globex"]

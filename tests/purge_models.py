@@ -1,0 +1,93 @@
+"""The world of the purge tests: a tenants table, projects, tasks that reference them, and a
+catalogue with rows shared by every tenant."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, Table, insert, select
+from sqlmodel import Field, Session, SQLModel
+
+from fastapi_tenancy import TenantScoped, tenant_foreign_key, tenant_unique
+
+TENANTS = ("acme", "globex", "initech")
+
+
+class PurgeOrg(SQLModel, table=True):
+    __tablename__ = "purge_org"
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(unique=True, max_length=63)
+    active: bool = True
+
+
+class PurgeProject(TenantScoped, table=True):
+    __tablename__ = "purge_project"
+    __table_args__ = (tenant_unique("id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+
+
+class PurgeTask(TenantScoped, table=True):
+    __tablename__ = "purge_task"
+    __table_args__ = (tenant_foreign_key("project_id", "purge_project.id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int
+    title: str = Field(max_length=100)
+
+
+class PurgeCatalog(TenantScoped, table=True):
+    """Rows with no tenant are read by every tenant: a purge must leave them."""
+
+    __tablename__ = "purge_catalog"
+    __shared_rows__ = True
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+
+
+TABLES = (PurgeOrg, PurgeProject, PurgeTask, PurgeCatalog)
+
+
+def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in primary key order."""
+    with Session(engine) as session:
+        return {
+            model.__tablename__: [
+                tuple(row)
+                for row in session.execute(select(table).order_by(*table.primary_key.columns)).all()
+            ]
+            for model in TABLES
+            for table in [model.__table__]
+            if isinstance(table, Table)
+        }
+
+
+def seed(engine: Engine) -> None:
+    """Three tenants with 4 projects of 3 tasks each, a catalogue row each, 3 shared rows."""
+    with engine.begin() as conn:
+        conn.execute(insert(PurgeOrg), [{"slug": t} for t in TENANTS])
+        conn.execute(insert(PurgeCatalog), [{"name": f"shared {i}"} for i in range(3)])
+        project_id = 0
+        for round_ in range(4):
+            for tenant in TENANTS:
+                project_id += 1
+                conn.execute(
+                    insert(PurgeProject),
+                    [{"id": project_id, "tenant_id": tenant, "name": f"{tenant} {round_}"}],
+                )
+                conn.execute(
+                    insert(PurgeTask),
+                    [
+                        {"tenant_id": tenant, "project_id": project_id, "title": f"t{i}"}
+                        for i in range(3)
+                    ],
+                )
+        conn.execute(insert(PurgeCatalog), [{"tenant_id": t, "name": t} for t in TENANTS])
+
+
+def without(rows: dict[str, list[tuple[Any, ...]]], tenant: str) -> dict[str, list[Any]]:
+    """The dump without ``tenant``'s rows (its record included)."""
+    return {name: [row for row in found if tenant not in row] for name, found in rows.items()}
