@@ -168,7 +168,7 @@ class Tenants(Generic[RecordT]):
         request writes while it goes.
         """
         key = _checked_key(self.tenancy, key)
-        self._refuse_active(self.get(key))
+        _refuse_active(self.registry, self.get(key))
         with self._engine.connect() as connection:
             steps = purge_plan(connection)
         report = PurgeReport(key, dry_run)
@@ -186,13 +186,6 @@ class Tenants(Generic[RecordT]):
         if not dry_run:
             self.tenancy.tenant_changed_sync(key)
         return report
-
-    def _refuse_active(self, record: Any) -> None:
-        if getattr(record, self.registry.active):
-            raise TenancyMisuse(
-                f"tenant {getattr(record, self.registry.key)!r} is active: suspend it before "
-                "purging it, so that no request writes while its rows go"
-            )
 
     def _set_active(self, key: Any, active: bool) -> RecordT:
         key = _checked_key(self.tenancy, key)
@@ -265,12 +258,7 @@ class AsyncTenants(Generic[RecordT]):
     ) -> PurgeReport:
         """See :meth:`Tenants.purge`."""
         key = _checked_key(self.tenancy, key)
-        record = await self.get(key)
-        if getattr(record, self.registry.active):
-            raise TenancyMisuse(
-                f"tenant {key!r} is active: suspend it before purging it, so that no request "
-                "writes while its rows go"
-            )
+        _refuse_active(self.registry, await self.get(key))
         async with self._engine.connect() as connection:
             steps = await connection.run_sync(purge_plan)
         report = PurgeReport(key, dry_run)
@@ -334,6 +322,14 @@ async def _purge_step_async(
         if resumable:
             await session.commit()
     return deleted
+
+
+def _refuse_active(registry: TenantRegistry[Any], record: Any) -> None:
+    if getattr(record, registry.active):
+        raise TenancyMisuse(
+            f"tenant {getattr(record, registry.key)!r} is active: suspend it before purging "
+            "it, so that no request writes while its rows go"
+        )
 
 
 def _checked_key(tenancy: Tenancy, key: Any) -> Any:
