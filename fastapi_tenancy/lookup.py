@@ -139,6 +139,8 @@ class TenantLookup:
     ) -> None:
         self._fetch = fetch
         self._fetch_all = fetch_all
+        self._fetch_is_async = _is_async(fetch)
+        self._fetch_all_is_async = fetch_all is not None and _is_async(fetch_all)
         self._is_active = is_active or _active_attribute
         self._cache = cache or LookupCache()
         if self._cache.preload and fetch_all is None:
@@ -201,7 +203,9 @@ class TenantLookup:
         reload = _Reload()
         self._reloads.append(reload)
         try:
-            pairs = list(await self._call(self._fetch_all, self._cache.maxsize))
+            pairs = list(
+                await _call(self._fetch_all, self._cache.maxsize, self._fetch_all_is_async)
+            )
         finally:
             self._reloads.remove(reload)
         changed = reload.changed
@@ -294,22 +298,22 @@ class TenantLookup:
             _put(self._entries, key, (until, record), cache.maxsize)
 
     async def _load(self, key: Any) -> Any:
-        return await self._call(self._fetch, key)
+        return await _call(self._fetch, key, self._fetch_is_async)
 
-    @staticmethod
-    async def _call(function: Callable[[Any], Any], argument: Any) -> Any:
-        """``function(argument)``: awaited if async, else in the thread pool; fails closed."""
-        try:
-            if _is_async(function):
-                return await function(argument)
-            result = await anyio.to_thread.run_sync(function, argument)
-            if isinstance(result, Awaitable):
-                return await result
-            return result
-        except TenancyError:
-            raise
-        except Exception as error:
-            raise TenancyUnavailable() from error
+
+async def _call(function: Callable[[Any], Any], argument: Any, is_async: bool) -> Any:
+    """``function(argument)``: awaited if async, else in the thread pool; fails closed."""
+    try:
+        if is_async:
+            return await function(argument)
+        result = await anyio.to_thread.run_sync(function, argument)
+        if isinstance(result, Awaitable):
+            return await result
+        return result
+    except TenancyError:
+        raise
+    except Exception as error:
+        raise TenancyUnavailable() from error
 
 
 def _put(entries: OrderedDict[Any, Any], key: Any, value: Any, bound: int) -> None:
