@@ -174,12 +174,14 @@ class TenantLookup:
         A lookup of that key already in flight, by key or in bulk, is not cached when it ends:
         it may have read the tenant before the change.
         """
+        # Copies: tenant_changed_sync() may call this from a worker thread while the event
+        # loop adds or removes in-flight lookups.
         if key is None:
             self._entries.clear()
             self._misses.clear()
-            for pending in self._pending.values():
+            for pending in list(self._pending.values()):
                 pending.invalidated = True
-            for reload in self._reloads:
+            for reload in list(self._reloads):
                 reload.changed = None
         else:
             self._entries.pop(key, None)
@@ -187,7 +189,7 @@ class TenantLookup:
             in_flight = self._pending.get(key)
             if in_flight is not None:
                 in_flight.invalidated = True
-            for reload in self._reloads:
+            for reload in list(self._reloads):
                 if reload.changed is not None:
                     reload.changed.add(key)
 
