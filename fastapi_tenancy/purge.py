@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, inspect
+from sqlalchemy import Connection, Table, delete, func, inspect, update
 from sqlalchemy.orm import Mapper
 from sqlalchemy.schema import sort_tables
 from sqlmodel import select
@@ -66,6 +66,11 @@ class PurgeStep:
 
     def delete_all(self, key: Any) -> Any:
         return delete(self.model).where(self._own(key))
+
+    def move(self, key: Any, new_key: Any) -> Any:
+        """Give every row of tenant ``key`` the tenant ``new_key`` (in ``mutable_tenant()``)."""
+        column = self.model.tenant_column()
+        return update(self.model).where(self._own(key)).values({column.key: new_key})
 
     def _own(self, key: Any) -> Any:
         # Explicit, beside the session's scoping: shared rows (a NULL tenant) are read by a

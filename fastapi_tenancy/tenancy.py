@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
+from .async_tenants import AsyncTenants
 from .chain import ResolverChain
 from .changes import EVERY_TENANT, TenantChanges, keep_listening
 from .checks import (
@@ -28,10 +29,11 @@ from .exceptions import NotAMember, TenancyError, TenancyMisuse, TenancyUnavaila
 from .keys import DEFAULT_KEY_PATTERN, TenantKeyType, key_type_for
 from .limits import SessionLimiter, SessionLimits
 from .lookup import LookupCache, TenantLookup, TenantTableLookup
-from .registry import AsyncTenants, TenantRegistry, Tenants
+from .registry import TenantRegistry
 from .resolvers.base import Resolver
 from .scope import Access, SessionScope
 from .session import SCOPE_KEY, TenantScopedSession
+from .tenants import Tenants
 from .wall import install_guard
 
 if TYPE_CHECKING:
@@ -324,7 +326,7 @@ class Tenancy:
     @property
     def tenants(self) -> Tenants[Any]:
         """Create, suspend, resume and purge tenants of the ``registry``, on a sync engine
-        (:class:`~fastapi_tenancy.registry.Tenants`)."""
+        (:class:`~fastapi_tenancy.tenants.Tenants`)."""
         if self.is_async:
             raise TenancyMisuse("this Tenancy has an AsyncEngine: use tenancy.async_tenants")
         tenants = self._tenants

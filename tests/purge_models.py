@@ -1,14 +1,24 @@
-"""The world of the purge tests: a tenants table, projects, tasks that reference them, and a
-catalogue with rows shared by every tenant."""
+"""The world of the lifecycle tests: a tenants table, projects, tasks that reference them, and
+a catalogue with rows shared by every tenant; an app serving them, and the registry's calls on
+sync and async engines alike."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, Table, insert, select
+from fastapi.testclient import TestClient
+from http_app import build_app, client
+from sqlalchemy import Engine, Table, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, Session, SQLModel
 
-from fastapi_tenancy import TenantScoped, tenant_foreign_key, tenant_unique
+from fastapi_tenancy import (
+    HeaderResolver,
+    TenantRegistry,
+    TenantScoped,
+    tenant_foreign_key,
+    tenant_unique,
+)
 
 TENANTS = ("acme", "globex", "initech")
 
@@ -31,7 +41,8 @@ class PurgeProject(TenantScoped, table=True):
 
 class PurgeTask(TenantScoped, table=True):
     __tablename__ = "purge_task"
-    __table_args__ = (tenant_foreign_key("project_id", "purge_project.id"),)
+    # Follows its project through a rename on every database.
+    __table_args__ = (tenant_foreign_key("project_id", "purge_project.id", onupdate="CASCADE"),)
 
     id: int | None = Field(default=None, primary_key=True)
     project_id: int
@@ -86,8 +97,35 @@ def seed(engine: Engine) -> None:
                     ],
                 )
         conn.execute(insert(PurgeCatalog), [{"tenant_id": t, "name": t} for t in TENANTS])
+        if conn.dialect.name == "postgresql":  # the ids above were given: move the sequence on
+            conn.execute(text("SELECT setval(pg_get_serial_sequence('purge_project', 'id'), 99)"))
 
 
 def without(rows: dict[str, list[tuple[Any, ...]]], tenant: str) -> dict[str, list[Any]]:
     """The dump without ``tenant``'s rows (its record included)."""
     return {name: [row for row in found if tenant not in row] for name, found in rows.items()}
+
+
+class World:
+    """The seeded tables behind an app whose lookup is a registry of ``PurgeOrg``."""
+
+    def __init__(self, engine: Engine, any_engine: Engine | AsyncEngine) -> None:
+        self.engine = engine
+        self.app, self.tenancy = build_app(
+            any_engine,
+            resolvers=[HeaderResolver()],
+            registry=TenantRegistry(PurgeOrg, key="slug", active="active"),
+        )
+        self.client: TestClient = client(self.app).__enter__()
+        seed(engine)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``tenancy.tenants.<method>(...)``, or its async twin run on the app's loop."""
+        tenants = self.tenancy.async_tenants if self.tenancy.is_async else self.tenancy.tenants
+        operation = getattr(tenants, method)
+        if self.tenancy.is_async:
+            return self.client.portal.call(lambda: operation(*args, **kwargs))  # type: ignore[union-attr]
+        return operation(*args, **kwargs)
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)

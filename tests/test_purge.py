@@ -13,38 +13,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-from http_app import build_app, client, tenant_header
+from http_app import tenant_header
 from purge_models import (
     TABLES,
-    PurgeOrg,
+    World,
     dump,
-    seed,
     without,
 )
 from sqlalchemy import Engine, event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fastapi_tenancy import HeaderResolver, TenancyMisuse, TenantNotFound, TenantRegistry
-
-
-class World:
-    def __init__(self, engine: Engine, any_engine: Engine | AsyncEngine) -> None:
-        self.engine = engine
-        self.app, self.tenancy = build_app(
-            any_engine,
-            resolvers=[HeaderResolver()],
-            registry=TenantRegistry(PurgeOrg, key="slug", active="active"),
-        )
-        self.client: TestClient = client(self.app).__enter__()
-        seed(engine)
-
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        tenants = self.tenancy.async_tenants if self.tenancy.is_async else self.tenancy.tenants
-        operation = getattr(tenants, method)
-        if self.tenancy.is_async:
-            return self.client.portal.call(lambda: operation(*args, **kwargs))  # type: ignore[union-attr]
-        return operation(*args, **kwargs)
+from fastapi_tenancy import TenancyMisuse, TenantNotFound
 
 
 @pytest.fixture
@@ -54,7 +33,7 @@ def world(engine: Engine, any_engine: Engine | AsyncEngine, create_tables: Any) 
     try:
         yield made
     finally:
-        made.client.__exit__(None, None, None)
+        made.close()
 
 
 @pytest.fixture

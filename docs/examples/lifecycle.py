@@ -1,10 +1,12 @@
-"""docs/lifecycle.md: a tenants table, sign-up through hooks, suspend and resume.
+"""docs/lifecycle.md: a tenants table, sign-up through hooks, suspend, offboard, export, clone
+and rename.
 
 The app keeps its organizations in its own table; ``TenantRegistry`` tells the kit which
 columns are the key and the active flag, and what happens around a creation.
 """
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -22,6 +24,7 @@ from fastapi_tenancy import (
     TenantSession,
 )
 from fastapi_tenancy.purge import PurgeReport
+from fastapi_tenancy.transfer import TransferReport
 
 
 # --8<-- [start:models]
@@ -132,3 +135,31 @@ def offboard(tenancy: Tenancy, slug: str) -> PurgeReport:
 
 
 # --8<-- [end:offboard]
+
+
+# --8<-- [start:export]
+def export_for_customer(tenancy: Tenancy, slug: str, directory: Path) -> Path:
+    """A customer asks for its data: every row, one JSON Lines file per table, zipped."""
+    archive = directory / f"{slug}.zip"
+    report: TransferReport = tenancy.tenants.export(slug, archive)
+    print(f"exported {report.total} rows of {slug}: {report.rows}")
+    return archive
+
+
+def sign_up_from_template(tenancy: Tenancy, slug: str, name: str) -> TransferReport:
+    """A new tenant starts with a copy of a template tenant's rows (new ids, same shape)."""
+    return tenancy.tenants.clone("template", slug, name=name)
+
+
+# --8<-- [end:export]
+
+
+# --8<-- [start:rename]
+def rename(tenancy: Tenancy, slug: str, new_slug: str) -> None:
+    """A customer changes its subdomain: no request runs while its rows move."""
+    tenancy.tenants.suspend(slug)
+    tenancy.tenants.rename(slug, new_slug)
+    tenancy.tenants.resume(new_slug)
+
+
+# --8<-- [end:rename]

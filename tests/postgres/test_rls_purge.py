@@ -1,9 +1,10 @@
-"""A purge through row-level security: as the application's ordinary role, with both walls on,
-the purge removes the tenant's rows and its record, and the owner's dump shows nothing else
-moved."""
+"""A purge, an export and import, and a rename through row-level security: as the
+application's ordinary role, with both walls on, each reaches only the tenant's rows, and the
+owner's dump shows nothing else moved."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from purge_models import (
 from rls_support import AppRole
 from sqlalchemy import Engine
 
-from fastapi_tenancy import HeaderResolver, Tenancy, TenantRegistry
+from fastapi_tenancy import HeaderResolver, Tenancy, TenancyMisuse, TenantRegistry
 from fastapi_tenancy.postgres import apply_rls
 
 pytestmark = pytest.mark.backends("postgres")
@@ -46,3 +47,45 @@ def test_a_purge_under_row_level_security_reaches_only_the_tenants_rows(
     assert report.rows == {"purge_task": 12, "purge_catalog": 1, "purge_project": 4}
     assert dump(owner) == without(suspended, "acme")
     assert without(before, "acme") == without(suspended, "acme")
+
+
+def test_export_and_import_under_row_level_security_copy_only_the_tenants_rows(
+    owner: Engine, app_role: AppRole, create_tables: Any, tmp_path: Path
+) -> None:
+    create_tables(owner, *TABLES)
+    apply_rls(owner, [m.__table__ for m in (PurgeProject, PurgeTask, PurgeCatalog)])
+    seed(owner)
+    before = dump(owner)
+    tenancy = Tenancy(
+        app_role.engine(),
+        resolvers=[HeaderResolver()],
+        rls=True,
+        registry=TenantRegistry(PurgeOrg, key="slug", active="active"),
+    )
+    exported = tenancy.tenants.export("acme", tmp_path / "acme")
+    assert exported.rows == {"purge_catalog": 1, "purge_project": 4, "purge_task": 12}
+    tenancy.tenants.import_(tmp_path / "acme", "newco")
+    after = dump(owner)
+    assert without(after, "newco") == before
+    copied = [row for rows in after.values() for row in rows if "newco" in row]
+    assert len(copied) == 18  # 17 rows and the record
+
+
+def test_a_rename_refused_by_row_level_security_changes_nothing(
+    owner: Engine, app_role: AppRole, create_tables: Any
+) -> None:
+    """The policies' WITH CHECK refuses rows moving to another tenant, as the app's role."""
+    create_tables(owner, *TABLES)
+    apply_rls(owner, [m.__table__ for m in (PurgeProject, PurgeTask, PurgeCatalog)])
+    seed(owner)
+    tenancy = Tenancy(
+        app_role.engine(),
+        resolvers=[HeaderResolver()],
+        rls=True,
+        registry=TenantRegistry(PurgeOrg, key="slug", active="active"),
+    )
+    tenancy.tenants.suspend("acme")
+    before = dump(owner)
+    with pytest.raises(TenancyMisuse, match="renaming tenant 'acme' was refused"):
+        tenancy.tenants.rename("acme", "acme-corp")
+    assert dump(owner) == before

@@ -1,0 +1,299 @@
+"""``tenancy.async_tenants``: the life of a tenant on an ``AsyncEngine``.
+
+The async twin of :class:`~fastapi_tenancy.tenants.Tenants`: the same operations, awaited;
+the creation hooks may be ``async def``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterable, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from .context import mutable_tenant, with_tenant
+from .exceptions import (
+    AlreadyExists,
+    InternalError,
+    TenancyMisuse,
+    TenantExists,
+    TenantLimitReached,
+    WriteConflict,
+)
+from .jobs import JobReport, OnDone, run_for_each_tenant_async
+from .purge import PurgeReport, PurgeStep, log_purge, purge_plan
+from .registry import (
+    RecordT,
+    TenantRegistry,
+    checked_key,
+    found,
+    import_plan,
+    maybe_await,
+    refuse_active,
+    refused_rename,
+    run_own_statement,
+)
+from .transfer import (
+    BATCH_SIZE,
+    BEGIN,
+    ExportReader,
+    ExportWriter,
+    IdMap,
+    Progress,
+    RenameReport,
+    TableCopy,
+    TransferReport,
+    defer_foreign_keys,
+    log_transfer,
+    needs_explicit_begin,
+    snapshot_options,
+)
+
+if TYPE_CHECKING:
+    from .tenancy import Tenancy
+
+__all__ = ["AsyncTenants"]
+
+
+class AsyncTenants(Generic[RecordT]):
+    """Async twin of :class:`Tenants`, for a Tenancy on an ``AsyncEngine``
+    (``tenancy.async_tenants``); hooks may be sync or async."""
+
+    def __init__(self, tenancy: Tenancy, registry: TenantRegistry[RecordT]) -> None:
+        if not isinstance(tenancy.engine, AsyncEngine):
+            raise TenancyMisuse("AsyncTenants needs a Tenancy on an AsyncEngine: use Tenants")
+        self.tenancy = tenancy
+        self.registry = registry
+        self._engine = tenancy.engine
+
+    async def create(self, key: Any, **fields: Any) -> RecordT:
+        """See :meth:`Tenants.create`."""
+        registry, key = self.registry, checked_key(self.tenancy, key)
+        async with self.tenancy.async_session(tenant=key) as session:
+            record = await self._add_record(session, key, fields)
+            if registry.after_create is not None:
+                with with_tenant(key, source="registry"):
+                    await maybe_await(registry.after_create(record, session))
+            await session.commit()
+        await self.tenancy.tenant_changed(key)
+        return record
+
+    async def _add_record(self, session: Any, key: Any, fields: dict[str, Any]) -> RecordT:
+        registry = self.registry
+        limit = registry.max_tenants
+        if limit is not None and (await session.exec(registry.count())).one() >= limit:
+            raise TenantLimitReached()
+        if registry.before_create is not None:
+            await maybe_await(registry.before_create(key, fields))
+        record = registry.new_record(key, fields)
+        session.add(record)
+        try:
+            await session.flush()
+        except AlreadyExists as error:
+            raise TenantExists() from error
+        return record
+
+    async def get(self, key: Any) -> RecordT:
+        """See :meth:`Tenants.get`."""
+        async with AsyncSession(self._engine, expire_on_commit=False) as session:
+            result = await session.exec(self.registry.by_key(checked_key(self.tenancy, key)))
+            record: RecordT = found(result.first())
+        return record
+
+    async def list(self, *, active: bool | None = None) -> list[RecordT]:
+        """See :meth:`Tenants.list`."""
+        async with AsyncSession(self._engine, expire_on_commit=False) as session:
+            return list((await session.exec(self.registry.listing(active))).all())
+
+    async def for_each(
+        self,
+        function: Callable[[Any], Awaitable[object]],
+        *,
+        concurrency: int = 4,
+        on_done: OnDone | None = None,
+    ) -> JobReport:
+        """See :meth:`Tenants.for_each`; ``function`` is awaited."""
+        keys = [getattr(record, self.registry.key) for record in await self.list(active=True)]
+        return await run_for_each_tenant_async(
+            keys, function, concurrency=concurrency, on_done=on_done
+        )
+
+    async def suspend(self, key: Any) -> RecordT:
+        """See :meth:`Tenants.suspend`."""
+        return await self._set_active(key, False)
+
+    async def resume(self, key: Any) -> RecordT:
+        """See :meth:`Tenants.resume`."""
+        return await self._set_active(key, True)
+
+    async def purge(
+        self,
+        key: Any,
+        *,
+        dry_run: bool = False,
+        batch_size: int = 1000,
+        resumable: bool = False,
+    ) -> PurgeReport:
+        """See :meth:`Tenants.purge`."""
+        key = checked_key(self.tenancy, key)
+        refuse_active(self.registry, await self.get(key))
+        async with self._engine.connect() as connection:
+            steps = await connection.run_sync(purge_plan)
+        report = PurgeReport(key, dry_run)
+        async with self.tenancy.async_session(tenant=key) as session:
+            for step in steps:
+                if dry_run:
+                    report.rows[step.table.name] = (await session.exec(step.count(key))).one()
+                    continue
+                report.rows[step.table.name] = await _purge_step_async(
+                    session, step, key, batch_size, resumable
+                )
+            if not dry_run:
+                await session.exec(self.registry.delete(key))
+                await session.commit()
+        log_purge(report)
+        if not dry_run:
+            await self.tenancy.tenant_changed(key)
+        return report
+
+    async def export(
+        self, key: Any, path: str | Path, *, progress: Progress | None = None
+    ) -> TransferReport:
+        """See :meth:`Tenants.export`."""
+        key = checked_key(self.tenancy, key)
+        record = await self.get(key)
+        async with self._engine.connect() as connection:
+            steps = await connection.run_sync(purge_plan)
+        report = TransferReport(key, Path(path))
+        with ExportWriter(path) as writer:
+            async with self.tenancy.async_session(tenant=key) as session:
+                engine = self._engine.sync_engine
+                session.sync_session.bind = engine.execution_options(**snapshot_options(engine))
+                if needs_explicit_begin(engine):
+                    await run_own_statement(session, BEGIN)
+                for copy in [TableCopy(step) for step in reversed(steps)]:
+                    rows = await session.stream(
+                        copy.select(key), execution_options={"yield_per": BATCH_SIZE}
+                    )
+                    report.rows[copy.table.name] = await _write_rows_async(
+                        writer, copy, rows, progress
+                    )
+                writer.manifest(key, self.registry.record_fields(record), report.rows)
+        log_transfer("exported", report, f"to {report.path}")
+        return report
+
+    async def import_(
+        self,
+        path: str | Path,
+        key: Any,
+        *,
+        progress: Progress | None = None,
+        **fields: Any,
+    ) -> TransferReport:
+        """See :meth:`Tenants.import_`; ``before_create`` may be async."""
+        key = checked_key(self.tenancy, key)
+        async with self._engine.connect() as connection:
+            steps = await connection.run_sync(purge_plan)
+        reader = ExportReader(path)
+        report = TransferReport(key, Path(path))
+        try:
+            plan = import_plan(reader, steps)
+            ids = IdMap(key, self.registry.key_column())
+            async with self.tenancy.async_session(tenant=key) as session:
+                await self._add_record(session, key, self.registry.imported_fields(reader, fields))
+                for copy, table in plan:
+                    report.rows[copy.table.name] = 0
+                    for batch in reader.batches(table, copy.batch_size):
+                        result = await session.exec(
+                            copy.insert(), params=[ids.rewrite(copy, values) for values in batch]
+                        )
+                        ids.learn(copy, batch, result)
+                        report.rows[copy.table.name] += len(batch)
+                        if progress is not None:
+                            progress(len(batch))
+                await session.commit()
+        finally:
+            reader.close()
+        log_transfer("imported", report, f"from {report.path}")
+        await self.tenancy.tenant_changed(key)
+        return report
+
+    async def clone(self, template: Any, key: Any, **fields: Any) -> TransferReport:
+        """See :meth:`Tenants.clone`."""
+        with tempfile.TemporaryDirectory(prefix="tenant-clone-") as directory:
+            await self.export(template, Path(directory) / "export")
+            return await self.import_(Path(directory) / "export", key, **fields)
+
+    async def rename(self, key: Any, new_key: Any) -> RenameReport:
+        """See :meth:`Tenants.rename`."""
+        key, new_key = checked_key(self.tenancy, key), checked_key(self.tenancy, new_key)
+        refuse_active(self.registry, await self.get(key), "renaming")
+        async with self._engine.connect() as connection:
+            steps = await connection.run_sync(purge_plan)
+        report = RenameReport(key, new_key)
+        async with self.tenancy.async_session(tenant=key) as session:
+            for statement in defer_foreign_keys(self._engine):
+                await run_own_statement(session, statement)
+            for step in steps:
+                report.rows[step.table.name] = (await session.exec(step.count(key))).one()
+            try:
+                if (await session.exec(self.registry.by_key(new_key))).first() is not None:
+                    raise TenantExists()
+                await session.exec(self.registry.rekey(key, new_key))
+                async with mutable_tenant(reason=f"renaming tenant {key} to {new_key}"):
+                    for step in reversed(steps):
+                        await session.exec(step.move(key, new_key))
+                await session.commit()
+            except (WriteConflict, InternalError, DBAPIError) as error:
+                raise refused_rename(key) from error
+        log_transfer("renamed", report, f"to {new_key}")
+        await self.tenancy.tenant_changed(key)
+        await self.tenancy.tenant_changed(new_key)
+        return report
+
+    async def _set_active(self, key: Any, active: bool) -> RecordT:
+        key = checked_key(self.tenancy, key)
+        async with AsyncSession(self._engine, expire_on_commit=False) as session:
+            result = await session.exec(self.registry.by_key(key).with_for_update())
+            record: RecordT = found(result.first())
+            self.registry.mark(record, active)
+            session.add(record)
+            await session.commit()
+        await self.tenancy.tenant_changed(key)
+        return record
+
+
+async def _write_rows_async(
+    writer: ExportWriter, copy: TableCopy, rows: AsyncIterable[Any], progress: Progress | None
+) -> int:
+    count = 0
+    with writer.open(f"{copy.table.name}.jsonl") as out:
+        async for row in rows:
+            out.write(copy.line(row))
+            count += 1
+            if progress is not None and count % BATCH_SIZE == 0:
+                progress(BATCH_SIZE)
+    if progress is not None and count % BATCH_SIZE:
+        progress(count % BATCH_SIZE)
+    return count
+
+
+async def _purge_step_async(
+    session: Any, step: PurgeStep, key: Any, batch_size: int, resumable: bool
+) -> int:
+    batch = step.batch(key, batch_size)
+    if batch is None:
+        deleted = int((await session.exec(step.delete_all(key))).rowcount)
+        if resumable:
+            await session.commit()
+        return deleted
+    deleted = 0
+    while ids := list((await session.exec(batch)).all()):
+        deleted += int((await session.exec(step.delete_batch(key, ids))).rowcount)
+        if resumable:
+            await session.commit()
+    return deleted
