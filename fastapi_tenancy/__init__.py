@@ -75,6 +75,7 @@ from .lookup import LookupCache, TenantLookup, TenantTableLookup
 from .middleware import TenancyMiddleware
 from .models import TenantScoped, tenant_field, tenant_unique
 from .propagation import as_tenant, capture, carry_tenant, restore
+from .records import TenantRecord
 from .registry import TenantRegistry
 from .resolvers import (
     CallableResolver,
@@ -140,6 +141,7 @@ __all__ = [
     "TenantLookup",
     "TenantMismatch",
     "TenantNotFound",
+    "TenantRecord",
     "TenantRegistry",
     "TenantRequired",
     "TenantScoped",

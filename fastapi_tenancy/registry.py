@@ -27,6 +27,7 @@ from sqlmodel import select
 from .exceptions import TenancyMisuse, TenantNotFound
 from .lookup import TenantTableLookup
 from .purge import PurgeStep
+from .records import TenantRecord
 from .transfer import ExportReader, TableCopy, decoded_fields, record_fields
 from .wall.guard import kit_setting_options
 
@@ -47,13 +48,14 @@ class TenantRegistry(Generic[RecordT]):
 
     ``model`` is the app's SQLModel table of tenants; ``key`` and ``active`` name its key
     column (unique) and active flag; ``created_at`` and ``suspended_at``, if given, name
-    timezone-aware datetime columns the kit fills in. ``before_create(key, fields)`` may change
-    ``fields`` or raise a :class:`TenancyError` to refuse; ``after_create(record, session)``
-    runs in the creating transaction with the new tenant bound (``get_current_tenant()``,
-    ``carry_tenant`` see it) and a session scoped to it (a failure rolls the whole creation
-    back). ``max_tenants`` counts every row of the table, suspended ones
-    included, in the creating transaction: two creates racing at the limit may both pass; take
-    a lock in ``before_create`` if the limit is a contract.
+    timezone-aware datetime columns the kit fills in (on a
+    :class:`~fastapi_tenancy.TenantRecord`, its own columns, unless named otherwise).
+    ``before_create(key, fields)`` may change ``fields`` or raise a :class:`TenancyError` to
+    refuse; ``after_create(record, session)`` runs in the creating transaction with the new
+    tenant bound (``get_current_tenant()``, ``carry_tenant`` see it) and a session scoped to it
+    (a failure rolls the whole creation back). ``max_tenants`` counts every row of the table,
+    suspended ones included, in the creating transaction: two creates racing at the limit may
+    both pass; take a lock in ``before_create`` if the limit is a contract.
     """
 
     model: type[RecordT]
@@ -64,6 +66,12 @@ class TenantRegistry(Generic[RecordT]):
     max_tenants: int | None = None
     before_create: BeforeCreate | None = None
     after_create: AfterCreate | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, type) and issubclass(self.model, TenantRecord):
+            for column in ("created_at", "suspended_at"):
+                if getattr(self, column) is None:
+                    object.__setattr__(self, column, column)
 
     def lookup(self) -> TenantTableLookup[RecordT]:
         """The lookup that reads this table (``Tenancy`` uses it when given no ``lookup``)."""

@@ -56,6 +56,7 @@ EXPECTED = [
     "TenantLookup",
     "TenantMismatch",
     "TenantNotFound",
+    "TenantRecord",
     "TenantRegistry",
     "TenantRequired",
     "TenantScoped",

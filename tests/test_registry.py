@@ -27,6 +27,7 @@ from fastapi_tenancy import (
     TenantExists,
     TenantLimitReached,
     TenantNotFound,
+    TenantRecord,
     TenantRegistry,
     get_current_tenant,
 )
@@ -286,3 +287,38 @@ def test_created_tenants_are_counted_in_the_table(make_lifecycle: Callable[..., 
         ("globex", "Welcome to Globex"),
         ("initech", "Welcome to Initech"),
     ]
+
+
+class AdoptedOrganization(TenantRecord, table=True):
+    """A tenants table adopted from the kit, with a column of the app's own."""
+
+    __tablename__ = "reg_adopted_organization"
+
+    name: str = Field(max_length=100)
+
+
+def test_an_adopted_tenant_record_is_read_and_stamped_with_no_column_named(
+    engine: Engine, any_engine: Engine | AsyncEngine, create_tables: Any
+) -> None:
+    create_tables(engine, AdoptedOrganization)
+    adopted = TenantRegistry(AdoptedOrganization)
+    assert (adopted.key, adopted.active) == ("slug", "active")
+    assert (adopted.created_at, adopted.suspended_at) == ("created_at", "suspended_at")
+    app, tenancy = build_app(any_engine, resolvers=[HeaderResolver()], registry=adopted)
+    with client(app) as http:
+
+        def call(method: str, key: str, **fields: Any) -> Any:
+            if tenancy.is_async:
+                operation = getattr(tenancy.async_tenants, method)
+                return http.portal.call(lambda: operation(key, **fields))  # type: ignore[union-attr]
+            return getattr(tenancy.tenants, method)(key, **fields)
+
+        record = call("create", "hooli", name="Hooli")
+        assert record.created_at is not None
+        assert record.suspended_at is None
+        assert http.get("/whoami", headers=tenant_header("hooli")).status_code == 200
+        suspended = call("suspend", "hooli")
+        assert suspended.suspended_at is not None
+        assert not suspended.active
+        r = http.get("/whoami", headers=tenant_header("hooli"))
+        assert (r.status_code, r.json()["code"]) == (403, "tenant_inactive"), r.text
