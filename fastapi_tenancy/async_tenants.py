@@ -137,6 +137,7 @@ class AsyncTenants(Generic[RecordT]):
         dry_run: bool = False,
         batch_size: int = 1000,
         resumable: bool = False,
+        progress: Progress | None = None,
     ) -> PurgeReport:
         """See :meth:`Tenants.purge`."""
         key = checked_key(self.tenancy, key)
@@ -150,7 +151,7 @@ class AsyncTenants(Generic[RecordT]):
                     report.rows[step.table.name] = (await session.exec(step.count(key))).one()
                     continue
                 report.rows[step.table.name] = await _purge_step_async(
-                    session, step, key, batch_size, resumable
+                    session, step, key, batch_size, resumable, progress
                 )
             if not dry_run:
                 await session.exec(self.registry.delete(key))
@@ -283,17 +284,30 @@ async def _write_rows_async(
 
 
 async def _purge_step_async(
-    session: Any, step: PurgeStep, key: Any, batch_size: int, resumable: bool
+    session: Any,
+    step: PurgeStep,
+    key: Any,
+    batch_size: int,
+    resumable: bool,
+    progress: Progress | None,
 ) -> int:
     batch = step.batch(key, batch_size)
     if batch is None:
         deleted = int((await session.exec(step.delete_all(key))).rowcount)
         if resumable:
             await session.commit()
+        _heard(progress, deleted)
         return deleted
     deleted = 0
     while ids := list((await session.exec(batch)).all()):
-        deleted += int((await session.exec(step.delete_batch(key, ids))).rowcount)
+        count = int((await session.exec(step.delete_batch(key, ids))).rowcount)
+        deleted += count
         if resumable:
             await session.commit()
+        _heard(progress, count)
     return deleted
+
+
+def _heard(progress: Progress | None, count: int) -> None:
+    if progress is not None and count:
+        progress(count)

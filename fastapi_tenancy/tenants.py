@@ -145,14 +145,15 @@ class Tenants(Generic[RecordT]):
         dry_run: bool = False,
         batch_size: int = 1000,
         resumable: bool = False,
+        progress: Progress | None = None,
     ) -> PurgeReport:
         """Delete every row of suspended tenant ``key`` from every tenant model, then its
         record; audited on ``fastapi_tenancy.audit``.
 
         ``dry_run`` counts and deletes nothing. Rows go ``batch_size`` at a time, in one
         transaction, or committed batch by batch with ``resumable`` (a purge interrupted then
-        is finished by the next). An active tenant is refused: suspend it first, so that no
-        request writes while it goes.
+        is finished by the next); ``progress(n)`` hears the rows each batch deleted. An active
+        tenant is refused: suspend it first, so that no request writes while it goes.
         """
         key = checked_key(self.tenancy, key)
         refuse_active(self.registry, self.get(key))
@@ -164,7 +165,7 @@ class Tenants(Generic[RecordT]):
                 report.rows[step.table.name] = (
                     session.exec(step.count(key)).one()
                     if dry_run
-                    else _purge_step_sync(session, step, key, batch_size, resumable)
+                    else _purge_step_sync(session, step, key, batch_size, resumable, progress)
                 )
             if not dry_run:
                 session.exec(self.registry.delete(key))
@@ -308,17 +309,30 @@ def _write_rows(
 
 
 def _purge_step_sync(
-    session: Any, step: PurgeStep, key: Any, batch_size: int, resumable: bool
+    session: Any,
+    step: PurgeStep,
+    key: Any,
+    batch_size: int,
+    resumable: bool,
+    progress: Progress | None,
 ) -> int:
     batch = step.batch(key, batch_size)
     if batch is None:
         deleted = int(session.exec(step.delete_all(key)).rowcount)
         if resumable:
             session.commit()
+        _heard(progress, deleted)
         return deleted
     deleted = 0
     while ids := list(session.exec(batch).all()):
-        deleted += int(session.exec(step.delete_batch(key, ids)).rowcount)
+        count = int(session.exec(step.delete_batch(key, ids)).rowcount)
+        deleted += count
         if resumable:
             session.commit()
+        _heard(progress, count)
     return deleted
+
+
+def _heard(progress: Progress | None, count: int) -> None:
+    if progress is not None and count:
+        progress(count)
