@@ -219,14 +219,15 @@ class Tenants(Generic[RecordT]):
         report = TransferReport(key, Path(path))
         try:
             plan = import_plan(reader, steps)
-            ids = IdMap(key, self.registry.key_column())
+            ids = IdMap(key, self.registry.key_column(), [copy for copy, _ in plan])
             with self.tenancy.session(tenant=key) as session:
                 self._add_record(session, key, self.registry.imported_fields(reader, fields))
                 for copy, table in plan:
                     report.rows[copy.table.name] = 0
                     for batch in reader.batches(table, copy.batch_size):
                         result = session.exec(
-                            copy.insert(), params=[ids.rewrite(copy, values) for values in batch]
+                            copy.insert(ids.remembers(copy)),
+                            params=[ids.rewrite(copy, values) for values in batch],
                         )
                         ids.learn(copy, batch, result)
                         report.rows[copy.table.name] += len(batch)

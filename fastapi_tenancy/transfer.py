@@ -115,36 +115,53 @@ class TableCopy:
         values = dict(zip((c.name for c in self.columns), row, strict=True))
         return json.dumps(values, default=_to_json, separators=(",", ":")) + "\n"
 
-    def insert(self) -> Any:
+    def insert(self, returning: bool) -> Any:
+        """The insert of a batch; ``returning`` the new ids, in the batch's order."""
         statement = insert(self.model)
-        if self.fresh_key is not None:
+        if returning and self.fresh_key is not None:
             column = getattr(self.model, self.attributes[self.fresh_key])
             statement = statement.returning(column, sort_by_parameter_order=True)
         return statement
 
 
 class IdMap:
-    """Old primary key to new, per table, and the rewriting of one row of the export."""
+    """Old primary key to new, for the tables an import's rows reference, and the rewriting of
+    one row of the export."""
 
-    def __init__(self, key: Any, registry_key: Column[Any] | None) -> None:
+    def __init__(self, key: Any, registry_key: Column[Any] | None, copies: list[TableCopy]):
         self.key = key
-        self.registry_key = registry_key
         self.ids: dict[str, dict[Any, Any]] = {}
+        # Per table, once: each foreign key column and what it gets, the new tenant key
+        # (None) or the new id of a row of the named table.
+        self._references: dict[str, list[tuple[str, str | None]]] = {}
+        for copy in copies:
+            self._references[copy.table.name] = [
+                (
+                    fk.parent.name,
+                    None if _names_tenant(fk.column, registry_key) else fk.column.table.name,
+                )
+                for fk in copy.table.foreign_keys
+                if fk.parent.name != copy.tenant_column
+            ]
+        self._referenced = {
+            target for references in self._references.values() for _, target in references if target
+        }
+
+    def remembers(self, copy: TableCopy) -> bool:
+        """Whether the new ids of ``copy``'s rows are needed: some row references them."""
+        return copy.fresh_key is not None and copy.table.name in self._referenced
 
     def rewrite(self, copy: TableCopy, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` (by column name, decoded) as insert parameters (by attribute)."""
         row = {name: _from_json(copy.table.c[name], value) for name, value in values.items()}
         row[copy.tenant_column] = self.key
-        for fk in copy.table.foreign_keys:
-            local, target = fk.parent.name, fk.column
-            if local == copy.tenant_column or row.get(local) is None:
+        for local, target in self._references[copy.table.name]:
+            if row.get(local) is None:
                 continue
-            if (self.registry_key is not None and target is self.registry_key) or _tenant_column_of(
-                target.table
-            ) == target.name:
+            if target is None:
                 row[local] = self.key
             else:
-                new = self.ids.get(target.table.name, {}).get(row[local])
+                new = self.ids.get(target, {}).get(row[local])
                 if new is not None:
                     row[local] = new
         if copy.fresh_key is not None:
@@ -153,11 +170,16 @@ class IdMap:
 
     def learn(self, copy: TableCopy, batch: list[dict[str, Any]], result: Any) -> None:
         """Remember the new ids an insert of ``batch`` returned, in the batch's order."""
-        if copy.fresh_key is None:
+        if not self.remembers(copy):
             return
-        column = copy.table.c[copy.fresh_key]
-        old = [_from_json(column, values[copy.fresh_key]) for values in batch]
+        column = copy.table.c[copy.fresh_key]  # type: ignore[index]
+        old = [_from_json(column, values[column.name]) for values in batch]
         self.ids.setdefault(copy.table.name, {}).update(zip(old, result.scalars(), strict=True))
+
+
+def _names_tenant(target: Column[Any], registry_key: Column[Any] | None) -> bool:
+    """Whether a foreign key pointing at ``target`` holds a tenant key."""
+    return target is registry_key or _tenant_column_of(target.table) == target.name
 
 
 class ExportWriter:
@@ -168,9 +190,11 @@ class ExportWriter:
         self._stack = ExitStack()
         self._zip: zipfile.ZipFile | None = None
         if self.path.suffix == ".zip":
-            self._zip = self._stack.enter_context(
-                zipfile.ZipFile(self.path, "x", compression=zipfile.ZIP_DEFLATED)
-            )
+            try:
+                archive = zipfile.ZipFile(self.path, "x", compression=zipfile.ZIP_DEFLATED)
+            except FileExistsError as error:
+                raise TenancyMisuse(f"{self.path} exists: an export never overwrites") from error
+            self._zip = self._stack.enter_context(archive)
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             if any(self.path.iterdir()):
@@ -205,15 +229,19 @@ class ExportReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._zip = zipfile.ZipFile(self.path) if self.path.suffix == ".zip" else None
+        self._zip: zipfile.ZipFile | None = None
         try:
+            if self.path.suffix == ".zip":
+                self._zip = zipfile.ZipFile(self.path)
             with self._open(MANIFEST) as source:
                 manifest = json.load(source)
-        except (FileNotFoundError, KeyError) as error:
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+            self.close()
             raise TenancyMisuse(
-                f"{self.path} is not a complete tenant export: it has no {MANIFEST}"
+                f"{self.path} is not a complete tenant export: no readable {MANIFEST}"
             ) from error
-        if manifest.get("format") != EXPORT_FORMAT:
+        if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
+            self.close()
             raise TenancyMisuse(f"{self.path} is not a {EXPORT_FORMAT} export")
         self.manifest: dict[str, Any] = manifest
 

@@ -11,30 +11,18 @@ from __future__ import annotations
 import json
 import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from http_app import tenant_header
-from purge_models import TABLES, PurgeTask, World, dump, without
+from purge_models import PurgeTask, World, dump, without
 from sqlalchemy import Engine, create_engine, event, insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from fastapi_tenancy import CrossTenantWrite, TenancyMisuse, TenantExists, TenantNotFound
-
-
-@pytest.fixture
-def world(engine: Engine, any_engine: Engine | AsyncEngine, create_tables: Any) -> Iterator[World]:
-    create_tables(engine, *TABLES)
-    made = World(engine, any_engine)
-    try:
-        yield made
-    finally:
-        made.close()
-
 
 TENANT_TABLES = ("purge_project", "purge_task", "purge_catalog")  # tenant_id first
 
@@ -116,12 +104,19 @@ def test_refused_imports_and_exports_change_nothing(world: World, tmp_path: Path
         world.call("import_", tmp_path / "acme", "globex")
     with pytest.raises(TenantNotFound):
         world.call("export", "nobody", tmp_path / "nobody")
-    assert not (tmp_path / "nobody").exists() or not any((tmp_path / "nobody").iterdir())
+    assert not (tmp_path / "nobody").exists()
+    (tmp_path / "taken.zip").write_bytes(b"someone's file")  # not a zip at all
     (tmp_path / "acme" / "manifest.json").unlink()  # an export cut short has no manifest
     with pytest.raises(TenancyMisuse, match="not a complete tenant export"):
         world.call("import_", tmp_path / "acme", "newco")
+    for missing in (tmp_path / "nowhere", tmp_path / "nowhere.zip", tmp_path / "taken.zip"):
+        with pytest.raises(TenancyMisuse, match="not a complete tenant export"):
+            world.call("import_", missing, "newco")
     with pytest.raises(TenancyMisuse, match="not empty"):
         world.call("export", "acme", tmp_path / "acme")
+    with pytest.raises(TenancyMisuse, match="never overwrites"):
+        world.call("export", "acme", tmp_path / "taken.zip")
+    assert (tmp_path / "taken.zip").read_bytes() == b"someone's file"
     assert dump(world.engine) == before
 
 
