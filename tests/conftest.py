@@ -631,3 +631,19 @@ def create_tables() -> TableCreator:
 def probe_server() -> Callable[..., ServerStatus]:
     """``check_server`` itself, for the tests of these fixtures: no session cache involved."""
     return check_server
+
+
+@pytest.fixture
+def world(
+    engine: Engine, any_engine: Engine | AsyncEngine, create_tables: TableCreator
+) -> Iterator[Any]:
+    """The lifecycle tests' seeded tenants, projects and tasks behind an app whose registry
+    they are (``tests/purge_models.py``), on every database and engine flavour."""
+    from purge_models import TABLES, World
+
+    create_tables(engine, *TABLES)
+    made = World(engine, any_engine)
+    try:
+        yield made
+    finally:
+        made.close()

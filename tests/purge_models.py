@@ -14,6 +14,7 @@ from sqlmodel import Field, Session, SQLModel
 
 from fastapi_tenancy import (
     HeaderResolver,
+    Tenancy,
     TenantRegistry,
     TenantScoped,
     tenant_foreign_key,
@@ -120,12 +121,16 @@ class World:
         seed(engine)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``tenancy.tenants.<method>(...)``, or its async twin run on the app's loop."""
-        tenants = self.tenancy.async_tenants if self.tenancy.is_async else self.tenancy.tenants
-        operation = getattr(tenants, method)
-        if self.tenancy.is_async:
-            return self.client.portal.call(lambda: operation(*args, **kwargs))  # type: ignore[union-attr]
-        return operation(*args, **kwargs)
+        return call_tenants(self.tenancy, self.client, method, *args, **kwargs)
 
     def close(self) -> None:
         self.client.__exit__(None, None, None)
+
+
+def call_tenants(tenancy: Tenancy, http: TestClient, method: str, *args: Any, **kwargs: Any) -> Any:
+    """``tenancy.tenants.<method>(...)``, or its async twin run on the app's loop."""
+    tenants = tenancy.async_tenants if tenancy.is_async else tenancy.tenants
+    operation = getattr(tenants, method)
+    if tenancy.is_async:
+        return http.portal.call(lambda: operation(*args, **kwargs))  # type: ignore[union-attr]
+    return operation(*args, **kwargs)

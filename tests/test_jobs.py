@@ -6,28 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from purge_models import TABLES, PurgeProject, World
-from sqlalchemy import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine
+from purge_models import PurgeProject, World
 from sqlmodel import select
 
 from fastapi_tenancy import get_current_tenant
 from fastapi_tenancy.jobs import run_for_each_tenant, run_for_each_tenant_async
 from fastapi_tenancy.logging import TenantLogFilter
-
-
-@pytest.fixture
-def world(engine: Engine, any_engine: Engine | AsyncEngine, create_tables: Any) -> Iterator[World]:
-    create_tables(engine, *TABLES)
-    made = World(engine, any_engine)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def test_each_active_tenant_runs_once_bound_and_one_failure_is_reported(

@@ -9,31 +9,23 @@ On every database, with sync and async engines.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from http_app import tenant_header
 from purge_models import (
-    TABLES,
     World,
     dump,
     without,
 )
-from sqlalchemy import Engine, event
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fastapi_tenancy import TenancyMisuse, TenantNotFound
-
-
-@pytest.fixture
-def world(engine: Engine, any_engine: Engine | AsyncEngine, create_tables: Any) -> Iterator[World]:
-    create_tables(engine, *TABLES)
-    made = World(engine, any_engine)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 @pytest.fixture
@@ -116,3 +108,51 @@ def test_an_active_or_unknown_tenant_is_refused(world: World) -> None:
     with pytest.raises(TenantNotFound):
         world.call("purge", "nobody")
     assert dump(world.engine) == before
+
+
+@pytest.mark.parametrize("mode", ["all-or-nothing", "resumable"])
+def test_a_purge_whose_process_is_killed_is_finished_by_the_next(
+    world: World, db_url: str, mode: str
+) -> None:
+    world.call("suspend", "acme")
+    before = dump(world.engine)
+    script = str(Path(__file__).with_name("purge_victim.py"))
+    with subprocess.Popen(
+        [sys.executable, script, db_url, mode, "3"], stdout=subprocess.PIPE, text=True
+    ) as victim:
+        try:
+            assert victim.stdout is not None
+            assert victim.stdout.readline().strip() == "deleting"
+        finally:
+            victim.kill()  # SIGKILL: no cleanup, no rollback from the client
+            victim.wait(10)
+    halfway = dump(world.engine)
+    if mode == "all-or-nothing":
+        assert halfway == before
+    else:
+        assert halfway != before  # two batches were committed ...
+        assert any(row[0] == "acme" for row in halfway["purge_task"])  # ... not all
+    world.call("purge", "acme", batch_size=5, resumable=True)
+    assert dump(world.engine) == without(before, "acme")
+
+
+@pytest.mark.parametrize("resumable", [False, True])
+def test_progress_hears_each_batch_and_adds_up_to_the_rows_deleted(
+    world: World, resumable: bool
+) -> None:
+    world.call("suspend", "acme")
+    before = dump(world.engine)
+    heard: list[int] = []
+    report = world.call("purge", "acme", batch_size=5, resumable=resumable, progress=heard.append)
+    assert sum(heard) == report.total == 17
+    # 12 tasks in batches of 5, one catalogue row, 4 projects (the last two in either order)
+    assert heard[:3] == [5, 5, 2]
+    assert sorted(heard[3:]) == [1, 4]
+    assert dump(world.engine) == without(before, "acme")
+
+
+def test_a_dry_run_reports_no_progress(world: World) -> None:
+    world.call("suspend", "acme")
+    heard: list[int] = []
+    assert world.call("purge", "acme", dry_run=True, progress=heard.append).total == 17
+    assert heard == []

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from http_app import Project, build_app, client, tenant_header
+from purge_models import call_tenants
 from sqlalchemy import Engine, func
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, Session, SQLModel, select
@@ -84,11 +85,7 @@ class Lifecycle:
         self.client: TestClient = client(self.app).__enter__()
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        tenants = self.tenancy.async_tenants if self.tenancy.is_async else self.tenancy.tenants
-        operation = getattr(tenants, method)
-        if self.tenancy.is_async:
-            return self.client.portal.call(lambda: operation(*args, **kwargs))  # type: ignore[union-attr]
-        return operation(*args, **kwargs)
+        return call_tenants(self.tenancy, self.client, method, *args, **kwargs)
 
     def status(self, tenant: str) -> int:
         return int(self.client.get("/whoami", headers=tenant_header(tenant)).status_code)
@@ -306,18 +303,11 @@ def test_an_adopted_tenant_record_is_read_and_stamped_with_no_column_named(
     assert (adopted.created_at, adopted.suspended_at) == ("created_at", "suspended_at")
     app, tenancy = build_app(any_engine, resolvers=[HeaderResolver()], registry=adopted)
     with client(app) as http:
-
-        def call(method: str, key: str, **fields: Any) -> Any:
-            if tenancy.is_async:
-                operation = getattr(tenancy.async_tenants, method)
-                return http.portal.call(lambda: operation(key, **fields))  # type: ignore[union-attr]
-            return getattr(tenancy.tenants, method)(key, **fields)
-
-        record = call("create", "hooli", name="Hooli")
+        record = call_tenants(tenancy, http, "create", "hooli", name="Hooli")
         assert record.created_at is not None
         assert record.suspended_at is None
         assert http.get("/whoami", headers=tenant_header("hooli")).status_code == 200
-        suspended = call("suspend", "hooli")
+        suspended = call_tenants(tenancy, http, "suspend", "hooli")
         assert suspended.suspended_at is not None
         assert not suspended.active
         r = http.get("/whoami", headers=tenant_header("hooli"))
