@@ -530,15 +530,16 @@ async def _run_check_async(url: URL, options: dict[str, Any]) -> list[Finding]:
         await engine.dispose()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``fastapi-tenancy-check DATABASE_URL``: print what is missing; exit 1 if anything is."""
-    parser = argparse.ArgumentParser(
-        prog="fastapi-tenancy-check",
-        description="List what the PostgreSQL tenant wall is missing in a live database.",
-    )
+CANNOT_RUN = (SQLAlchemyError, OSError, ValueError, TypeError, ImportError, AttributeError)
+"""What :func:`findings_for` raises when the check cannot run (exit status 2)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, url_required: bool = True) -> None:
+    """The checker's arguments, on ``parser`` (``fastapi-tenancy check`` shares them)."""
     parser.add_argument(
         "url",
         metavar="DATABASE_URL",
+        nargs=None if url_required else "?",
         help="connect as the application's role; sync (postgresql://, psycopg) or async "
         "(postgresql+asyncpg://, postgresql+psycopg_async://) URL",
     )
@@ -551,32 +552,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--exclude", action="append", default=[], help="table to leave out")
     parser.add_argument("--strict-keys", action="store_true", help="report primary keys too")
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
-    args = parser.parse_args(argv)
-    try:
-        metadata = _load_metadata(args.metadata) if args.metadata else None
-        options = {
-            "role": args.role,
-            "schemas": args.schema,
-            "tenant_columns": args.tenant_column or ("tenant_id",),
-            "metadata": metadata,
-            "exclude": args.exclude,
-            "strict_keys": args.strict_keys,
-        }
-        findings = _run_check(_engine_url(args.url), options)
-    except (
-        SQLAlchemyError,
-        OSError,
-        ValueError,
-        TypeError,
-        ImportError,
-        AttributeError,
-    ) as error:
-        print(f"fastapi-tenancy-check: {error}", file=sys.stderr)
-        return 2
-    if args.json:
+
+
+def findings_for(args: argparse.Namespace) -> list[Finding]:
+    """The findings for parsed :func:`add_arguments`; raises one of :data:`CANNOT_RUN`."""
+    metadata = _load_metadata(args.metadata) if args.metadata else None
+    options = {
+        "role": args.role,
+        "schemas": args.schema,
+        "tenant_columns": args.tenant_column or ("tenant_id",),
+        "metadata": metadata,
+        "exclude": args.exclude,
+        "strict_keys": args.strict_keys,
+    }
+    return _run_check(_engine_url(args.url), options)
+
+
+def report(findings: list[Finding], *, as_json: bool = False) -> int:
+    """Print ``findings`` (as JSON with ``as_json``); the exit status: 1 if any, else 0."""
+    if as_json:
         print(json.dumps([asdict(finding) for finding in findings], indent=2))
     else:
         for finding in findings:
             print(finding)
         print(f"{len(findings)} problem(s) found" if findings else "no problems found")
     return 1 if findings else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fastapi-tenancy-check DATABASE_URL``: print what is missing; exit 1 if anything is."""
+    parser = argparse.ArgumentParser(
+        prog="fastapi-tenancy-check",
+        description="List what the PostgreSQL tenant wall is missing in a live database.",
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        findings = findings_for(args)
+    except CANNOT_RUN as error:
+        print(f"fastapi-tenancy-check: {error}", file=sys.stderr)
+        return 2
+    return report(findings, as_json=args.json)
