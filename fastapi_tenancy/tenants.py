@@ -225,11 +225,9 @@ class Tenants(Generic[RecordT]):
                 for copy, table in plan:
                     report.rows[copy.table.name] = 0
                     for batch in reader.batches(table, copy.batch_size):
-                        result = session.exec(
-                            copy.insert(ids.remembers(copy)),
-                            params=[ids.rewrite(copy, values) for values in batch],
-                        )
-                        ids.learn(copy, batch, result)
+                        rows = [ids.rewrite(copy, values) for values in batch]
+                        result = session.exec(copy.insert(ids.remembers(copy)), params=rows)
+                        ids.learn(copy, batch, rows, result)
                         report.rows[copy.table.name] += len(batch)
                         if progress is not None:
                             progress(len(batch))

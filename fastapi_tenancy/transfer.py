@@ -8,7 +8,8 @@ export is refused rather than half imported. Rows are streamed from the database
 
 An import writes every row into a new tenant in one transaction, through a session scoped to it
 (the wall proves each insert). A single-column primary key the database or the model generates
-(an autoincrement integer, a ``uuid4`` default) gets a fresh value, and every foreign key
+(an autoincrement integer, a column default, a SQLModel ``default_factory=uuid4``) gets a fresh
+value, and every foreign key
 pointing at a row of the export follows it; the tenant column, and references to the tenant
 key, get the new key. Other values are kept. Values that JSON lacks travel as text (times in ISO
 8601, UUIDs, decimals) or base64 (bytes), and are read back by the column's Python type.
@@ -90,11 +91,16 @@ class TableCopy:
         self.attributes = {c.name: mapper.get_property_by_column(c).key for c in self.columns}
         self.tenant_column = step.model.tenant_column().property.columns[0].name
         primary = list(step.table.primary_key.columns)
+        single = primary[0] if len(primary) == 1 and primary[0].name != self.tenant_column else None
+        # A key the model makes in Python (SQLModel's default_factory): made here for each row.
+        self.make_key = (
+            None
+            if single is None
+            else _key_factory(step.model, self.attributes[single.name], single)
+        )
         self.fresh_key = (
-            primary[0].name
-            if len(primary) == 1
-            and primary[0].name != self.tenant_column
-            and _generated(primary[0])
+            single.name
+            if single is not None and (self.make_key is not None or _generated(single))
             else None
         )
         # A row may reference a row of its own table imported just before it: one at a time.
@@ -118,7 +124,7 @@ class TableCopy:
     def insert(self, returning: bool) -> Any:
         """The insert of a batch; ``returning`` the new ids, in the batch's order."""
         statement = insert(self.model)
-        if returning and self.fresh_key is not None:
+        if returning and self.fresh_key is not None and self.make_key is None:
             column = getattr(self.model, self.attributes[self.fresh_key])
             statement = statement.returning(column, sort_by_parameter_order=True)
         return statement
@@ -164,17 +170,26 @@ class IdMap:
                 new = self.ids.get(target, {}).get(row[local])
                 if new is not None:
                     row[local] = new
-        if copy.fresh_key is not None:
+        if copy.make_key is not None:
+            row[copy.fresh_key] = copy.make_key()  # type: ignore[index]
+        elif copy.fresh_key is not None:
             row.pop(copy.fresh_key)
         return {copy.attributes[name]: value for name, value in row.items()}
 
-    def learn(self, copy: TableCopy, batch: list[dict[str, Any]], result: Any) -> None:
-        """Remember the new ids an insert of ``batch`` returned, in the batch's order."""
+    def learn(
+        self, copy: TableCopy, batch: list[dict[str, Any]], rows: list[dict[str, Any]], result: Any
+    ) -> None:
+        """Remember the new ids of ``batch``, inserted as ``rows``: made here, or returned by the
+        insert in the batch's order."""
         if not self.remembers(copy):
             return
         column = copy.table.c[copy.fresh_key]  # type: ignore[index]
         old = [_from_json(column, values[column.name]) for values in batch]
-        self.ids.setdefault(copy.table.name, {}).update(zip(old, result.scalars(), strict=True))
+        if copy.make_key is not None:
+            new = [row[copy.attributes[column.name]] for row in rows]
+        else:
+            new = list(result.scalars())
+        self.ids.setdefault(copy.table.name, {}).update(zip(old, new, strict=True))
 
 
 def _names_tenant(target: Column[Any], registry_key: Column[Any] | None) -> bool:
@@ -324,6 +339,15 @@ def defer_foreign_keys(engine: Engine | AsyncEngine) -> list[Any]:
     if engine.dialect.name == "postgresql":
         return [DEFER_POSTGRES]
     return []
+
+
+def _key_factory(model: type[Any], attribute: str, column: Column[Any]) -> Callable[[], Any] | None:
+    """The model's own maker of this key's values, when the column has no default of its own."""
+    if column.default is not None:
+        return None
+    field = getattr(model, "model_fields", {}).get(attribute)
+    factory = getattr(field, "default_factory", None)
+    return factory if callable(factory) else None
 
 
 def _generated(column: Column[Any]) -> bool:
