@@ -1,8 +1,9 @@
 """``python -m example_app``: create and seed the database on first start, then serve.
 
 Reads ``DATABASE_URL``, ``PORT``, ``EXAMPLE_JWT_SECRET``, ``EXAMPLE_BASE_DOMAIN``,
-``EXAMPLE_RLS`` and ``EXAMPLE_RLS_PASSWORD``; see ``--help``. Once it serves, the engines are
-the app's: its shutdown disposes of them, on Ctrl-C and on SIGTERM alike.
+``EXAMPLE_RLS``, ``EXAMPLE_RLS_PASSWORD`` and ``EXAMPLE_MAX_TENANTS``; see ``--help``. Once it
+serves, the engines are the app's: its shutdown disposes of them, on Ctrl-C and on SIGTERM
+alike.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ environment:
   EXAMPLE_RLS_PASSWORD that role's password, {MIN_RLS_PASSWORD_LENGTH}+ printable ASCII characters;
                        default: derived from EXAMPLE_JWT_SECRET (HMAC-SHA256), the same in
                        every worker
+  EXAMPLE_MAX_TENANTS  how many tenants the database may hold (the seeded and suspended ones
+                       count): POST /signup answers 403 at the limit; default: no limit
 
 seeded logins (email, password, tenants):
 {_logins()}
@@ -156,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             admin_engine=admin_engine,
             rls=settings.rls,
             own_engines=True,
+            max_tenants=settings.max_tenants,
         )
         if settings.rls:
             try:

@@ -17,13 +17,7 @@ from pwdlib import PasswordHash
 from sqlalchemy import Engine
 from starlette.requests import HTTPConnection
 
-from fastapi_tenancy import (
-    HeaderResolver,
-    JWTClaimResolver,
-    SubdomainResolver,
-    Tenancy,
-    TenantTableLookup,
-)
+from fastapi_tenancy import HeaderResolver, JWTClaimResolver, SubdomainResolver, Tenancy
 
 from .auth import (
     DEFAULT_TOKEN_TTL,
@@ -35,29 +29,39 @@ from .auth import (
     membership_check,
 )
 from .errors import install_error_handlers
+from .lifecycle import tenant_registry
 from .middleware import AccessLogMiddleware, BearerRequiredMiddleware
-from .models import Tenant
 from .rls import prepare_rls
 from .routes import Services, admin_router, public_router, tenant_router
 from .settings import Settings, make_engine
 
-__all__ = ["DOCS_PATHS", "PUBLIC_PATHS", "TENANT_OPTIONAL_PATHS", "create_app"]
+__all__ = [
+    "DOCS_PATHS",
+    "PUBLIC_PATHS",
+    "TENANT_OPTIONAL_PATHS",
+    "TENANT_OPTIONAL_PREFIXES",
+    "create_app",
+]
 
 logger = logging.getLogger("example_app")
 
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
-PUBLIC_PATHS = ("/", "/healthz", "/readyz", "/plans", "/auth/login", *DOCS_PATHS)
+PUBLIC_PATHS = ("/", "/healthz", "/readyz", "/plans", "/auth/login", "/signup", *DOCS_PATHS)
 """Served without a token. All other paths need one (401 ``not_authenticated``)."""
-UNRESOLVED_PATHS = ("/healthz", "/readyz", "/auth/login", *DOCS_PATHS)
-"""Served without tenant resolution at all: a stale token must not stop a new login.
+UNRESOLVED_PATHS = ("/healthz", "/readyz", "/auth/login", "/signup", *DOCS_PATHS)
+"""Served without tenant resolution at all: a stale token must not stop a new login, and a
+sign-up's tenant does not exist yet.
 ("/" cannot be listed: the kit reads paths ending in "/" as prefixes.)"""
-TENANT_OPTIONAL_PATHS = frozenset({"/", "/plans", "/me", "/admin/projects"})
+TENANT_OPTIONAL_PATHS = frozenset({"/", "/plans", "/me"})
 """Resolved as usual (a tenant they name is checked) but served without one."""
+TENANT_OPTIONAL_PREFIXES = ("/admin/",)
+"""The same, for every path under these: the platform admin's routes work across tenants."""
 
 DESCRIPTION = """\
 A small multi-tenant SaaS API built on **fastapi_tenancy**.
 
-1. `POST /auth/login` with `{"email": "alice@acme.test", "password": "alice-pass"}`.
+1. `POST /auth/login` with `{"email": "alice@acme.test", "password": "alice-pass"}`
+   (or `POST /signup` a tenant of your own: its answer has a token too).
 2. Press **Authorize** and paste the `access_token`.
 3. Users in several tenants (carol@example.test) choose one per request with the
    `X-Tenant-ID` header or a subdomain (`acme.example.test`).
@@ -68,7 +72,8 @@ Sources that disagree are refused (403), and you may act only in your own tenant
 
 
 def _tenant_required(conn: HTTPConnection) -> bool:
-    return conn.url.path not in TENANT_OPTIONAL_PATHS
+    path = conn.url.path
+    return path not in TENANT_OPTIONAL_PATHS and not path.startswith(TENANT_OPTIONAL_PREFIXES)
 
 
 def create_app(
@@ -82,6 +87,7 @@ def create_app(
     admin_engine: Engine | None = None,
     rls: bool = False,
     own_engines: bool = False,
+    max_tenants: int | None = None,
 ) -> FastAPI:
     """Build the example API on ``engine``.
 
@@ -91,7 +97,9 @@ def create_app(
     :class:`~example_app.auth.LoginLimits`).
     ``rls=True`` (PostgreSQL) adds row-level security under the ORM wall: ``engine`` must then
     connect as an ordinary role and ``admin_engine`` (the owner, a superuser or ``BYPASSRLS``)
-    serves ``/admin/projects``; :mod:`example_app.rls` prepares both.
+    serves the admin routes' sessions; :mod:`example_app.rls` prepares both.
+    ``max_tenants`` caps the tenants ``POST /signup`` may bring the database to (see
+    :mod:`example_app.lifecycle`); none by default.
     Arguments left out come from the environment (see :class:`~example_app.settings.Settings`).
     The app's shutdown disposes of the engines it made itself, and of ``engine`` and
     ``admin_engine`` too with ``own_engines=True`` (``python -m example_app`` hands its engines
@@ -112,6 +120,8 @@ def create_app(
                 owned.append(engine)
         jwt_secret = jwt_secret or settings.jwt_secret
         base_domain = base_domain or settings.base_domain
+        if max_tenants is None:
+            max_tenants = settings.max_tenants
     if own_engines:
         owned += [each for each in (engine, admin_engine) if each is not None and each not in owned]
 
@@ -127,7 +137,9 @@ def create_app(
             SubdomainResolver(base_domain),
             HeaderResolver("X-Tenant-ID"),
         ],
-        lookup=TenantTableLookup(Tenant, key="slug", active="active"),
+        # The tenants table: the lookup (unknown 404, suspended 403 tenant_inactive), and
+        # tenancy.tenants, which signs tenants up through its hooks and offboards them.
+        registry=tenant_registry(engine, max_tenants=max_tenants),
         membership=membership_check(engine),
         is_admin=is_platform_admin,
         require_tenant=_tenant_required,
@@ -159,6 +171,7 @@ def create_app(
         engine=engine,
         tokens=TokenIssuer(jwt_secret, token_ttl),
         passwords=PasswordHasher(password_hash, limits=login_limits),
+        tenants=tenancy.tenants,
     )
     app.state.tenancy = tenancy
     app.include_router(public_router)

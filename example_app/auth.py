@@ -14,7 +14,8 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -26,7 +27,7 @@ from sqlmodel import Session, col, select
 
 from fastapi_tenancy import TenantContext, get_tenant_context
 
-from .errors import LoginBusy, NotAuthenticated
+from .errors import LoginBusy, NotAuthenticated, SignupBusy
 from .models import Membership, User
 
 __all__ = [
@@ -47,10 +48,13 @@ JWT_ALGORITHM = "HS256"
 ADMIN_ROLE = "admin"
 DEFAULT_TOKEN_TTL = timedelta(hours=1)
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True, slots=True)
 class LoginLimits:
-    """How many password hashes run at once, and how many logins may wait for one.
+    """How many password hashes run at once, and how many logins may wait for one (sign-ups
+    hash their new password in the same slots).
 
     An Argon2id hash of ``PasswordHash.recommended()`` takes 64 MiB and a core for a moment;
     unbounded, a burst of failed logins takes the memory and the threads every other request
@@ -110,6 +114,14 @@ class PasswordHasher:
         Raises :class:`~example_app.errors.LoginBusy` when ``limits.max_waiting`` logins are
         waiting already, or when no slot frees up within ``limits.wait`` seconds.
         """
+        return await self._bounded(partial(self.verify, password, stored), LoginBusy)
+
+    async def make_hash(self, password: str) -> str:
+        """:meth:`hash` for a new account (``POST /signup``), in the same slots as
+        :meth:`check`; :class:`~example_app.errors.SignupBusy` when they are all taken."""
+        return await self._bounded(partial(self.hash, password), SignupBusy)
+
+    async def _bounded(self, work: Callable[[], T], busy: type[LoginBusy]) -> T:
         if self._slots is None or self._threads is None:
             self._slots = anyio.CapacityLimiter(self.limits.max_hashes)
             self._threads = anyio.CapacityLimiter(self.limits.max_hashes)
@@ -118,17 +130,17 @@ class PasswordHasher:
             slots.acquire_nowait()
         except anyio.WouldBlock:
             if slots.statistics().tasks_waiting >= self.limits.max_waiting:
-                raise LoginBusy() from None
+                raise busy() from None
             acquired = False
             with anyio.move_on_after(self.limits.wait):
                 await slots.acquire()
                 acquired = True
             if not acquired:
-                raise LoginBusy() from None
+                raise busy() from None
         try:
             # A thread limiter of its own: hashing neither waits for nor takes a token of the
             # default limiter, which every sync route and dependency shares.
-            return await anyio.to_thread.run_sync(self.verify, password, stored, limiter=threads)
+            return await anyio.to_thread.run_sync(work, limiter=threads)
         finally:
             slots.release()
 

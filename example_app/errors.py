@@ -22,10 +22,14 @@ from fastapi_tenancy import TenancyError
 
 __all__ = [
     "DatabaseNotReady",
+    "EmailTaken",
     "InvalidCredentials",
     "LoginBusy",
     "NotAuthenticated",
     "NotFound",
+    "SignupBusy",
+    "TenantActive",
+    "UnknownPlan",
     "install_error_handlers",
 ]
 
@@ -64,6 +68,41 @@ class LoginBusy(TenancyError):
     code = "login_busy"
     status_code = 503
     default_detail = "Too many logins at once. Retry in a moment."
+
+
+class SignupBusy(LoginBusy):
+    """``POST /signup`` while every password-hashing slot is taken: sign-ups hash the new
+    password in the slots logins use, so neither can take the memory the other needs."""
+
+    code = "signup_busy"
+    default_detail = "Too many sign-ups and logins at once. Retry in a moment."
+
+
+class UnknownPlan(TenancyError):
+    """``POST /signup`` names a plan ``GET /plans`` does not list (refused by the
+    ``before_create`` hook, before the tenant's row is written)."""
+
+    code = "unknown_plan"
+    status_code = 422
+    default_detail = "No such plan: GET /plans lists them."
+
+
+class EmailTaken(TenancyError):
+    """``POST /signup`` with the email of an existing account: nothing is created (the
+    account's owner logs in instead; a platform admin adds memberships)."""
+
+    code = "email_taken"
+    status_code = 409
+    default_detail = "An account with this email exists already: log in with it instead."
+
+
+class TenantActive(TenancyError):
+    """An offboarding preview (``DELETE /admin/tenants/{slug}?dry_run=true``) of a tenant that
+    is still active, or an offboarding whose tenant was resumed meanwhile."""
+
+    code = "tenant_active"
+    status_code = 409
+    default_detail = "This tenant is active: suspend it first."
 
 
 class DatabaseNotReady(TenancyError):

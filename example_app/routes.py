@@ -7,7 +7,9 @@ missing row: the API never tells one tenant what ids another tenant has.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, cast
 
 import anyio.to_thread
@@ -20,24 +22,31 @@ from fastapi_tenancy import (
     GlobalSession,
     NotAMember,
     TenantSession,
+    admin_session,
     get_tenant_context,
 )
+from fastapi_tenancy.tenants import Tenants
 
 from .auth import CurrentPrincipal, PasswordHasher, TokenIssuer, current_principal
 from .errors import DatabaseNotReady, InvalidCredentials, NotFound
 from .health import database_answers
+from .lifecycle import Founder, offboard, sign_up
 from .models import Membership, Plan, Project, Task, Tenant, User
 from .schemas import (
     LoginRequest,
     MembershipOut,
     MeOut,
+    OffboardOut,
     PlanOut,
     ProjectCreate,
     ProjectOut,
     ProjectUpdate,
+    SignupOut,
+    SignupRequest,
     StatsOut,
     TaskCreate,
     TaskOut,
+    TenantOut,
     TokenOut,
 )
 
@@ -46,14 +55,18 @@ __all__ = ["Services", "admin_router", "public_router", "tenant_router"]
 MAX_ID = 2**31 - 1
 MAX_PAGE = 100
 
+admin_logger = logging.getLogger("example_app.admin")
+
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """What the routes need besides the kit: the engine, the token issuer, the hasher."""
+    """What the routes need besides the kit's dependencies: the engine, the token issuer, the
+    hasher, and the tenancy's tenant operations (``tenancy.tenants``)."""
 
     engine: Engine
     tokens: TokenIssuer
     passwords: PasswordHasher
+    tenants: Tenants[Any]
 
 
 def get_services(request: Request) -> Services:
@@ -166,6 +179,31 @@ async def login(body: LoginRequest, services: ServicesDep) -> TokenOut:
         tenant = account.tenants[0] if len(account.tenants) == 1 else None
     roles = ["admin"] if account.is_platform_admin else []
     return TokenOut(access_token=services.tokens.issue(account.email, tenant=tenant, roles=roles))
+
+
+@public_router.post("/signup", status_code=status.HTTP_201_CREATED, tags=["auth"])
+async def signup(body: SignupRequest, services: ServicesDep) -> SignupOut:
+    """Create a tenant and its first user, its ``owner``, and log that user in.
+
+    All or nothing: ``409 tenant_exists`` (slug taken), ``400 invalid_tenant_key`` (slug outside
+    the key pattern), ``422 unknown_plan``, ``409 email_taken`` (an account has this email; log
+    in with it instead), ``403 tenant_limit_reached`` (``EXAMPLE_MAX_TENANTS``) and ``503
+    signup_busy`` (``Retry-After``) leave no tenant, no user and no membership behind. The
+    token names the new tenant.
+    """
+    # Hashed before the transaction, in the slots logins use: no transaction waits on a hash.
+    founder = Founder(
+        email=body.email,
+        name=body.user_name,
+        password_hash=await services.passwords.make_hash(body.password),
+    )
+    tenant = await anyio.to_thread.run_sync(
+        partial(
+            sign_up, services.tenants, body.tenant, name=body.name, plan=body.plan, founder=founder
+        )
+    )
+    token = services.tokens.issue(founder.email, tenant=tenant.slug, roles=[])
+    return SignupOut(access_token=token, tenant=TenantOut.of(tenant), email=founder.email)
 
 
 # -- the user ----------------------------------------------------------------------------------
@@ -319,3 +357,67 @@ def all_projects(
         .limit(page.limit)
     ).all()
     return [ProjectOut.of(project) for project in projects]
+
+
+Slug = Annotated[str, Path(description="The tenant's slug.")]
+AdminOnly = [Depends(admin_session)]
+"""For admin routes that need no session of their own: the kit's admin check and audit line."""
+
+
+@admin_router.get("/tenants")
+def all_tenants(
+    principal: CurrentPrincipal, session: AdminSession, page: PageDep, response: Response
+) -> list[TenantOut]:
+    """Every tenant, active and suspended, by slug: platform admins only, audited."""
+    response.headers["X-Total-Count"] = str(_count(session, col(Tenant.id)))
+    tenants = session.exec(
+        select(Tenant).order_by(col(Tenant.slug)).offset(page.offset).limit(page.limit)
+    ).all()
+    return [TenantOut.of(tenant) for tenant in tenants]
+
+
+@admin_router.post("/tenants/{slug}/suspend", dependencies=AdminOnly)
+def suspend_tenant(slug: Slug, principal: CurrentPrincipal, services: ServicesDep) -> TenantOut:
+    """Switch a tenant off: its requests answer ``403 tenant_inactive`` from now on; its
+    data stays. Platform admins only, audited; ``404 tenant_not_found`` for an unknown slug."""
+    tenant: Tenant = services.tenants.suspend(slug)
+    admin_logger.warning("tenant %s suspended by %s", tenant.slug, principal.email)
+    return TenantOut.of(tenant)
+
+
+@admin_router.post("/tenants/{slug}/resume", dependencies=AdminOnly)
+def resume_tenant(slug: Slug, principal: CurrentPrincipal, services: ServicesDep) -> TenantOut:
+    """Switch a suspended tenant back on. Platform admins only, audited."""
+    tenant: Tenant = services.tenants.resume(slug)
+    admin_logger.warning("tenant %s resumed by %s", tenant.slug, principal.email)
+    return TenantOut.of(tenant)
+
+
+@admin_router.delete("/tenants/{slug}")
+def offboard_tenant(
+    slug: Slug,
+    principal: CurrentPrincipal,
+    session: AdminSession,
+    services: ServicesDep,
+    dry_run: Annotated[
+        bool, Query(description="Count what would go; change nothing (tenant suspended).")
+    ] = False,
+) -> OffboardOut:
+    """Offboard a tenant: suspend it, remove its memberships, delete every row of its
+    projects and tasks, then the tenant; answers the rows deleted per table. Users stay
+    (an account may belong to other tenants).
+
+    ``?dry_run=true`` counts and changes nothing; it needs a suspended tenant (``409
+    tenant_active`` otherwise), whose rows no longer change. Platform admins only, audited;
+    ``404 tenant_not_found`` for an unknown slug.
+    """
+    report = offboard(services.tenants, session, slug, dry_run=dry_run)
+    if not dry_run:
+        admin_logger.warning(
+            "tenant %s offboarded by %s: %s rows deleted (%s)",
+            report.tenant,
+            principal.email,
+            report.total,
+            ", ".join(f"{table} {count}" for table, count in report.rows.items()),
+        )
+    return OffboardOut.of(report)

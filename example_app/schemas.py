@@ -11,25 +11,31 @@ refuses the first and the second cannot even be encoded as UTF-8.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from pydantic_core import PydanticCustomError
 
-from .models import Plan, Project, Task
+from .lifecycle import DEFAULT_PLAN, Offboarding
+from .models import Plan, Project, Task, Tenant
 
 __all__ = [
     "STORABLE_TEXT",
     "LoginRequest",
     "MeOut",
     "MembershipOut",
+    "OffboardOut",
     "PlanOut",
     "ProjectCreate",
     "ProjectOut",
     "ProjectUpdate",
+    "SignupOut",
+    "SignupRequest",
     "StatsOut",
     "TaskCreate",
     "TaskOut",
+    "TenantOut",
     "TokenOut",
 ]
 
@@ -53,6 +59,29 @@ TaskName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), STORABLE_TEXT
 ]
 TenantKey = Annotated[str, StringConstraints(min_length=1, max_length=63), STORABLE_TEXT]
+TenantName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), STORABLE_TEXT
+]
+PersonName = TenantName
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _email(value: str) -> str:
+    if _EMAIL.fullmatch(value) is None:
+        raise PydanticCustomError("email", "an email address like ada@example.test is needed")
+    return value.lower()
+
+
+NewEmail = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=254),
+    STORABLE_TEXT,
+    AfterValidator(_email),
+]
+"""A new account's email: one ``@``, a dot in the domain, stored in lower case (logins
+lower-case the email they are given)."""
+NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024), STORABLE_TEXT]
 
 
 class _Body(BaseModel):
@@ -72,6 +101,61 @@ class TokenOut(BaseModel):
 
     access_token: str
     token_type: str = "bearer"  # noqa: S105 (the OAuth2 token type, not a secret)
+
+
+class SignupRequest(_Body):
+    """``POST /signup``: a new tenant and its first user, who becomes its ``owner``.
+
+    ``tenant`` is the new tenant's slug, held to the kit's key pattern (lower-case letters,
+    digits, ``-`` and ``_``, up to 63; else ``400 invalid_tenant_key``); ``plan`` one of
+    ``GET /plans`` (default ``free``).
+    """
+
+    tenant: Annotated[str, StringConstraints(max_length=255), STORABLE_TEXT]
+    name: TenantName
+    plan: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20), STORABLE_TEXT] = (
+        DEFAULT_PLAN
+    )
+    email: NewEmail
+    user_name: PersonName
+    password: NewPassword
+
+
+class TenantOut(BaseModel):
+    """A tenant as the API shows it."""
+
+    slug: str
+    name: str
+    plan: str
+    active: bool
+
+    @classmethod
+    def of(cls, tenant: Tenant) -> TenantOut:
+        return cls(slug=tenant.slug, name=tenant.name, plan=tenant.plan, active=tenant.active)
+
+
+class SignupOut(TokenOut):
+    """The sign-up answer: the new tenant, the new user's email and a token for them that
+    names the tenant (so ``/projects`` works at once)."""
+
+    tenant: TenantOut
+    email: str
+
+
+class OffboardOut(BaseModel):
+    """``DELETE /admin/tenants/{slug}``: rows deleted per table (with ``dry_run``, rows that
+    would be), memberships first; ``total`` leaves out the tenant's own row."""
+
+    tenant: str
+    dry_run: bool
+    rows: dict[str, int]
+    total: int
+
+    @classmethod
+    def of(cls, report: Offboarding) -> OffboardOut:
+        return cls(
+            tenant=report.tenant, dry_run=report.dry_run, rows=report.rows, total=report.total
+        )
 
 
 class ProjectCreate(_Body):

@@ -65,6 +65,7 @@ class Settings:
     base_domain: str = DEFAULT_BASE_DOMAIN
     rls: bool = False
     rls_password: str | None = field(default=None, repr=False)
+    max_tenants: int | None = None
 
     @property
     def uses_dev_secret(self) -> bool:
@@ -88,7 +89,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``DATABASE_URL``, ``PORT``, ``EXAMPLE_JWT_SECRET``, ``EXAMPLE_BASE_DOMAIN``,
-        ``EXAMPLE_RLS`` and ``EXAMPLE_RLS_PASSWORD``.
+        ``EXAMPLE_RLS``, ``EXAMPLE_RLS_PASSWORD`` and ``EXAMPLE_MAX_TENANTS``.
 
         Unset or empty variables take the defaults; bad values raise ``ValueError`` with a
         sentence naming the variable.
@@ -123,6 +124,7 @@ class Settings:
                 f"EXAMPLE_RLS_PASSWORD must be {MIN_RLS_PASSWORD_LENGTH} or more printable ASCII "
                 "characters"
             )
+        max_tenants = _max_tenants(env.get("EXAMPLE_MAX_TENANTS", ""))
         return cls(
             database_url=url,
             port=port,
@@ -130,7 +132,19 @@ class Settings:
             base_domain=base_domain,
             rls=rls,
             rls_password=rls_password,
+            max_tenants=max_tenants,
         )
+
+
+def _max_tenants(raw: str) -> int | None:
+    """``EXAMPLE_MAX_TENANTS``: how many tenants the database may hold, suspended ones and the
+    seeded ones included (``POST /signup`` answers 403 at the limit); unset means no limit."""
+    value = raw.strip()
+    if not value:
+        return None
+    if not (value.isascii() and value.isdecimal()) or int(value) < 1:
+        raise ValueError(f"EXAMPLE_MAX_TENANTS must be a whole number of 1 or more, not {raw!r}")
+    return int(value)
 
 
 def _acceptable_role_password(password: str) -> bool:

@@ -168,6 +168,57 @@ def test_the_admin_switch_sees_every_tenant_through_the_owners_engine(api, login
     assert r.json()["code"] == "admin_required"
 
 
+def _rows_by_tenant(owner: Engine) -> dict[str, list[tuple[str, int]]]:
+    """As the owner, who passes the policies: each tenant table's rows counted per tenant."""
+    tables = {
+        "tenants": "slug",
+        "memberships": "tenant_id",
+        "projects": "tenant_id",
+        "tasks": "tenant_id",
+    }
+    with owner.connect() as conn:
+        return {
+            table: [
+                (tenant, count)
+                for tenant, count in conn.execute(
+                    text(f"SELECT {column}, count(*) FROM {table} GROUP BY 1 ORDER BY 1")  # noqa: S608
+                )
+            ]
+            for table, column in tables.items()
+        }
+
+
+def test_a_tenant_signs_up_and_is_offboarded_through_both_walls(
+    api: TestClient, login: Callable[[str], Headers], engine: Engine
+) -> None:
+    before = _rows_by_tenant(engine)
+    r = api.post(
+        "/signup",
+        json={
+            "tenant": "umbrella",
+            "name": "Umbrella Corporation",
+            "email": "ada@umbrella.test",
+            "user_name": "Ada Wong",
+            "password": "ada-pass-123",
+        },
+    )
+    assert r.status_code == 201, r.text
+    ada = bearer(r.json()["access_token"])
+    r = api.post("/projects", json={"name": "Hive"}, headers=ada)
+    assert r.status_code == 201, r.text
+    r = api.post(f"/projects/{r.json()['id']}/tasks", json={"name": "Seal it"}, headers=ada)
+    assert r.status_code == 201, r.text
+    signed_up = _rows_by_tenant(engine)
+    assert [signed_up[table][-1] for table in signed_up] == [("umbrella", 1)] * 4
+
+    r = api.delete("/admin/tenants/umbrella", headers=login("root@example.test"))
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"] == {"memberships": 1, "tasks": 1, "projects": 1}
+    assert _rows_by_tenant(engine) == before
+    r = api.get("/projects", headers=ada)
+    assert (r.status_code, r.json()["code"]) == (404, "tenant_not_found"), r.text
+
+
 def test_raw_sql_on_the_apps_engine_sees_and_writes_no_tenant_row(
     engine: Engine, app_engine: Engine
 ) -> None:
