@@ -20,6 +20,7 @@ from sqlmodel import Field, SQLModel
 from fastapi_tenancy import (
     HeaderResolver,
     Tenancy,
+    TenantChanges,
     TenantRecord,
     TenantRegistry,
     TenantScoped,
@@ -91,6 +92,33 @@ def make_async_tenancy() -> Tenancy:
         _sqlite_foreign_keys(engine.sync_engine)
         _made["async"] = Tenancy(engine, resolvers=[HeaderResolver()], registry=REGISTRY)
     return _made["async"]
+
+
+def make_tenancy_with_changes() -> Tenancy:
+    """The app telling every worker of its tenant changes on the channel the test names:
+    ``CLI_TEST_CHANGES`` is ``postgres`` (``LISTEN``/``NOTIFY`` on this database) or a Redis
+    URL, and ``CLI_TEST_CHANNEL`` the channel."""
+    engine = create_engine(os.environ["CLI_TEST_DATABASE_URL"])
+    _sqlite_foreign_keys(engine)
+    return Tenancy(
+        engine,
+        resolvers=[HeaderResolver()],
+        registry=REGISTRY,
+        tenant_changes=changes_for(
+            engine, os.environ["CLI_TEST_CHANGES"], os.environ["CLI_TEST_CHANNEL"]
+        ),
+    )
+
+
+def changes_for(engine: Engine, where: str, channel: str) -> TenantChanges:
+    """Tenant changes on ``channel``: ``where`` is ``postgres`` or a Redis URL."""
+    if where == "postgres":
+        from fastapi_tenancy.postgres.notify import PostgresChanges
+
+        return PostgresChanges(engine, channel=channel)
+    from fastapi_tenancy.redis_changes import RedisChanges
+
+    return RedisChanges(where, channel=channel)
 
 
 def make_tenancy_without_registry() -> Tenancy:
