@@ -139,9 +139,11 @@ class AsyncTenants(Generic[RecordT]):
         resumable: bool = False,
         progress: Progress | None = None,
     ) -> PurgeReport:
-        """See :meth:`Tenants.purge`."""
+        """See :meth:`Tenants.purge`; ``before_purge`` may be async."""
         key = checked_key(self.tenancy, key)
-        refuse_active(self.registry, await self.get(key))
+        record = await self.get(key)
+        if not dry_run:
+            refuse_active(self.registry, record)
         async with self._engine.connect() as connection:
             steps = await connection.run_sync(purge_plan)
         report = PurgeReport(key, dry_run)
@@ -154,6 +156,9 @@ class AsyncTenants(Generic[RecordT]):
                     session, step, key, batch_size, resumable, progress
                 )
             if not dry_run:
+                if self.registry.before_purge is not None:
+                    with with_tenant(key, source="registry"):
+                        await maybe_await(self.registry.before_purge(record, session))
                 await session.exec(self.registry.delete(key))
                 await session.commit()
         log_purge(report)

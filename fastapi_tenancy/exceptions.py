@@ -18,6 +18,7 @@ applications can branch on the code and the middleware can answer ``{"detail", "
     ├── AlreadyExists            409 already_exists
     │   └── TenantExists         409 tenant_exists
     ├── TenantLimitReached       403 tenant_limit_reached
+    ├── TenantActive             409 tenant_active
     ├── WriteConflict            409 write_conflict
     ├── DatabaseUnavailable      503 database_unavailable
     │   └── DatabaseBusy         503 database_busy
@@ -46,6 +47,7 @@ __all__ = [
     "TenancyError",
     "TenancyMisuse",
     "TenancyUnavailable",
+    "TenantActive",
     "TenantExists",
     "TenantInactive",
     "TenantLimitReached",
@@ -179,6 +181,15 @@ class TenantLimitReached(TenancyError):
     code = "tenant_limit_reached"
     status_code = 403
     default_detail = "No more tenants can be created."
+
+
+class TenantActive(TenancyError):
+    """A purge or a rename of a tenant that is not suspended: suspend it first, so that no
+    request writes while its rows go or move."""
+
+    code = "tenant_active"
+    status_code = 409
+    default_detail = "The tenant is active: suspend it first."
 
 
 class WriteConflict(TenancyError):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from sqlalchemy import TextClause, delete, func, update
 from sqlmodel import select
 
-from .exceptions import TenancyMisuse, TenantNotFound
+from .exceptions import TenancyMisuse, TenantActive, TenantNotFound
 from .lookup import TenantTableLookup
 from .purge import PurgeStep
 from .records import TenantRecord
@@ -40,6 +40,7 @@ RecordT = TypeVar("RecordT")
 
 BeforeCreate = Callable[[Any, dict[str, Any]], "Awaitable[None] | None"]
 AfterCreate = Callable[[Any, Any], "Awaitable[None] | None"]
+BeforePurge = Callable[[Any, Any], "Awaitable[None] | None"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,10 @@ class TenantRegistry(Generic[RecordT]):
     ``before_create(key, fields)`` may change ``fields`` or raise a :class:`TenancyError` to
     refuse; ``after_create(record, session)`` runs in the creating transaction with the new
     tenant bound (``get_current_tenant()``, ``carry_tenant`` see it) and a session scoped to it
-    (a failure rolls the whole creation back). ``max_tenants`` counts every row of the table,
+    (a failure rolls the whole creation back). ``before_purge(record, session)`` runs in the
+    transaction of a purge that deletes the record, just before, with the tenant bound: delete
+    the rows of global tables that point at the tenant (its memberships), so that the purge
+    stays all or nothing. ``max_tenants`` counts every row of the table,
     suspended ones included, in the creating transaction: two creates racing at the limit may
     both pass; take a lock in ``before_create`` if the limit is a contract.
     """
@@ -66,6 +70,7 @@ class TenantRegistry(Generic[RecordT]):
     max_tenants: int | None = None
     before_create: BeforeCreate | None = None
     after_create: AfterCreate | None = None
+    before_purge: BeforePurge | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.model, type) and issubclass(self.model, TenantRecord):
@@ -145,7 +150,7 @@ def import_plan(
 
 def refuse_active(registry: TenantRegistry[Any], record: Any, doing: str = "purging") -> None:
     if getattr(record, registry.active):
-        raise TenancyMisuse(
+        raise TenantActive(
             f"tenant {getattr(record, registry.key)!r} is active: suspend it before {doing} "
             "it, so that no request writes while its rows move"
         )

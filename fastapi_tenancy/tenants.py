@@ -64,7 +64,7 @@ class Tenants(Generic[RecordT]):
     """Create, read, suspend, resume and purge tenants on a sync engine: ``tenancy.tenants``."""
 
     def __init__(self, tenancy: Tenancy, registry: TenantRegistry[RecordT]) -> None:
-        for hook in (registry.before_create, registry.after_create):
+        for hook in (registry.before_create, registry.after_create, registry.before_purge):
             if hook is not None and is_async(hook):
                 raise TenancyMisuse("this Tenancy has a sync engine: its tenant hooks must be sync")
         if not isinstance(tenancy.engine, Engine):
@@ -150,13 +150,18 @@ class Tenants(Generic[RecordT]):
         """Delete every row of suspended tenant ``key`` from every tenant model, then its
         record; audited on ``fastapi_tenancy.audit``.
 
-        ``dry_run`` counts and deletes nothing. Rows go ``batch_size`` at a time, in one
-        transaction, or committed batch by batch with ``resumable`` (a purge interrupted then
-        is finished by the next); ``progress(n)`` hears the rows each batch deleted. An active
-        tenant is refused: suspend it first, so that no request writes while it goes.
+        ``dry_run`` counts and deletes nothing (an active tenant too). Rows go ``batch_size``
+        at a time, in one transaction, or committed batch by batch with ``resumable`` (a purge
+        interrupted then is finished by the next); ``progress(n)`` hears the rows each batch
+        deleted. The registry's ``before_purge(record, session)`` runs in the transaction that
+        deletes the record, just before (rows of global tables that point at the tenant). An
+        active tenant is :class:`TenantActive`: suspend it first, so no request writes while
+        its rows go.
         """
         key = checked_key(self.tenancy, key)
-        refuse_active(self.registry, self.get(key))
+        record = self.get(key)
+        if not dry_run:
+            refuse_active(self.registry, record)
         with self._engine.connect() as connection:
             steps = purge_plan(connection)
         report = PurgeReport(key, dry_run)
@@ -168,6 +173,9 @@ class Tenants(Generic[RecordT]):
                     else _purge_step_sync(session, step, key, batch_size, resumable, progress)
                 )
             if not dry_run:
+                if self.registry.before_purge is not None:
+                    with with_tenant(key, source="registry"):
+                        self.registry.before_purge(record, session)
                 session.exec(self.registry.delete(key))
                 session.commit()
         log_purge(report)

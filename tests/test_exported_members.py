@@ -45,6 +45,7 @@ EXPECTED = [
     "TenancyMiddleware",
     "TenancyMisuse",
     "TenancyUnavailable",
+    "TenantActive",
     "TenantChanges",
     "TenantContext",
     "TenantExists",

@@ -17,15 +17,18 @@ from typing import Any
 
 import pytest
 from http_app import tenant_header
-from purge_models import (
-    World,
-    dump,
-    without,
-)
-from sqlalchemy import event
+from purge_models import TENANTS, PurgeOrg, World, call_tenants, dump, without
+from sqlalchemy import delete, event, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import Field, Session, SQLModel, col, select
 
-from fastapi_tenancy import TenancyMisuse, TenantNotFound
+from fastapi_tenancy import (
+    Tenancy,
+    TenantActive,
+    TenantNotFound,
+    TenantRegistry,
+    get_current_tenant,
+)
 
 
 @pytest.fixture
@@ -103,10 +106,83 @@ def test_an_interrupted_resumable_purge_is_finished_by_the_next(
 
 def test_an_active_or_unknown_tenant_is_refused(world: World) -> None:
     before = dump(world.engine)
-    with pytest.raises(TenancyMisuse, match="suspend it before purging"):
+    with pytest.raises(TenantActive, match="suspend it before purging") as refused:
         world.call("purge", "acme")
+    assert (refused.value.status_code, refused.value.code) == (409, "tenant_active")
     with pytest.raises(TenantNotFound):
         world.call("purge", "nobody")
+    assert dump(world.engine) == before
+
+
+def test_a_dry_run_of_an_active_tenant_counts(world: World) -> None:
+    before = dump(world.engine)
+    assert world.call("purge", "acme", dry_run=True).total == 17
+    assert dump(world.engine) == before
+
+
+class PurgeMember(SQLModel, table=True):
+    """A global table pointing at the tenants table: the purge does not know it."""
+
+    __tablename__ = "purge_member"
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_slug: str = Field(foreign_key="purge_org.slug", max_length=63)
+    email: str = Field(max_length=100)
+
+
+def with_members(world: World, any_engine: Any, create_tables: Any, hook: Any) -> Tenancy:
+    """Two members per tenant, and a tenancy whose registry purges with ``hook``."""
+    create_tables(world.engine, PurgeMember)
+    with world.engine.begin() as conn:
+        conn.execute(
+            insert(PurgeMember),
+            [{"org_slug": t, "email": f"{n}@{t}.test"} for t in TENANTS for n in range(2)],
+        )
+    return Tenancy(any_engine, resolvers=[], registry=TenantRegistry(PurgeOrg, before_purge=hook))
+
+
+def members(world: World) -> list[str]:
+    with Session(world.engine) as session:
+        return sorted(session.exec(select(PurgeMember.email)).all())
+
+
+def test_before_purge_removes_global_rows_in_the_purges_transaction(
+    world: World, any_engine: Any, create_tables: Any
+) -> None:
+    seen: list[Any] = []
+
+    def drop_members(record: PurgeOrg, session: Any) -> Any:
+        seen.append((record.slug, get_current_tenant()))
+        return session.exec(delete(PurgeMember).where(col(PurgeMember.org_slug) == record.slug))
+
+    tenancy = with_members(world, any_engine, create_tables, drop_members)
+    world.call("suspend", "acme")
+    before = dump(world.engine)
+    call_tenants(tenancy, world.client, "purge", "acme", batch_size=5, resumable=True)
+    assert seen == [("acme", "acme")]
+    assert dump(world.engine) == without(before, "acme")
+    assert members(world) == sorted(
+        f"{n}@{t}.test" for t in ("globex", "initech") for n in range(2)
+    )
+
+
+def test_a_failing_before_purge_leaves_the_tenant_whole(
+    world: World, any_engine: Any, create_tables: Any
+) -> None:
+    def refuse(record: PurgeOrg, session: Any) -> None:
+        raise RuntimeError("the billing system still holds this customer")
+
+    tenancy = with_members(world, any_engine, create_tables, refuse)
+    world.call("suspend", "acme")
+    before, everyone = dump(world.engine), members(world)
+    with pytest.raises(RuntimeError, match="billing"):
+        call_tenants(tenancy, world.client, "purge", "acme")
+    assert dump(world.engine) == before
+    assert members(world) == everyone
+    # Without the hook the row's delete breaks the members' foreign key, and nothing goes.
+    bare = Tenancy(any_engine, resolvers=[], registry=TenantRegistry(PurgeOrg))
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the driver's own foreign key error
+        call_tenants(bare, world.client, "purge", "acme")
     assert dump(world.engine) == before
 
 

@@ -30,6 +30,7 @@ from fastapi_tenancy import (
     CrossTenantWrite,
     Tenancy,
     TenancyMisuse,
+    TenantActive,
     TenantExists,
     TenantNotFound,
     TenantScoped,
@@ -274,7 +275,7 @@ def _short_wait(engine: Engine) -> dict[str, Any]:
 def test_rename_moves_every_row_and_the_record(world: World) -> None:
     before = dump(world.engine)
     acme = dataset(world.engine, "acme")
-    with pytest.raises(TenancyMisuse, match="suspend it before renaming"):
+    with pytest.raises(TenantActive, match="suspend it before renaming"):
         world.call("rename", "acme", "acme-corp")
     world.call("suspend", "acme")
     with pytest.raises(TenantExists):
