@@ -28,7 +28,6 @@ __all__ = [
     "NotAuthenticated",
     "NotFound",
     "SignupBusy",
-    "TenantActive",
     "UnknownPlan",
     "install_error_handlers",
 ]
@@ -94,15 +93,6 @@ class EmailTaken(TenancyError):
     code = "email_taken"
     status_code = 409
     default_detail = "An account with this email exists already: log in with it instead."
-
-
-class TenantActive(TenancyError):
-    """An offboarding preview (``DELETE /admin/tenants/{slug}?dry_run=true``) of a tenant that
-    is still active, or an offboarding whose tenant was resumed meanwhile."""
-
-    code = "tenant_active"
-    status_code = 409
-    default_detail = "This tenant is active: suspend it first."
 
 
 class DatabaseNotReady(TenancyError):

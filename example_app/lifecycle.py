@@ -17,12 +17,12 @@ Any refusal rolls all of it back: no tenant, no user, no membership is left. The
 details reach ``after_create`` through a context variable that :func:`sign_up` sets for the one
 call; a tenant created another way (a script calling ``tenancy.tenants.create``) gets no user.
 
-Offboarding (``DELETE /admin/tenants/{slug}``, :func:`offboard`) suspends the tenant, removes
-its memberships, then has the kit purge it. Memberships reference ``tenants.slug`` but are not
-tenant data (the membership check reads them across tenants), so the kit's purge, which empties
-the tenant models and then deletes the tenant's row, does not know them: they go first, in a
-transaction of their own, or the row's delete would break their foreign key. Users are kept:
-an account may belong to other tenants, and is the person's, not the tenant's.
+Offboarding (``DELETE /admin/tenants/{slug}``, :func:`offboard`) suspends the tenant, then has
+the kit purge it, in one transaction: its projects and tasks, then
+:meth:`SignupHooks.before_purge` removes its memberships (they reference ``tenants.slug`` but
+are not tenant data: the membership check reads them across tenants, so the purge does not
+know them), then the tenant's row. Users are kept: an account may belong to other tenants, and
+is the person's, not the tenant's.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from typing import Any
 from sqlalchemy import Engine, delete, func
 from sqlmodel import Session, col, select
 
-from fastapi_tenancy import AlreadyExists, TenancyMisuse, TenantRegistry
+from fastapi_tenancy import AlreadyExists, TenantRegistry
 from fastapi_tenancy.tenants import Tenants
 
-from .errors import EmailTaken, TenantActive, UnknownPlan
+from .errors import EmailTaken, UnknownPlan
 from .models import Membership, Plan, Tenant, User
 
 __all__ = [
@@ -102,6 +102,10 @@ class SignupHooks:
             raise RuntimeError("the new user has no id after flush")
         session.add(Membership(user_id=user.id, tenant_id=record.slug, role=FOUNDER_ROLE))
 
+    def before_purge(self, record: Tenant, session: Session) -> None:
+        """Remove the tenant's memberships, in the purge's transaction, just before its row."""
+        session.exec(delete(Membership).where(col(Membership.tenant_id) == record.slug))
+
 
 def email_registered(session: Session, email: str) -> bool:
     """Whether an account has ``email`` (emails are stored in lower case)."""
@@ -118,6 +122,7 @@ def tenant_registry(engine: Engine, *, max_tenants: int | None = None) -> Tenant
         max_tenants=max_tenants,
         before_create=hooks.before_create,
         after_create=hooks.after_create,
+        before_purge=hooks.before_purge,
     )
 
 
@@ -155,33 +160,16 @@ class Offboarding:
 def offboard(
     tenants: Tenants[Any], session: Session, slug: str, *, dry_run: bool = False
 ) -> Offboarding:
-    """Delete tenant ``slug``: suspend it, remove its memberships through ``session`` (the
-    admin's), purge its rows and its record; ``TenantNotFound`` for an unknown slug.
+    """Delete tenant ``slug``: suspend it, then purge it (its rows, its memberships and its
+    record, all or nothing); ``TenantNotFound`` for an unknown slug, ``TenantActive`` if an
+    admin resumed it meanwhile. ``session`` (the admin's) counts the memberships.
 
-    ``dry_run`` counts and changes nothing, and needs a suspended tenant (``TenantActive``
-    otherwise), as the kit's purge does: the rows of an active tenant still change. Should the
-    purge fail, the tenant stays suspended without members, and offboarding it again finishes.
+    ``dry_run`` counts and changes nothing, whether the tenant is active or not.
     """
-    if dry_run:
-        record: Tenant = tenants.get(slug)
-        if record.active:
-            raise TenantActive(
-                f"Tenant {record.slug} is active: suspend it first (POST "
-                f"/admin/tenants/{record.slug}/suspend), so that its rows stop changing."
-            )
-        members = _count_memberships(session, record.slug)
-        report = tenants.purge(record.slug, dry_run=True)
-        return Offboarding(record.slug, True, {"memberships": members, **report.rows})
-    record = tenants.suspend(slug)
-    removed = session.exec(delete(Membership).where(col(Membership.tenant_id) == record.slug))
-    session.commit()
-    try:
-        report = tenants.purge(record.slug)
-    except TenancyMisuse:
-        if tenants.get(record.slug).active:  # an admin resumed it meanwhile
-            raise TenantActive("The tenant was resumed while it was being offboarded.") from None
-        raise
-    return Offboarding(record.slug, False, {"memberships": removed.rowcount, **report.rows})
+    record: Tenant = tenants.get(slug) if dry_run else tenants.suspend(slug)
+    members = _count_memberships(session, record.slug)
+    report = tenants.purge(record.slug, dry_run=dry_run)
+    return Offboarding(record.slug, dry_run, {"memberships": members, **report.rows})
 
 
 def _count_memberships(session: Session, slug: str) -> int:

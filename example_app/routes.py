@@ -399,17 +399,15 @@ def offboard_tenant(
     principal: CurrentPrincipal,
     session: AdminSession,
     services: ServicesDep,
-    dry_run: Annotated[
-        bool, Query(description="Count what would go; change nothing (tenant suspended).")
-    ] = False,
+    dry_run: Annotated[bool, Query(description="Count what would go; change nothing.")] = False,
 ) -> OffboardOut:
-    """Offboard a tenant: suspend it, remove its memberships, delete every row of its
-    projects and tasks, then the tenant; answers the rows deleted per table. Users stay
-    (an account may belong to other tenants).
+    """Offboard a tenant: suspend it, then delete every row of its projects and tasks, its
+    memberships and the tenant, in one transaction; answers the rows deleted per table. Users
+    stay (an account may belong to other tenants).
 
-    ``?dry_run=true`` counts and changes nothing; it needs a suspended tenant (``409
-    tenant_active`` otherwise), whose rows no longer change. Platform admins only, audited;
-    ``404 tenant_not_found`` for an unknown slug.
+    ``?dry_run=true`` counts and changes nothing. Platform admins only, audited; ``404
+    tenant_not_found`` for an unknown slug, ``409 tenant_active`` if another admin resumed the
+    tenant meanwhile.
     """
     report = offboard(services.tenants, session, slug, dry_run=dry_run)
     if not dry_run:
