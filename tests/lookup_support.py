@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from http_app import Tenant
@@ -65,3 +67,13 @@ def fill_tenant_table(engine: Engine, create_tables: Any) -> Engine:
     with engine.begin() as conn:
         conn.execute(insert(Tenant), TENANT_ROWS)
     return engine
+
+
+def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Whether ``check()`` comes true within ``seconds`` (a change travelling to a worker)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

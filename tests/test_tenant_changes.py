@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -24,7 +23,7 @@ import anyio
 import pytest
 from fastapi.testclient import TestClient
 from http_app import Tenant, build_app, client, tenant_header
-from lookup_support import fill_tenant_table
+from lookup_support import eventually, fill_tenant_table
 from sqlalchemy import Engine, text, update
 from sqlmodel import Session
 
@@ -76,15 +75,6 @@ class Workers:
 
     def close(self) -> None:
         self._stack.close()
-
-
-def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def suspend(engine: Engine, slug: str) -> None:

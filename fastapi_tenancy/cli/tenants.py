@@ -137,18 +137,19 @@ def _create(args: argparse.Namespace, runtime: Runtime) -> int:
 
 
 def _suspend(args: argparse.Namespace, runtime: Runtime) -> int:
-    key = runtime.key(args.key)
-    with runtime.naming(missing=key):
-        runtime.wait(runtime.tenants.suspend(key))
-    print(f"suspended tenant {runtime.spell(key)}")
-    return 0
+    return _switch(args, runtime, suspend=True)
 
 
 def _resume(args: argparse.Namespace, runtime: Runtime) -> int:
+    return _switch(args, runtime, suspend=False)
+
+
+def _switch(args: argparse.Namespace, runtime: Runtime, *, suspend: bool) -> int:
     key = runtime.key(args.key)
+    operation = runtime.tenants.suspend if suspend else runtime.tenants.resume
     with runtime.naming(missing=key):
-        runtime.wait(runtime.tenants.resume(key))
-    print(f"resumed tenant {runtime.spell(key)}")
+        runtime.wait(operation(key))
+    print(f"{'suspended' if suspend else 'resumed'} tenant {runtime.spell(key)}")
     return 0
 
 

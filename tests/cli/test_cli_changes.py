@@ -7,27 +7,17 @@ proves the channel, not an expiry."""
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Callable
 
 import pytest
 from cli_app import REGISTRY, changes_for
 from cli_support import CliWorld, run_cli
 from http_app import build_app, client, tenant_header
+from lookup_support import eventually
 
 from fastapi_tenancy import HeaderResolver, LookupCache
 from tests.redis_server import usable_redis_url
 
 REDIS_URL = usable_redis_url("Command line's tenant change test")
-
-
-def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def suspend_from_another_process(cli_world: CliWorld, where: str) -> None:
