@@ -39,6 +39,7 @@ from sqlmodel import select
 from .context import audit_logger
 from .exceptions import TenancyMisuse
 from .purge import PurgeStep
+from .wall.compiler import tenant_column_name
 
 __all__ = ["EXPORT_FORMAT", "RenameReport", "TransferReport"]
 
@@ -194,7 +195,7 @@ class IdMap:
 
 def _names_tenant(target: Column[Any], registry_key: Column[Any] | None) -> bool:
     """Whether a foreign key pointing at ``target`` holds a tenant key."""
-    return target is registry_key or _tenant_column_of(target.table) == target.name
+    return target is registry_key or tenant_column_name(target.table) == target.name
 
 
 class ExportWriter:
@@ -357,22 +358,6 @@ def _generated(column: Column[Any]) -> bool:
     return column.autoincrement is True or (
         column.autoincrement == "auto" and _python_type(column) is int and not column.foreign_keys
     )
-
-
-def _tenant_column_of(table: Table) -> str | None:
-    for mapper in _mappers_of(table):
-        tenant_column = getattr(mapper.class_, "tenant_column", None)
-        if tenant_column is not None:
-            return str(tenant_column().property.columns[0].name)
-    return None
-
-
-def _mappers_of(table: Table) -> Iterator[Mapper[Any]]:
-    from .checks import _registry_mappers
-
-    for mapper in _registry_mappers(None):
-        if mapper.local_table is table:
-            yield mapper
 
 
 def _python_type(column: Column[Any]) -> type[Any] | None:
