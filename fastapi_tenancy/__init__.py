@@ -33,12 +33,14 @@ from .dependencies import (
     async_tenant_session,
     current_tenant,
     global_session,
+    lifted_session,
     tenant_session,
 )
 from .exceptions import (
     AdminRequired,
     AlreadyExists,
     AmbiguousTenant,
+    CrossScopeWrite,
     CrossTenantWrite,
     DatabaseBusy,
     DatabaseUnavailable,
@@ -46,6 +48,7 @@ from .exceptions import (
     InvalidTenantKey,
     InvalidToken,
     NotAMember,
+    RowScopeRequired,
     SessionTenantMismatch,
     TenancyError,
     TenancyMisuse,
@@ -86,6 +89,7 @@ from .resolvers import (
     Resolver,
     SubdomainResolver,
 )
+from .row_scopes import owner_field, row_scope_field
 from .scope import Access, SessionScope
 from .session import TenantScopedSession
 from .tenancy import Tenancy
@@ -104,6 +108,7 @@ __all__ = [
     "AsyncTenantSession",
     "CallableResolver",
     "ChainResult",
+    "CrossScopeWrite",
     "CrossTenantWrite",
     "CurrentTenant",
     "DatabaseBusy",
@@ -121,6 +126,7 @@ __all__ = [
     "Resolution",
     "Resolver",
     "ResolverChain",
+    "RowScopeRequired",
     "SessionLimits",
     "SessionScope",
     "SessionTenantMismatch",
@@ -165,8 +171,11 @@ __all__ = [
     "get_current_tenant",
     "get_tenant_context",
     "global_session",
+    "lifted_session",
     "mutable_tenant",
+    "owner_field",
     "restore",
+    "row_scope_field",
     "tenant_field",
     "tenant_foreign_key",
     "tenant_key_of",

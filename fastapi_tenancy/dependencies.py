@@ -14,9 +14,9 @@ error response and never a 2xx for a write that was lost::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio.to_thread
 from anyio import CancelScope
@@ -28,7 +28,7 @@ from starlette.requests import HTTPConnection
 from .context import TenantContext, audit_logger, get_tenant_context
 from .exceptions import AdminRequired, TenancyMisuse, TenantRequired
 from .scope import Access, SessionScope
-from .tenancy import TENANCY_SCOPE_KEY, Tenancy
+from .tenancy import TENANCY_SCOPE_KEY, Predicate, Tenancy, call_predicate
 
 __all__ = [
     "AdminSession",
@@ -44,6 +44,7 @@ __all__ = [
     "async_tenant_session",
     "current_tenant",
     "global_session",
+    "lifted_session",
     "tenant_session",
 ]
 
@@ -183,6 +184,59 @@ async def async_admin_session(conn: HTTPConnection) -> AsyncIterator[AsyncSessio
     scope = await _admin_scope(conn, tenancy)
     async with _async_session(tenancy, scope) as session:
         yield session
+
+
+async def _lifted_scope(
+    conn: HTTPConnection, tenancy: Tenancy, scopes: tuple[str, ...], allow: Predicate
+) -> SessionScope:
+    context = current_tenant()
+    allowed = await call_predicate(allow, context)
+    if not allowed:
+        audit_logger.info(
+            "row scope lift refused",
+            extra={
+                "tenancy_event": "row_scope_lifted",
+                "tenancy_allowed": False,
+                "tenancy_scopes": list(scopes),
+                "tenancy_principal": tenancy.principal(context),
+                "tenancy_tenant": context.id,
+                "tenancy_path": conn.url.path,
+            },
+        )
+        raise AdminRequired("Only the tenant's admins may see these rows.")
+    return tenancy.lift(SessionScope(tenant_id=context.id), scopes, reason=conn.url.path)
+
+
+def lifted_session(
+    *scopes: str, allow: Predicate, use_async: bool = False
+) -> Callable[[HTTPConnection], AsyncIterator[Any]]:
+    """The row-scope switch for a tenant's admins: a dependency giving a session of the bound
+    tenant that does not apply the row scopes ``scopes`` (every owner's notes, say), only when
+    ``allow(context)`` says so (403 ``admin_required`` otherwise); every use is audited.
+
+    The tenant stays: a lifted session is as tenant-scoped as any other::
+
+        is_tenant_admin = lambda context: "owner" in context.claims.get("roles", [])
+        TeamNotes = Annotated[Session, Depends(lifted_session("owner", allow=is_tenant_admin))]
+
+    ``use_async=True`` gives an ``AsyncSession``, for a Tenancy on an ``AsyncEngine``.
+    """
+    if not scopes:
+        raise ValueError("lifted_session() needs the names of the row scopes it lifts")
+
+    async def sync_dependency(conn: HTTPConnection) -> AsyncIterator[Session]:
+        tenancy = _tenancy(conn)
+        scope = await _lifted_scope(conn, tenancy, scopes, allow)
+        async with _sync_session(tenancy, scope) as session:
+            yield session
+
+    async def async_dependency(conn: HTTPConnection) -> AsyncIterator[AsyncSession]:
+        tenancy = _tenancy(conn)
+        scope = await _lifted_scope(conn, tenancy, scopes, allow)
+        async with _async_session(tenancy, scope) as session:
+            yield session
+
+    return async_dependency if use_async else sync_dependency
 
 
 TenantSession = Annotated[Session, Depends(tenant_session)]

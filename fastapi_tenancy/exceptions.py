@@ -15,6 +15,8 @@ applications can branch on the code and the middleware can answer ``{"detail", "
     ├── NotAMember               403 not_a_member
     ├── AdminRequired            403 admin_required
     ├── CrossTenantWrite         403 cross_tenant_write
+    │   └── CrossScopeWrite      403 cross_scope_write
+    ├── RowScopeRequired         403 row_scope_required
     ├── AlreadyExists            409 already_exists
     │   └── TenantExists         409 tenant_exists
     ├── TenantLimitReached       403 tenant_limit_reached
@@ -36,6 +38,7 @@ __all__ = [
     "AdminRequired",
     "AlreadyExists",
     "AmbiguousTenant",
+    "CrossScopeWrite",
     "CrossTenantWrite",
     "DatabaseBusy",
     "DatabaseUnavailable",
@@ -43,6 +46,7 @@ __all__ = [
     "InvalidTenantKey",
     "InvalidToken",
     "NotAMember",
+    "RowScopeRequired",
     "SessionTenantMismatch",
     "TenancyError",
     "TenancyMisuse",
@@ -157,6 +161,25 @@ class CrossTenantWrite(TenancyError):
     code = "cross_tenant_write"
     status_code = 403
     default_detail = "This write reaches outside the current tenant."
+
+
+class CrossScopeWrite(CrossTenantWrite):
+    """A write named another value of a row scope (another owner, another team), moved a row
+    out of its row scope, or pointed at a row outside it. A :class:`CrossTenantWrite`, so one
+    handler answers both."""
+
+    code = "cross_scope_write"
+    status_code = 403
+    default_detail = "This write reaches outside your rows."
+
+
+class RowScopeRequired(TenancyError):
+    """A model scoped by a row scope (say its owner) was used by a session with no value for
+    it: no principal, or no claim to take it from. Fails closed."""
+
+    code = "row_scope_required"
+    status_code = 403
+    default_detail = "These rows need a principal."
 
 
 class AlreadyExists(TenancyError):

@@ -24,6 +24,7 @@ from typing_extensions import TypeVar
 
 from .exceptions import TenancyMisuse
 from .keys import TenantKeyType, key_type_for
+from .row_scopes import mark_row_scopes
 from .scope import tenant_of_statement
 
 __all__ = [
@@ -100,6 +101,9 @@ class _TenantModel(SQLModel):
     __shared_rows__: ClassVar[bool] = False
     """``True``: rows with a NULL tenant are shared, read by every tenant beside its own, and
     written only in the admin switch or ``without_tenant()``."""
+    __row_scopes__: ClassVar[Mapping[str, str]] = {}
+    """``{row scope: attribute}`` of the model's row scope columns (see
+    :func:`~fastapi_tenancy.row_scope_field`); filled when the model is mapped."""
 
     @classmethod
     def tenant_column(cls) -> ColumnElement[Any]:
@@ -190,11 +194,29 @@ def tenant_table_names() -> Mapping[tuple[str | None, str], str]:
     return _TENANT_TABLE_NAMES
 
 
+_ROW_SCOPED_MODELS: list[type[Any]] = []
+
+
+def row_scoped_models() -> list[type[Any]]:
+    """The mapped tenant models that declare row scopes, in this process."""
+    return _ROW_SCOPED_MODELS
+
+
 @event.listens_for(TenantScoped, "after_mapper_constructed", propagate=True)
 def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
     tenant_column = mapper.columns["tenant_id"]
     for table in mapper.tables:
         if tenant_column.table is table:
+            scopes = mark_row_scopes(table, mapper.columns)
+            if scopes:
+                if cls.__shared_rows__:
+                    raise TenancyMisuse(
+                        f"{cls.__name__} declares __shared_rows__ and row scopes; a shared row "
+                        "has no owner, so keep shared rows in a model of their own"
+                    )
+                by_column = {column.name: key for key, column in mapper.columns.items()}
+                cls.__row_scopes__ = {name: by_column[column] for name, column in scopes.items()}
+                _ROW_SCOPED_MODELS.append(cls)
             table.info[TENANT_TABLE_INFO_KEY] = tenant_column.name
             _TENANT_TABLE_NAMES[(table.schema, table.name)] = tenant_column.name
             if cls.__global_access__:

@@ -9,7 +9,7 @@ from typing import Any
 from .context import get_tenant_context
 from .exceptions import SessionTenantMismatch
 
-__all__ = ["Access", "SessionScope", "tenant_of_statement"]
+__all__ = ["Access", "SessionScope", "row_value_of_statement", "tenant_of_statement"]
 
 
 class Access(enum.Enum):
@@ -31,11 +31,28 @@ class SessionScope:
 
     ``tenant_id`` is the key of the app's key type; ``bound_as`` is the value the tenant was
     bound with when that was its string spelling (``with_tenant("4f1c...")`` in a UUID app).
+    ``row_values`` are the values of the row scopes inside the tenant (``(("owner",
+    "alice@acme.test"),)``), taken from the bound context when the session is made if left
+    ``None``; ``lifted`` names the row scopes this session does not apply (a tenant admin's
+    switch, see :func:`~fastapi_tenancy.lifted_session`).
     """
 
     tenant_id: Any
     access: Access = Access.TENANT
     bound_as: Any = None
+    row_values: tuple[tuple[str, Any], ...] | None = None
+    lifted: frozenset[str] = frozenset()
+
+    def row_value(self, name: str) -> Any:
+        """The value of the row scope ``name`` in this session, or ``None``."""
+        for scope, value in self.row_values or ():
+            if scope == name:
+                return value
+        return None
+
+    def enforces(self, name: str) -> bool:
+        """Whether this session filters, stamps and checks the row scope ``name``."""
+        return self.scoped and name not in self.lifted
 
     @property
     def scoped(self) -> bool:
@@ -71,3 +88,16 @@ def tenant_of_statement(context: Any) -> Any:
 
     guard = guard_of(context.root_connection)
     return None if guard is None else guard.scope.tenant_id
+
+
+def row_value_of_statement(name: str) -> Any:
+    """A column default giving the value of the row scope ``name`` of the scoped session
+    running the statement (see :func:`tenant_of_statement`)."""
+
+    def default(context: Any) -> Any:
+        from .wall import guard_of
+
+        guard = guard_of(context.root_connection)
+        return None if guard is None else guard.scope.row_value(name)
+
+    return default

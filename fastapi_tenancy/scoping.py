@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, or_, true
+from sqlalchemy import and_, bindparam, or_, true
 from sqlalchemy.orm import ORMExecuteState, with_loader_criteria
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.dml import Delete, Insert, Update
@@ -23,15 +23,31 @@ from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.sql.selectable import Select
 
 from .context import audit_logger, get_tenant_context
-from .exceptions import CrossTenantWrite, TenantRequired, UnscopedStatement
-from .models import TENANT_TABLE_INFO_KEY, TenantScoped, is_tenant_model
+from .exceptions import (
+    CrossScopeWrite,
+    CrossTenantWrite,
+    RowScopeRequired,
+    TenantRequired,
+    UnscopedStatement,
+)
+from .models import TENANT_TABLE_INFO_KEY, TenantScoped, is_tenant_model, row_scoped_models
+from .row_scopes import declared_row_scopes, row_scope_missing, row_scope_param, row_scopes_of
 from .scope import Access, SessionScope
 from .wall import TENANT_PARAM
 
 __all__ = ["TENANT_PARAM", "refuse_unscoped_moves", "scope_execution"]
 
 
-def _tenant_criteria(cls: type[TenantScoped]) -> Any:
+def _row_terms(cls: type[TenantScoped], skip: frozenset[str] = frozenset()) -> list[Any]:
+    """``<row scope column> = :<its parameter>`` for each row scope of ``cls`` not in ``skip``."""
+    return [
+        getattr(cls, attribute) == bindparam(row_scope_param(name))
+        for name, attribute in cls.__row_scopes__.items()
+        if name not in skip
+    ]
+
+
+def _tenant_only_criteria(cls: type[TenantScoped]) -> Any:
     """What a tenant reads: its rows, and the shared rows of a ``__shared_rows__`` model."""
     column = cls.tenant_column()
     if cls.__shared_rows__:
@@ -39,35 +55,69 @@ def _tenant_criteria(cls: type[TenantScoped]) -> Any:
     return column == bindparam(TENANT_PARAM)
 
 
-def _owned_criteria(cls: type[TenantScoped]) -> Any:
-    """What a tenant writes: its own rows only."""
+def _tenant_criteria(cls: type[TenantScoped]) -> Any:
+    """What a tenant reads, within every row scope of the model."""
+    return and_(_tenant_only_criteria(cls), *_row_terms(cls))
+
+
+def _owned_only_criteria(cls: type[TenantScoped]) -> Any:
     return cls.tenant_column() == bindparam(TENANT_PARAM)
+
+
+def _owned_criteria(cls: type[TenantScoped]) -> Any:
+    """What a tenant writes: its own rows only, within every row scope of the model."""
+    return and_(_owned_only_criteria(cls), *_row_terms(cls))
 
 
 def _global_read_criteria(cls: type[TenantScoped]) -> Any:
     if cls.__global_access__:
-        return true()
-    return cls.tenant_column() == bindparam(TENANT_PARAM)
+        return and_(true(), *_row_terms(cls))
+    return and_(cls.tenant_column() == bindparam(TENANT_PARAM), *_row_terms(cls))
 
 
-TENANT_CRITERIA = with_loader_criteria(
-    TenantScoped,
-    lambda cls: _tenant_criteria(cls),
-    include_aliases=True,
-    track_closure_variables=False,
-)
-OWNED_CRITERIA = with_loader_criteria(
-    TenantScoped,
-    lambda cls: _owned_criteria(cls),
-    include_aliases=True,
-    track_closure_variables=False,
-)
-GLOBAL_READ_CRITERIA = with_loader_criteria(
-    TenantScoped,
-    lambda cls: _global_read_criteria(cls),
-    include_aliases=True,
-    track_closure_variables=False,
-)
+def _criteria(function: Any) -> Any:
+    return with_loader_criteria(
+        TenantScoped, function, include_aliases=True, track_closure_variables=False
+    )
+
+
+# One option per kind, each with a function of its own: a loader criteria's cache key is its
+# function's code, so two kinds sharing one function would share compiled SQL.
+TENANT_CRITERIA = _criteria(lambda cls: _tenant_criteria(cls))
+OWNED_CRITERIA = _criteria(lambda cls: _owned_criteria(cls))
+GLOBAL_READ_CRITERIA = _criteria(lambda cls: _global_read_criteria(cls))
+_TENANT_ONLY_CRITERIA = _criteria(lambda cls: _tenant_only_criteria(cls))
+_OWNED_ONLY_CRITERIA = _criteria(lambda cls: _owned_only_criteria(cls))
+
+_LIFTED: dict[tuple[frozenset[str], bool], tuple[Any, ...]] = {}
+
+
+def _lifted_options(lifted: frozenset[str], *, owned: bool) -> tuple[Any, ...]:
+    """Criteria of a session that lifts the row scopes ``lifted``: the tenant for every tenant
+    model, and each row scope still applied for each model that has it (one option per model:
+    these criteria are plain SQL, so each compiled form is shared by every session alike)."""
+    options = _LIFTED.get((lifted, owned))
+    if options is None:
+        base = _OWNED_ONLY_CRITERIA if owned else _TENANT_ONLY_CRITERIA
+        per_model = [
+            with_loader_criteria(model, and_(*terms), include_aliases=True)
+            for model in row_scoped_models()
+            if (terms := _row_terms(model, lifted))
+        ]
+        options = _LIFTED[(lifted, owned)] = (base, *per_model)
+    return options
+
+
+def _read_options(scope: SessionScope) -> tuple[Any, ...]:
+    if scope.lifted:
+        return _lifted_options(scope.lifted, owned=False)
+    return (TENANT_CRITERIA,)
+
+
+def _owned_options(scope: SessionScope) -> tuple[Any, ...]:
+    if scope.lifted:
+        return _lifted_options(scope.lifted, owned=True)
+    return (OWNED_CRITERIA,)
 
 
 def scope_execution(state: ORMExecuteState, scope: SessionScope) -> None:
@@ -75,31 +125,34 @@ def scope_execution(state: ORMExecuteState, scope: SessionScope) -> None:
     statement = state.statement
     tenant = scope.tenant_id
     if isinstance(statement, Insert):
-        _scope_insert(state, statement, tenant)
+        _scope_insert(state, statement, scope)
         return
     if tenant is None:
         writing = state.is_update or state.is_delete
         _refuse_tenant_entities(statement, scope.access, writing=writing)
-        criteria = GLOBAL_READ_CRITERIA if scope.access is Access.GLOBAL else TENANT_CRITERIA
-        state.statement = statement.options(criteria)
+        if scope.access is Access.GLOBAL and not scope.lifted:
+            state.statement = statement.options(GLOBAL_READ_CRITERIA)
+        else:
+            state.statement = statement.options(*_read_options(scope))
         # Criteria may still reach a tenant model the statement does not name (a column
         # property, an eager load): with the parameter present but empty, the wall answers
         # tenant_required for it, instead of the driver asking for a missing value.
-        state.parameters = _with_tenant_param(state.parameters, None)
+        state.parameters = _with_scope_params(state.parameters, scope)
         return
     if isinstance(statement, (Update, Delete)):
-        _scope_dml(state, statement, tenant)
+        _scope_dml(state, statement, scope)
         return
-    statement = statement.options(TENANT_CRITERIA)
+    statement = statement.options(*_read_options(scope))
     if state.is_column_load and isinstance(statement, Select):
         # A refresh or an expired attribute's load by primary key: SQLAlchemy leaves loader
         # criteria out of it, and a key planted in the session (merge(load=False), add() of a
         # detached object) would read another tenant's row. The tenant goes in its WHERE.
         mapper = state.bind_mapper
         if mapper is not None and is_tenant_model(mapper.class_):
-            statement = statement.where(_tenant_criteria(mapper.class_))
+            cls = mapper.class_
+            statement = statement.where(_tenant_only_criteria(cls), *_row_terms(cls, scope.lifted))
     state.statement = statement
-    state.parameters = _with_tenant_param(state.parameters, tenant)
+    state.parameters = _with_scope_params(state.parameters, scope)
 
 
 def refuse_unscoped_moves(state: ORMExecuteState) -> None:
@@ -114,11 +167,12 @@ def _check_statement_move(statement: Update, mapper: Any, parameters: Any) -> No
     """Refuse an UPDATE statement that sets ``tenant_id`` outside ``mutable_tenant()``; inside
     the block, let it through and log it as the unit of work logs the rows it moves."""
     column = mapper.columns["tenant_id"]
-    targets = [_find_value(statement._values or {}, column)]
+    names = ("tenant_id", column.name)
+    targets = [_find_value(statement._values or {}, column, names)]
     if isinstance(parameters, Mapping):
-        targets.append(_find_value(parameters, column))
+        targets.append(_find_value(parameters, column, names))
     elif parameters is not None:
-        targets.extend(_find_value(row, column) for row in parameters)
+        targets.extend(_find_value(row, column, names) for row in parameters)
     targets = [value for value in targets if value is not _MISSING]
     if not targets:
         return
@@ -139,12 +193,21 @@ def _check_statement_move(statement: Update, mapper: Any, parameters: Any) -> No
         )
 
 
-def _with_tenant_param(parameters: Any, tenant: Any) -> Any:
+def scope_params(scope: SessionScope) -> dict[str, Any]:
+    """The bound parameters carrying a session's tenant and the values of its row scopes."""
+    params = {TENANT_PARAM: scope.tenant_id}
+    for name in declared_row_scopes():  # None where the session has no value: fails closed
+        params[row_scope_param(name)] = scope.row_value(name)
+    return params
+
+
+def _with_scope_params(parameters: Any, scope: SessionScope) -> Any:
+    params = scope_params(scope)
     if parameters is None:
-        return {TENANT_PARAM: tenant}
+        return params
     if isinstance(parameters, Mapping):
-        return {**parameters, TENANT_PARAM: tenant}
-    return [{**row, TENANT_PARAM: tenant} for row in parameters]
+        return {**parameters, **params}
+    return [{**row, **params} for row in parameters]
 
 
 def _is_tenant_table(table: Any) -> bool:
@@ -180,7 +243,25 @@ def valued_criteria(tenant: Any) -> Any:
     )
 
 
-def _scope_insert(state: ORMExecuteState, statement: Insert, tenant: Any) -> None:
+def _stamps(mapper: Any, scope: SessionScope) -> list[tuple[Column[Any], Any, tuple[str, ...]]]:
+    """``(column, value, names)`` of what a tenant session stamps on a model's new rows: the
+    tenant, and each row scope it applies (``names``: the attribute key and column name)."""
+    column = mapper.columns["tenant_id"]
+    stamps: list[tuple[Column[Any], Any, tuple[str, ...]]] = [
+        (column, scope.tenant_id, ("tenant_id", column.name))
+    ]
+    for name, attribute in mapper.class_.__row_scopes__.items():
+        if scope.enforces(name):
+            column = mapper.columns[attribute]
+            value = scope.row_value(name)
+            if value is None:
+                raise RowScopeRequired(row_scope_missing(name))
+            stamps.append((column, value, (attribute, column.name)))
+    return stamps
+
+
+def _scope_insert(state: ORMExecuteState, statement: Insert, scope: SessionScope) -> None:
+    tenant = scope.tenant_id
     if tenant is not None:  # subqueries in VALUES, RETURNING or INSERT ... FROM SELECT
         state.statement = statement = statement.options(valued_criteria(tenant))
     mapper = state.bind_mapper
@@ -198,24 +279,30 @@ def _scope_insert(state: ORMExecuteState, statement: Insert, tenant: Any) -> Non
             f"upserts (ON CONFLICT / ON DUPLICATE KEY) on {name} could update another tenant's "
             "row and are refused in a tenant session"
         )
-    column = mapper.columns["tenant_id"]
+    stamps = _stamps(mapper, scope)
     if statement._multi_values:
-        stamped = [_stamp_row(row, column, tenant, key=column) for row in _multi_rows(statement)]
+        rows: list[dict[Any, Any]] = [dict(row) for row in _multi_rows(statement)]
+        for column, value, names in stamps:
+            rows = [_stamp_row(row, column, names, value, key=column) for row in rows]
         statement = statement._clone()
-        statement._multi_values = (stamped,)
+        statement._multi_values = (rows,)
         state.statement = statement
         return
-    value = _find_value(statement._values or {}, column)
-    if value is not _MISSING:
-        _check_value(value, tenant)
-    parameters = state.parameters
-    if isinstance(parameters, Mapping):
-        if parameters or value is _MISSING:
-            state.parameters = _stamp_row(parameters, column, tenant)
-    elif parameters is not None:
-        state.parameters = [_stamp_row(row, column, tenant) for row in parameters]
-    elif value is _MISSING:
-        state.statement = statement.values({column: tenant})
+    original = parameters = state.parameters
+    for column, value, names in stamps:
+        given = _find_value(statement._values or {}, column, names)
+        if given is not _MISSING:
+            _check_value(given, value, names[0])
+        if isinstance(parameters, Mapping):
+            if original or given is _MISSING:
+                parameters = _stamp_row(parameters, column, names, value, key=names[0])
+        elif parameters is not None:
+            parameters = [_stamp_row(row, column, names, value, key=names[0]) for row in parameters]
+        elif given is _MISSING:
+            statement = statement.values({column: value})
+    state.statement = statement
+    if parameters is not None:
+        state.parameters = parameters
 
 
 def _multi_rows(statement: Insert) -> list[Mapping[Any, Any]]:
@@ -233,42 +320,41 @@ def _multi_rows(statement: Insert) -> list[Mapping[Any, Any]]:
 _MISSING = object()
 
 
-def _find_value(values: Mapping[Any, Any], column: Column[Any]) -> Any:
+def _find_value(values: Mapping[Any, Any], column: Column[Any], names: tuple[str, ...]) -> Any:
     for key, value in values.items():
-        if (
-            key is column
-            or key in ("tenant_id", column.name)
-            or getattr(key, "key", None)
-            in (
-                "tenant_id",
-                column.name,
-            )
-        ):
+        if key is column or key in names or getattr(key, "key", None) in names:
             return value
     return _MISSING
 
 
-def _check_value(value: Any, tenant: Any) -> None:
-    """Refuse a plain value naming another tenant early; bound parameters and expressions are
-    checked by the wall with the values actually sent."""
-    if not isinstance(value, ClauseElement) and value != tenant:
-        raise CrossTenantWrite("this write names another tenant")
+def _check_value(value: Any, expected: Any, what: str) -> None:
+    """Refuse a plain value naming another tenant (or owner...) early; bound parameters and
+    expressions are checked by the wall with the values actually sent."""
+    if not isinstance(value, ClauseElement) and value != expected:
+        if what == "tenant_id":
+            raise CrossTenantWrite("this write names another tenant")
+        raise CrossScopeWrite(f"this write names another value of {what}")
 
 
 def _stamp_row(
-    row: Mapping[Any, Any], column: Column[Any], tenant: Any, *, key: Any = "tenant_id"
+    row: Mapping[Any, Any],
+    column: Column[Any],
+    names: tuple[str, ...],
+    expected: Any,
+    *,
+    key: Any,
 ) -> dict[Any, Any]:
-    value = _find_value(row, column)
+    value = _find_value(row, column, names)
     if value is _MISSING or value is None:
         return {
             **{k: v for k, v in row.items() if v is not value or value is _MISSING},
-            key: tenant,
+            key: expected,
         }
-    _check_value(value, tenant)
+    _check_value(value, expected, names[0])
     return dict(row)
 
 
-def _scope_dml(state: ORMExecuteState, statement: Update | Delete, tenant: Any) -> None:
+def _scope_dml(state: ORMExecuteState, statement: Update | Delete, scope: SessionScope) -> None:
     mapper = state.bind_mapper
     target_is_tenant = mapper is not None and is_tenant_model(mapper.class_)
     parameters = state.parameters
@@ -276,17 +362,22 @@ def _scope_dml(state: ORMExecuteState, statement: Update | Delete, tenant: Any) 
         if isinstance(parameters, Sequence) and not isinstance(parameters, Mapping):
             # ORM bulk UPDATE by primary key: the wall proves every key the tenant's row.
             for row in parameters:
-                _stamp_row(row, mapper.columns["tenant_id"], tenant)
+                for column, value, names in _stamps(mapper, scope):
+                    _stamp_row(row, column, names, value, key=names[0])
             return
         _check_statement_move(statement, mapper, parameters)
     target = mapper.local_table if mapper is not None else None
     extra = _joined_tenant_froms(statement, target)
-    scoped = statement.options(OWNED_CRITERIA)  # shared rows are read-only for tenants
+    scoped = statement.options(*_owned_options(scope))  # shared rows are read-only for tenants
     for from_ in extra:
-        tenant_column = from_.c[_tenant_table_of(from_).info[TENANT_TABLE_INFO_KEY]]
+        table = _tenant_table_of(from_)
+        tenant_column = from_.c[table.info[TENANT_TABLE_INFO_KEY]]
         scoped = scoped.where(tenant_column == bindparam(TENANT_PARAM))
+        for name, column_name in row_scopes_of(table).items():
+            if scope.enforces(name):
+                scoped = scoped.where(from_.c[column_name] == bindparam(row_scope_param(name)))
     state.statement = scoped
-    state.parameters = _with_tenant_param(parameters, tenant)
+    state.parameters = _with_scope_params(parameters, scope)
 
 
 def _tenant_table_of(from_: Any) -> Any:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 from sqlmodel import Session as SQLModelSession
 
-from .exceptions import AlreadyExists, CrossTenantWrite, UnscopedStatement
+from .exceptions import AlreadyExists, CrossScopeWrite, CrossTenantWrite, UnscopedStatement
 from .models import is_tenant_model
 from .scope import Access, SessionScope
 from .scoping import refuse_unscoped_moves, scope_execution
@@ -183,13 +183,22 @@ def _refuse_foreign_objects(session: Session, instance: Any) -> None:
     tenant = scope.tenant_id
     if tenant is None or not scope.scoped or not is_tenant_model(type(instance)):
         return
-    owner = inspect(instance).dict.get("tenant_id")  # as held: reading may not load here
+    held = inspect(instance).dict  # as held: reading may not load here
+    owner = held.get("tenant_id")
     if owner is not None and owner != tenant:
         error = CrossTenantWrite(
             f"this {type(instance).__name__} belongs to another tenant and cannot join "
             "this tenant's session"
         )
         raise audit_refused_write(tenant, error)
+    for name, attribute in type(instance).__row_scopes__.items():
+        value = held.get(attribute)
+        if value is not None and scope.enforces(name) and value != scope.row_value(name):
+            error = CrossScopeWrite(
+                f"this {type(instance).__name__} belongs to another {name} and cannot join "
+                "this session"
+            )
+            raise audit_refused_write(tenant, error)
     note_attached(session, instance)
 
 

@@ -6,6 +6,7 @@ import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -24,13 +25,14 @@ from .checks import (
     find_case_insensitive_tenant_columns,
     refuse_forgotten_tenant_models,
 )
-from .context import TenantContext, checked_key, get_tenant_context
+from .context import TenantContext, audit_logger, checked_key, get_tenant_context
 from .exceptions import NotAMember, TenancyError, TenancyMisuse, TenancyUnavailable, TenantRequired
 from .keys import DEFAULT_KEY_PATTERN, TenantKeyType, key_type_for
 from .limits import SessionLimiter, SessionLimits
 from .lookup import LookupCache, TenantLookup, TenantTableLookup
 from .registry import TenantRegistry
 from .resolvers.base import Resolver
+from .row_scopes import OWNER_SCOPE, declared_row_scopes
 from .scope import Access, SessionScope
 from .session import SCOPE_KEY, TenantScopedSession
 from .tenants import Tenants
@@ -115,6 +117,7 @@ class Tenancy:
         session_limits: SessionLimits | None = SessionLimits(),  # noqa: B008 (frozen)
         tenant_changes: TenantChanges | None = None,
         registry: TenantRegistry[Any] | None = None,
+        row_scopes: Mapping[str, Callable[[TenantContext], Any]] | None = None,
     ) -> None:
         if not isinstance(engine, (Engine, AsyncEngine)):
             raise TypeError("Tenancy needs a SQLAlchemy Engine or AsyncEngine")
@@ -165,6 +168,10 @@ class Tenancy:
         self._exact_excluded = frozenset(p for p in exclude_paths if p == "/" or p[-1:] != "/")
         self._prefix_excluded = tuple(p for p in exclude_paths if p.endswith("/") and p != "/")
         self.principal_claim = principal_claim
+        self.row_scopes: dict[str, Callable[[TenantContext], Any]] = {
+            OWNER_SCOPE: self.principal,
+            **(row_scopes or {}),
+        }
         # A committed row is answered as written: no reload after the commit, which a
         # concurrent delete would turn into an error for a write that did happen.
         self.session_options = {"expire_on_commit": False, **(session_options or {})}
@@ -212,13 +219,13 @@ class Tenancy:
             return TenantContext(id=None, source=None, claims=claims)
         record = None if self.lookup is None else await self.lookup(result.key)
         context = TenantContext(id=result.key, source=result.source, claims=claims, record=record)
-        if self.membership is not None and not await _call(self.membership, context):
+        if self.membership is not None and not await call_predicate(self.membership, context):
             raise NotAMember()
         return context
 
     async def check_admin(self, context: TenantContext) -> bool:
         """Whether the admin predicate admits this context (no predicate: nobody)."""
-        return self.is_admin is not None and bool(await _call(self.is_admin, context))
+        return self.is_admin is not None and bool(await call_predicate(self.is_admin, context))
 
     async def check_database(
         self, metadata: MetaData | Iterable[Table] | None = None
@@ -363,28 +370,33 @@ class Tenancy:
             return
         self.lookup.invalidate(key)
 
-    def session(self, *, tenant: Any = None) -> TenantScopedSession:
+    def session(self, *, tenant: Any = None, lift: Collection[str] = ()) -> TenantScopedSession:
         """A session scoped like ``tenant_session``, for code outside a request.
 
         Scoped to ``tenant`` (a key, its string spelling or a tenant record) when given, else
         to the tenant bound by ``with_tenant()``; unscoped inside ``without_tenant()``; with no
-        tenant at all, queries on tenant models fail closed.
+        tenant at all, queries on tenant models fail closed. ``lift`` names row scopes the
+        session does not apply (``lift=["owner"]``: every owner's rows of the tenant), audited.
         """
         if self.is_async:
             raise TenancyMisuse("this Tenancy has an AsyncEngine: use tenancy.async_session()")
-        return self.make_session(self._session_scope(tenant))
+        return self.make_session(self._session_scope(tenant, lift))
 
-    def async_session(self, *, tenant: Any = None) -> AsyncSession:
+    def async_session(self, *, tenant: Any = None, lift: Collection[str] = ()) -> AsyncSession:
         """Async twin of :meth:`session`, for a Tenancy built on an ``AsyncEngine``."""
         if not self.is_async:
             raise TenancyMisuse("this Tenancy has a sync Engine: use tenancy.session()")
-        return self.make_async_session(self._session_scope(tenant))
+        return self.make_async_session(self._session_scope(tenant, lift))
 
-    def _session_scope(self, tenant: Any) -> SessionScope:
+    def _session_scope(self, tenant: Any, lift: Collection[str]) -> SessionScope:
         if tenant is None:
-            return self.ambient_scope()
-        key = self.keys.coerce(checked_key(tenant, "tenancy.session(tenant=...)"))
-        return SessionScope(tenant_id=key)
+            scope = self.ambient_scope()
+        else:
+            key = self.keys.coerce(checked_key(tenant, "tenancy.session(tenant=...)"))
+            scope = SessionScope(tenant_id=key)
+        if lift:
+            scope = self.lift(scope, lift, reason="tenancy.session(lift=...)")
+        return scope
 
     def ambient_scope(self, access: Access = Access.TENANT) -> SessionScope:
         """The scope matching the tenant bound right now, its key checked against ``keys``."""
@@ -431,7 +443,44 @@ class Tenancy:
         admin = scope.access is Access.UNSCOPED and scope.tenant_id is None
         if admin and self.admin_engine is not None:
             return self.admin_engine, TenantScopedSession, {SCOPE_KEY: scope}
+        if scope.row_values is None and scope.scoped:
+            scope = self._with_row_values(scope)
         return self.engine, self._session_class, {SCOPE_KEY: scope, **self._session_info}
+
+    def _with_row_values(self, scope: SessionScope) -> SessionScope:
+        """``scope`` with the values of the row scopes the models declare, taken from the bound
+        context (``None`` where there is none: those models then fail closed)."""
+        declared = declared_row_scopes()
+        if not declared:
+            return scope
+        context = get_tenant_context()
+        values = tuple((name, self._row_value(name, context)) for name in sorted(declared))
+        return replace(scope, row_values=values)
+
+    def _row_value(self, name: str, context: TenantContext | None) -> Any:
+        function = self.row_scopes.get(name)
+        return None if function is None or context is None else function(context)
+
+    def lift(
+        self, scope: SessionScope, names: Collection[str], *, reason: str | None
+    ) -> SessionScope:
+        """``scope`` with the row scopes ``names`` lifted (a tenant admin seeing every owner's
+        rows); logged on the audit logger. The tenant stays."""
+        unknown = set(names) - self.row_scopes.keys()
+        if unknown:
+            raise TenancyMisuse(f"no row scope named {sorted(unknown)} to lift")
+        context = get_tenant_context()
+        audit_logger.info(
+            "row scope lifted",
+            extra={
+                "tenancy_event": "row_scope_lifted",
+                "tenancy_scopes": sorted(names),
+                "tenancy_principal": None if context is None else self.principal(context),
+                "tenancy_tenant": scope.tenant_id,
+                "tenancy_reason": reason,
+            },
+        )
+        return replace(scope, lifted=scope.lifted | frozenset(names))
 
     def _build_lookup(
         self,
@@ -492,7 +541,8 @@ def _refuse_unverified_beside_verified(resolvers: Sequence[Resolver]) -> None:
         )
 
 
-async def _call(predicate: Predicate, context: TenantContext) -> bool:
+async def call_predicate(predicate: Predicate, context: TenantContext) -> bool:
+    """Ask a sync (in a worker thread) or async predicate about ``context``."""
     if inspect.iscoroutinefunction(predicate):
         return bool(await predicate(context))
     result = await anyio.to_thread.run_sync(predicate, context)

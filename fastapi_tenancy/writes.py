@@ -25,8 +25,15 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import Join, Select
 
 from .context import audit_logger, get_tenant_context
-from .exceptions import CrossTenantWrite, TenantRequired, WriteConflict
+from .exceptions import (
+    CrossScopeWrite,
+    CrossTenantWrite,
+    RowScopeRequired,
+    TenantRequired,
+    WriteConflict,
+)
 from .models import TENANT_TABLE_INFO_KEY, is_tenant_model
+from .row_scopes import row_scope_missing, row_scopes_of
 from .scope import Access, SessionScope
 from .wall import TENANT_PARAM, guard_of
 
@@ -64,8 +71,9 @@ def check_flush(session: Session, scope: SessionScope) -> None:
     deleted = [o for o in session.deleted if is_tenant_model(type(o))]
     for obj in dirty:
         _check_move(obj, scope, mutable)
+        _check_row_scope_moves(obj, scope)
     if scope.scoped and tenant is not None:
-        _scope_expressions(session, tenant)
+        _scope_expressions(session, scope)
     if not scope.scoped:
         # Nothing to stamp with: a new row must name its tenant, or the database's NOT NULL
         # would answer instead, as a bare error after part of the flush was sent.
@@ -86,6 +94,7 @@ def check_flush(session: Session, scope: SessionScope) -> None:
             obj.tenant_id = tenant
         elif current != tenant:
             raise CrossTenantWrite(f"a new {type(obj).__name__} names another tenant")
+        _stamp_row_scopes(obj, scope)
     # Every dirty row, even one with no net change: it is in this session's identity map, and
     # the unit of work may still write it (a collection append syncs its foreign key).
     written = (*dirty, *deleted)
@@ -99,6 +108,34 @@ def check_flush(session: Session, scope: SessionScope) -> None:
             raise CrossTenantWrite(f"this {type(obj).__name__} would move to another tenant")
     _prove_owned(session, written)
     _check_references(session, (*new, *dirty), tenant)
+
+
+def _stamp_row_scopes(obj: Any, scope: SessionScope) -> None:
+    """Give a new row the session's value of each of its row scopes, and refuse one naming
+    another value (another owner) unless the session lifts that scope."""
+    for name, attribute in type(obj).__row_scopes__.items():
+        current = getattr(obj, attribute)
+        value = scope.row_value(name)
+        if current is None:
+            if value is None:
+                raise RowScopeRequired(row_scope_missing(name))
+            setattr(obj, attribute, value)
+        elif current != value and scope.enforces(name):
+            raise CrossScopeWrite(f"a new {type(obj).__name__} names another {name}")
+
+
+def _check_row_scope_moves(obj: Any, scope: SessionScope) -> None:
+    """Refuse changing a row's row scope value (giving a note to another owner) unless the
+    session lifts that scope."""
+    state = inspect(obj)
+    for name, attribute in type(obj).__row_scopes__.items():
+        history = state.attrs[attribute].history
+        moved = history.deleted and history.added and history.deleted[0] != history.added[0]
+        if moved and scope.enforces(name):
+            raise CrossScopeWrite(
+                f"this {type(obj).__name__} would move to another {name}; only a session "
+                f"that lifts {name!r} may do that"
+            )
 
 
 def _load_expired(obj: Any, unloaded: set[str]) -> None:
@@ -115,7 +152,7 @@ def _load_expired(obj: Any, unloaded: set[str]) -> None:
         ) from error
 
 
-def _scope_expressions(session: Session, tenant: Any) -> None:
+def _scope_expressions(session: Session, scope: SessionScope) -> None:
     """Scope the SQL expressions that attributes were set to (``task.project_id =
     select(Project.id)...scalar_subquery()``): the unit of work writes them as they are, and
     its statements pass no ORM hook that would add the tenant to their SELECTs."""
@@ -125,14 +162,15 @@ def _scope_expressions(session: Session, tenant: Any) -> None:
             if isinstance(value, ClauseElement):
 
                 def filtered(element: Any, **kw: Any) -> Any:
-                    return _filtered_select(element, tenant)
+                    return _filtered_select(element, scope)
 
                 state.dict[key] = visitors.replacement_traverse(value, {}, filtered)
 
 
-def _filtered_select(element: Any, tenant: Any) -> Any:
-    """A SELECT with ``tenant_column = :tenant`` added for each tenant table in its FROM (the
-    loader criteria of a SELECT nested in the unit of work's core statement do not apply)."""
+def _filtered_select(element: Any, scope: SessionScope) -> Any:
+    """A SELECT with ``tenant_column = :tenant`` (and each applied row scope's filter) added for
+    each tenant table in its FROM (the loader criteria of a SELECT nested in the unit of work's
+    core statement do not apply)."""
     if not isinstance(element, Select):
         return None
     filtered = element
@@ -142,7 +180,11 @@ def _filtered_select(element: Any, tenant: Any) -> Any:
             name = getattr(table, "info", {}).get(TENANT_TABLE_INFO_KEY)
             if name is not None:
                 column = next(c for c in leaf.c if c.name == name)
-                filtered = filtered.where(column == tenant)
+                filtered = filtered.where(column == scope.tenant_id)
+                for scope_name, column_name in row_scopes_of(table).items():
+                    if scope.enforces(scope_name):
+                        value = scope.row_value(scope_name)
+                        filtered = filtered.where(leaf.c[column_name] == value)
     return filtered
 
 

@@ -25,8 +25,15 @@ from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.selectable import FromClause
 
 from ..context import audit_logger, get_tenant_context
-from ..exceptions import CrossTenantWrite, TenantRequired, UnscopedStatement
+from ..exceptions import (
+    CrossScopeWrite,
+    CrossTenantWrite,
+    RowScopeRequired,
+    TenantRequired,
+    UnscopedStatement,
+)
 from ..models import TENANT_SHARED_ROWS_INFO_KEY
+from ..row_scopes import row_scope_missing, row_scope_param, row_scopes_of
 from ..scope import Access, SessionScope
 from .compiler import tenant_column_of
 from .proof import Proof, prove
@@ -217,7 +224,11 @@ def _check_read(
     tenant = scope.tenant_id
     if tenant is None:
         if read.read_only and read.global_access and scope.access is Access.GLOBAL:
-            return
+            if all(_in_row_scopes(read, scope, row) for row in rows):
+                return
+            raise UnscopedStatement(
+                f"{read.where} is not filtered by every row scope of {read.table.name!r}"
+            )
         raise TenantRequired(
             f"the tenant table {read.table.name!r} is used and no tenant is bound; bind one "
             "(with_tenant(), a request) or use without_tenant() in trusted code"
@@ -228,8 +239,15 @@ def _check_read(
     pending: list[tuple[Any, ...]] = []
     for row in rows:
         if any(row.get(name) == tenant for name in params):
-            continue
-        if read.key_params is None:
+            if _in_row_scopes(read, scope, row):
+                continue
+            if read.key_params is None:
+                raise UnscopedStatement(
+                    f"{read.where} is filtered by the tenant but not by every row scope of "
+                    f"{read.table.name!r} ({', '.join(name for name, _ in read.scope_params)}) "
+                    "with the session's values, so it could reach rows outside them"
+                )
+        elif read.key_params is None:
             if params:
                 raise UnscopedStatement(
                     f"the tenant filter on {read.table.name!r} ({read.where}) does not carry "
@@ -250,6 +268,24 @@ def _check_read(
             raise audit_refused_write(guard.scope.tenant_id, error)
 
 
+def _in_row_scopes(read: ReadCheck, scope: SessionScope, row: Mapping[str, Any]) -> bool:
+    """Whether ``row``'s parameters prove every row scope of the table that ``scope`` applies."""
+    for name, params in read.scope_params:
+        if name in scope.lifted:
+            continue
+        value = _row_value(scope, name)
+        if not any(row.get(param) == value for param in params):
+            return False
+    return True
+
+
+def _row_value(scope: SessionScope, name: str) -> Any:
+    value = scope.row_value(name)
+    if value is None:
+        raise RowScopeRequired(row_scope_missing(name))
+    return value
+
+
 def _check_writes(
     conn: Connection, guard: Guard, writes: tuple[WriteCheck, ...], rows: list[Mapping[str, Any]]
 ) -> None:
@@ -259,6 +295,9 @@ def _check_writes(
     mutable = context is not None and context.mutable
     wanted: dict[KeyCheck, list[tuple[Any, ...]]] = {}
     for write in writes:
+        if write.row_scope is not None:
+            _check_row_scope_write(guard, write.row_scope, write, rows)
+            continue
         for row in rows:
             value = row.get(write.param)
             if write.parent is None:
@@ -294,6 +333,22 @@ def _check_writes(
             raise audit_refused_write(tenant, error)
 
 
+def _check_row_scope_write(
+    guard: Guard, name: str, write: WriteCheck, rows: list[Mapping[str, Any]]
+) -> None:
+    """A value written into a row scope column must be the session's value of that scope,
+    unless the session lifts it (a tenant admin's switch)."""
+    if name in guard.scope.lifted:
+        return
+    expected = _row_value(guard.scope, name)
+    for row in rows:
+        if row.get(write.param) != expected:
+            error = CrossScopeWrite(
+                f"this write names another {name} in {write.table.name}.{write.column}"
+            )
+            raise audit_refused_write(guard.scope.tenant_id, error)
+
+
 def _owned(
     conn: Connection,
     guard: Guard,
@@ -320,8 +375,14 @@ def _owned(
     mine: Any = tenant_column == bindparam(TENANT_PARAM)
     if shared:
         mine = or_(mine, tenant_column.is_(None))
+    params = {TENANT_PARAM: guard.scope.tenant_id}
+    for name, column_name in row_scopes_of(table).items():
+        if name not in guard.scope.lifted:
+            param = row_scope_param(name)
+            mine = and_(mine, table.c[column_name] == bindparam(param))
+            params[param] = _row_value(guard.scope, name)
     query = select(*key_columns).where(and_(condition, mine))
-    found = {tuple(row) for row in conn.execute(query, {TENANT_PARAM: guard.scope.tenant_id})}
+    found = {tuple(row) for row in conn.execute(query, params)}
     guard.add_owned(table, columns, found, shared=shared)
     return missing <= found
 

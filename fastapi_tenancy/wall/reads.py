@@ -3,8 +3,10 @@
 An occurrence is proven by a term ``<its tenant column> = :param`` at the top level of the AND
 of its statement's WHERE, or of the ON clause of a join that filters its side (an inner join's
 filter both sides, an outer join's only the side it may fill with NULLs); the gate then checks
-that ``param`` carries the session's tenant. An UPDATE or DELETE target may instead be named by
-its primary key, and an association table by its keys joined to filtered rows. A table of a
+that ``param`` carries the session's tenant. Each row scope column of the table (its owner,
+say) must be proven the same way, with the session's value of that scope. An UPDATE or DELETE
+target may instead be named by its primary key (the row scopes are then proven with the key),
+and an association table by its keys joined to filtered rows. A table of a
 ``__shared_rows__`` model, where it is only read, may have ``(<tenant column> = :param OR
 <tenant column> IS NULL)`` instead: its rows with no tenant are shared by every tenant.
 """
@@ -30,6 +32,7 @@ from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.selectable import FromGrouping, Join, Select
 
 from ..models import TENANT_GLOBAL_INFO_KEY, TENANT_SHARED_ROWS_INFO_KEY
+from ..row_scopes import row_scopes_of
 from .compiler import (
     Occurrence,
     ProvingCompiler,
@@ -52,6 +55,8 @@ class ReadCheck:
     key_params: tuple[str, ...] | None
     read_only: bool
     linked: bool = False
+    scope_params: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """For each row scope of the table, its name and the parameters that may prove it."""
 
     @property
     def global_access(self) -> bool:
@@ -166,6 +171,20 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[Read
             for name in _bind_name(compiler, param)
         )
     )
+    scope_params = tuple(
+        (
+            scope,
+            tuple(
+                dict.fromkeys(
+                    name
+                    for column, param in equalities
+                    if column.name == column_name
+                    for name in _bind_name(compiler, param)
+                )
+            ),
+        )
+        for scope, column_name in row_scopes_of(occurrence.table).items()
+    )
     key_params = None
     if isinstance(statement, (Update, Delete)) and target:
         key_params = _primary_key_params(compiler, occurrence.table, terms, element)
@@ -175,6 +194,7 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[Read
         tenant_params=tenant_params,
         key_params=key_params,
         read_only=read_only,
+        scope_params=scope_params,
     )
     return check, terms
 

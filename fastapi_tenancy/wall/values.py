@@ -23,6 +23,7 @@ from sqlalchemy.sql.elements import (
 from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.sql.selectable import ScalarSelect, Select
 
+from ..row_scopes import row_scopes_of
 from .compiler import (
     ProvingCompiler,
     Refusal,
@@ -33,7 +34,7 @@ from .compiler import (
     tenant_column_of,
 )
 
-__all__ = ["KeyCheck", "WriteCheck", "write_checks"]
+__all__ = ["KeyCheck", "ScopeColumn", "WriteCheck", "write_checks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,15 @@ class WriteCheck:
     column: str
     parent: KeyCheck | None
     update: bool
+    row_scope: str | None = None
+    """The row scope the column holds (its value must be the session's), if it is one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeColumn:
+    """A guarded column holding a row scope: written values must be the session's value."""
+
+    name: str
 
 
 def write_checks(compiler: ProvingCompiler, write: Write) -> Iterator[WriteCheck]:
@@ -90,12 +100,15 @@ def write_checks(compiler: ProvingCompiler, write: Write) -> Iterator[WriteCheck
         if parent is not _UNGUARDED:
             yield _bound(compiler, table, column, column.key, parent, update)
     if isinstance(statement, Insert) and is_tenant_table(table):
-        column = tenant_column_of(table)
-        tenant_key = column.key
-        if tenant_key not in written:
-            names = [f"{tenant_key}_m{i}" for i in range(len(rows))] if multi else [tenant_key]
+        stamped = [tenant_column_of(table)]
+        stamped += [table.c[name] for name in row_scopes_of(table).values()]
+        for column in stamped:
+            if column.key in written:
+                continue
+            key = column.key
+            names = [f"{key}_m{i}" for i in range(len(rows))] if multi else [key]
             for name in names:
-                yield _bound(compiler, table, column, name, None, update)
+                yield _bound(compiler, table, column, name, guarded[key], update)
 
 
 _UNGUARDED: Any = object()
@@ -107,7 +120,7 @@ def _value_check(
     column: Column[Any],
     value: Any,
     param: str,
-    parent: KeyCheck | None,
+    parent: KeyCheck | ScopeColumn | None,
     update: bool,
 ) -> Iterator[WriteCheck]:
     if hasattr(value, "__clause_element__"):
@@ -122,17 +135,27 @@ def _value_check(
                 "the statement's parameters"
             )
         yield _bound(compiler, table, column, names[0], parent, update)
-    elif (isinstance(value, Null) and parent is not None) or (
-        parent is not None and _selects_parent_key(value, parent)
+    elif isinstance(parent, KeyCheck) and (
+        isinstance(value, Null) or _selects_parent_key(value, parent)
     ):
         return
     else:
-        what = "the tenant column" if parent is None else "a foreign key to a tenant table"
+        what = (
+            "a foreign key to a tenant table"
+            if isinstance(parent, KeyCheck)
+            else "the tenant column"
+            if parent is None
+            else f"the {parent.name} column"
+        )
         raise Refusal(
             f"{table.name}.{column.name} is {what} and is written from a SQL expression "
             f"({type(value).__name__}) that cannot be proven to name the tenant's row; pass "
             "the value itself"
-            + ("" if parent is None else ", or a scalar subquery selecting the parent's key")
+            + (
+                ", or a scalar subquery selecting the parent's key"
+                if isinstance(parent, KeyCheck)
+                else ""
+            )
         )
 
 
@@ -141,19 +164,21 @@ def _bound(
     table: Table,
     column: Column[Any],
     param: str,
-    parent: KeyCheck | None,
+    parent: KeyCheck | ScopeColumn | None,
     update: bool,
 ) -> WriteCheck:
     if param not in compiler.bind_names.values():
-        if parent is None and not update:
+        if not isinstance(parent, KeyCheck) and not update:
             raise Refusal(
-                f"this INSERT into {table.name!r} does not write its tenant column; the kit "
-                "stamps it in a tenant session, so the statement was built around it"
+                f"this INSERT into {table.name!r} does not write its {column.name} column; "
+                "the kit stamps it in a tenant session, so the statement was built around it"
             )
         raise Refusal(
             f"the value written to {table.name}.{column.name} cannot be identified among the "
             "statement's parameters"
         )
+    if isinstance(parent, ScopeColumn):
+        return WriteCheck(param, table, column.name, None, update, row_scope=parent.name)
     return WriteCheck(param=param, table=table, column=column.name, parent=parent, update=update)
 
 
@@ -204,20 +229,23 @@ def _column_for(key: Any, table: Table) -> Column[Any] | None:
     return None
 
 
-_GUARDED: weakref.WeakKeyDictionary[Table, dict[str, KeyCheck | None]] = weakref.WeakKeyDictionary()
+_Guarded = dict[str, KeyCheck | ScopeColumn | None]
+_GUARDED: weakref.WeakKeyDictionary[Table, _Guarded] = weakref.WeakKeyDictionary()
 
 
-def _guarded_columns(table: Any) -> dict[str, KeyCheck | None]:
-    """Columns of ``table`` whose written values are checked, by key: the tenant column (None)
-    and foreign keys to tenant tables (where they point)."""
+def _guarded_columns(table: Any) -> _Guarded:
+    """Columns of ``table`` whose written values are checked, by key: the tenant column (None),
+    row scope columns and foreign keys to tenant tables (where they point)."""
     if not isinstance(table, Table):
         return {}
-    found = _GUARDED.get(table)
-    if found is not None:
-        return found
-    found = {}
+    cached = _GUARDED.get(table)
+    if cached is not None:
+        return cached
+    found: _Guarded = {}
     if is_tenant_table(table):
         found[tenant_column_of(table).key] = None
+        for name, column_name in row_scopes_of(table).items():
+            found[table.c[column_name].key] = ScopeColumn(name)
     for fk in table.foreign_keys:
         parent = fk.column.table
         if is_tenant_table(parent):

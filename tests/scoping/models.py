@@ -29,6 +29,8 @@ from fastapi_tenancy import (
     Access,
     SessionScope,
     Tenancy,
+    owner_field,
+    row_scope_field,
     tenant_field,
     tenant_unique,
 )
@@ -332,3 +334,41 @@ class Product(ScopingModel, Keyed, table=True):
     category_id: int | None = Field(default=None, foreign_key="scoping_category.id")
 
     category: Category | None = Relationship()
+
+
+class Memo(ScopingModel, Keyed, table=True):
+    """Owner-only rows: a memo is private to its author inside the tenant."""
+
+    __tablename__ = "scoping_memo"
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: str | None = owner_field()
+    title: str = Field(max_length=50)
+
+    replies: list["MemoReply"] = Relationship(
+        back_populates="memo", sa_relationship_kwargs={"order_by": "MemoReply.id"}
+    )
+
+
+class MemoReply(ScopingModel, Keyed, table=True):
+    """Owner-only rows pointing at a memo."""
+
+    __tablename__ = "scoping_memo_reply"
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: str | None = owner_field()
+    memo_id: int | None = Field(default=None, foreign_key="scoping_memo.id")
+    body: str = Field(max_length=50)
+
+    memo: Memo | None = Relationship(back_populates="replies")
+
+
+class TeamDoc(ScopingModel, Keyed, table=True):
+    """Two row scopes beside the tenant: its team (a claim) and its owner."""
+
+    __tablename__ = "scoping_team_doc"
+
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: int | None = row_scope_field("team", int)
+    owner_id: str | None = owner_field()
+    title: str = Field(max_length=50)
