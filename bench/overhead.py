@@ -5,13 +5,17 @@ Run by hand, never by the test suite::
     python bench/overhead.py                                  # SQLite file, 5 rounds x 5 s
     python bench/overhead.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 
-Five apps serve the same route, ``GET /projects``, answering the 50 rows of one tenant out of
+Six apps serve the same route, ``GET /projects``, answering the 50 rows of one tenant out of
 8 x 50 as JSON:
 
     bare-header  FastAPI + SQLModel, tenant from the X-Tenant-ID header, filter written by hand
     bare-jwt     the same, tenant from the claim of an HS256 bearer token verified with PyJWT
     kit-header   Tenancy(engine, resolvers=[HeaderResolver()]) and a TenantSession route
     kit-jwt      the same with JWTClaimResolver(key=..., algorithms=["HS256"])
+    kit-owner    kit-jwt with the rows owner-only: the model's owner_id is an owner_field()
+                 (a row scope whose value is the token's sub), so every statement carries a
+                 second scope; its twin is kit-jwt, on the same rows (each row is owned by
+                 the user whose token asks for it)
     kit-rls      kit-header with Tenancy(..., rls=True), as an ordinary role (PostgreSQL only)
 
 Each app runs in its own uvicorn process (one worker, 127.0.0.1, ports from --base-port or
@@ -60,8 +64,14 @@ from typing import Annotated, Any
 import scale
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SETUPS = ("bare-header", "kit-header", "bare-jwt", "kit-jwt", "kit-rls")
-TWINS = (("kit-header", "bare-header"), ("kit-jwt", "bare-jwt"), ("kit-rls", "bare-header"))
+SETUPS = ("bare-header", "kit-header", "bare-jwt", "kit-jwt", "kit-owner", "kit-rls")
+TWINS = (
+    ("kit-header", "bare-header"),
+    ("kit-jwt", "bare-jwt"),
+    ("kit-owner", "kit-jwt"),
+    ("kit-rls", "bare-header"),
+)
+JWT_SETUPS = ("bare-jwt", "kit-jwt", "kit-owner")
 RLS_SETUP = "kit-rls"
 TABLE = "bench_overhead_project"
 DEFAULT_BASE_PORT = 8731
@@ -104,15 +114,29 @@ def bare_model(key: type) -> type[Any]:
         id: int | None = Field(default=None, primary_key=True)
         name: str = Field(max_length=100)
         description: str = Field(max_length=255)
+        owner_id: str = Field(max_length=255)
 
     return Project
 
 
 @functools.cache
-def kit_model(key: type) -> type[Any]:
+def kit_model(key: type, *, owner_only: bool = False) -> type[Any]:
     from sqlmodel import Field
 
     from fastapi_tenancy import TenantScoped
+
+    if owner_only:
+        from fastapi_tenancy import owner_field
+
+        class OwnedProject(TenantScoped[key], table=True):  # type: ignore[valid-type]
+            __tablename__ = TABLE
+
+            id: int | None = Field(default=None, primary_key=True)
+            name: str = Field(max_length=100)
+            description: str = Field(max_length=255)
+            owner_id: str | None = owner_field()
+
+        return OwnedProject
 
     class Project(TenantScoped[key], table=True):  # type: ignore[valid-type]
         __tablename__ = TABLE
@@ -120,6 +144,7 @@ def kit_model(key: type) -> type[Any]:
         id: int | None = Field(default=None, primary_key=True)
         name: str = Field(max_length=100)
         description: str = Field(max_length=255)
+        owner_id: str = Field(max_length=255)
 
     return Project
 
@@ -251,10 +276,10 @@ def build_app(setup: str, url: str, secret: str, key: type) -> Any:
         TenantTableLookup,
     )
 
-    project = kit_model(key)
+    project = kit_model(key, owner_only=setup == "kit-owner")
     resolver: Any = (
         JWTClaimResolver(key=secret, algorithms=["HS256"])
-        if setup == "kit-jwt"
+        if setup in JWT_SETUPS
         else HeaderResolver()
     )
     lookup: dict[str, Any] = {}
@@ -328,6 +353,7 @@ def seed(url: str, names: list[str], rows: int, key: type) -> None:
                     tenant_id=keys[i % len(names)],
                     name=f"project {i // len(names)} of {tenant}",
                     description=f"Row {i} of the benchmark table, owned by {tenant}.",
+                    owner_id=f"user-of-{keys[i % len(names)]}",  # the sub of its tenant's token
                 )
             )
         session.commit()
@@ -416,7 +442,7 @@ def make_tokens(tenants: list[Any], secret: str) -> dict[Any, str]:
 
 
 def headers_for(setup: str, tenant: Any, tokens: dict[Any, str]) -> dict[str, str]:
-    if setup != "bare-jwt" and setup != "kit-jwt":
+    if setup not in JWT_SETUPS:
         return {"X-Tenant-ID": str(tenant)}
     return {"Authorization": f"Bearer {tokens[tenant]}"}
 
@@ -1001,7 +1027,7 @@ def drive(argv: Sequence[str]) -> None:
     count = len(tenants)
     sequence = scale.request_sequence(args.distribution, count, args.warmup, args.requests)
     asked = sorted(set(sequence))
-    jwt_setup = args.setup in ("bare-jwt", "kit-jwt")
+    jwt_setup = args.setup in JWT_SETUPS
     tokens = make_tokens([tenants[k] for k in asked], secret) if jwt_setup else {}
     app = build_app(args.setup, args.database_url, secret, key)
     raw_headers = {

@@ -89,22 +89,24 @@ GLOBAL_READ_CRITERIA = _criteria(lambda cls: _global_read_criteria(cls))
 _TENANT_ONLY_CRITERIA = _criteria(lambda cls: _tenant_only_criteria(cls))
 _OWNED_ONLY_CRITERIA = _criteria(lambda cls: _owned_only_criteria(cls))
 
-_LIFTED: dict[tuple[frozenset[str], bool], tuple[Any, ...]] = {}
+_LIFTED: dict[tuple[frozenset[str], bool, int], tuple[Any, ...]] = {}
 
 
 def _lifted_options(lifted: frozenset[str], *, owned: bool) -> tuple[Any, ...]:
     """Criteria of a session that lifts the row scopes ``lifted``: the tenant for every tenant
     model, and each row scope still applied for each model that has it (one option per model:
     these criteria are plain SQL, so each compiled form is shared by every session alike)."""
-    options = _LIFTED.get((lifted, owned))
+    models = row_scoped_models()
+    key = (lifted, owned, len(models))  # models mapped later make new options
+    options = _LIFTED.get(key)
     if options is None:
         base = _OWNED_ONLY_CRITERIA if owned else _TENANT_ONLY_CRITERIA
         per_model = [
             with_loader_criteria(model, and_(*terms), include_aliases=True)
-            for model in row_scoped_models()
+            for model in models
             if (terms := _row_terms(model, lifted))
         ]
-        options = _LIFTED[(lifted, owned)] = (base, *per_model)
+        options = _LIFTED[key] = (base, *per_model)
     return options
 
 

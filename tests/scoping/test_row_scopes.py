@@ -313,3 +313,24 @@ async def test_async_sessions_keep_to_the_owner(async_tenancy, memos):
         assert await session.get(Memo, memos.bob) is None
         with pytest.raises(CrossScopeWrite):
             session.add(Memo(title="async", owner_id="bob"))
+
+
+def test_one_compiled_statement_serves_every_owner_and_a_lift_never_sticks(tenancy, memos):
+    engine = tenancy.engine
+    lifted = tenancy.lift(SessionScope(ACME, row_values=ALICE), ["owner"], reason=None)
+
+    def read(scope):
+        with tenancy.make_session(scope) as session:
+            return titles(session)
+
+    assert read(SessionScope(ACME, row_values=ALICE)) == ["alice-memo"]
+    cached = len(engine._compiled_cache)
+    for i in range(200):
+        owner = (("owner", f"user-{i}"),)
+        assert read(SessionScope(ACME if i % 2 else GLOBEX, row_values=owner)) == []
+    assert len(engine._compiled_cache) == cached
+    # a lifted session compiles its own form, and the owners' form stays scoped after it
+    assert read(lifted) == ["alice-memo", "bob-memo"]
+    assert read(SessionScope(ACME, row_values=BOB)) == ["bob-memo"]
+    assert read(lifted) == ["alice-memo", "bob-memo"]
+    assert read(SessionScope(ACME, row_values=ALICE)) == ["alice-memo"]
