@@ -388,6 +388,14 @@ class Tenancy:
             raise TenancyMisuse("this Tenancy has a sync Engine: use tenancy.session()")
         return self.make_async_session(self._session_scope(tenant, lift))
 
+    def whole_tenant_scope(self, tenant: Any) -> SessionScope:
+        """The scope of the kit's own work on a whole tenant (creating, purging, exporting,
+        importing, renaming): scoped to ``tenant``, with every row scope lifted, since those
+        operations move every owner's rows alike. Not for application code: their own audit
+        lines stand for it."""
+        key = self.keys.coerce(checked_key(tenant, "a tenant operation"))
+        return SessionScope(tenant_id=key, row_values=(), lifted=declared_row_scopes())
+
     def _session_scope(self, tenant: Any, lift: Collection[str]) -> SessionScope:
         if tenant is None:
             scope = self.ambient_scope()

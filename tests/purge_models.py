@@ -17,6 +17,7 @@ from fastapi_tenancy import (
     Tenancy,
     TenantRegistry,
     TenantScoped,
+    owner_field,
     tenant_foreign_key,
     tenant_unique,
 )
@@ -60,7 +61,17 @@ class PurgeCatalog(TenantScoped, table=True):
     name: str = Field(max_length=100)
 
 
-TABLES = (PurgeOrg, PurgeProject, PurgeTask, PurgeCatalog)
+class PurgeNote(TenantScoped, table=True):
+    """Owner-only rows: the operations on a whole tenant move every owner's alike."""
+
+    __tablename__ = "purge_note"
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: str | None = owner_field()
+    body: str = Field(max_length=100)
+
+
+TABLES = (PurgeOrg, PurgeProject, PurgeTask, PurgeCatalog, PurgeNote)
 
 
 def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -98,6 +109,14 @@ def seed(engine: Engine) -> None:
                     ],
                 )
         conn.execute(insert(PurgeCatalog), [{"tenant_id": t, "name": t} for t in TENANTS])
+        conn.execute(
+            insert(PurgeNote),
+            [
+                {"tenant_id": t, "owner_id": owner, "body": f"{owner}'s note"}
+                for t in TENANTS
+                for owner in ("ann", "bob")
+            ],
+        )
         if conn.dialect.name == "postgresql":  # the ids above were given: move the sequence on
             conn.execute(text("SELECT setval(pg_get_serial_sequence('purge_project', 'id'), 99)"))
 

@@ -60,7 +60,12 @@ def test_a_dry_run_counts_and_deletes_nothing(world: World) -> None:
     before = dump(world.engine)
     report = world.call("purge", "acme", dry_run=True)
     assert report.dry_run
-    assert report.rows == {"purge_task": 12, "purge_catalog": 1, "purge_project": 4}
+    assert report.rows == {
+        "purge_task": 12,
+        "purge_catalog": 1,
+        "purge_note": 2,
+        "purge_project": 4,
+    }
     assert dump(world.engine) == before
 
 
@@ -69,7 +74,12 @@ def test_purge_removes_every_row_of_the_tenant_and_nothing_else(world: World) ->
     before = dump(world.engine)
     report = world.call("purge", "acme", batch_size=5)
     after = dump(world.engine)
-    assert report.rows == {"purge_task": 12, "purge_catalog": 1, "purge_project": 4}
+    assert report.rows == {
+        "purge_task": 12,
+        "purge_catalog": 1,
+        "purge_note": 2,
+        "purge_project": 4,
+    }
     assert after == without(before, "acme")
     assert all("acme" not in row for rows in after.values() for row in rows)
     assert len(after["purge_catalog"]) == 5  # the 3 shared rows and globex's and initech's
@@ -116,7 +126,7 @@ def test_an_active_or_unknown_tenant_is_refused(world: World) -> None:
 
 def test_a_dry_run_of_an_active_tenant_counts(world: World) -> None:
     before = dump(world.engine)
-    assert world.call("purge", "acme", dry_run=True).total == 17
+    assert world.call("purge", "acme", dry_run=True).total == 19
     assert dump(world.engine) == before
 
 
@@ -220,15 +230,15 @@ def test_progress_hears_each_batch_and_adds_up_to_the_rows_deleted(
     before = dump(world.engine)
     heard: list[int] = []
     report = world.call("purge", "acme", batch_size=5, resumable=resumable, progress=heard.append)
-    assert sum(heard) == report.total == 17
-    # 12 tasks in batches of 5, one catalogue row, 4 projects (the last two in either order)
+    assert sum(heard) == report.total == 19
+    # 12 tasks in batches of 5; one catalogue row, two notes, 4 projects (in any order)
     assert heard[:3] == [5, 5, 2]
-    assert sorted(heard[3:]) == [1, 4]
+    assert sorted(heard[3:]) == [1, 2, 4]
     assert dump(world.engine) == without(before, "acme")
 
 
 def test_a_dry_run_reports_no_progress(world: World) -> None:
     world.call("suspend", "acme")
     heard: list[int] = []
-    assert world.call("purge", "acme", dry_run=True, progress=heard.append).total == 17
+    assert world.call("purge", "acme", dry_run=True, progress=heard.append).total == 19
     assert heard == []

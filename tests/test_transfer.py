@@ -38,7 +38,7 @@ from fastapi_tenancy import (
     tenant_unique,
 )
 
-TENANT_TABLES = ("purge_project", "purge_task", "purge_catalog")  # tenant_id first
+TENANT_TABLES = ("purge_project", "purge_task", "purge_catalog", "purge_note")  # tenant_id first
 
 
 class TransferDoc(TenantScoped, table=True):
@@ -102,16 +102,22 @@ def test_an_export_holds_every_row_of_the_tenant_and_nothing_else(
     world: World, tmp_path: Path
 ) -> None:
     report = world.call("export", "acme", tmp_path / "acme")
-    assert report.rows == {"purge_catalog": 1, "purge_project": 4, "purge_task": 12}
+    assert report.rows == {
+        "purge_catalog": 1,
+        "purge_note": 2,
+        "purge_project": 4,
+        "purge_task": 12,
+    }
     files = sorted(path.name for path in (tmp_path / "acme").iterdir())
     assert files == [
         "manifest.json",
         "purge_catalog.jsonl",
+        "purge_note.jsonl",
         "purge_project.jsonl",
         "purge_task.jsonl",
     ]
     everything = [row for name in files[1:] for row in lines(tmp_path / "acme", name)]
-    assert len(everything) == 17
+    assert len(everything) == 19
     assert {row["tenant_id"] for row in everything} == {"acme"}  # no shared, no other tenant
     manifest = json.loads((tmp_path / "acme" / "manifest.json").read_text())
     assert manifest["tenant"] == "acme"
@@ -126,7 +132,7 @@ def test_import_gives_an_equal_dataset_under_a_new_key_and_touches_nothing_else(
     world.call("export", "acme", tmp_path / "acme")
     before = dump(world.engine)
     report = world.call("import_", tmp_path / "acme", "newco")
-    assert report.total == 17
+    assert report.total == 19
     assert dataset(world.engine, "newco") == dataset(world.engine, "acme")
     after = dump(world.engine)
     assert without(after, "newco") == before
@@ -281,7 +287,12 @@ def test_rename_moves_every_row_and_the_record(world: World) -> None:
     with pytest.raises(TenantExists):
         world.call("rename", "acme", "globex")
     report = world.call("rename", "acme", "acme-corp")
-    assert report.rows == {"purge_task": 12, "purge_catalog": 1, "purge_project": 4}
+    assert report.rows == {
+        "purge_task": 12,
+        "purge_catalog": 1,
+        "purge_note": 2,
+        "purge_project": 4,
+    }
     after = dump(world.engine)
     assert dataset(world.engine, "acme-corp") == acme
     assert "acme" not in {row[0] for name in TENANT_TABLES for row in after[name]}

@@ -11,6 +11,7 @@ import pytest
 from purge_models import (
     TABLES,
     PurgeCatalog,
+    PurgeNote,
     PurgeOrg,
     PurgeProject,
     PurgeTask,
@@ -38,8 +39,15 @@ pytestmark = pytest.mark.backends("postgres")
 def tenancy(owner: Engine, app_role: AppRole, create_tables: Any) -> Tenancy:
     """The seeded tables under row-level security, and a tenancy on the app's ordinary role."""
     create_tables(owner, *TABLES)
-    protected = apply_rls(owner, [m.__table__ for m in (PurgeProject, PurgeTask, PurgeCatalog)])
-    assert {t.name for t in protected} == {"purge_project", "purge_task", "purge_catalog"}
+    protected = apply_rls(
+        owner, [m.__table__ for m in (PurgeProject, PurgeTask, PurgeCatalog, PurgeNote)]
+    )
+    assert {t.name for t in protected} == {
+        "purge_project",
+        "purge_task",
+        "purge_catalog",
+        "purge_note",
+    }
     seed(owner)
     return Tenancy(
         app_role.engine(),
@@ -56,7 +64,12 @@ def test_a_purge_under_row_level_security_reaches_only_the_tenants_rows(
     tenancy.tenants.suspend("acme")
     suspended = dump(owner)
     report = tenancy.tenants.purge("acme", batch_size=5, resumable=True)
-    assert report.rows == {"purge_task": 12, "purge_catalog": 1, "purge_project": 4}
+    assert report.rows == {
+        "purge_task": 12,
+        "purge_catalog": 1,
+        "purge_note": 2,
+        "purge_project": 4,
+    }
     assert dump(owner) == without(suspended, "acme")
     assert without(before, "acme") == without(suspended, "acme")
 
@@ -66,12 +79,17 @@ def test_export_and_import_under_row_level_security_copy_only_the_tenants_rows(
 ) -> None:
     before = dump(owner)
     exported = tenancy.tenants.export("acme", tmp_path / "acme")
-    assert exported.rows == {"purge_catalog": 1, "purge_project": 4, "purge_task": 12}
+    assert exported.rows == {
+        "purge_catalog": 1,
+        "purge_note": 2,
+        "purge_project": 4,
+        "purge_task": 12,
+    }
     tenancy.tenants.import_(tmp_path / "acme", "newco")
     after = dump(owner)
     assert without(after, "newco") == before
     copied = [row for rows in after.values() for row in rows if "newco" in row]
-    assert len(copied) == 18  # 17 rows and the record
+    assert len(copied) == 20  # 19 rows and the record
 
 
 def test_a_rename_refused_by_row_level_security_changes_nothing(
