@@ -86,12 +86,12 @@ def _read_scopes(read: ReadCheck) -> Iterator[str]:
     name = table.fullname
     if read.tenant_params:
         column = f"{name}.{tenant_column_of(table).name}"
+        # The proof accepts the filter of a model with shared rows alone or with its shared
+        # rows, and does not say which it found: "[...]" is what may come with it.
         shared = read.read_only and table.info.get(TENANT_SHARED_ROWS_INFO_KEY)
+        also = f" [OR {column} IS NULL]" if shared else ""
         for param in read.tenant_params:
-            if shared:
-                yield f"({column} = :{param} OR {column} IS NULL)"
-            else:
-                yield f"{column} = :{param}"
+            yield f"{column} = :{param}{also}"
     elif read.key_params is not None:
         pairs = zip(table.primary_key.columns, read.key_params, strict=True)
         named = " AND ".join(f"{name}.{column.name} = :{param}" for column, param in pairs)
