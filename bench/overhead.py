@@ -29,7 +29,12 @@ The same file is the server (``overhead.py serve SETUP``) and the fallback load 
 
 On a busy machine, ``overhead.py count`` measures instructions per request instead, under
 valgrind, calling each app in-process (``overhead.py drive SETUP``): slower, but the same
-however busy the machine is. See bench/README.md.
+however busy the machine is. ``count`` also runs two variants of kit-header, compared with it:
+
+    kit-audit    Tenancy(..., audit_statements=True), the audit logger at INFO into a NullHandler
+    kit-tag      Tenancy(..., tag_statements=True)
+
+See bench/README.md.
 
 ``--key-type int`` or ``--key-type uuid`` (in every mode) keys the tenants by integers or UUIDs
 instead of strings: the kit's model is ``TenantScoped[int]`` (``[UUID]``) and its ``Tenancy`` gets
@@ -42,6 +47,7 @@ import contextlib
 import functools
 import http.client
 import json
+import logging
 import os
 import platform
 import secrets
@@ -73,6 +79,9 @@ TWINS = (
 )
 JWT_SETUPS = ("bare-jwt", "kit-jwt", "kit-owner")
 RLS_SETUP = "kit-rls"
+# kit-header with one of the statement options on; measured by ``count`` only, against kit-header
+OPTION_SETUPS = ("kit-audit", "kit-tag")
+OPTION_TWINS = (("kit-audit", "kit-header"), ("kit-tag", "kit-header"))
 TABLE = "bench_overhead_project"
 DEFAULT_BASE_PORT = 8731
 SQLITE_DEFAULT = "sqlite (a file in a temporary directory)"
@@ -287,7 +296,20 @@ def build_app(setup: str, url: str, secret: str, key: type) -> Any:
         lookup["lookup"] = TenantTableLookup(scale.tenant_model(), key="slug", active="active")
     if setup == "kit-preload":
         lookup["lookup_cache"] = LookupCache(preload=True, ttl=scale.PRELOAD_TTL)
-    tenancy = Tenancy(engine, resolvers=[resolver], rls=setup == RLS_SETUP, key_type=key, **lookup)
+    if setup == "kit-audit":  # every record made, and sent nowhere
+        audit = logging.getLogger("fastapi_tenancy.audit")
+        audit.setLevel(logging.INFO)
+        audit.addHandler(logging.NullHandler())
+        audit.propagate = False
+    tenancy = Tenancy(
+        engine,
+        resolvers=[resolver],
+        rls=setup == RLS_SETUP,
+        key_type=key,
+        audit_statements=setup == "kit-audit",
+        tag_statements=setup == "kit-tag",
+        **lookup,
+    )
     tenancy.install(app)
     app.state.tenancy = tenancy
 
@@ -408,20 +430,22 @@ def rls_urls(url: str, setups: list[str], key: type) -> Iterator[dict[str, str]]
         owner.dispose()
 
 
-def choose_setups(parser: argparse.ArgumentParser, asked: str | None, url: str) -> list[str]:
-    """The setups to run: those asked for, or all that the database supports."""
+def choose_setups(
+    parser: argparse.ArgumentParser, asked: str | None, url: str, known: Sequence[str] = SETUPS
+) -> list[str]:
+    """The setups to run: those asked for, or all of ``known`` that the database supports."""
     postgres = url.startswith("postgresql")
     if asked is None:
         if not postgres:
             print(f"({RLS_SETUP} needs PostgreSQL: pass --database-url postgresql+psycopg://...)")
-        return [s for s in SETUPS if postgres or s != RLS_SETUP]
+        return [s for s in known if postgres or s != RLS_SETUP]
     names = asked.split(",")
-    unknown = set(names) - set(SETUPS)
+    unknown = set(names) - set(known)
     if unknown or not names:
         parser.error(f"unknown setups: {sorted(unknown)}")
     if RLS_SETUP in names and not postgres:
         parser.error(f"{RLS_SETUP} needs PostgreSQL (--database-url postgresql+psycopg://...)")
-    return [s for s in SETUPS if s in names]
+    return [s for s in known if s in names]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1008,7 +1032,7 @@ def run(argv: Sequence[str]) -> None:
 def drive(argv: Sequence[str]) -> None:
     """Call one setup's ASGI app in-process: warm-up, then N sequential requests."""
     parser = argparse.ArgumentParser(prog="overhead.py drive")
-    parser.add_argument("setup", choices=SETUPS + scale.LOOKUP_SETUPS)
+    parser.add_argument("setup", choices=SETUPS + scale.LOOKUP_SETUPS + OPTION_SETUPS)
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=50)
@@ -1238,7 +1262,9 @@ def count(argv: Sequence[str]) -> None:
     parser.add_argument(
         "--setups",
         default=None,
-        help="comma-separated subset of " + ",".join(SETUPS) + " (default: all the database has;"
+        help="comma-separated subset of "
+        + ",".join(SETUPS + OPTION_SETUPS)
+        + " (default: all the database has;"
         " with --scale, of " + ",".join(scale.SCALE_SETUPS) + ")",
     )
     parser.add_argument(
@@ -1277,7 +1303,9 @@ def count(argv: Sequence[str]) -> None:
         return
     key = KEY_TYPES[args.key_type]
     work = Workload(args.route, args.tenants, args.rows, args.key_type)
-    setups = choose_setups(parser, args.setups, args.database_url or "sqlite")
+    setups = choose_setups(
+        parser, args.setups, args.database_url or "sqlite", known=SETUPS + OPTION_SETUPS
+    )
     tmp = Path(tempfile.mkdtemp(prefix="tenancy-count-"))
     try:
         sqlite_default = args.database_url is None
@@ -1317,7 +1345,7 @@ def count(argv: Sequence[str]) -> None:
     head = f"{'pair':<24} {'instr ratio':>11} {'extra instr':>12} {'≈ µs/req':>9}"
     print(head)
     print("-" * len(head))
-    for kit, bare in TWINS:
+    for kit, bare in TWINS + OPTION_TWINS:
         if kit in per and bare in per:
             extra = per[kit] - per[bare]
             us = extra * us_per_instr

@@ -16,8 +16,9 @@ Every record gets ``tenant`` (the bound tenant id, or ``default`` when none is b
 ``tenant_source`` (where the tenant came from: ``jwt``, ``header``, ``subdomain``, ``code``...).
 Records of the audit logger, ``fastapi_tenancy.audit``, also get every audit field, ``None``
 when the event does not set it, so one format string fits all of them:
-``tenancy_event``, ``tenancy_principal``, ``tenancy_tenant``, ``tenancy_path`` and
-``tenancy_reason`` (see :data:`AUDIT_FIELDS`).
+``tenancy_event``, ``tenancy_principal``, ``tenancy_tenant``, ``tenancy_path``,
+``tenancy_reason``, and the statement audit's ``tenancy_tables`` and ``tenancy_scopes`` (see
+:data:`AUDIT_FIELDS`).
 
 With structlog, add :func:`structlog_processor` to the processor chain; structlog is not
 imported by this module, so it stays an optional dependency of the application.
@@ -42,6 +43,8 @@ AUDIT_FIELDS = (
     "tenancy_tenant",
     "tenancy_path",
     "tenancy_reason",
+    "tenancy_tables",
+    "tenancy_scopes",
 )
 """Attributes every audit record carries once it passed :class:`TenantLogFilter`."""
 

@@ -21,6 +21,7 @@ from .models import is_tenant_model
 from .scope import Access, SessionScope
 from .scoping import refuse_unscoped_moves, scope_execution
 from .wall import audit_refused_write, guard_connection
+from .wall.audit import AUDIT_KEY
 from .writes import check_flush, note_attached
 
 __all__ = ["SCOPE_KEY", "TenantScopedSession", "is_unique_violation", "scope_of"]
@@ -169,10 +170,11 @@ def _guard_connection(
     session: Session, transaction: SessionTransaction, connection: Connection
 ) -> None:
     """Mark the connection of a scoped session's transaction: every statement sent on it, the
-    unit of work's included, goes through the wall's gate (:mod:`fastapi_tenancy.wall`)."""
+    unit of work's included, goes through the wall's gate (:mod:`fastapi_tenancy.wall`), with
+    what the session records of each (:mod:`fastapi_tenancy.wall.audit`)."""
     scope = scope_of(session)
     if scope.scoped:
-        guard_connection(connection, scope)
+        guard_connection(connection, scope).audit = session.info.get(AUDIT_KEY)
 
 
 @event.listens_for(TenantScopedSession, "before_attach")

@@ -37,6 +37,7 @@ from .scope import Access, SessionScope
 from .session import SCOPE_KEY, TenantScopedSession
 from .tenants import Tenants
 from .wall import install_guard
+from .wall.audit import AUDIT_KEY, StatementAudit, install_tagger
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -89,6 +90,12 @@ class Tenancy:
     for one answers ``503 database_busy`` (see :mod:`fastapi_tenancy.limits`). ``None`` turns
     the bound off.
 
+    ``audit_statements=True`` logs one record per statement of a tenant session on the
+    ``fastapi_tenancy.audit`` logger (``statement_scoped``: tenant, principal, the tenant tables
+    and the scopes its SQL carried); ``tag_statements=True`` ends each such statement with a
+    comment naming its tenant and principal, ``/*principal='...',tenant='acme'*/``, for the
+    database's own logs. Both are off by default (see :mod:`fastapi_tenancy.wall.audit`).
+
     Usage::
 
         tenancy = Tenancy(engine, resolvers=[HeaderResolver()])
@@ -118,6 +125,8 @@ class Tenancy:
         tenant_changes: TenantChanges | None = None,
         registry: TenantRegistry[Any] | None = None,
         row_scopes: Mapping[str, Callable[[TenantContext], Any]] | None = None,
+        audit_statements: bool = False,
+        tag_statements: bool = False,
     ) -> None:
         if not isinstance(engine, (Engine, AsyncEngine)):
             raise TypeError("Tenancy needs a SQLAlchemy Engine or AsyncEngine")
@@ -150,6 +159,12 @@ class Tenancy:
             self.rls = enable_tenant_setting(engine, options)
             self._session_class = RLSSession
             self._session_info = {SETTING_KEY: self.rls}
+        if audit_statements or tag_statements:
+            self._session_info[AUDIT_KEY] = StatementAudit(
+                log=audit_statements, tag=tag_statements, principal_claim=principal_claim
+            )
+            if tag_statements:
+                install_tagger(engine)
         self.keys: TenantKeyType[Any] = key_type_for(key_type, pattern=key_pattern)
         self.chain = ResolverChain(resolvers, validate_key=self.keys.parse)
         if membership is None and not trust_unverified_sources:

@@ -130,6 +130,8 @@ def test_audit_records_carry_every_audit_field(captured: Capture) -> None:
         "tenancy_tenant": "acme",
         "tenancy_path": None,
         "tenancy_reason": "merging accounts",
+        "tenancy_tables": None,
+        "tenancy_scopes": None,
     }
     assert bypass.tenancy_event == "without_tenant"
     assert bypass.tenancy_reason == "nightly report"

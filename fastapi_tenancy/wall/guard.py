@@ -35,6 +35,7 @@ from ..exceptions import (
 from ..models import TENANT_SHARED_ROWS_INFO_KEY
 from ..row_scopes import row_scope_missing, row_scope_param, row_scopes_of
 from ..scope import Access, SessionScope
+from .audit import TAG_ATTRIBUTE, StatementAudit
 from .compiler import tenant_column_of
 from .proof import Proof, prove
 from .reads import ReadCheck
@@ -64,12 +65,14 @@ class Guard:
     unit of work's UPDATE and DELETE by primary key, and foreign keys written, are checked
     against it (and looked up, scoped, when missing). ``shared`` entries also hold the shared
     rows of a ``__shared_rows__`` table: a foreign key may name them, an UPDATE or DELETE not.
+    ``audit`` is what the session records of each statement (:mod:`.audit`), ``None`` for nothing.
     """
 
-    __slots__ = ("owned", "scope")
+    __slots__ = ("audit", "owned", "scope")
 
     def __init__(self, scope: SessionScope) -> None:
         self.scope = scope
+        self.audit: StatementAudit | None = None
         self.owned: dict[tuple[FromClause, tuple[str, ...], bool], set[tuple[Any, ...]]] = {}
 
     def add_owned(
@@ -183,7 +186,11 @@ def _gate(cursor: Any, statement: str, *rest: Any) -> None:
     rows: list[Mapping[str, Any]] = context.compiled_parameters  # type: ignore[attr-defined]
     if _is_kit_setting(context, guard, rows):
         return
-    if statement != context.statement and context.execute_style is not _BATCHED:
+    if (
+        statement != context.statement
+        and context.execute_style is not _BATCHED
+        and statement != context.statement + getattr(context, TAG_ATTRIBUTE, "")
+    ):  # the SQL tag of .audit, exactly, is the only change allowed
         raise UnscopedStatement(
             "the SQL was changed after it was compiled (a before_cursor_execute listener), so "
             "what would be sent is not what was proven"
@@ -198,6 +205,8 @@ def _gate(cursor: Any, statement: str, *rest: Any) -> None:
         _check_read(conn, guard, read, rows)
     if proof.writes:
         _check_writes(conn, guard, proof.writes, rows)
+    if guard.audit is not None:
+        guard.audit.sent(guard.scope, compiled, proof)
     context._fastapi_tenancy_checked = compiled  # type: ignore[attr-defined]
 
 
