@@ -406,10 +406,12 @@ class Tenancy:
     def whole_tenant_scope(self, tenant: Any) -> SessionScope:
         """The scope of the kit's own work on a whole tenant (creating, purging, exporting,
         importing, renaming): scoped to ``tenant``, with every row scope lifted, since those
-        operations move every owner's rows alike. Not for application code: their own audit
-        lines stand for it."""
+        operations move every owner's rows alike (never the caller's only: an admin purging a
+        tenant is a principal too). The values still come from the bound context, so a hook
+        creating a row-scoped row stamps the caller as its owner. Not for application code:
+        their own audit lines stand for it."""
         key = self.keys.coerce(checked_key(tenant, "a tenant operation"))
-        return SessionScope(tenant_id=key, row_values=(), lifted=declared_row_scopes())
+        return SessionScope(tenant_id=key, lifted=declared_row_scopes())
 
     def _session_scope(self, tenant: Any, lift: Collection[str]) -> SessionScope:
         if tenant is None:
