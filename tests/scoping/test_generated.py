@@ -50,6 +50,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pytest
@@ -174,20 +175,19 @@ class World:
     default_statements: int
     statements_variable: str
 
-    @property
-    def tables(self) -> dict[str, Table]:
-        return {
-            name: model.__table__
-            for name, model in zip(("project", "task", "plan"), self.schema.models, strict=True)
-        }
-
     def models(self) -> dict[str, Any]:
-        return dict(zip(("project", "task", "plan"), self.schema.models, strict=True))
+        """The models by table, in INSERT_ORDER."""
+        schema = self.schema
+        return {"plan": schema.plan, "project": schema.project, "task": schema.task}
+
+    @cached_property
+    def tables(self) -> dict[str, Table]:
+        return {name: model.__table__ for name, model in self.models().items()}
 
     def is_mine(self, row: dict[str, Any]) -> bool:
         return all(row.get(column) == value for column, value in self.mine.items())
 
-    @property
+    @cached_property
     def other_scopes(self) -> frozenset[tuple[Any, ...]]:
         return frozenset(
             tuple(row[column] for column in self.mine)
@@ -208,11 +208,11 @@ class World:
                 rows[name] = [r for r in rows[name] if self.is_mine(r)]
         return rows
 
-    @property
+    @cached_property
     def seed_ids(self) -> dict[str, set[int]]:
         return {name: {row["id"] for row in rows} for name, rows in self.rows.items()}
 
-    @property
+    @cached_property
     def others_seed(self) -> Rows:
         return {
             name: [row for row in self.rows[name] if not self.is_mine(row)]
@@ -724,6 +724,9 @@ def check_world(
     make_database: Any,
 ) -> None:
     count = int(os.environ.get(world.statements_variable, world.default_statements))
+    mine = {row["id"] for row in world.seed_rows(mine_only=True)["project"]}
+    assert set(world.schema.own_projects) == mine, "the grammar's own projects are not the seed's"
+    assert not set(world.schema.other_projects) & mine, "the grammar's other projects are mine"
     seed = int(os.environ.get("TENANCY_GENERATED_SEED", DEFAULT_SEED))
     shared_engine = tenancy.engine
     assert isinstance(shared_engine, Engine)
