@@ -372,3 +372,57 @@ class TeamDoc(ScopingModel, Keyed, table=True):
     team_id: int | None = row_scope_field("team", int)
     owner_id: str | None = owner_field()
     title: str = Field(max_length=50)
+
+
+# --------------------------------------------------------------------------------------------
+# Models of the generated statements' owner world (test_generated.py): Project and Task again,
+# with owner-only rows; their tables are created by that test.
+
+
+class OwnedProject(ScopingModel, Keyed, table=True):
+    """Project's twin whose rows are private to their owner inside the tenant."""
+
+    __tablename__ = "scoping_owned_project"
+    __table_args__ = (
+        tenant_unique("owner_id", "name", name="uq_scoping_owned_project_owner_name"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: str | None = owner_field()
+    name: str = Field(max_length=50)
+
+    tasks: list["OwnedTask"] = Relationship(back_populates="project")
+
+
+class OwnedTask(ScopingModel, Keyed, table=True):
+    """Task's twin whose rows are private to their owner inside the tenant."""
+
+    __tablename__ = "scoping_owned_task"
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: str | None = owner_field()
+    name: str = Field(max_length=50)
+    done: bool = False
+    project_id: int | None = Field(default=None, foreign_key="scoping_owned_project.id")
+
+    project: OwnedProject | None = Relationship(back_populates="tasks")
+
+
+OwnedProject.task_count = column_property(  # type: ignore[attr-defined]
+    select(func.count(OwnedTask.id))
+    .where(OwnedTask.project_id == OwnedProject.id)
+    .correlate_except(OwnedTask)
+    .scalar_subquery(),
+    deferred=True,
+)
+
+_owned_project_t = OwnedProject.__table__  # type: ignore[attr-defined]
+_owned_task_t = OwnedTask.__table__  # type: ignore[attr-defined]
+OwnedProject.open_tasks = relationship(  # type: ignore[attr-defined]
+    OwnedTask,
+    primaryjoin=and_(
+        _owned_task_t.c.project_id == _owned_project_t.c.id, _owned_task_t.c.done == false()
+    ),
+    viewonly=True,
+    order_by=_owned_task_t.c.id,
+)

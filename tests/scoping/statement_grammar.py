@@ -1,5 +1,9 @@
 """A small random grammar of SQLAlchemy 2 statements over Project, Task and Plan.
 
+Or over their owner-scoped twins OwnedProject and OwnedTask, and Plan: a :class:`Schema` names
+the models (``TENANT_SCHEMA``, ``OWNER_SCHEMA``), the values of their scoping columns and the
+seed's project ids. The twins' ``owner_id`` is compared, linked and written like ``tenant_id``.
+
 ``Grammar(rng, ...).statement()`` builds one statement: a SELECT (entities or columns, joins,
 subqueries, unions, CTEs, aggregates, expressions, compound WHERE clauses, ORDER BY/LIMIT) or a
 write (INSERT, UPDATE, DELETE, some with RETURNING). Each comes back as a :class:`Generated`
@@ -26,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from models import Plan, Project, Task
+from models import OwnedProject, OwnedTask, Plan, Project, Task
 from sqlalchemy import (
     and_,
     case,
@@ -49,13 +53,72 @@ from sqlalchemy.orm import aliased
 
 INT, STR, BOOL = "int", "str", "bool"
 
-MODELS = (Project, Task, Plan)
-COLUMNS: dict[Any, dict[str, str]] = {
-    Project: {"id": INT, "name": STR, "tenant_id": STR},
-    Task: {"id": INT, "name": STR, "done": BOOL, "project_id": INT, "tenant_id": STR},
-    Plan: {"id": INT, "name": STR},
-}
+
+@dataclass(frozen=True)
+class Schema:
+    """The models a run generates over: a project model, a task model pointing at it (with the
+    relationships ``tasks``, ``project``, ``open_tasks`` and the column ``task_count``), and
+    Plan; with the seed's facts the grammar needs (see test_generated.py)."""
+
+    project: Any
+    task: Any
+    plan: Any
+    columns: dict[Any, dict[str, str]]
+    literals: dict[str, tuple[str, ...]]  # values of the scoping columns, by column name
+    row_scope_columns: tuple[str, ...]  # the scoping columns beside tenant_id
+    own_projects: tuple[int, ...]  # ids of the session's projects in the seed
+    other_projects: tuple[int, ...]  # ids of other scopes' projects, and of none at all
+
+    @property
+    def models(self) -> tuple[Any, Any, Any]:
+        return (self.project, self.task, self.plan)
+
+    @property
+    def scope_columns(self) -> tuple[str, ...]:
+        return ("tenant_id", *self.row_scope_columns)
+
+
 TENANTS = ("acme", "globex")
+OWNERS = ("alice", "bob", "Alice")
+
+TENANT_SCHEMA = Schema(
+    project=Project,
+    task=Task,
+    plan=Plan,
+    columns={
+        Project: {"id": INT, "name": STR, "tenant_id": STR},
+        Task: {"id": INT, "name": STR, "done": BOOL, "project_id": INT, "tenant_id": STR},
+        Plan: {"id": INT, "name": STR},
+    },
+    literals={"tenant_id": TENANTS},
+    row_scope_columns=(),
+    own_projects=(1, 3, 6, 7, 9),  # acme's
+    other_projects=(2, 4, 5, 8, 999),  # globex's, and none at all
+)
+"""The tenant world: acme's session over Project and Task."""
+
+OWNER_SCHEMA = Schema(
+    project=OwnedProject,
+    task=OwnedTask,
+    plan=Plan,
+    columns={
+        OwnedProject: {"id": INT, "name": STR, "owner_id": STR, "tenant_id": STR},
+        OwnedTask: {
+            "id": INT,
+            "name": STR,
+            "done": BOOL,
+            "project_id": INT,
+            "owner_id": STR,
+            "tenant_id": STR,
+        },
+        Plan: {"id": INT, "name": STR},
+    },
+    literals={"tenant_id": TENANTS, "owner_id": OWNERS},
+    row_scope_columns=("owner_id",),
+    own_projects=(1, 4, 8, 9, 12),  # acme's alice's
+    other_projects=(2, 3, 5, 6, 7, 10, 11, 999),  # acme's bob's, globex's alice's, and none
+)
+"""The owner world: acme's session for alice over OwnedProject and OwnedTask."""
 
 # Names of the seed (see test_generated.py) and a few nobody has.
 NAMES = (
@@ -126,6 +189,7 @@ class Capabilities:
 class Grammar:
     rng: random.Random
     caps: Capabilities
+    schema: Schema = TENANT_SCHEMA
     tags: list[str] = field(default_factory=list)
     plain_models: set[Any] = field(default_factory=set)  # models used unaliased so far
     written: Any = None  # the model an UPDATE or DELETE writes, kept out of its subqueries
@@ -168,13 +232,13 @@ class Grammar:
         obj = aliased(model) if alias else model
         if not alias:
             self.plain_models.add(model)
-        cols = {name: (getattr(obj, name), t) for name, t in COLUMNS[model].items()}
+        cols = {name: (getattr(obj, name), t) for name, t in self.schema.columns[model].items()}
         label = f"{'aliased ' if alias else ''}{model.__name__}"
         return Source(obj, model, cols, label, plain=not alias)
 
     def models(self) -> list[Any]:
         """The models a subquery may read."""
-        return [m for m in MODELS if m is not self.written]
+        return [m for m in self.schema.models if m is not self.written]
 
     def new_entity(self, outer: list[Source], model: Any | None = None) -> Source:
         """A source of ``model`` for a subquery or join: an alias if the class is taken (the
@@ -190,17 +254,17 @@ class Grammar:
         kind = "cte" if as_cte else "subquery"
         name = self.fresh("d")
         r = self.rng.random()
-        model = self.pick(MODELS)
+        model = self.pick(self.schema.models)
         inner = self.entity(model, alias=self.chance(0.3))
-        if r < 0.3 and model is not Plan:
-            group = inner.col("project_id") if model is Task else inner.col("tenant_id")
-            group_name = "project_id" if model is Task else "tenant_id"
+        if r < 0.3 and model is not self.schema.plan:
+            group = inner.col("project_id") if model is self.schema.task else inner.col("tenant_id")
+            group_name = "project_id" if model is self.schema.task else "tenant_id"
             stmt = select(group.label(group_name), func.count().label("n")).group_by(group)
             if self.chance(0.5):
                 stmt = stmt.where(self.predicate([inner], depth + 1))
             self.tag(f"{kind}[group-count {model.__name__}]")
             made = stmt.cte(name) if as_cte else stmt.subquery(name)
-            types = {group_name: INT if model is Task else STR, "n": INT}
+            types = {group_name: INT if model is self.schema.task else STR, "n": INT}
             cols = {key: (made.c[key], t) for key, t in types.items()}
             return Source(made, None, cols, f"{kind} {name}")
         if r < 0.55:
@@ -210,9 +274,11 @@ class Grammar:
             made = stmt.cte(name) if as_cte else stmt.subquery(name)
             ent = aliased(model, made)
             self.tag(f"entity-from-{kind}[{model.__name__}]")
-            cols = {key: (getattr(ent, key), t) for key, t in COLUMNS[model].items()}
+            cols = {key: (getattr(ent, key), t) for key, t in self.schema.columns[model].items()}
             return Source(ent, model, cols, f"{model.__name__} from {kind} {name}")
-        names = self.rng.sample(sorted(COLUMNS[model]), self.rng.randint(1, len(COLUMNS[model])))
+        names = self.rng.sample(
+            sorted(self.schema.columns[model]), self.rng.randint(1, len(self.schema.columns[model]))
+        )
         if "id" not in names and self.chance(0.6):
             names.append("id")
         stmt = select(*(inner.col(n).label(n) for n in names))
@@ -223,7 +289,7 @@ class Grammar:
             self.tag("distinct")
         made = stmt.cte(name) if as_cte else stmt.subquery(name)
         self.tag(f"{kind}[{model.__name__}]")
-        cols = {n: (made.c[n], COLUMNS[model][n]) for n in names}
+        cols = {n: (made.c[n], self.schema.columns[model][n]) for n in names}
         return Source(made, None, cols, f"{kind} {name}")
 
     # ----------------------------------------------------------------------------------------
@@ -234,8 +300,8 @@ class Grammar:
             return self.pick(SMALL_INTS)
         if type_ == BOOL:
             return self.pick((True, False))
-        if name == "tenant_id":
-            return self.pick(TENANTS)
+        if name in self.schema.literals:
+            return self.pick(self.schema.literals[name])
         return self.pick(NAMES)
 
     def named_columns(self, srcs: list[Source]) -> list[tuple[str, Any, str]]:
@@ -318,6 +384,7 @@ class Grammar:
             ("project_id", "project_id"),
             ("tenant_id", "tenant_id"),
             ("id", "id"),
+            ("owner_id", "owner_id"),
         ]
         options = [
             (a, b)
@@ -328,12 +395,16 @@ class Grammar:
             options = [(a, b) for a, b in options if a == "id"]
         if (
             not keyed
-            and inner.model is Task
-            and outer.model is Project
+            and inner.model is self.schema.task
+            and outer.model is self.schema.project
             and "project_id" in inner.cols
         ):
             options += [("project_id", "id")] * 3  # the foreign key, mostly
-        if inner.model is Project and outer.model is Task and "project_id" in outer.cols:
+        if (
+            inner.model is self.schema.project
+            and outer.model is self.schema.task
+            and "project_id" in outer.cols
+        ):
             options += [("id", "project_id")] * 3
         if not options:
             return None
@@ -389,7 +460,7 @@ class Grammar:
             branches = [self.union_branch((t,), depth) for _ in range(2)]
             compound = (union if self.chance(0.5) else union_all)(*branches)
             return col.in_(compound)
-        models = [m for m in self.models() if t in COLUMNS[m].values()]
+        models = [m for m in self.models() if t in self.schema.columns[m].values()]
         inner = self.new_entity(outer, self.pick(models))
         inner_col = self.pick(inner.of_type(t))
         stmt = select(inner_col).correlate(None)
@@ -404,10 +475,10 @@ class Grammar:
 
     def scalar_subquery(self, type_: str, outer: list[Source], depth: int) -> Any:
         """A one-row subquery: an aggregate, or a project picked by its (per-tenant) name."""
-        models = [m for m in self.models() if type_ in COLUMNS[m].values()]
+        models = [m for m in self.models() if type_ in self.schema.columns[m].values()]
         inner = self.new_entity(outer, self.pick(models))
         cols = inner.of_type(type_)
-        if inner.model is Project and self.chance(0.3):
+        if inner.model is self.schema.project and self.chance(0.3):
             self.tag("scalar[project-by-name]")
             stmt = select(self.pick(cols)).where(inner.col("name") == self.pick(NAMES))
             return stmt.correlate(None).scalar_subquery()
@@ -434,20 +505,20 @@ class Grammar:
 
     def relationship_predicate(self, outer: list[Source], src: Source, depth: int) -> Any:
         entity = src.obj
-        if src.model is Task and self.written is not Project:
+        if src.model is self.schema.task and self.written is not self.schema.project:
             self.tag("has()")
             if self.chance(0.3):
                 return entity.project.has()
-            target = self.entity(Project, alias=False)
+            target = self.entity(self.schema.project, alias=False)
             return entity.project.has(self.predicate([target], depth + 1))
-        if src.model is Project and self.written is not Task:
+        if src.model is self.schema.project and self.written is not self.schema.task:
             if self.chance(0.25):
                 self.tag("open_tasks.any()")
                 return entity.open_tasks.any()
             self.tag("any()")
             if self.chance(0.25):
                 return entity.tasks.any()
-            target = self.entity(Task, alias=False)
+            target = self.entity(self.schema.task, alias=False)
             return entity.tasks.any(self.predicate([target], depth + 1))
         return self.in_subquery(outer, src, depth)
 
@@ -458,7 +529,7 @@ class Grammar:
         r = self.rng.random()
         if r < 0.45:
             return col, t
-        if r < 0.55 and src.model is Project and src.plain and depth == 0:
+        if r < 0.55 and src.model is self.schema.project and src.plain and depth == 0:
             self.tag("task_count")
             return src.obj.task_count, INT
         if r < 0.65:
@@ -580,9 +651,9 @@ class Grammar:
         return stmt, ordered
 
     def join_condition(self, left: Source, target: Source, srcs: list[Source]) -> Any:
-        if left.model in (Task, Project) and self.chance(0.3):
-            rel = {Task: "project", Project: "tasks"}[left.model]
-            wanted = Project if left.model is Task else Task
+        if left.model in (self.schema.task, self.schema.project) and self.chance(0.3):
+            rel = {self.schema.task: "project", self.schema.project: "tasks"}[left.model]
+            wanted = self.schema.project if left.model is self.schema.task else self.schema.task
             if target.model is wanted:
                 self.tag(f"join[{rel}]")
                 attr = getattr(left.obj, rel)
@@ -616,7 +687,7 @@ class Grammar:
 
     def union_branch(self, signature: tuple[str, ...], depth: int) -> Any:
         model = self.pick(
-            m for m in self.models() if all(t in COLUMNS[m].values() for t in signature)
+            m for m in self.models() if all(t in self.schema.columns[m].values() for t in signature)
         )
         src = self.entity(model, alias=self.chance(0.3))
         cols = [self.pick(src.of_type(t)).label(f"v{i}") for i, t in enumerate(signature)]
@@ -666,7 +737,7 @@ class Grammar:
         return self.delete()
 
     def model_for_write(self) -> Any:
-        return self.rng.choices(MODELS, weights=(3, 4, 2))[0]
+        return self.rng.choices(self.schema.models, weights=(3, 4, 2))[0]
 
     def new_id(self) -> int:
         value = EXPLICIT_ID_BASE + self.rng.randrange(1000) * 10 + len(self.explicit_ids)
@@ -674,19 +745,19 @@ class Grammar:
         return value
 
     def value_for(self, model: Any, name: str, srcs: list[Source], *, inserting: bool) -> Any:
-        t = COLUMNS[model][name]
+        t = self.schema.columns[model][name]
         r = self.rng.random()
-        if name == "tenant_id":
-            self.tag("sets-tenant")
-            return self.pick(TENANTS)
+        if name in self.schema.literals:
+            self.tag(f"sets-{name.removesuffix('_id')}")
+            return self.pick(self.schema.literals[name])
         if name == "project_id":
             if r < 0.15:
                 return None
             if r < 0.45:
-                return self.pick((1, 3, 6, 7, 9))  # acme's projects
+                return self.pick(self.schema.own_projects)
             if r < 0.6:
                 self.tag("fk-other-tenant")
-                return self.pick((2, 4, 5, 8, 999))  # globex's, and none at all
+                return self.pick(self.schema.other_projects)
             self.tag("fk-scalar")
             return self.scalar_subquery(INT, [], 1) if self.chance(0.5) else self.project_id()
         if t == BOOL:
@@ -706,7 +777,7 @@ class Grammar:
         return self.fresh("new-")
 
     def project_id(self) -> Any:
-        target = self.entity(Project, alias=self.chance(0.5))
+        target = self.entity(self.schema.project, alias=self.chance(0.5))
         self.tag("scalar[project-by-name]")
         return (
             select(target.col("id"))
@@ -729,24 +800,30 @@ class Grammar:
         model = self.model_for_write()
         target = self.entity(model, alias=False)
         self.tag(f"insert[{model.__name__}]")
-        settable = [n for n in COLUMNS[model] if n not in ("id", "tenant_id")]
+        settable = [
+            n for n in self.schema.columns[model] if n not in ("id", *self.schema.scope_columns)
+        ]
         r = self.rng.random()
         explicit = self.chance(0.5)
-        if r < 0.2 or (model is Plan and r < 0.4):
+        if r < 0.2 or (model is self.schema.plan and r < 0.4):
             # INSERT ... FROM SELECT
             self.tag("from_select")
             columns = ["name"]
-            src = self.new_entity([], self.pick(MODELS))
+            src = self.new_entity([], self.pick(self.schema.models))
             if self.chance(0.3):
                 sub = self.derived([], 1)
                 src = sub if "name" in sub.cols else src
             stmt = select(src.col("name"))
-            if model is Task and "id" in src.cols:
+            if model is self.schema.task and "id" in src.cols:
                 columns.append("project_id")
                 stmt = stmt.add_columns(self.pick(src.of_type(INT)))
-            if model is not Plan and self.chance(0.3):
+            if model is not self.schema.plan and self.chance(0.3):
                 columns.append("tenant_id")
                 stmt = stmt.add_columns(src.cols.get("tenant_id", (src.col("name"), STR))[0])
+            for name in self.schema.row_scope_columns:
+                if name in self.schema.columns[model] and self.chance(0.3):
+                    columns.append(name)
+                    stmt = stmt.add_columns(src.cols.get(name, (src.col("name"), STR))[0])
             if self.chance(0.8):
                 stmt = stmt.where(self.predicate([src], 1))
             made = insert(model).from_select(columns, stmt)
@@ -757,11 +834,18 @@ class Grammar:
             if count > 1:
                 self.tag("multi-values")
             keys = [n for n in settable if self.chance(0.8) or n == "name"]
-            with_tenant = self.chance(0.12) and model is not Plan
+            with_tenant = self.chance(0.12) and model is not self.schema.plan
+            with_row_scopes = [
+                name
+                for name in self.schema.row_scope_columns
+                if name in self.schema.columns[model] and self.chance(0.12)
+            ]
             for _ in range(count):
                 row = {n: self.value_for(model, n, [], inserting=True) for n in keys}
                 if with_tenant:
                     row["tenant_id"] = self.value_for(model, "tenant_id", [], inserting=True)
+                for name in with_row_scopes:
+                    row[name] = self.value_for(model, name, [], inserting=True)
                 if explicit:
                     row["id"] = self.taken_id(model) if self.chance(0.06) else self.new_id()
                 rows.append(row)
@@ -801,7 +885,9 @@ class Grammar:
             else:
                 other = None
         settable = [
-            n for n in COLUMNS[model] if n != "id" and (n != "tenant_id" or self.chance(0.1))
+            n
+            for n in self.schema.columns[model]
+            if n != "id" and (n not in self.schema.scope_columns or self.chance(0.1))
         ]
         keys = self.rng.sample(settable, self.rng.randint(1, min(2, len(settable))))
         values = {}
@@ -809,7 +895,7 @@ class Grammar:
             if other is not None and keyed and key in other.cols and self.chance(0.6):
                 self.tag("value-from-other")
                 values[key] = other.col(key)
-            elif COLUMNS[model][key] == BOOL and self.chance(0.4):
+            elif self.schema.columns[model][key] == BOOL and self.chance(0.4):
                 values[key] = not_(target.col(key))
             else:
                 value_srcs = srcs if keyed else [target]
@@ -829,7 +915,7 @@ class Grammar:
         return self._done(stmt, write=True, returning=returning)
 
     def delete(self) -> Generated:
-        model = self.rng.choices(MODELS, weights=(2, 5, 3))[0]
+        model = self.rng.choices(self.schema.models, weights=(2, 5, 3))[0]
         target = self.entity(model, alias=False)
         self.tag(f"delete[{model.__name__}]")
         if not self.caps.self_referencing_writes:
@@ -865,7 +951,9 @@ def _is_relationship(onclause: Any) -> bool:
     return prop is not None and hasattr(prop, "direction")
 
 
-def generate(seed: int, index: int, caps: Capabilities) -> Generated:
-    """Statement ``index`` of the run with ``seed``: each has a generator of its own, so any one
-    of them can be rebuilt from the two numbers."""
-    return Grammar(random.Random(f"{seed}:{index}"), caps).statement()
+def generate(
+    seed: int, index: int, caps: Capabilities, schema: Schema = TENANT_SCHEMA
+) -> Generated:
+    """Statement ``index`` of the run with ``seed`` over ``schema``: each has a generator of its
+    own, so any one of them can be rebuilt from the two numbers."""
+    return Grammar(random.Random(f"{seed}:{index}"), caps, schema).statement()

@@ -19,14 +19,25 @@ database saw other rows, or the kit broke the statement with an error that is no
 unless the oracle's result would break the shared database's keys over globex's rows (a primary
 or foreign key that only exists there), which is a conflict, counted apart.
 
+The same holds in the *owner world* (``test_generated_statements_keep_to_the_owner``): the
+grammar generates over OwnedProject and OwnedTask, twins of Project and Task whose rows are
+private to their owner (``owner_field()``), and the session is acme's for alice
+(``SessionScope("acme", row_values=(("owner", "alice"),))``). The shared database holds acme's
+alice's, acme's bob's and globex's alice's look-alike rows, with tasks planted across owners and
+tenants; the oracle holds only acme's alice's, and stamps alice as it stamps acme. There, bob's
+and globex's rows must stay untouched, and an ``owner_id`` a statement compares or writes is
+alice, bob or ``Alice``.
+
 Writes are committed, compared through connections of their own, and the seed is restored when
 a write changed it; reads are rolled back. The counts go to the terminal summary and to the
 test's ``user_properties``; at least 30% of the statements must run (neither refused nor
 invalid), so that refusing everything, or generating nonsense, cannot pass.
 
-``TENANCY_GENERATED_STATEMENTS`` (default 2000) and ``TENANCY_GENERATED_SEED`` (default 1) set
-the run; ``TENANCY_GENERATED_ONLY=12,345`` reruns only those statement indexes, and
-``TENANCY_GENERATED_DETAILS`` (default 5) is how many failures the message shows in full.
+``TENANCY_GENERATED_STATEMENTS`` (default 2000; the owner world's
+``TENANCY_GENERATED_OWNER_STATEMENTS``, default 1000) and ``TENANCY_GENERATED_SEED`` (default 1)
+set the run; ``TENANCY_GENERATED_ONLY=12,345`` reruns only those statement indexes (in both
+worlds; select one with ``-k``), and ``TENANCY_GENERATED_DETAILS`` (default 5) is how many
+failures the message shows in full.
 """
 
 from __future__ import annotations
@@ -39,10 +50,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import pytest
-from models import Plan, Project, ScopingModel, Task
+from models import ScopingModel
 from sqlalchemy import (
     Column,
     Engine,
@@ -59,11 +71,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from statement_grammar import Capabilities, Generated, generate
+from statement_grammar import OWNER_SCHEMA, TENANT_SCHEMA, Capabilities, Generated, Schema, generate
 
 from fastapi_tenancy import Access, AlreadyExists, SessionScope, Tenancy, TenancyError
 
 DEFAULT_STATEMENTS = 2000
+DEFAULT_OWNER_STATEMENTS = 1000
 DEFAULT_SEED = 1
 MIN_RAN_SHARE = 0.30
 DETAILED_FAILURES = int(os.environ.get("TENANCY_GENERATED_DETAILS", 5))
@@ -101,64 +114,179 @@ TASKS = [  # id, tenant, name, done, project_id
 ]
 PLANS = [(1, "free"), (2, "pro"), (3, "alpha"), (4, "design")]
 
-TABLES: dict[str, Table] = {
-    "plan": Plan.__table__,  # type: ignore[attr-defined]
-    "project": Project.__table__,  # type: ignore[attr-defined]
-    "task": Task.__table__,  # type: ignore[attr-defined]
-}
+# The owner world: acme's alice is the session; acme's bob and globex's alice look alike.
+OWNED_PROJECTS = [  # id, tenant, owner, name
+    (1, "acme", "alice", "alpha"),
+    (2, "acme", "bob", "alpha"),
+    (3, "globex", "alice", "alpha"),
+    (4, "acme", "alice", "beta"),
+    (5, "acme", "bob", "beta"),
+    (6, "globex", "alice", "beta"),
+    (7, "acme", "bob", "gamma"),
+    (8, "acme", "alice", "gamma"),
+    (9, "acme", "alice", "delta"),  # referenced by bob's and globex's alice's tasks only
+    (10, "globex", "alice", "omega"),
+    (11, "acme", "bob", "omega"),
+    (12, "acme", "alice", "empty"),
+]
+OWNED_TASKS = [  # id, tenant, owner, name, done, project_id
+    (1, "acme", "alice", "design", False, 1),
+    (2, "acme", "bob", "design", False, 2),
+    (3, "globex", "alice", "design", False, 3),
+    (4, "acme", "alice", "build", True, 1),
+    (5, "acme", "bob", "build", True, 2),
+    (6, "globex", "alice", "build", True, 3),
+    (7, "acme", "bob", "planted", False, 4),  # bob's task on alice's beta
+    (8, "globex", "alice", "planted", False, 4),  # globex's alice's task on acme's alice's beta
+    (9, "acme", "alice", "leak-probe", False, 2),  # alice's task on bob's alpha
+    (10, "acme", "alice", "leak-probe", False, 3),  # alice's task on globex's alice's alpha
+    (11, "acme", "alice", "ship", True, 8),
+    (12, "acme", "bob", "ship", True, 7),
+    (13, "globex", "alice", "ship", True, 6),
+    (14, "acme", "bob", "planted", True, 9),  # bob's task on alice's delta
+    (15, "globex", "alice", "planted", True, 9),  # globex's alice's task on acme's alice's delta
+    (16, "acme", "alice", "orphan", False, None),
+    (17, "acme", "bob", "orphan", False, None),
+    (18, "globex", "alice", "orphan", False, None),
+    (19, "acme", "bob", "secret", True, 11),
+    (20, "globex", "alice", "secret", True, 10),
+    (21, "acme", "alice", "review", False, 8),
+]
+
 INSERT_ORDER = ("plan", "project", "task")  # parents first; delete in reverse
+Rows = dict[str, list[dict[str, Any]]]
 
 
-def seed_rows(tenant: str | None) -> dict[str, list[dict[str, Any]]]:
-    """The seed's rows by table; ``tenant`` keeps that tenant's rows only (Plans always)."""
-    projects = [{"id": i, "tenant_id": t, "name": n} for i, t, n in PROJECTS]
-    tasks = [
-        {"id": i, "tenant_id": t, "name": n, "done": d, "project_id": p} for i, t, n, d, p in TASKS
-    ]
-    rows = {
+@dataclass(frozen=True)
+class World:
+    """What one run generates over: its models, its seed, and the session's scope.
+
+    ``mine`` is the session's value of each scoping column (the tenant, and the owner in the
+    owner world): the oracle holds the seed rows with these values, stamps them on new rows,
+    and the shared database's other rows (``others``: each other combination of the values the
+    seed uses) must stay as seeded.
+    """
+
+    name: str
+    schema: Schema
+    rows: Rows  # the whole seed, by table
+    mine: dict[str, str]
+    scope: SessionScope
+    default_statements: int
+    statements_variable: str
+
+    def models(self) -> dict[str, Any]:
+        """The models by table, in INSERT_ORDER."""
+        schema = self.schema
+        return {"plan": schema.plan, "project": schema.project, "task": schema.task}
+
+    @cached_property
+    def tables(self) -> dict[str, Table]:
+        return {name: model.__table__ for name, model in self.models().items()}
+
+    def is_mine(self, row: dict[str, Any]) -> bool:
+        return all(row.get(column) == value for column, value in self.mine.items())
+
+    @cached_property
+    def other_scopes(self) -> frozenset[tuple[Any, ...]]:
+        return frozenset(
+            tuple(row[column] for column in self.mine)
+            for name in ("project", "task")
+            for row in self.rows[name]
+            if not self.is_mine(row)
+        )
+
+    def is_other(self, row: dict[str, Any]) -> bool:
+        """A row of another scope the seed has (globex's; acme's bob's)."""
+        return tuple(row.get(column) for column in self.mine) in self.other_scopes
+
+    def seed_rows(self, *, mine_only: bool) -> Rows:
+        """The seed's rows by table; ``mine_only`` keeps the session's rows (Plans always)."""
+        rows = {name: list(table_rows) for name, table_rows in self.rows.items()}
+        if mine_only:
+            for name in ("project", "task"):
+                rows[name] = [r for r in rows[name] if self.is_mine(r)]
+        return rows
+
+    @cached_property
+    def seed_ids(self) -> dict[str, set[int]]:
+        return {name: {row["id"] for row in rows} for name, rows in self.rows.items()}
+
+    @cached_property
+    def others_seed(self) -> Rows:
+        return {
+            name: [row for row in self.rows[name] if not self.is_mine(row)]
+            for name in ("project", "task")
+        }
+
+
+TENANT_WORLD = World(
+    name="tenant",
+    schema=TENANT_SCHEMA,
+    rows={
         "plan": [{"id": i, "name": n} for i, n in PLANS],
-        "project": projects,
-        "task": tasks,
-    }
-    if tenant is not None:
-        for name in ("project", "task"):
-            rows[name] = [r for r in rows[name] if r["tenant_id"] == tenant]
-    return rows
-
-
-SEED_IDS = {name: {row["id"] for row in rows} for name, rows in seed_rows(None).items()}
-GLOBEX_SEED = {name: seed_rows("globex")[name] for name in ("project", "task")}
+        "project": [{"id": i, "tenant_id": t, "name": n} for i, t, n in PROJECTS],
+        "task": [
+            {"id": i, "tenant_id": t, "name": n, "done": d, "project_id": p}
+            for i, t, n, d, p in TASKS
+        ],
+    },
+    mine={"tenant_id": "acme"},
+    scope=SessionScope("acme"),
+    default_statements=DEFAULT_STATEMENTS,
+    statements_variable="TENANCY_GENERATED_STATEMENTS",
+)
+OWNER_WORLD = World(
+    name="owner",
+    schema=OWNER_SCHEMA,
+    rows={
+        "plan": [{"id": i, "name": n} for i, n in PLANS],
+        "project": [
+            {"id": i, "tenant_id": t, "owner_id": o, "name": n} for i, t, o, n in OWNED_PROJECTS
+        ],
+        "task": [
+            {"id": i, "tenant_id": t, "owner_id": o, "name": n, "done": d, "project_id": p}
+            for i, t, o, n, d, p in OWNED_TASKS
+        ],
+    },
+    mine={"tenant_id": "acme", "owner_id": "alice"},
+    scope=SessionScope("acme", row_values=(("owner", "alice"),)),
+    default_statements=DEFAULT_OWNER_STATEMENTS,
+    statements_variable="TENANCY_GENERATED_OWNER_STATEMENTS",
+)
 
 
 # --------------------------------------------------------------------------------------------
 # The two databases
 
 
-def seed_shared(tenancy: Tenancy) -> None:
+def seed_shared(tenancy: Tenancy, world: World) -> None:
     """The shared database's rows, written by an unscoped session (cross-tenant links too)."""
+    models = world.models()
     with tenancy.make_session(SessionScope(None, Access.UNSCOPED)) as session:
-        for model, name in ((Plan, "plan"), (Project, "project"), (Task, "task")):
-            for row in seed_rows(None)[name]:
-                session.add(model(**row))
+        for name in INSERT_ORDER:
+            for row in world.rows[name]:
+                session.add(models[name](**row))
                 session.flush()  # one row at a time: the ids stay interleaved as listed
         session.commit()
 
 
-def oracle_metadata() -> MetaData:
+def oracle_metadata(world: World) -> MetaData:
     """The tables again, without foreign keys (acme's rows point at globex's projects), and
-    with ``tenant_id`` set to acme when an insert leaves it out or sends NULL, as the tenant
-    session stamps it (on the servers, ``stamp_acme`` turns a NULL into acme)."""
+    with ``tenant_id`` set to acme (and, in the owner world, ``owner_id`` to alice) when an
+    insert leaves it out or sends NULL, as the tenant session stamps it (on the servers,
+    ``stamp_mine`` turns a NULL into the session's value)."""
     metadata = MetaData()
-    for table in TABLES.values():
+    for table in world.tables.values():
         columns = [
             Column(
                 c.name,
                 c.type,
                 primary_key=c.primary_key,
                 nullable=c.nullable,
-                server_default="acme" if c.name == "tenant_id" else None,
+                server_default=world.mine.get(c.name),
                 # SQLite: a NULL into a NOT NULL column takes the default instead
-                sqlite_on_conflict_not_null="REPLACE" if c.name == "tenant_id" else None,
+                sqlite_on_conflict_not_null="REPLACE" if c.name in world.mine else None,
             )
             for c in table.columns
         ]
@@ -171,28 +299,27 @@ def oracle_metadata() -> MetaData:
     return metadata
 
 
-def prepare(engine: Engine, backend: str) -> None:
+def prepare(engine: Engine, backend: str, world: World) -> None:
     """MariaDB: compare strings exactly, as SQLite and PostgreSQL do. Under a case-insensitive
     collation, DISTINCT, GROUP BY and ORDER BY ties between 'alpha' and 'ALPHA' would pick
     either, and the two databases could pick differently."""
     with engine.begin() as conn:
         if backend == "mariadb":
-            for table in TABLES.values():
+            for table in world.tables.values():
                 conn.exec_driver_sql(
                     f"ALTER TABLE {table.name} CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
                 )
 
 
-_TENANT_PARAM = re.compile(r"tenant_id(_m\d+)?")  # an INSERT's value, or a VALUES row's
-
-
-def stamp_acme(engine: Engine, backend: str) -> None:
+def stamp_mine(engine: Engine, backend: str, world: World) -> None:
     """PostgreSQL and MariaDB: an INSERT into a tenant table that sends NULL for tenant_id sends
-    acme instead. (SQLite does it in the column; triggers would do it on the servers, but a
-    MariaDB table with a trigger stores '' where a self-referencing UPDATE sets NULL into a
-    NOT NULL column, instead of refusing it.)"""
+    acme instead, and alice for owner_id in the owner world. (SQLite does it in the column;
+    triggers would do it on the servers, but a MariaDB table with a trigger stores '' where a
+    self-referencing UPDATE sets NULL into a NOT NULL column, instead of refusing it.)"""
     if backend == "sqlite":
         return
+    # an INSERT's value, or a VALUES row's
+    param = re.compile(f"({'|'.join(map(re.escape, world.mine))})(_m\\d+)?")
 
     def stamp(
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
@@ -203,10 +330,12 @@ def stamp_acme(engine: Engine, backend: str) -> None:
             return statement, parameters
 
         def fix(row: dict[str, Any]) -> dict[str, Any]:
-            return {
-                key: "acme" if value is None and _TENANT_PARAM.fullmatch(key) else value
-                for key, value in row.items()
-            }
+            fixed = dict(row)
+            for key, value in row.items():
+                match = param.fullmatch(key)
+                if value is None and match is not None:
+                    fixed[key] = world.mine[match.group(1)]
+            return fixed
 
         if isinstance(parameters, dict):
             return statement, fix(parameters)
@@ -217,17 +346,17 @@ def stamp_acme(engine: Engine, backend: str) -> None:
     event.listen(engine, "before_cursor_execute", stamp, retval=True)
 
 
-def sync_sequences(engine: Engine, backend: str) -> None:
+def sync_sequences(engine: Engine, backend: str, world: World) -> None:
     if backend != "postgres":
         return  # SQLite and MariaDB continue after the highest id on their own
     with engine.begin() as conn:
-        for table in TABLES.values():
+        for table in world.tables.values():
             highest = select(func.max(table.c.id)).scalar_subquery()
             sequence = func.pg_get_serial_sequence(table.name, "id")
             conn.execute(select(func.setval(sequence, highest)))
 
 
-def snapshot(conn: Connection) -> dict[str, list[dict[str, Any]]]:
+def snapshot(conn: Connection, world: World) -> Rows:
     """Every row of the three tables, read by a plain connection in a transaction of its own."""
     try:
         return {
@@ -235,18 +364,19 @@ def snapshot(conn: Connection) -> dict[str, list[dict[str, Any]]]:
                 dict(row._mapping)
                 for row in conn.execute(select(*table.columns).order_by(table.c.id))
             ]
-            for name, table in TABLES.items()
+            for name, table in world.tables.items()
         }
     finally:
         conn.rollback()
 
 
-def restore(conn: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:
+def restore(conn: Connection, rows: Rows, world: World) -> None:
+    tables = world.tables
     with conn.begin():
         for name in reversed(INSERT_ORDER):
-            conn.execute(delete(TABLES[name]))
+            conn.execute(delete(tables[name]))
         for name in INSERT_ORDER:
-            conn.execute(insert(TABLES[name]), rows[name])
+            conn.execute(insert(tables[name]), rows[name])
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,7 +386,7 @@ def restore(conn: Connection, rows: dict[str, list[dict[str, Any]]]) -> None:
 @dataclass
 class Outcome:
     value: Any = None
-    after: dict[str, list[dict[str, Any]]] | None = None
+    after: Rows | None = None
     refused: TenancyError | None = None
     error: BaseException | None = None
     sent: list[tuple[str, Any]] = field(default_factory=list)
@@ -305,14 +435,15 @@ class Side:
         self,
         engine: Engine,
         make_session: Callable[[], Session],
-        seed: dict[str, list[dict[str, Any]]],
+        world: World,
         *,
         kit: bool,
     ) -> None:
         self.engine = engine
+        self.world = world
         self.session = make_session()
         self.reader = engine.connect()
-        self.seed = seed
+        self.seed = world.seed_rows(mine_only=not kit)
         self.kit = kit
         self.sent: list[tuple[str, Any]] = []
         event.listen(engine, "before_cursor_execute", self._record)
@@ -355,9 +486,9 @@ class Side:
             session.rollback()
             session.expunge_all()
         if generated.write and outcome.error is None:
-            outcome.after = snapshot(self.reader)
+            outcome.after = snapshot(self.reader, self.world)
             if outcome.after != self.seed:
-                restore(self.reader, self.seed)
+                restore(self.reader, self.seed, self.world)
         return outcome
 
 
@@ -366,32 +497,32 @@ class Side:
 
 
 def comparable(
-    rows: list[dict[str, Any]], name: str, explicit_ids: frozenset[int]
+    rows: list[dict[str, Any]], seed_ids: set[int], explicit_ids: frozenset[int]
 ) -> list[tuple[Any, ...]]:
     """Rows as sorted tuples; ids the database generated for new rows are left out."""
     out = []
     for row in rows:
         row = dict(row)
-        if row["id"] not in SEED_IDS[name] and row["id"] not in explicit_ids:
+        if row["id"] not in seed_ids and row["id"] not in explicit_ids:
             row["id"] = None
         out.append(tuple(sorted(row.items())))
     return sorted(out, key=repr)
 
 
 def state_difference(
-    kit_after: dict[str, list[dict[str, Any]]],
-    oracle_after: dict[str, list[dict[str, Any]]],
-    explicit_ids: frozenset[int],
+    world: World, kit_after: Rows, oracle_after: Rows, explicit_ids: frozenset[int]
 ) -> str | None:
     """What differs between the shared database and the oracle after a write, or None."""
+    seeded = world.others_seed
     for name in ("project", "task"):
-        globex = [row for row in kit_after[name] if row["tenant_id"] == "globex"]
-        if globex != GLOBEX_SEED[name]:
-            return f"globex's {name} rows changed: {globex} (seeded: {GLOBEX_SEED[name]})"
+        others = [row for row in kit_after[name] if world.is_other(row)]
+        if others != seeded[name]:
+            return f"other scopes' {name} rows changed: {others} (seeded: {seeded[name]})"
+    seed_ids = world.seed_ids
     for name in INSERT_ORDER:
-        mine = [row for row in kit_after[name] if row.get("tenant_id") != "globex"]
-        kit_rows = comparable(mine, name, explicit_ids)
-        oracle_rows = comparable(oracle_after[name], name, explicit_ids)
+        mine = [row for row in kit_after[name] if not world.is_other(row)]
+        kit_rows = comparable(mine, seed_ids[name], explicit_ids)
+        oracle_rows = comparable(oracle_after[name], seed_ids[name], explicit_ids)
         if kit_rows != oracle_rows:
             only_kit = [r for r in kit_rows if r not in oracle_rows]
             only_oracle = [r for r in oracle_rows if r not in kit_rows]
@@ -422,19 +553,21 @@ def result_difference(mine: Any, theirs: Any) -> str:
     return "results differ"
 
 
-def shared_constraints_reject(oracle_after: dict[str, list[dict[str, Any]]]) -> bool:
-    """Whether the oracle's rows, put beside globex's, break a primary or foreign key: then the
-    shared database refusing the write is its constraints at work, not a leak."""
-    globex_projects = {row["id"] for row in GLOBEX_SEED["project"]}
-    globex_tasks = {row["id"] for row in GLOBEX_SEED["task"]}
+def shared_constraints_reject(world: World, oracle_after: Rows) -> bool:
+    """Whether the oracle's rows, put beside the other scopes' (globex's; acme's bob's), break a
+    primary or foreign key: then the shared database refusing the write is its constraints at
+    work, not a leak."""
+    seeded = world.others_seed
+    other_projects = {row["id"] for row in seeded["project"]}
+    other_tasks = {row["id"] for row in seeded["task"]}
     projects = {row["id"] for row in oracle_after["project"]}
     tasks = {row["id"] for row in oracle_after["task"]}
-    if projects & globex_projects or tasks & globex_tasks:
+    if projects & other_projects or tasks & other_tasks:
         return True
-    every_project = projects | globex_projects
+    every_project = projects | other_projects
     return any(
         row["project_id"] is not None and row["project_id"] not in every_project
-        for row in (*oracle_after["task"], *GLOBEX_SEED["task"])
+        for row in (*oracle_after["task"], *seeded["task"])
     )
 
 
@@ -446,9 +579,9 @@ class Failure:
     kit: Outcome
     oracle: Outcome | None
 
-    def report(self, seed: int, engine: Engine) -> str:
+    def report(self, seed: int, engine: Engine, world: World) -> str:
         lines = [
-            f"statement #{self.index} (TENANCY_GENERATED_SEED={seed} "
+            f"{world.name} world, statement #{self.index} (TENANCY_GENERATED_SEED={seed} "
             f"TENANCY_GENERATED_ONLY={self.index}): {self.reason}",
             f"  shape: {self.generated.shape}",
             "  SQL:",
@@ -486,7 +619,7 @@ def judge(index: int, generated: Generated, kit: Side, oracle: Side, counts: Cou
         counts["invalid"] += 1
         return None
     if mine.error is not None:
-        if generated.write and theirs.after and shared_constraints_reject(theirs.after):
+        if generated.write and theirs.after and shared_constraints_reject(kit.world, theirs.after):
             counts["conflict"] += 1
             return None
         counts["failed"] += 1
@@ -507,7 +640,7 @@ def judge(index: int, generated: Generated, kit: Side, oracle: Side, counts: Cou
     if generated.write:
         assert mine.after is not None
         assert theirs.after is not None
-        difference = state_difference(mine.after, theirs.after, generated.explicit_ids)
+        difference = state_difference(kit.world, mine.after, theirs.after, generated.explicit_ids)
         if difference is not None:
             counts["failed"] += 1
             return Failure(index, generated, difference, mine, theirs)
@@ -567,14 +700,40 @@ def test_generated_statements_run_scoped_or_are_refused(
     create_tables: Any,
     make_database: Any,
 ) -> None:
-    count = int(os.environ.get("TENANCY_GENERATED_STATEMENTS", DEFAULT_STATEMENTS))
+    """The tenant world: acme's session over Project and Task."""
+    check_world(TENANT_WORLD, request, backend, tenancy, create_tables, make_database)
+
+
+def test_generated_statements_keep_to_the_owner(
+    request: pytest.FixtureRequest,
+    backend: str,
+    tenancy: Tenancy,
+    create_tables: Any,
+    make_database: Any,
+) -> None:
+    """The owner world: acme's session for alice over OwnedProject and OwnedTask."""
+    check_world(OWNER_WORLD, request, backend, tenancy, create_tables, make_database)
+
+
+def check_world(
+    world: World,
+    request: pytest.FixtureRequest,
+    backend: str,
+    tenancy: Tenancy,
+    create_tables: Any,
+    make_database: Any,
+) -> None:
+    count = int(os.environ.get(world.statements_variable, world.default_statements))
+    mine = {row["id"] for row in world.seed_rows(mine_only=True)["project"]}
+    assert set(world.schema.own_projects) == mine, "the grammar's own projects are not the seed's"
+    assert not set(world.schema.other_projects) & mine, "the grammar's other projects are mine"
     seed = int(os.environ.get("TENANCY_GENERATED_SEED", DEFAULT_SEED))
     shared_engine = tenancy.engine
     assert isinstance(shared_engine, Engine)
-    create_tables(shared_engine, Plan)
-    prepare(shared_engine, backend)
-    seed_shared(tenancy)
-    sync_sequences(shared_engine, backend)
+    create_tables(shared_engine, *(world.tables[name] for name in INSERT_ORDER))
+    prepare(shared_engine, backend, world)
+    seed_shared(tenancy, world)
+    sync_sequences(shared_engine, backend, world)
     dialect = shared_engine.dialect
     caps = Capabilities(
         insert_returning=dialect.insert_returning,
@@ -588,27 +747,17 @@ def test_generated_statements_run_scoped_or_are_refused(
     with make_database(backend) as oracle_db:
         oracle_engine = oracle_db.create_engine()
         try:
-            oracle_metadata().create_all(oracle_engine)
-            prepare(oracle_engine, backend)
-            stamp_acme(oracle_engine, backend)
+            oracle_metadata(world).create_all(oracle_engine)
+            prepare(oracle_engine, backend, world)
+            stamp_mine(oracle_engine, backend, world)
             with oracle_engine.connect() as conn:
-                restore(conn, seed_rows("acme"))
-            sync_sequences(oracle_engine, backend)
+                restore(conn, world.seed_rows(mine_only=True), world)
+            sync_sequences(oracle_engine, backend, world)
 
-            kit = Side(
-                shared_engine,
-                lambda: tenancy.make_session(SessionScope("acme")),
-                seed_rows(None),
-                kit=True,
-            )
-            oracle = Side(
-                oracle_engine,
-                lambda: Session(oracle_engine),
-                seed_rows("acme"),
-                kit=False,
-            )
-            assert snapshot(kit.reader) == kit.seed, "the shared database is not the seed"
-            assert snapshot(oracle.reader) == oracle.seed, "the oracle is not acme's seed"
+            kit = Side(shared_engine, lambda: tenancy.make_session(world.scope), world, kit=True)
+            oracle = Side(oracle_engine, lambda: Session(oracle_engine), world, kit=False)
+            assert snapshot(kit.reader, world) == kit.seed, "the shared database is not the seed"
+            assert snapshot(oracle.reader, world) == oracle.seed, "the oracle is not the seed"
             counts: Counter[str] = Counter()
             failures: list[Failure] = []
             indexes = _indexes(count)
@@ -617,7 +766,7 @@ def test_generated_statements_run_scoped_or_are_refused(
                 with quiet():
                     for index in indexes:
                         try:
-                            generated = generate(seed, index, caps)
+                            generated = generate(seed, index, caps, world.schema)
                         except Exception as error:
                             message = f"the grammar failed on statement #{index} (seed {seed})"
                             raise AssertionError(message) from error
@@ -638,15 +787,18 @@ def test_generated_statements_run_scoped_or_are_refused(
         f"invalid {counts['invalid']}, conflict {counts['conflict']}, failed {counts['failed']}"
     )
     request.node.user_properties.append(("generated_statements", dict(counts, total=total)))
-    summarize(request.config, f"{backend}: {tally}")
+    where = backend if world is TENANT_WORLD else f"{backend}, {world.name} world"
+    summarize(request.config, f"{where}: {tally}")
 
     if failures:
         shapes = Counter((f.reason.split(":")[0], f.generated.shape) for f in failures)
         ranked = sorted(shapes.items(), key=lambda item: (item[0][0], -item[1]))
         listing = "\n".join(f"  {n} x {reason} | {shape}" for (reason, shape), n in ranked[:60])
-        details = "\n\n".join(f.report(seed, shared_engine) for f in failures[:DETAILED_FAILURES])
+        details = "\n\n".join(
+            f.report(seed, shared_engine, world) for f in failures[:DETAILED_FAILURES]
+        )
         pytest.fail(
-            f"{len(failures)} generated statements were neither scoped nor refused on {backend}; "
+            f"{len(failures)} generated statements were neither scoped nor refused on {where}; "
             f"{tally}\n"
             f"by reason and shape:\n{listing}\n\n{details}",
             pytrace=False,
