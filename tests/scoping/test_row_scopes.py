@@ -334,3 +334,54 @@ def test_one_compiled_statement_serves_every_owner_and_a_lift_never_sticks(tenan
     assert read(SessionScope(ACME, row_values=BOB)) == ["bob-memo"]
     assert read(lifted) == ["alice-memo", "bob-memo"]
     assert read(SessionScope(ACME, row_values=ALICE)) == ["alice-memo"]
+
+
+def test_unions_ctes_exists_and_eager_joins_keep_to_the_owner(tenancy, memos):
+    from sqlalchemy import exists, union_all
+    from sqlalchemy.orm import contains_eager
+
+    with as_user(tenancy) as session:
+        both = union_all(select(Memo.title), select(Memo.title).where(Memo.id == memos.bob))
+        assert sorted(session.execute(both).scalars()) == ["alice-memo"]
+        cte = select(Memo.id, Memo.title).cte("mine")
+        assert session.execute(select(cte.c.title)).scalars().all() == ["alice-memo"]
+        replied = select(Memo.title).where(exists().where(MemoReply.memo_id == Memo.id))
+        assert titles(session, replied) == []  # bob's reply on alice's memo is not hers to see
+        assert titles(session, select(Memo.title).where(Memo.replies.any())) == []
+        eager = (
+            select(Memo)
+            .outerjoin(Memo.replies)
+            .options(contains_eager(Memo.replies))
+            .execution_options(populate_existing=True)
+        )
+        loaded = session.execute(eager).unique().scalars().all()
+        assert [(m.title, m.replies) for m in loaded] == [("alice-memo", [])]
+
+
+def test_bulk_writes_with_each_synchronize_strategy_keep_to_the_owner(tenancy, memos):
+    before = snapshot(tenancy, Memo)
+    for strategy in ("fetch", "evaluate", False):
+        with as_user(tenancy) as session:
+            statement = (
+                update(Memo)
+                .where(Memo.title.in_(["bob-memo", "globex-alice-memo"]))
+                .values(title="taken")
+                .execution_options(synchronize_session=strategy)
+            )
+            assert session.execute(statement).rowcount == 0
+            gone = delete(Memo).where(Memo.id == memos.bob)
+            assert (
+                session.execute(gone.execution_options(synchronize_session=strategy)).rowcount == 0
+            )
+            session.commit()
+    assert snapshot(tenancy, Memo) == before
+
+
+def test_insert_from_select_into_a_row_scoped_model_is_refused(tenancy, memos):
+    before = snapshot(tenancy, Memo)
+    with as_user(tenancy) as session:
+        copy = insert(Memo).from_select(["title", "owner_id"], select(Memo.title, Memo.owner_id))
+        with pytest.raises(UnscopedStatement):
+            session.execute(copy)
+        session.rollback()
+    assert snapshot(tenancy, Memo) == before
