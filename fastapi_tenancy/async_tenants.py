@@ -73,7 +73,7 @@ class AsyncTenants(Generic[RecordT]):
     async def create(self, key: Any, **fields: Any) -> RecordT:
         """See :meth:`Tenants.create`."""
         registry, key = self.registry, checked_key(self.tenancy, key)
-        async with self.tenancy.async_session(tenant=key) as session:
+        async with self.tenancy.whole_tenant_async_session(key) as session:
             record = await self._add_record(session, key, fields)
             if registry.after_create is not None:
                 with with_tenant(key, source="registry"):
@@ -147,7 +147,7 @@ class AsyncTenants(Generic[RecordT]):
         async with self._engine.connect() as connection:
             steps = await connection.run_sync(purge_plan)
         report = PurgeReport(key, dry_run)
-        async with self.tenancy.async_session(tenant=key) as session:
+        async with self.tenancy.whole_tenant_async_session(key) as session:
             for step in steps:
                 if dry_run:
                     report.rows[step.table.name] = (await session.exec(step.count(key))).one()
@@ -176,7 +176,7 @@ class AsyncTenants(Generic[RecordT]):
             steps = await connection.run_sync(purge_plan)
         report = TransferReport(key, Path(path))
         with ExportWriter(path) as writer:
-            async with self.tenancy.async_session(tenant=key) as session:
+            async with self.tenancy.whole_tenant_async_session(key) as session:
                 engine = self._engine.sync_engine
                 session.sync_session.bind = engine.execution_options(**snapshot_options(engine))
                 if needs_explicit_begin(engine):
@@ -209,7 +209,7 @@ class AsyncTenants(Generic[RecordT]):
         try:
             plan = import_plan(reader, steps)
             ids = IdMap(key, self.registry.key_column(), [copy for copy, _ in plan])
-            async with self.tenancy.async_session(tenant=key) as session:
+            async with self.tenancy.whole_tenant_async_session(key) as session:
                 await self._add_record(session, key, self.registry.imported_fields(reader, fields))
                 for copy, table in plan:
                     report.rows[copy.table.name] = 0
@@ -240,7 +240,7 @@ class AsyncTenants(Generic[RecordT]):
         async with self._engine.connect() as connection:
             steps = await connection.run_sync(purge_plan)
         report = RenameReport(key, new_key)
-        async with self.tenancy.async_session(tenant=key) as session:
+        async with self.tenancy.whole_tenant_async_session(key) as session:
             for statement in defer_foreign_keys(self._engine):
                 await run_own_statement(session, statement)
             for step in steps:

@@ -388,6 +388,21 @@ class Tenancy:
             raise TenancyMisuse("this Tenancy has a sync Engine: use tenancy.session()")
         return self.make_async_session(self._session_scope(tenant, lift))
 
+    def whole_tenant_session(self, tenant: Any) -> TenantScopedSession:
+        """The session of the kit's whole-tenant operations (create, purge, export, import,
+        rename): scoped to ``tenant`` with every row scope lifted. They act on every owner's
+        rows, never the caller's only (an admin's request purging a tenant has a principal of
+        its own), and are audited by their own lines."""
+        return self.make_session(self._whole_tenant_scope(tenant))
+
+    def whole_tenant_async_session(self, tenant: Any) -> AsyncSession:
+        """Async twin of :meth:`whole_tenant_session`."""
+        return self.make_async_session(self._whole_tenant_scope(tenant))
+
+    def _whole_tenant_scope(self, tenant: Any) -> SessionScope:
+        scope = self._session_scope(tenant, ())
+        return replace(scope, lifted=scope.lifted | declared_row_scopes())
+
     def _session_scope(self, tenant: Any, lift: Collection[str]) -> SessionScope:
         if tenant is None:
             scope = self.ambient_scope()

@@ -80,7 +80,7 @@ class Tenants(Generic[RecordT]):
         limit, or what ``before_create`` raises; then every worker forgets any cached miss of it.
         """
         registry, key = self.registry, checked_key(self.tenancy, key)
-        with self.tenancy.session(tenant=key) as session:
+        with self.tenancy.whole_tenant_session(key) as session:
             record = self._add_record(session, key, fields)
             if registry.after_create is not None:
                 with with_tenant(key, source="registry"):
@@ -165,7 +165,7 @@ class Tenants(Generic[RecordT]):
         with self._engine.connect() as connection:
             steps = purge_plan(connection)
         report = PurgeReport(key, dry_run)
-        with self.tenancy.session(tenant=key) as session:
+        with self.tenancy.whole_tenant_session(key) as session:
             for step in steps:
                 report.rows[step.table.name] = (
                     session.exec(step.count(key)).one()
@@ -197,7 +197,7 @@ class Tenants(Generic[RecordT]):
         with self._engine.connect() as connection:
             copies = [TableCopy(step) for step in reversed(purge_plan(connection))]
         report = TransferReport(key, Path(path))
-        with ExportWriter(path) as writer, self.tenancy.session(tenant=key) as session:
+        with ExportWriter(path) as writer, self.tenancy.whole_tenant_session(key) as session:
             session.bind = self._engine.execution_options(**snapshot_options(self._engine))
             if needs_explicit_begin(self._engine):
                 run_own_statement(session, BEGIN)
@@ -228,7 +228,7 @@ class Tenants(Generic[RecordT]):
         try:
             plan = import_plan(reader, steps)
             ids = IdMap(key, self.registry.key_column(), [copy for copy, _ in plan])
-            with self.tenancy.session(tenant=key) as session:
+            with self.tenancy.whole_tenant_session(key) as session:
                 self._add_record(session, key, self.registry.imported_fields(reader, fields))
                 for copy, table in plan:
                     report.rows[copy.table.name] = 0
@@ -267,7 +267,7 @@ class Tenants(Generic[RecordT]):
         with self._engine.connect() as connection:
             steps = purge_plan(connection)
         report = RenameReport(key, new_key)
-        with self.tenancy.session(tenant=key) as session:
+        with self.tenancy.whole_tenant_session(key) as session:
             for statement in defer_foreign_keys(self._engine):
                 run_own_statement(session, statement)
             for step in steps:

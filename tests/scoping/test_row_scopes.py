@@ -313,3 +313,19 @@ async def test_async_sessions_keep_to_the_owner(async_tenancy, memos):
         assert await session.get(Memo, memos.bob) is None
         with pytest.raises(CrossScopeWrite):
             session.add(Memo(title="async", owner_id="bob"))
+
+
+def test_whole_tenant_sessions_take_every_owners_rows_whoever_asks(tenancy, memos):
+    # A platform admin's request (a principal of its own) or a script (none) purging, exporting
+    # or renaming a tenant: its session must see every owner's rows, and the tenant's only.
+    from fastapi_tenancy.context import TenantContext, bind, unbind
+
+    for claims in ({"sub": "root"}, {}):
+        token = bind(TenantContext(id=None, claims=claims))
+        try:
+            with tenancy.whole_tenant_session(ACME) as session:
+                assert titles(session) == ["alice-memo", "bob-memo"]
+                assert session.get(Memo, memos.globex_alice) is None
+                assert session.execute(select(func.count()).select_from(MemoReply)).scalar() == 2
+        finally:
+            unbind(token)
