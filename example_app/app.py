@@ -32,7 +32,7 @@ from .errors import install_error_handlers
 from .lifecycle import tenant_registry
 from .middleware import AccessLogMiddleware, BearerRequiredMiddleware
 from .rls import prepare_rls
-from .routes import Services, admin_router, public_router, tenant_router
+from .routes import Services, admin_router, public_router, team_router, tenant_router
 from .settings import Settings, make_engine
 
 __all__ = [
@@ -176,6 +176,7 @@ def create_app(
     app.state.tenancy = tenancy
     app.include_router(public_router)
     app.include_router(tenant_router)
+    app.include_router(team_router(engine))
     app.include_router(admin_router)
     install_error_handlers(app)
     tenancy.install(app)  # TenancyMiddleware, and the {"detail", "code"} error handler

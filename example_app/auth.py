@@ -33,6 +33,7 @@ from .models import Membership, User
 __all__ = [
     "ADMIN_ROLE",
     "JWT_ALGORITHM",
+    "TENANT_ADMIN_ROLES",
     "CurrentPrincipal",
     "LoginLimits",
     "PasswordHasher",
@@ -42,11 +43,15 @@ __all__ = [
     "is_platform_admin",
     "membership_check",
     "roles_of",
+    "tenant_admin_check",
 ]
 
 JWT_ALGORITHM = "HS256"
 ADMIN_ROLE = "admin"
 DEFAULT_TOKEN_TTL = timedelta(hours=1)
+TENANT_ADMIN_ROLES = frozenset({"owner"})
+"""Membership roles that make a user an admin of that tenant (``GET /team/notes``). Not the
+platform admin role ``"admin"`` of the token, which is about every tenant's data."""
 
 T = TypeVar("T")
 
@@ -194,6 +199,26 @@ def membership_check(engine: Engine) -> Callable[[TenantContext], bool]:
             return session.exec(statement).first() is not None
 
     return is_member
+
+
+def tenant_admin_check(engine: Engine) -> Callable[[TenantContext], bool]:
+    """The tenant admins' predicate, for ``lifted_session("owner", allow=...)``: the token's
+    user has a role of :data:`TENANT_ADMIN_ROLES` in the bound tenant (their membership's
+    role, read now: a demoted owner loses the switch at once, whatever their token says)."""
+
+    def is_tenant_admin(context: TenantContext) -> bool:
+        email = context.claims.get("sub")
+        if not isinstance(email, str) or not email or context.id is None:
+            return False
+        statement = (
+            select(Membership.role)
+            .join(User, col(User.id) == col(Membership.user_id))
+            .where(col(User.email) == email, col(Membership.tenant_id) == context.id)
+        )
+        with Session(engine) as session:
+            return session.exec(statement).first() in TENANT_ADMIN_ROLES
+
+    return is_tenant_admin
 
 
 @dataclass(frozen=True, slots=True)

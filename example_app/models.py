@@ -1,18 +1,24 @@
 """The example app's tables.
 
 Global tables (plans, tenants, users, memberships) are plain SQLModel tables. Tenant data
-(projects, tasks) inherits :class:`~fastapi_tenancy.TenantScoped`, so every ORM statement on it is
-scoped to the request's tenant. Two rules are also kept by the database itself, whatever code
-writes to it:
+(projects, tasks, private notes) inherits :class:`~fastapi_tenancy.TenantScoped`, so every ORM
+statement on it is scoped to the request's tenant; private notes also carry an owner column
+(:func:`~fastapi_tenancy.owner_field`), so a tenant session reads and writes only the notes of
+the user asking. These rules are also kept by the database itself, whatever code writes to it:
 
-- a project belongs to an existing tenant (``projects.tenant_id`` references ``tenants.slug``);
+- a project and a note belong to an existing tenant (their ``tenant_id`` references
+  ``tenants.slug``);
 - a task's project is in the task's own tenant: the foreign key is the pair
   ``(tenant_id, project_id)`` referencing ``projects (tenant_id, id)``, so no task can point at
-  another tenant's project, on SQLite (with foreign keys on), PostgreSQL and MariaDB alike.
+  another tenant's project, on SQLite (with foreign keys on), PostgreSQL and MariaDB alike;
+- a note's owner is an existing user: ``private_notes.owner_id`` references ``users.email``,
+  the value the kit stamps (the principal is the token's ``sub``, the user's email).
 
 Every column holding a tenant key (``tenants.slug``, ``memberships.tenant_id`` and the tenant
 columns) is a :class:`~fastapi_tenancy.TenantKey`, so MariaDB compares them exactly and accepts
-the foreign keys between them.
+the foreign keys between them. ``users.email`` is one too (254 characters), for the same two
+reasons: the owner column compares exactly, and MariaDB accepts a foreign key only between
+columns of one collation.
 
 The tables live in a registry of their own, so they never mix with other SQLModel tables in
 the same process (the kit's tests, a host application).
@@ -20,22 +26,25 @@ the same process (the kit's tests, a host application).
 
 # No "from __future__ import annotations": SQLModel reads the real annotations.
 
-from sqlalchemy import ForeignKeyConstraint, MetaData, UniqueConstraint
+from sqlalchemy import ForeignKeyConstraint, MetaData, Text, UniqueConstraint
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-from fastapi_tenancy import TenantKey, TenantScoped, tenant_unique
+from fastapi_tenancy import TenantKey, TenantScoped, owner_field, tenant_unique
 
 __all__ = [
     "ExampleModel",
     "Membership",
     "Plan",
+    "PrivateNote",
     "Project",
     "Task",
     "Tenant",
     "User",
     "metadata",
 ]
+
+EMAIL_LENGTH = 254
 
 example_registry = registry()
 
@@ -76,7 +85,8 @@ class User(ExampleModel, table=True):
     __tablename__ = "users"
 
     id: int | None = Field(default=None, primary_key=True)
-    email: str = Field(unique=True, max_length=254)
+    # Exact comparison on every database: private_notes.owner_id references it (see above).
+    email: str = Field(sa_type=TenantKey(EMAIL_LENGTH), unique=True, max_length=EMAIL_LENGTH)
     name: str = Field(max_length=100)
     password_hash: str = Field(max_length=255)
     is_platform_admin: bool = False
@@ -130,3 +140,24 @@ class Task(ExampleModel, TenantScoped, table=True):
     project_id: int = Field(index=True)
     name: str = Field(max_length=200)
     done: bool = False
+
+
+class PrivateNote(ExampleModel, TenantScoped, table=True):
+    """A user's own note inside a tenant: only its owner reads, changes or deletes it.
+
+    ``owner_id`` is the kit's owner column: a tenant session stamps it with the principal (the
+    token's ``sub``, the user's email), filters every read by it and refuses writes naming
+    another owner. The tenant's admins see every owner's notes through the audited switch
+    (``GET /team/notes``).
+    """
+
+    __tablename__ = "private_notes"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id"], ["tenants.slug"], name="fk_private_notes_tenant"),
+        ForeignKeyConstraint(["owner_id"], ["users.email"], name="fk_private_notes_owner"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: str | None = owner_field(length=EMAIL_LENGTH)
+    title: str = Field(max_length=200)
+    body: str = Field(default="", sa_type=Text)

@@ -2,7 +2,9 @@
 only the bound tenant's rows; none of them filters by tenant itself.
 
 A row of another tenant is invisible to the scoped session, so it answers 404 exactly like a
-missing row: the API never tells one tenant what ids another tenant has.
+missing row: the API never tells one tenant what ids another tenant has. Private notes are
+scoped by their owner too (:func:`~fastapi_tenancy.owner_field`): another user's note answers
+404 the same way, and only ``GET /team/notes``, the tenant admins' audited switch, lifts it.
 """
 
 from __future__ import annotations
@@ -24,18 +26,28 @@ from fastapi_tenancy import (
     TenantSession,
     admin_session,
     get_tenant_context,
+    lifted_session,
 )
 from fastapi_tenancy.tenants import Tenants
 
-from .auth import CurrentPrincipal, PasswordHasher, TokenIssuer, current_principal
+from .auth import (
+    CurrentPrincipal,
+    PasswordHasher,
+    TokenIssuer,
+    current_principal,
+    tenant_admin_check,
+)
 from .errors import DatabaseNotReady, InvalidCredentials, NotFound
 from .health import database_answers
 from .lifecycle import Founder, offboard, sign_up
-from .models import Membership, Plan, Project, Task, Tenant, User
+from .models import Membership, Plan, PrivateNote, Project, Task, Tenant, User
 from .schemas import (
     LoginRequest,
     MembershipOut,
     MeOut,
+    NoteCreate,
+    NoteOut,
+    NoteUpdate,
     OffboardOut,
     PlanOut,
     ProjectCreate,
@@ -50,7 +62,7 @@ from .schemas import (
     TokenOut,
 )
 
-__all__ = ["Services", "admin_router", "public_router", "tenant_router"]
+__all__ = ["Services", "admin_router", "public_router", "team_router", "tenant_router"]
 
 MAX_ID = 2**31 - 1
 MAX_PAGE = 100
@@ -92,6 +104,7 @@ def page(
 
 PageDep = Annotated[Page, Depends(page)]
 ProjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
+NoteId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 public_router = APIRouter()
@@ -339,6 +352,95 @@ def create_task(project_id: ProjectId, body: TaskCreate, session: TenantSession)
 def stats(session: TenantSession) -> StatsOut:
     """How many projects and tasks the bound tenant has."""
     return StatsOut(projects=_count(session, col(Project.id)), tasks=_count(session, col(Task.id)))
+
+
+# -- private notes -----------------------------------------------------------------------------
+
+NOTE_NOT_FOUND = "Note not found."
+
+
+def _note(session: Session, note_id: int) -> PrivateNote:
+    note = session.get(PrivateNote, note_id)  # another user's note: None, as a missing one
+    if note is None:
+        raise NotFound(NOTE_NOT_FOUND)
+    return note
+
+
+def _list_notes(session: Session, page: Page, response: Response) -> list[NoteOut]:
+    response.headers["X-Total-Count"] = str(_count(session, col(PrivateNote.id)))
+    notes = session.exec(
+        select(PrivateNote).order_by(col(PrivateNote.id)).offset(page.offset).limit(page.limit)
+    ).all()
+    return [NoteOut.of(note) for note in notes]
+
+
+@tenant_router.get("/notes", tags=["notes"])
+def list_notes(session: TenantSession, page: PageDep, response: Response) -> list[NoteOut]:
+    """The caller's own notes in the bound tenant, oldest first; nobody else's."""
+    return _list_notes(session, page, response)
+
+
+@tenant_router.post("/notes", status_code=status.HTTP_201_CREATED, tags=["notes"])
+def create_note(body: NoteCreate, session: TenantSession, response: Response) -> NoteOut:
+    """Write a note in the bound tenant; the kit makes the caller its owner. An ``owner_id``
+    or ``tenant_id`` other than the caller's is refused (403), nothing written."""
+    note = PrivateNote(title=body.title, body=body.body)  # owner_id: stamped by the kit
+    if body.owner_id is not None:
+        note.owner_id = body.owner_id  # the kit refuses another owner (cross_scope_write)
+    if body.tenant_id is not None:
+        note.tenant_id = body.tenant_id  # the kit refuses another tenant's id
+    session.add(note)
+    session.commit()
+    response.headers["Location"] = f"/notes/{note.id}"
+    return NoteOut.of(note)
+
+
+@tenant_router.get("/notes/{note_id}", tags=["notes"])
+def get_note(note_id: NoteId, session: TenantSession) -> NoteOut:
+    """One of the caller's notes; another user's answers 404, exactly like a missing id."""
+    return NoteOut.of(_note(session, note_id))
+
+
+@tenant_router.patch("/notes/{note_id}", tags=["notes"])
+def update_note(note_id: NoteId, body: NoteUpdate, session: TenantSession) -> NoteOut:
+    """Change one of the caller's notes; giving it to another owner or tenant is refused (403)."""
+    note = _note(session, note_id)
+    if body.title is not None:
+        note.title = body.title
+    if body.body is not None:
+        note.body = body.body
+    if body.owner_id is not None:
+        note.owner_id = body.owner_id  # the kit refuses moving a row to another owner
+    if body.tenant_id is not None:
+        note.tenant_id = body.tenant_id  # the kit refuses moving a row between tenants
+    session.commit()
+    return NoteOut.of(note)
+
+
+@tenant_router.delete("/notes/{note_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["notes"])
+def delete_note(note_id: NoteId, session: TenantSession) -> Response:
+    """Delete one of the caller's notes."""
+    session.delete(_note(session, note_id))
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def team_router(engine: Engine) -> APIRouter:
+    """``GET /team/notes``: the tenant admins' switch. Made per app, since its predicate
+    (:func:`~example_app.auth.tenant_admin_check`) reads the memberships of the app's engine."""
+    router = APIRouter(dependencies=[Depends(current_principal)])
+    every_owner = lifted_session("owner", allow=tenant_admin_check(engine))
+
+    @router.get("/team/notes", tags=["notes"])
+    def team_notes(
+        page: PageDep, response: Response, session: Session = Depends(every_owner)
+    ) -> list[NoteOut]:
+        """Every note of the bound tenant, whoever wrote it: for the tenant's admins (the
+        ``owner`` role of their membership), 403 ``admin_required`` to other members; each
+        use is audited by the kit. Never another tenant's notes."""
+        return _list_notes(session, page, response)
+
+    return router
 
 
 # -- platform admin ----------------------------------------------------------------------------

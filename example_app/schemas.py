@@ -2,7 +2,9 @@
 
 Request bodies forbid unknown fields. Create and update bodies do accept ``tenant_id``: a
 client may name its own tenant, and a body naming another tenant reaches the kit, which refuses
-the write (403 ``cross_tenant_write``) before anything is sent to the database.
+the write (403 ``cross_tenant_write``) before anything is sent to the database. Note bodies
+accept ``owner_id`` the same way: the client's own email is fine, another is refused by the kit
+(403 ``cross_scope_write``).
 
 Every string a client sends passes :data:`STORABLE_TEXT`: NUL characters and unpaired
 surrogates (JSON ``"\\u0000"``, ``"\\ud800"``) are refused with 422 here, since PostgreSQL
@@ -18,13 +20,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from pydantic_core import PydanticCustomError
 
 from .lifecycle import DEFAULT_PLAN, Offboarding
-from .models import Plan, Project, Task, Tenant
+from .models import Plan, PrivateNote, Project, Task, Tenant
 
 __all__ = [
     "STORABLE_TEXT",
     "LoginRequest",
     "MeOut",
     "MembershipOut",
+    "NoteCreate",
+    "NoteOut",
+    "NoteUpdate",
     "OffboardOut",
     "PlanOut",
     "ProjectCreate",
@@ -58,7 +63,10 @@ ProjectName = Annotated[
 TaskName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), STORABLE_TEXT
 ]
+NoteTitle = TaskName
+NoteBody = Annotated[str, StringConstraints(max_length=10_000), STORABLE_TEXT]
 TenantKey = Annotated[str, StringConstraints(min_length=1, max_length=63), STORABLE_TEXT]
+Owner = Annotated[str, StringConstraints(min_length=1, max_length=254), STORABLE_TEXT]
 TenantName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), STORABLE_TEXT
 ]
@@ -209,6 +217,44 @@ class TaskOut(BaseModel):
             tenant_id=task.tenant_id,
             project_id=task.project_id,
             done=task.done,
+        )
+
+
+class NoteCreate(_Body):
+    """``POST /notes``: the note is the caller's (``owner_id``, if given, must be their email)."""
+
+    title: NoteTitle
+    body: NoteBody = ""
+    owner_id: Owner | None = None
+    tenant_id: TenantKey | None = None
+
+
+class NoteUpdate(_Body):
+    """``PATCH /notes/{id}``: the fields to change; a note never changes owner or tenant."""
+
+    title: NoteTitle | None = None
+    body: NoteBody | None = None
+    owner_id: Owner | None = None
+    tenant_id: TenantKey | None = None
+
+
+class NoteOut(BaseModel):
+    """A private note as the API shows it; ``owner_id`` is its author's email."""
+
+    id: int
+    title: str
+    body: str
+    owner_id: str
+    tenant_id: str
+
+    @classmethod
+    def of(cls, note: PrivateNote) -> NoteOut:
+        return cls(
+            id=note.id or 0,
+            title=note.title,
+            body=note.body,
+            owner_id=note.owner_id or "",
+            tenant_id=note.tenant_id,
         )
 
 

@@ -1,9 +1,11 @@
-"""Create the tables and the demo data: three tenants, their users, projects and tasks.
+"""Create the tables and the demo data: three tenants, their users, projects, tasks and notes.
 
 :func:`init_database` seeds an empty database only, so restarting the app keeps your data;
 ``reset=True`` (``python -m example_app --reset``) drops the app's tables and seeds afresh.
 Tenant data is written the way a script or job would write it with the kit: inside
 ``with_tenant(...)``, through ``tenancy.session()``, which stamps every new row with the tenant.
+A script has no principal, so private notes are written through a session that lifts the owner
+scope (``tenancy.session(lift=["owner"])``, audited) and names each note's owner itself.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from sqlmodel import Session, select
 from fastapi_tenancy import Tenancy, with_tenant
 
 from .auth import PasswordHasher
-from .models import Membership, Plan, Project, Task, Tenant, User, metadata
+from .models import Membership, Plan, PrivateNote, Project, Task, Tenant, User, metadata
 
-__all__ = ["SEED_USERS", "SeedUser", "init_database", "seed"]
+__all__ = ["NOTES", "SEED_USERS", "SeedUser", "init_database", "seed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,22 @@ PROJECTS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+# Private notes, per tenant: (owner, title, body). Carol has notes in both her tenants, so the
+# same email sees different notes in each.
+NOTES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "acme": (
+        ("alice@acme.test", "Board meeting", "Ask about the rocket skates budget."),
+        ("alice@acme.test", "Carol's review", "Due at the end of the quarter."),
+        ("carol@example.test", "Acme passwords", "Never write them here."),
+    ),
+    "globex": (
+        ("bob@globex.test", "Lair permits", "The volcano needs three more."),
+        ("carol@example.test", "Globex onboarding", "Hammock size: large."),
+    ),
+    "initech": (("dave@initech.test", "Stapler", "Red. Swingline. Mine."),),
+}
+
+
 def _id(row: User | Project) -> int:
     if row.id is None:  # pragma: no cover - flushed rows have their key
         raise RuntimeError(f"{type(row).__name__} has no id after flush")
@@ -119,6 +137,15 @@ def seed(engine: Engine, passwords: PasswordHasher) -> None:
                 session.add(project)
                 session.flush()
                 session.add_all([Task(project_id=_id(project), name=task) for task in tasks])
+            session.commit()
+    for tenant, notes in NOTES.items():
+        with with_tenant(tenant), tenancy.session(lift=["owner"]) as session:
+            session.add_all(
+                [
+                    PrivateNote(owner_id=owner, title=title, body=body)
+                    for owner, title, body in notes
+                ]
+            )
             session.commit()
 
 

@@ -39,6 +39,7 @@ TENANT_COLUMNS = {
     "memberships": "tenant_id",
     "projects": "tenant_id",
     "tasks": "tenant_id",
+    "private_notes": "tenant_id",
 }
 
 UMBRELLA = {
@@ -158,6 +159,7 @@ def test_a_sign_up_creates_the_tenant_and_its_owner_who_can_work_at_once(
         "memberships": 1,
         "projects": 1,
         "tasks": 0,
+        "private_notes": 0,
     }
     (user,) = [row for row in after["users"] if row["email"] == "ada@umbrella.test"]
     assert user["password_hash"].startswith("$argon2id$")
@@ -304,6 +306,7 @@ def test_a_script_creating_a_tenant_gets_no_user(api: TestClient, engine: Engine
         "memberships": 0,
         "projects": 0,
         "tasks": 0,
+        "private_notes": 0,
     }
     assert after["users"] == before["users"]
 
@@ -428,6 +431,7 @@ def test_offboarding_deletes_every_row_of_the_tenant_and_no_other(
         "memberships": 2,
         "projects": 4,
         "tasks": 7,
+        "private_notes": 3,
     }
 
     with caplog.at_level(logging.INFO, logger="fastapi_tenancy.audit"):
@@ -436,14 +440,18 @@ def test_offboarding_deletes_every_row_of_the_tenant_and_no_other(
     assert r.json() == {
         "tenant": "acme",
         "dry_run": False,
-        "rows": {"memberships": 2, "tasks": 7, "projects": 4},
-        "total": 13,
+        "rows": {"memberships": 2, "tasks": 7, "private_notes": 3, "projects": 4},
+        "total": 16,
     }
     after = dump(engine)
     assert after == without_tenant(before, "acme")
-    assert tenant_rows(after, "acme") == {"tenants": 0, "memberships": 0, "projects": 0, "tasks": 0}
+    assert set(tenant_rows(after, "acme").values()) == {0}
     messages = [record.getMessage() for record in audit_records(caplog)]
-    assert "purged tenant acme: 11 rows (tasks 7, projects 4)" in messages
+    # Notes and projects are independent tables: the purge may take either first.
+    [purged] = [message for message in messages if message.startswith("purged tenant acme:")]
+    head, _, counts = purged.partition(" (")
+    assert head == "purged tenant acme: 14 rows"
+    assert sorted(counts.rstrip(")").split(", ")) == ["private_notes 3", "projects 4", "tasks 7"]
 
     for headers in (alice, {**carol, "X-Tenant-ID": "acme"}):
         r = api.get("/projects", headers=headers)
@@ -481,7 +489,7 @@ def test_a_signed_up_tenant_lives_and_goes_over_http(
 
     r = api.delete("/admin/tenants/umbrella", headers=root)
     assert r.status_code == 200, r.text
-    assert r.json()["rows"] == {"memberships": 1, "tasks": 1, "projects": 1}
+    assert r.json()["rows"] == {"memberships": 1, "tasks": 1, "private_notes": 0, "projects": 1}
     after = dump(engine)
     # Only the account stays: it is the person's, and may be in other tenants.
     assert [user["email"] for user in after["users"]] == [
@@ -502,8 +510,8 @@ def test_an_offboarding_preview_counts_and_changes_nothing(
     assert r.json() == {
         "tenant": "acme",
         "dry_run": True,
-        "rows": {"memberships": 2, "tasks": 6, "projects": 3},
-        "total": 11,
+        "rows": {"memberships": 2, "tasks": 6, "private_notes": 3, "projects": 3},
+        "total": 14,
     }
     assert dump(engine) == before
     assert api.get("/projects", headers=alice).status_code == 200  # still active
@@ -512,6 +520,7 @@ def test_an_offboarding_preview_counts_and_changes_nothing(
         "memberships": 2,
         "projects": 3,
         "tasks": 6,
+        "private_notes": 3,
     }
 
 
@@ -551,5 +560,5 @@ def test_two_sign_ups_with_one_email_at_once_make_one_tenant(
     (won,) = [r.json()["tenant"]["slug"] for r in answers if r.status_code == 201]
     lost = "wesker" if won == "umbrella" else "umbrella"
     after = dump(engine)
-    assert tenant_rows(after, lost) == {"tenants": 0, "memberships": 0, "projects": 0, "tasks": 0}
+    assert set(tenant_rows(after, lost).values()) == {0}
     assert len(after["users"]) == len(before["users"]) + 1

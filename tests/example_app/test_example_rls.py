@@ -168,6 +168,25 @@ def test_the_admin_switch_sees_every_tenant_through_the_owners_engine(api, login
     assert r.json()["code"] == "admin_required"
 
 
+def test_private_notes_keep_to_their_owner_under_row_level_security(api, login) -> None:
+    alice, bob = login("alice@acme.test"), login("bob@globex.test")
+    carol = {**login("carol@example.test"), "X-Tenant-ID": "acme"}
+    r = api.post("/notes", json={"title": "Under RLS"}, headers=carol)
+    assert r.status_code == 201, r.text
+    carols = r.json()["id"]
+    assert [n["title"] for n in api.get("/notes", headers=carol).json()] == [
+        "Acme passwords",
+        "Under RLS",
+    ]
+    assert api.get(f"/notes/{carols}", headers=alice).status_code == 404
+    r = api.get("/team/notes", headers=alice)
+    assert r.status_code == 200, r.text
+    assert {n["tenant_id"] for n in r.json()} == {"acme"}
+    assert "Under RLS" in [n["title"] for n in r.json()]
+    assert "Under RLS" not in [n["title"] for n in api.get("/team/notes", headers=bob).json()]
+    assert api.get("/team/notes", headers=carol).json()["code"] == "admin_required"
+
+
 def _rows_by_tenant(owner: Engine) -> dict[str, list[tuple[str, int]]]:
     """As the owner, who passes the policies: each tenant table's rows counted per tenant."""
     tables = {
@@ -213,7 +232,7 @@ def test_a_tenant_signs_up_and_is_offboarded_through_both_walls(
 
     r = api.delete("/admin/tenants/umbrella", headers=login("root@example.test"))
     assert r.status_code == 200, r.text
-    assert r.json()["rows"] == {"memberships": 1, "tasks": 1, "projects": 1}
+    assert r.json()["rows"] == {"memberships": 1, "tasks": 1, "private_notes": 0, "projects": 1}
     assert _rows_by_tenant(engine) == before
     r = api.get("/projects", headers=ada)
     assert (r.status_code, r.json()["code"]) == (404, "tenant_not_found"), r.text
@@ -225,6 +244,7 @@ def test_raw_sql_on_the_apps_engine_sees_and_writes_no_tenant_row(
     with app_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM projects")).scalar_one() == 0
         assert conn.execute(text("SELECT count(*) FROM tasks")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM private_notes")).scalar_one() == 0
         assert conn.execute(text("UPDATE projects SET name = 'x'")).rowcount == 0
         assert conn.execute(text("DELETE FROM tasks")).rowcount == 0
         conn.commit()

@@ -385,3 +385,19 @@ def test_insert_from_select_into_a_row_scoped_model_is_refused(tenancy, memos):
             session.execute(copy)
         session.rollback()
     assert snapshot(tenancy, Memo) == before
+
+
+def test_whole_tenant_sessions_take_every_owners_rows_whoever_asks(tenancy, memos):
+    # A platform admin's request (a principal of its own) or a script (none) purging, exporting
+    # or renaming a tenant: its session must see every owner's rows, and the tenant's only.
+    from fastapi_tenancy.context import TenantContext, bind, unbind
+
+    for claims in ({"sub": "root"}, {}):
+        token = bind(TenantContext(id=None, claims=claims))
+        try:
+            with tenancy.make_session(tenancy.whole_tenant_scope(ACME)) as session:
+                assert titles(session) == ["alice-memo", "bob-memo"]
+                assert session.get(Memo, memos.globex_alice) is None
+                assert session.execute(select(func.count()).select_from(MemoReply)).scalar() == 2
+        finally:
+            unbind(token)
