@@ -11,7 +11,7 @@ unscoped. What the ORM cannot scope (``text()``, core tables of tenant models) i
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, or_, true
 from sqlalchemy.orm import ORMExecuteState, with_loader_criteria
@@ -245,20 +245,33 @@ def valued_criteria(tenant: Any) -> Any:
     )
 
 
-def _stamps(mapper: Any, scope: SessionScope) -> list[tuple[Column[Any], Any, tuple[str, ...]]]:
-    """``(column, value, names)`` of what a tenant session stamps on a model's new rows: the
-    tenant, and each row scope it applies (``names``: the attribute key and column name)."""
+class _Stamp(NamedTuple):
+    """A column a tenant session stamps on new rows: the tenant's, or a row scope's
+    (``scope`` names it), with the session's value and the names a write may key it by."""
+
+    column: Column[Any]
+    value: Any
+    names: tuple[str, ...]
+    scope: str | None
+
+    def refuse(self) -> CrossTenantWrite:
+        if self.scope is None:
+            return CrossTenantWrite("this write names another tenant")
+        return CrossScopeWrite(f"this write names another {self.scope}")
+
+
+def _stamps(mapper: Any, scope: SessionScope) -> list[_Stamp]:
+    """What a tenant session stamps on a model's new rows: the tenant, and each row scope it
+    applies."""
     column = mapper.columns["tenant_id"]
-    stamps: list[tuple[Column[Any], Any, tuple[str, ...]]] = [
-        (column, scope.tenant_id, ("tenant_id", column.name))
-    ]
+    stamps = [_Stamp(column, scope.tenant_id, ("tenant_id", column.name), None)]
     for name, attribute in mapper.class_.__row_scopes__.items():
         if scope.enforces(name):
             column = mapper.columns[attribute]
             value = scope.row_value(name)
             if value is None:
                 raise RowScopeRequired(row_scope_missing(name))
-            stamps.append((column, value, (attribute, column.name)))
+            stamps.append(_Stamp(column, value, (attribute, column.name), name))
     return stamps
 
 
@@ -284,24 +297,25 @@ def _scope_insert(state: ORMExecuteState, statement: Insert, scope: SessionScope
     stamps = _stamps(mapper, scope)
     if statement._multi_values:
         rows: list[dict[Any, Any]] = [dict(row) for row in _multi_rows(statement)]
-        for column, value, names in stamps:
-            rows = [_stamp_row(row, column, names, value, key=column) for row in rows]
+        for stamp in stamps:
+            rows = [_stamp_row(row, stamp, key=stamp.column) for row in rows]
         statement = statement._clone()
         statement._multi_values = (rows,)
         state.statement = statement
         return
     original = parameters = state.parameters
-    for column, value, names in stamps:
-        given = _find_value(statement._values or {}, column, names)
+    for stamp in stamps:
+        given = _find_value(statement._values or {}, stamp.column, stamp.names)
         if given is not _MISSING:
-            _check_value(given, value, names[0])
+            _check_value(given, stamp)
+        key = stamp.names[0]
         if isinstance(parameters, Mapping):
             if original or given is _MISSING:
-                parameters = _stamp_row(parameters, column, names, value, key=names[0])
+                parameters = _stamp_row(parameters, stamp, key=key)
         elif parameters is not None:
-            parameters = [_stamp_row(row, column, names, value, key=names[0]) for row in parameters]
+            parameters = [_stamp_row(row, stamp, key=key) for row in parameters]
         elif given is _MISSING:
-            statement = statement.values({column: value})
+            statement = statement.values({stamp.column: stamp.value})
     state.statement = statement
     if parameters is not None:
         state.parameters = parameters
@@ -329,30 +343,21 @@ def _find_value(values: Mapping[Any, Any], column: Column[Any], names: tuple[str
     return _MISSING
 
 
-def _check_value(value: Any, expected: Any, what: str) -> None:
+def _check_value(value: Any, stamp: _Stamp) -> None:
     """Refuse a plain value naming another tenant (or owner...) early; bound parameters and
     expressions are checked by the wall with the values actually sent."""
-    if not isinstance(value, ClauseElement) and value != expected:
-        if what == "tenant_id":
-            raise CrossTenantWrite("this write names another tenant")
-        raise CrossScopeWrite(f"this write names another value of {what}")
+    if not isinstance(value, ClauseElement) and value != stamp.value:
+        raise stamp.refuse()
 
 
-def _stamp_row(
-    row: Mapping[Any, Any],
-    column: Column[Any],
-    names: tuple[str, ...],
-    expected: Any,
-    *,
-    key: Any,
-) -> dict[Any, Any]:
-    value = _find_value(row, column, names)
+def _stamp_row(row: Mapping[Any, Any], stamp: _Stamp, *, key: Any) -> dict[Any, Any]:
+    value = _find_value(row, stamp.column, stamp.names)
     if value is _MISSING or value is None:
         return {
             **{k: v for k, v in row.items() if v is not value or value is _MISSING},
-            key: expected,
+            key: stamp.value,
         }
-    _check_value(value, expected, names[0])
+    _check_value(value, stamp)
     return dict(row)
 
 
@@ -363,9 +368,10 @@ def _scope_dml(state: ORMExecuteState, statement: Update | Delete, scope: Sessio
     if isinstance(statement, Update) and mapper is not None and target_is_tenant:
         if isinstance(parameters, Sequence) and not isinstance(parameters, Mapping):
             # ORM bulk UPDATE by primary key: the wall proves every key the tenant's row.
+            stamps = _stamps(mapper, scope)
             for row in parameters:
-                for column, value, names in _stamps(mapper, scope):
-                    _stamp_row(row, column, names, value, key=names[0])
+                for stamp in stamps:
+                    _stamp_row(row, stamp, key=stamp.names[0])
             return
         _check_statement_move(statement, mapper, parameters)
     target = mapper.local_table if mapper is not None else None

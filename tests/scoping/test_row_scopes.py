@@ -401,3 +401,20 @@ def test_whole_tenant_sessions_take_every_owners_rows_whoever_asks(tenancy, memo
                 assert session.execute(select(func.count()).select_from(MemoReply)).scalar() == 2
         finally:
             unbind(token)
+
+
+def test_a_script_lifting_the_owner_keeps_its_tenant_and_is_audited(tenancy, memos, caplog):
+    from fastapi_tenancy import TenancyMisuse
+
+    with caplog.at_level(logging.INFO, logger="fastapi_tenancy.audit"):
+        with with_tenant(ACME), tenancy.session(lift=["owner"]) as session:
+            assert titles(session) == ["alice-memo", "bob-memo"]
+            assert session.get(Memo, memos.globex_alice) is None
+            assert session.execute(update(Memo).values(title="t")).rowcount == 2
+            session.rollback()
+        with tenancy.session(tenant=GLOBEX, lift=["owner"]) as session:
+            assert titles(session) == ["globex-alice-memo"]
+    lifted = [r for r in caplog.records if r.tenancy_event == "row_scope_lifted"]
+    assert [r.tenancy_tenant for r in lifted] == [ACME, GLOBEX]
+    with pytest.raises(TenancyMisuse):
+        tenancy.session(tenant=ACME, lift=["nobody"])
