@@ -55,6 +55,7 @@ from .exceptions import (
     TenancyUnavailable,
     TenantActive,
     TenantExists,
+    TenantHierarchyInvalid,
     TenantInactive,
     TenantLimitReached,
     TenantMismatch,
@@ -63,6 +64,7 @@ from .exceptions import (
     UnscopedStatement,
     WriteConflict,
 )
+from .hierarchy import TenantFamily, TenantHierarchy
 from .keys import (
     DEFAULT_KEY_PATTERN,
     IntegerKeys,
@@ -141,6 +143,9 @@ __all__ = [
     "TenantChanges",
     "TenantContext",
     "TenantExists",
+    "TenantFamily",
+    "TenantHierarchy",
+    "TenantHierarchyInvalid",
     "TenantInactive",
     "TenantKey",
     "TenantKeyType",

@@ -23,6 +23,7 @@ from types import FrameType, MappingProxyType, TracebackType
 from typing import Any
 
 from .exceptions import TenancyMisuse
+from .hierarchy import NO_FAMILY, TenantFamily
 from .keys import tenant_key_of
 
 __all__ = [
@@ -47,6 +48,9 @@ class TenantContext:
     ``source`` names where it came from (``"jwt"``, ``"header"``, ``"code"``...), ``claims`` are
     the verified token claims, ``record`` is what the tenant lookup returned. ``unscoped`` marks a
     ``without_tenant()`` block; ``mutable`` a block that may move rows between tenants.
+    ``family`` holds the tenant's ancestors and descendants when the app has a
+    :class:`~fastapi_tenancy.TenantHierarchy` (empty otherwise, and in code bound by
+    ``with_tenant()``: such code reads its tenant's own rows only).
     """
 
     id: Any
@@ -55,6 +59,7 @@ class TenantContext:
     record: Any = None
     unscoped: bool = False
     mutable: bool = False
+    family: TenantFamily = NO_FAMILY
 
 
 _current: ContextVar[TenantContext | None] = ContextVar("fastapi_tenancy_context", default=None)

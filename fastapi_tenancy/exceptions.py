@@ -53,6 +53,7 @@ __all__ = [
     "TenancyUnavailable",
     "TenantActive",
     "TenantExists",
+    "TenantHierarchyInvalid",
     "TenantInactive",
     "TenantLimitReached",
     "TenantMismatch",
@@ -180,6 +181,15 @@ class RowScopeRequired(TenancyError):
     code = "row_scope_required"
     status_code = 403
     default_detail = "These rows need a principal."
+
+
+class TenantHierarchyInvalid(TenancyError):
+    """The tenant's hierarchy is broken (a cycle, or deeper than ``max_depth``); the request
+    fails closed, and the log names the tenant and why."""
+
+    code = "tenant_hierarchy_invalid"
+    status_code = 500
+    default_detail = "This tenant's hierarchy is not valid."
 
 
 class AlreadyExists(TenancyError):

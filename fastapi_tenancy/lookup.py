@@ -168,6 +168,14 @@ class TenantLookup:
             raise TenantInactive()
         return record
 
+    async def find(self, key: Any) -> Any:
+        """The record for ``key`` (active or not), or ``None``: cached like :meth:`__call__`."""
+        return await self._cached(key)
+
+    def is_active(self, record: Any) -> bool:
+        """Whether ``record`` may be used (the lookup's ``is_active``)."""
+        return bool(self._is_active(record))
+
     def invalidate(self, key: Any = None) -> None:
         """Forget one key (or every key) so the next request looks it up again.
 

@@ -23,12 +23,14 @@ from sqlmodel import Field, SQLModel
 from typing_extensions import TypeVar
 
 from .exceptions import TenancyMisuse
+from .hierarchy import TenantReads
 from .keys import TenantKeyType, key_type_for
 from .row_scopes import mark_row_scopes
 from .scope import tenant_of_statement
 
 __all__ = [
     "TENANT_GLOBAL_INFO_KEY",
+    "TENANT_READS_INFO_KEY",
     "TENANT_SHARED_ROWS_INFO_KEY",
     "TENANT_TABLE_INFO_KEY",
     "TenantScoped",
@@ -45,6 +47,12 @@ TENANT_GLOBAL_INFO_KEY = "fastapi_tenancy.global_access"
 
 TENANT_SHARED_ROWS_INFO_KEY = "fastapi_tenancy.shared_rows"
 """Key in ``Table.info`` marking the tables of ``__shared_rows__`` models."""
+
+TENANT_READS_INFO_KEY = "fastapi_tenancy.tenant_reads"
+"""Key in ``Table.info``: ``"ancestors"`` or ``"descendants"`` for the tables of models whose
+tenants read their family's rows too (``__tenant_reads__``)."""
+
+_TENANT_READS = ("own", "ancestors", "descendants")
 
 KeyT = TypeVar("KeyT", default=str)
 
@@ -101,6 +109,10 @@ class _TenantModel(SQLModel):
     __shared_rows__: ClassVar[bool] = False
     """``True``: rows with a NULL tenant are shared, read by every tenant beside its own, and
     written only in the admin switch or ``without_tenant()``."""
+    __tenant_reads__: ClassVar[TenantReads] = "own"
+    """Whose rows a tenant reads beside its own: ``"ancestors"`` (its parents' catalogue),
+    ``"descendants"`` (a reseller's customers), or ``"own"``; writes stay its own. Needs a
+    :class:`~fastapi_tenancy.TenantHierarchy`."""
     __row_scopes__: ClassVar[Mapping[str, str]] = {}
     """``{row scope: attribute}`` of the model's row scope columns (see
     :func:`~fastapi_tenancy.row_scope_field`); filled when the model is mapped."""
@@ -195,6 +207,13 @@ def tenant_table_names() -> Mapping[tuple[str | None, str], str]:
 
 
 _ROW_SCOPED_MODELS: list[type[Any]] = []
+_FAMILY_READS: set[TenantReads] = set()
+
+
+def family_reads() -> frozenset[TenantReads]:
+    """``"ancestors"`` and ``"descendants"`` as some mapped model reads them, in this
+    process: what a session needs of its tenant's family."""
+    return frozenset(_FAMILY_READS)
 
 
 def row_scoped_models() -> list[type[Any]]:
@@ -205,9 +224,23 @@ def row_scoped_models() -> list[type[Any]]:
 @event.listens_for(TenantScoped, "after_mapper_constructed", propagate=True)
 def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
     tenant_column = mapper.columns["tenant_id"]
+    reads = cls.__tenant_reads__
+    if reads not in _TENANT_READS:
+        raise TenancyMisuse(
+            f"{cls.__name__}.__tenant_reads__ is {reads!r}; use one of {', '.join(_TENANT_READS)}"
+        )
     for table in mapper.tables:
         if tenant_column.table is table:
             scopes = mark_row_scopes(table, mapper.columns)
+            if reads != "own":
+                if scopes or cls.__shared_rows__:
+                    raise TenancyMisuse(
+                        f"{cls.__name__} reads its tenants' {reads}' rows and declares "
+                        f"{'row scopes' if scopes else '__shared_rows__'}; keep them in "
+                        "models of their own"
+                    )
+                table.info[TENANT_READS_INFO_KEY] = reads
+                _FAMILY_READS.add(reads)
             if scopes:
                 if cls.__shared_rows__:
                     raise TenancyMisuse(

@@ -8,6 +8,7 @@ from typing import Any
 
 from .context import get_tenant_context
 from .exceptions import SessionTenantMismatch
+from .hierarchy import TenantFamily
 
 __all__ = ["Access", "SessionScope", "row_value_of_statement", "tenant_of_statement"]
 
@@ -34,7 +35,9 @@ class SessionScope:
     ``row_values`` are the values of the row scopes inside the tenant (``(("owner",
     "alice@acme.test"),)``), taken from the bound context when the session is made if left
     ``None``; ``lifted`` names the row scopes this session does not apply (a tenant admin's
-    switch, see :func:`~fastapi_tenancy.lifted_session`).
+    switch, see :func:`~fastapi_tenancy.lifted_session`). ``family`` is the tenant's
+    ancestors and descendants, whose rows it reads of models declaring ``__tenant_reads__``;
+    taken from the bound context when left ``None``.
     """
 
     tenant_id: Any
@@ -42,6 +45,7 @@ class SessionScope:
     bound_as: Any = None
     row_values: tuple[tuple[str, Any], ...] | None = None
     lifted: frozenset[str] = frozenset()
+    family: TenantFamily | None = None
 
     def row_value(self, name: str) -> Any:
         """The value of the row scope ``name`` in this session, or ``None``."""

@@ -30,7 +30,14 @@ from .exceptions import (
     TenantRequired,
     UnscopedStatement,
 )
-from .models import TENANT_TABLE_INFO_KEY, TenantScoped, is_tenant_model, row_scoped_models
+from .hierarchy import FAMILY_PARAMS, NO_FAMILY
+from .models import (
+    TENANT_TABLE_INFO_KEY,
+    TenantScoped,
+    family_reads,
+    is_tenant_model,
+    row_scoped_models,
+)
 from .row_scopes import declared_row_scopes, row_scope_missing, row_scope_param, row_scopes_of
 from .scope import Access, SessionScope
 from .wall import TENANT_PARAM
@@ -48,8 +55,11 @@ def _row_terms(cls: type[TenantScoped], skip: frozenset[str] = frozenset()) -> l
 
 
 def _tenant_only_criteria(cls: type[TenantScoped]) -> Any:
-    """What a tenant reads: its rows, and the shared rows of a ``__shared_rows__`` model."""
+    """What a tenant reads: its rows, the shared rows of a ``__shared_rows__`` model, and its
+    family's rows of a model reading them (``__tenant_reads__``)."""
     column = cls.tenant_column()
+    if cls.__tenant_reads__ != "own":
+        return column.in_(bindparam(FAMILY_PARAMS[cls.__tenant_reads__], expanding=True))
     if cls.__shared_rows__:
         return or_(column == bindparam(TENANT_PARAM), column.is_(None))
     return column == bindparam(TENANT_PARAM)
@@ -197,7 +207,10 @@ def _check_statement_move(statement: Update, mapper: Any, parameters: Any) -> No
 
 def scope_params(scope: SessionScope) -> dict[str, Any]:
     """The bound parameters carrying a session's tenant and the values of its row scopes."""
-    params = {TENANT_PARAM: scope.tenant_id}
+    params: dict[str, Any] = {TENANT_PARAM: scope.tenant_id}
+    family = scope.family or NO_FAMILY
+    for reads in family_reads():  # an expanding parameter: a list of the tenants it reads
+        params[FAMILY_PARAMS[reads]] = list(family.readable(scope.tenant_id, reads))
     for name in declared_row_scopes():  # None where the session has no value: fails closed
         params[row_scope_param(name)] = scope.row_value(name)
     return params

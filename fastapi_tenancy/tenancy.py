@@ -27,9 +27,11 @@ from .checks import (
 )
 from .context import TenantContext, audit_logger, checked_key, get_tenant_context
 from .exceptions import NotAMember, TenancyError, TenancyMisuse, TenancyUnavailable, TenantRequired
+from .hierarchy import NO_FAMILY, TenantHierarchy
 from .keys import DEFAULT_KEY_PATTERN, TenantKeyType, key_type_for
 from .limits import SessionLimiter, SessionLimits
 from .lookup import LookupCache, TenantLookup, TenantTableLookup
+from .models import family_reads
 from .registry import TenantRegistry
 from .resolvers.base import Resolver
 from .row_scopes import OWNER_SCOPE, declared_row_scopes
@@ -127,6 +129,7 @@ class Tenancy:
         row_scopes: Mapping[str, Callable[[TenantContext], Any]] | None = None,
         audit_statements: bool = False,
         tag_statements: bool = False,
+        hierarchy: TenantHierarchy | None = None,
     ) -> None:
         if not isinstance(engine, (Engine, AsyncEngine)):
             raise TypeError("Tenancy needs a SQLAlchemy Engine or AsyncEngine")
@@ -173,6 +176,11 @@ class Tenancy:
             lookup = registry.lookup()
         self.registry = registry
         self.lookup = self._build_lookup(lookup, lookup_cache)
+        if hierarchy is not None and self.lookup is None:
+            raise TenancyMisuse(
+                "a TenantHierarchy reads parents from the tenant records: give a lookup"
+            )
+        self.hierarchy = hierarchy
         if tenant_changes is not None and not isinstance(tenant_changes, TenantChanges):
             raise TypeError("tenant_changes must be a TenantChanges (RedisChanges, ...)")
         self.tenant_changes = tenant_changes
@@ -234,6 +242,15 @@ class Tenancy:
             return TenantContext(id=None, source=None, claims=claims)
         record = None if self.lookup is None else await self.lookup(result.key)
         context = TenantContext(id=result.key, source=result.source, claims=claims, record=record)
+        if self.hierarchy is not None and self.lookup is not None and (reads := family_reads()):
+            family = await self.hierarchy.family_of(
+                result.key,
+                record,
+                self.lookup,
+                self.keys.coerce,
+                descendants="descendants" in reads,
+            )
+            context = replace(context, family=family)
         if self.membership is not None and not await call_predicate(self.membership, context):
             raise NotAMember()
         return context
@@ -373,6 +390,8 @@ class Tenancy:
 
     def _heard(self, spelled: str) -> None:
         """A change heard on the channel (or made here): forget that tenant's cached lookup."""
+        if self.hierarchy is not None:
+            self.hierarchy.invalidate()  # any tenant's change may change another's descendants
         if self.lookup is None:
             return
         if spelled == EVERY_TENANT:
@@ -407,11 +426,12 @@ class Tenancy:
         """The scope of the kit's own work on a whole tenant (creating, purging, exporting,
         importing, renaming): scoped to ``tenant``, with every row scope lifted, since those
         operations move every owner's rows alike (never the caller's only: an admin purging a
-        tenant is a principal too). The values still come from the bound context, so a hook
+        tenant is a principal too), and without its family's rows (an export holds the
+        tenant's own). The values still come from the bound context, so a hook
         creating a row-scoped row stamps the caller as its owner. Not for application code:
         their own audit lines stand for it."""
         key = self.keys.coerce(checked_key(tenant, "a tenant operation"))
-        return SessionScope(tenant_id=key, lifted=declared_row_scopes())
+        return SessionScope(tenant_id=key, lifted=declared_row_scopes(), family=NO_FAMILY)
 
     def _session_scope(self, tenant: Any, lift: Collection[str]) -> SessionScope:
         if tenant is None:
@@ -468,8 +488,11 @@ class Tenancy:
         admin = scope.access is Access.UNSCOPED and scope.tenant_id is None
         if admin and self.admin_engine is not None:
             return self.admin_engine, TenantScopedSession, {SCOPE_KEY: scope}
-        if scope.row_values is None and scope.scoped:
-            scope = self._with_row_values(scope)
+        if scope.scoped:
+            if scope.row_values is None:
+                scope = self._with_row_values(scope)
+            if scope.family is None and family_reads():
+                scope = self._with_family(scope)
         return self.engine, self._session_class, {SCOPE_KEY: scope, **self._session_info}
 
     def _with_row_values(self, scope: SessionScope) -> SessionScope:
@@ -481,6 +504,15 @@ class Tenancy:
         context = get_tenant_context()
         values = tuple((name, self._row_value(name, context)) for name in sorted(declared))
         return replace(scope, row_values=values)
+
+    def _with_family(self, scope: SessionScope) -> SessionScope:
+        """``scope`` with its tenant's family, as the bound context found it (none when the
+        context is another tenant's, or was bound without a lookup)."""
+        context = get_tenant_context()
+        family = NO_FAMILY
+        if context is not None and context.id in (scope.tenant_id, scope.bound_as):
+            family = context.family
+        return replace(scope, family=family)
 
     def _row_value(self, name: str, context: TenantContext | None) -> Any:
         function = self.row_scopes.get(name)

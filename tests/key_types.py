@@ -1,4 +1,4 @@
-"""The tenant key type a test run uses, and its three tenants spelled in it.
+"""The tenant key type a test run uses, and its tenants spelled in it.
 
 CI runs the scoping attacks and the row-level security suite once per key type:
 ``TENANCY_KEY_TYPE`` is ``str`` (the default), ``int`` or ``uuid``. ``tests/`` is on the import
@@ -22,7 +22,7 @@ KEY_TYPE: Any = {"str": str, "int": int, "uuid": uuid.UUID}[
 def tenant_key(name: str) -> Any:
     """The key of the tenant called ``name`` in this run's key type."""
     if KEY_TYPE is int:
-        return {"acme": 1, "globex": 2, "initech": 3}[name]
+        return {"acme": 1, "globex": 2, "initech": 3, "umbrella": 4}[name]
     if KEY_TYPE is uuid.UUID:
         return uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.example.test")
     return name
@@ -31,6 +31,7 @@ def tenant_key(name: str) -> Any:
 ACME = tenant_key("acme")
 GLOBEX = tenant_key("globex")
 INITECH = tenant_key("initech")
+UMBRELLA = tenant_key("umbrella")
 
 Keyed: Any = TenantScoped[KEY_TYPE]
 """The tenant base of this run's models."""

@@ -85,6 +85,10 @@ def _read_scopes(read: ReadCheck) -> Iterator[str]:
     """How the SQL scopes one FROM of a tenant table, in the order the gate accepts them."""
     table = read.table
     name = table.fullname
+    if read.family_params:
+        column = f"{name}.{tenant_column_of(table).name}"
+        for param in read.family_params:
+            yield f"{column} IN (:{param}) (the tenant and its {read.family})"
     if read.tenant_params:
         column = f"{name}.{tenant_column_of(table).name}"
         # The proof accepts the filter of a model with shared rows alone or with its shared
@@ -94,6 +98,8 @@ def _read_scopes(read: ReadCheck) -> Iterator[str]:
         for param in read.tenant_params:
             yield f"{column} = :{param}{also}"
         yield from _row_scopes(read)
+    elif read.family_params:
+        return
     elif read.key_params is not None:
         pairs = zip(table.primary_key.columns, read.key_params, strict=True)
         named = " AND ".join(f"{name}.{column.name} = :{param}" for column, param in pairs)

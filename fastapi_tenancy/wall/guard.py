@@ -32,6 +32,7 @@ from ..exceptions import (
     TenantRequired,
     UnscopedStatement,
 )
+from ..hierarchy import NO_FAMILY
 from ..models import TENANT_SHARED_ROWS_INFO_KEY
 from ..row_scopes import row_scope_missing, row_scope_param, row_scopes_of
 from ..scope import Access, SessionScope
@@ -202,7 +203,7 @@ def _gate(cursor: Any, statement: str, *rest: Any) -> None:
     if proof.refusal is not None:
         raise UnscopedStatement(proof.refusal)
     for read in proof.reads:
-        _check_read(conn, guard, read, rows)
+        _check_read(conn, guard, read, rows, context)
     if proof.writes:
         _check_writes(conn, guard, proof.writes, rows)
     if guard.audit is not None:
@@ -227,7 +228,11 @@ def audit_refused_write(tenant: str | None, error: CrossTenantWrite) -> CrossTen
 
 
 def _check_read(
-    conn: Connection, guard: Guard, read: ReadCheck, rows: list[Mapping[str, Any]]
+    conn: Connection,
+    guard: Guard,
+    read: ReadCheck,
+    rows: list[Mapping[str, Any]],
+    context: ExecutionContext,
 ) -> None:
     scope = guard.scope
     tenant = scope.tenant_id
@@ -247,7 +252,9 @@ def _check_read(
     params = read.tenant_params
     pending: list[tuple[Any, ...]] = []
     for row in rows:
-        if any(row.get(name) == tenant for name in params):
+        if any(row.get(name) == tenant for name in params) or (
+            read.family_params and _in_family(read, scope, row, context)
+        ):
             if _in_row_scopes(read, scope, row):
                 continue
             if read.key_params is None:
@@ -257,6 +264,11 @@ def _check_read(
                     "with the session's values, so it could reach rows outside them"
                 )
         elif read.key_params is None:
+            if read.family_params:
+                raise UnscopedStatement(
+                    f"the tenant filter on {read.table.name!r} ({read.where}) names a tenant "
+                    f"that is neither the session's nor one of its {read.family}"
+                )
             if params:
                 raise UnscopedStatement(
                     f"the tenant filter on {read.table.name!r} ({read.where}) does not carry "
@@ -275,6 +287,22 @@ def _check_read(
         if not _owned(conn, guard, read.table, columns, pending):
             error = CrossTenantWrite(f"this {read.table.name} row is not the tenant's")
             raise audit_refused_write(guard.scope.tenant_id, error)
+
+
+def _in_family(
+    read: ReadCheck, scope: SessionScope, row: Mapping[str, Any], context: ExecutionContext
+) -> bool:
+    """Whether an expanding parameter of ``read`` names only tenants whose rows the session
+    reads of its table: its own, and its ancestors' or descendants' as the model declares."""
+    if read.family is None:
+        return False
+    readable = (scope.family or NO_FAMILY).readable(scope.tenant_id, read.family)
+    expanded: Mapping[str, list[str]] = getattr(context, "_expanded_parameters", {})
+    for param in read.family_params:
+        names = expanded.get(param)
+        if names is not None and all(name in row and row[name] in readable for name in names):
+            return True
+    return False
 
 
 def _in_row_scopes(read: ReadCheck, scope: SessionScope, row: Mapping[str, Any]) -> bool:

@@ -8,7 +8,10 @@ say) must be proven the same way, with the session's value of that scope. An UPD
 target may instead be named by its primary key (the row scopes are then proven with the key),
 and an association table by its keys joined to filtered rows. A table of a
 ``__shared_rows__`` model, where it is only read, may have ``(<tenant column> = :param OR
-<tenant column> IS NULL)`` instead: its rows with no tenant are shared by every tenant.
+<tenant column> IS NULL)`` instead: its rows with no tenant are shared by every tenant. A
+table of a model whose tenants read their family's rows (``__tenant_reads__``), where it is
+only read, may have ``<tenant column> IN (:param)`` (an expanding parameter) instead: the gate
+then checks that every tenant it names is the session's tenant or of its family.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from sqlalchemy.sql.elements import (
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.selectable import FromGrouping, Join, Select
 
-from ..models import TENANT_GLOBAL_INFO_KEY, TENANT_SHARED_ROWS_INFO_KEY
+from ..hierarchy import TenantReads
+from ..models import TENANT_GLOBAL_INFO_KEY, TENANT_READS_INFO_KEY, TENANT_SHARED_ROWS_INFO_KEY
 from ..row_scopes import row_scopes_of
 from .compiler import (
     Occurrence,
@@ -57,6 +61,11 @@ class ReadCheck:
     linked: bool = False
     scope_params: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """For each row scope of the table, its name and the parameters that may prove it."""
+    family: TenantReads | None = None
+    """``"ancestors"`` or ``"descendants"``: whose rows the table's tenants read beside their
+    own, where it is only read."""
+    family_params: tuple[str, ...] = ()
+    """Expanding parameters of ``<tenant column> IN (:param)`` terms that may prove it."""
 
     @property
     def global_access(self) -> bool:
@@ -185,6 +194,17 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[Read
         )
         for scope, column_name in row_scopes_of(occurrence.table).items()
     )
+    family = occurrence.table.info.get(TENANT_READS_INFO_KEY) if read_only else None
+    family_params: tuple[str, ...] = ()
+    if family is not None:
+        family_params = tuple(
+            dict.fromkeys(
+                name
+                for column, param in _memberships(terms, element)
+                if column.name == tenant_column
+                for name in _bind_name(compiler, param)
+            )
+        )
     key_params = None
     if isinstance(statement, (Update, Delete)) and target:
         key_params = _primary_key_params(compiler, occurrence.table, terms, element)
@@ -195,6 +215,8 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[Read
         key_params=key_params,
         read_only=read_only,
         scope_params=scope_params,
+        family=family,
+        family_params=family_params,
     )
     return check, terms
 
@@ -270,6 +292,23 @@ def _equalities(terms: list[Any], element: Any) -> Iterator[tuple[ColumnClause[A
                 and not other.expanding
             ):
                 yield column, other
+
+
+def _memberships(terms: list[Any], element: Any) -> Iterator[tuple[ColumnClause[Any], Any]]:
+    """``(column of element, expanding parameter)`` for each term ``column IN (:param)``
+    whose values travel as parameters (not rendered into the SQL)."""
+    for term in terms:
+        if not isinstance(term, BinaryExpression) or term.operator is not operators.in_op:
+            continue
+        column, other = term.left, term.right
+        if (
+            isinstance(column, ColumnClause)
+            and same(column.table, element)
+            and isinstance(other, BindParameter)
+            and other.expanding
+            and not other.literal_execute
+        ):
+            yield column, other
 
 
 def _shared_equalities(terms: list[Any], element: Any) -> list[tuple[ColumnClause[Any], Any]]:

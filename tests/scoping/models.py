@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from key_types import ACME, GLOBEX, INITECH, KEY_TYPE, Keyed  # noqa: F401 (re-exported)
+from key_types import ACME, GLOBEX, INITECH, KEY_TYPE, UMBRELLA, Keyed  # noqa: F401 (re-exported)
 from sqlalchemy import Column, and_, event, false, func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,6 +34,7 @@ from fastapi_tenancy import (
     tenant_field,
     tenant_unique,
 )
+from fastapi_tenancy.keys import key_type_for
 
 scoping_registry = registry()
 
@@ -372,6 +373,42 @@ class TeamDoc(ScopingModel, Keyed, table=True):
     team_id: int | None = row_scope_field("team", int)
     owner_id: str | None = owner_field()
     title: str = Field(max_length=50)
+
+
+class CatalogItem(ScopingModel, Keyed, table=True):
+    """A catalogue the parents share down: a tenant reads its ancestors' items too."""
+
+    __tablename__ = "scoping_catalog_item"
+    __tenant_reads__ = "ancestors"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+    parent_id: int | None = Field(default=None, foreign_key="scoping_catalog_item.id")
+
+    variants: list["CatalogItem"] = Relationship(
+        sa_relationship_kwargs={"order_by": "CatalogItem.id"}
+    )
+
+
+class Invoice(ScopingModel, Keyed, table=True):
+    """A reseller sees its customers' invoices: a tenant reads its descendants' rows too."""
+
+    __tablename__ = "scoping_invoice"
+    __tenant_reads__ = "descendants"
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=50)
+
+
+class Org(ScopingModel, table=True):
+    """The tenant records of the hierarchy tests: a key, its parent's key, an active flag."""
+
+    __tablename__ = "scoping_org"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: Any = Field(sa_column=Column(key_type_for(KEY_TYPE).column_type(), unique=True))
+    parent_key: Any = Field(default=None, sa_column=Column(key_type_for(KEY_TYPE).column_type()))
+    active: bool = True
 
 
 # --------------------------------------------------------------------------------------------
