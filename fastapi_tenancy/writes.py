@@ -261,7 +261,8 @@ def _existing_keys(
     session: Session, mapper: Mapper[Any], keys: list[Any], *, owned: bool
 ) -> set[Any]:
     """The keys among ``keys`` of rows the tenant may write (``owned``: its own rows) or point
-    at (its own rows, and the shared rows of a ``__shared_rows__`` model)."""
+    at (its own rows, and the shared rows of a ``__shared_rows__`` model; never its family's
+    rows, which it reads but does not own)."""
     columns = [
         getattr(mapper.class_, mapper.get_property_by_column(c).key) for c in mapper.primary_key
     ]
@@ -270,9 +271,12 @@ def _existing_keys(
     else:
         condition = tuple_(*columns).in_(keys)
     statement = select(*columns).where(condition)
-    shared = mapper.class_.__shared_rows__ and not owned
-    if mapper.class_.__shared_rows__ and owned:  # the read criteria admit shared rows too
-        statement = statement.where(mapper.class_.tenant_column() == bindparam(TENANT_PARAM))
+    cls = mapper.class_
+    shared = cls.__shared_rows__ and not owned
+    # The read criteria admit more than the tenant's own rows: shared rows (pointable, never
+    # written) and the family's rows (neither: a key of them proves nothing here).
+    if (cls.__shared_rows__ and owned) or cls.__tenant_reads__ != "own":
+        statement = statement.where(cls.tenant_column() == bindparam(TENANT_PARAM))
     with session.no_autoflush:
         rows = session.execute(statement).all()
     found = {tuple(row) for row in rows}

@@ -328,3 +328,51 @@ def test_the_audit_record_names_the_family_filter_the_sql_carried(engine, family
     assert record.tenancy_scopes == (
         f"scoping_catalog_item.tenant_id IN (:{param}) (the tenant and its ancestors)",
     )
+
+
+def _forged(item_id: int, tenant: Any, **values: Any) -> CatalogItem:
+    """An object claiming ``tenant`` with a parent's key, as merge(load=False) would plant it."""
+    from sqlalchemy.orm import make_transient_to_detached
+
+    forged = CatalogItem(id=item_id, tenant_id=tenant, name="forged", **values)
+    make_transient_to_detached(forged)
+    return forged
+
+
+def test_a_forged_object_with_a_parents_key_cannot_write_the_parents_row(tenancy, family):
+    before = snapshot(tenancy, CatalogItem)
+    with as_tenant(tenancy, ACME) as session:
+        planted = session.merge(_forged(family.items["initech"], ACME), load=False)
+        planted.name = "hijacked"
+        with pytest.raises(CrossTenantWrite):
+            session.flush()
+        session.rollback()
+        planted = session.merge(_forged(family.items["umbrella"], ACME), load=False)
+        session.delete(planted)
+        with pytest.raises(CrossTenantWrite):
+            session.flush()
+        session.rollback()
+    assert snapshot(tenancy, CatalogItem) == before
+
+
+def test_a_foreign_key_to_a_family_row_is_refused_and_proves_nothing(tenancy, family):
+    before = snapshot(tenancy, CatalogItem)
+    with as_tenant(tenancy, ACME) as session:
+        session.add(CatalogItem(name="acme-on-initech", parent_id=family.items["initech"]))
+        with pytest.raises(CrossTenantWrite):
+            session.flush()
+        session.rollback()
+        with pytest.raises(CrossTenantWrite):
+            session.execute(
+                insert(CatalogItem).values(name="x", parent_id=family.items["umbrella"])
+            )
+        session.rollback()
+        # a reference check must not leave the parent's row proven writable for what follows
+        session.add(CatalogItem(name="mine", parent_id=family.items["acme"]))
+        session.flush()
+        planted = session.merge(_forged(family.items["initech"], ACME), load=False)
+        planted.name = "hijacked"
+        with pytest.raises(CrossTenantWrite):
+            session.flush()
+        session.rollback()
+    assert snapshot(tenancy, CatalogItem) == before
