@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal
 
-from sqlalchemy import UniqueConstraint, column, event
+from sqlalchemy import Boolean, UniqueConstraint, column, event
 from sqlalchemy.orm import Mapper
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel
@@ -25,7 +25,11 @@ from typing_extensions import TypeVar
 from .exceptions import TenancyMisuse
 from .hierarchy import TenantReads
 from .keys import TenantKeyType, key_type_for
-from .row_scopes import mark_row_scopes
+from .row_scopes import (
+    ROW_SCOPE_PUBLIC_INFO_KEY,
+    ROW_SCOPES_PUBLIC_INFO_KEY,
+    mark_row_scopes,
+)
 from .scope import tenant_of_statement
 
 __all__ = [
@@ -116,6 +120,9 @@ class _TenantModel(SQLModel):
     __row_scopes__: ClassVar[Mapping[str, str]] = {}
     """``{row scope: attribute}`` of the model's row scope columns (see
     :func:`~fastapi_tenancy.row_scope_field`); filled when the model is mapped."""
+    __row_scopes_public__: ClassVar[Mapping[str, str]] = {}
+    """``{row scope: attribute}`` of the boolean flags that make a row readable outside its
+    row scope (``owner_field(public=...)``); filled when the model is mapped."""
 
     @classmethod
     def tenant_column(cls) -> ColumnElement[Any]:
@@ -249,6 +256,7 @@ def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
                     )
                 by_column = {column.name: key for key, column in mapper.columns.items()}
                 cls.__row_scopes__ = {name: by_column[column] for name, column in scopes.items()}
+                _mark_public_flags(cls, mapper, table)
                 _ROW_SCOPED_MODELS.append(cls)
             table.info[TENANT_TABLE_INFO_KEY] = tenant_column.name
             _TENANT_TABLE_NAMES[(table.schema, table.name)] = tenant_column.name
@@ -257,6 +265,26 @@ def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
             if cls.__shared_rows__:
                 table.info[TENANT_SHARED_ROWS_INFO_KEY] = True
                 tenant_column.nullable = True  # NULL: a row every tenant shares
+
+
+def _mark_public_flags(cls: type[Any], mapper: Mapper[Any], table: Any) -> None:
+    """Resolve each row scope's ``public=`` attribute to its boolean column."""
+    public: dict[str, str] = {}
+    columns: dict[str, str] = {}
+    for name, attribute in cls.__row_scopes__.items():
+        flag = mapper.columns[attribute].info.get(ROW_SCOPE_PUBLIC_INFO_KEY)
+        if flag is None:
+            continue
+        column = mapper.columns.get(flag)
+        if column is None or column.table is not table:
+            raise TenancyMisuse(f"{cls.__name__} has no column {flag!r} to flag public rows")
+        if not isinstance(column.type, Boolean):
+            raise TenancyMisuse(f"{cls.__name__}.{flag} flags public rows and must be a bool")
+        public[name] = flag
+        columns[name] = column.name
+    if public:
+        cls.__row_scopes_public__ = public
+        table.info[ROW_SCOPES_PUBLIC_INFO_KEY] = columns
 
 
 @event.listens_for(TenantScoped, "mapper_configured", propagate=True)

@@ -31,8 +31,11 @@ from .scope import row_value_of_statement
 __all__ = [
     "OWNER_SCOPE",
     "ROW_SCOPES_INFO_KEY",
+    "ROW_SCOPES_PUBLIC_INFO_KEY",
     "ROW_SCOPE_COLUMN_INFO_KEY",
+    "ROW_SCOPE_PUBLIC_INFO_KEY",
     "owner_field",
+    "public_columns_of",
     "row_scope_field",
     "row_scope_missing",
     "row_scope_param",
@@ -47,6 +50,13 @@ ROW_SCOPE_COLUMN_INFO_KEY = "fastapi_tenancy.row_scope"
 
 ROW_SCOPES_INFO_KEY = "fastapi_tenancy.row_scopes"
 """Key in ``Table.info``: ``{row scope: column name}`` of a tenant table's row scopes."""
+
+ROW_SCOPE_PUBLIC_INFO_KEY = "fastapi_tenancy.row_scope_public"
+"""Key in ``Column.info``: the attribute of the boolean column that makes a row readable
+outside its row scope (``owner_field(public="is_public")``)."""
+
+ROW_SCOPES_PUBLIC_INFO_KEY = "fastapi_tenancy.row_scopes_public"
+"""Key in ``Table.info``: ``{row scope: column name}`` of the public flags of its row scopes."""
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 
@@ -68,6 +78,7 @@ def row_scope_field(
     column_name: str | None = None,
     sa_type: Any = None,
     length: int = 255,
+    public: str | None = None,
 ) -> Any:
     """The field of a row scope column: indexed, non-null in the table, stamped by the session.
 
@@ -76,6 +87,10 @@ def row_scope_field(
     bodies and ``Model(...)`` need no value: a tenant session stamps its own and refuses any
     other. A string column compares exactly on every database (:class:`TenantKey`, binary
     collation on MySQL and MariaDB), so ``Alice`` never reads ``alice``'s rows.
+
+    ``public`` names a boolean attribute of the model: a row whose flag is true is read by
+    every session of its tenant, whatever its value of this scope (``public OR owned``), and
+    still written only within the scope.
     """
     if not _NAME.fullmatch(scope):
         raise ValueError(
@@ -84,10 +99,10 @@ def row_scope_field(
         )
     if sa_type is None:
         sa_type = TenantKey(length) if key_type is str else key_type_for(key_type).column_type()
-    column_kwargs: dict[str, Any] = {
-        "default": row_value_of_statement(scope),
-        "info": {ROW_SCOPE_COLUMN_INFO_KEY: scope},
-    }
+    info: dict[str, Any] = {ROW_SCOPE_COLUMN_INFO_KEY: scope}
+    if public is not None:
+        info[ROW_SCOPE_PUBLIC_INFO_KEY] = public
+    column_kwargs: dict[str, Any] = {"default": row_value_of_statement(scope), "info": info}
     if column_name is not None:
         column_kwargs["name"] = column_name
     return Field(
@@ -99,13 +114,17 @@ def row_scope_field(
     )
 
 
-def owner_field(*, column_name: str | None = None, length: int = 255) -> Any:
+def owner_field(
+    *, column_name: str | None = None, length: int = 255, public: str | None = None
+) -> Any:
     """The owner column of owner-only rows: ``row_scope_field("owner")``.
 
     A tenant session reads and writes only the rows whose owner is the principal (the ``sub``
-    claim, or ``Tenancy(principal_claim=...)``); a tenant's admins lift it by name.
+    claim, or ``Tenancy(principal_claim=...)``); a tenant's admins lift it by name. With
+    ``public="is_public"``, the rows flagged public are read by every user of the tenant too:
+    ``public OR owned``.
     """
-    return row_scope_field(OWNER_SCOPE, column_name=column_name, length=length)
+    return row_scope_field(OWNER_SCOPE, column_name=column_name, length=length, public=public)
 
 
 _ROW_SCOPES_BY_NAME: dict[tuple[str | None, str], dict[str, str]] = {}
@@ -140,6 +159,12 @@ def row_scopes_of(table: Any) -> Mapping[str, str]:
     found = table.info.get(ROW_SCOPES_INFO_KEY)
     if found is None:
         found = _ROW_SCOPES_BY_NAME.get((table.schema, table.name), _NONE)
+    return found if isinstance(found, Mapping) else _NONE
+
+
+def public_columns_of(table: Any) -> Mapping[str, str]:
+    """``{row scope: column name}`` of the public flags of a tenant table's row scopes."""
+    found = table.info.get(ROW_SCOPES_PUBLIC_INFO_KEY) if isinstance(table, Table) else None
     return found if isinstance(found, Mapping) else _NONE
 
 

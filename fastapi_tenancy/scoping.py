@@ -45,13 +45,20 @@ from .wall import TENANT_PARAM
 __all__ = ["TENANT_PARAM", "refuse_unscoped_moves", "scope_execution"]
 
 
-def _row_terms(cls: type[TenantScoped], skip: frozenset[str] = frozenset()) -> list[Any]:
-    """``<row scope column> = :<its parameter>`` for each row scope of ``cls`` not in ``skip``."""
-    return [
-        getattr(cls, attribute) == bindparam(row_scope_param(name))
-        for name, attribute in cls.__row_scopes__.items()
-        if name not in skip
-    ]
+def _row_terms(
+    cls: type[TenantScoped], skip: frozenset[str] = frozenset(), *, reading: bool = True
+) -> list[Any]:
+    """``<row scope column> = :<its parameter>`` for each row scope of ``cls`` not in ``skip``;
+    when ``reading``, ``(... OR <public flag> = true)`` for a scope with public rows."""
+    terms = []
+    public = cls.__row_scopes_public__ if reading else {}
+    for name, attribute in cls.__row_scopes__.items():
+        if name in skip:
+            continue
+        term = getattr(cls, attribute) == bindparam(row_scope_param(name))
+        flag = public.get(name)
+        terms.append(term if flag is None else or_(term, getattr(cls, flag) == true()))
+    return terms
 
 
 def _tenant_only_criteria(cls: type[TenantScoped]) -> Any:
@@ -76,7 +83,7 @@ def _owned_only_criteria(cls: type[TenantScoped]) -> Any:
 
 def _owned_criteria(cls: type[TenantScoped]) -> Any:
     """What a tenant writes: its own rows only, within every row scope of the model."""
-    return and_(_owned_only_criteria(cls), *_row_terms(cls))
+    return and_(_owned_only_criteria(cls), *_row_terms(cls, reading=False))
 
 
 def _global_read_criteria(cls: type[TenantScoped]) -> Any:
@@ -114,7 +121,7 @@ def _lifted_options(lifted: frozenset[str], *, owned: bool) -> tuple[Any, ...]:
         per_model = [
             with_loader_criteria(model, and_(*terms), include_aliases=True)
             for model in models
-            if (terms := _row_terms(model, lifted))
+            if (terms := _row_terms(model, lifted, reading=not owned))
         ]
         options = _LIFTED[key] = (base, *per_model)
     return options

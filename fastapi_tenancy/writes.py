@@ -33,7 +33,7 @@ from .exceptions import (
     WriteConflict,
 )
 from .models import TENANT_TABLE_INFO_KEY, is_tenant_model
-from .row_scopes import row_scope_missing, row_scopes_of
+from .row_scopes import row_scope_missing, row_scope_param, row_scopes_of
 from .scope import Access, SessionScope
 from .wall import TENANT_PARAM, guard_of
 
@@ -106,6 +106,7 @@ def check_flush(session: Session, scope: SessionScope) -> None:
             raise CrossTenantWrite(f"this {type(obj).__name__} belongs to another tenant")
         if not mutable and obj.tenant_id != tenant:
             raise CrossTenantWrite(f"this {type(obj).__name__} would move to another tenant")
+        _check_row_scopes_held(obj, state, scope)
     _prove_owned(session, written)
     _check_references(session, (*new, *dirty), tenant)
 
@@ -122,6 +123,19 @@ def _stamp_row_scopes(obj: Any, scope: SessionScope) -> None:
             setattr(obj, attribute, value)
         elif current != value and scope.enforces(name):
             raise CrossScopeWrite(f"a new {type(obj).__name__} names another {name}")
+
+
+def _check_row_scopes_held(obj: Any, state: InstanceState[Any], scope: SessionScope) -> None:
+    """Refuse writing a row of another value of a row scope the session applies (another
+    owner's public row, read here): it reads such rows, it does not own them."""
+    for name, attribute in type(obj).__row_scopes__.items():
+        if not scope.enforces(name):
+            continue
+        value = scope.row_value(name)
+        if value is None:
+            raise RowScopeRequired(row_scope_missing(name))
+        if _committed(state, attribute) != value:
+            raise CrossScopeWrite(f"this {type(obj).__name__} belongs to another {name}")
 
 
 def _check_row_scope_moves(obj: Any, scope: SessionScope) -> None:
@@ -272,11 +286,16 @@ def _existing_keys(
         condition = tuple_(*columns).in_(keys)
     statement = select(*columns).where(condition)
     cls = mapper.class_
-    shared = cls.__shared_rows__ and not owned
-    # The read criteria admit more than the tenant's own rows: shared rows (pointable, never
-    # written) and the family's rows (neither: a key of them proves nothing here).
+    public = cls.__row_scopes_public__
+    shared = bool(cls.__shared_rows__ or public) and not owned
+    # The read criteria admit more than the tenant's own rows: shared rows and public rows
+    # (pointable, never written) and the family's rows (neither: a key of them proves nothing).
     if (cls.__shared_rows__ and owned) or cls.__tenant_reads__ != "own":
         statement = statement.where(cls.tenant_column() == bindparam(TENANT_PARAM))
+    if owned:
+        for name in public:
+            attribute = getattr(cls, cls.__row_scopes__[name])
+            statement = statement.where(attribute == bindparam(row_scope_param(name)))
     with session.no_autoflush:
         rows = session.execute(statement).all()
     found = {tuple(row) for row in rows}

@@ -58,6 +58,26 @@ class TeamBoard(PoliciesModel, TenantScoped, table=True):
 # --8<-- [end:models]
 
 
+# --8<-- [start:public]
+class Post(PoliciesModel, TenantScoped, table=True):
+    """Read by its author, and by every user of the tenant once published."""
+
+    __tablename__ = "policies_post"
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: str | None = owner_field(public="published")  # public OR owned
+    published: bool = False
+    title: str = Field(max_length=100)
+
+
+# --8<-- [end:public]
+
+
+class PostIn(SQLModel):
+    title: str
+    published: bool = False
+
+
 class NoteIn(SQLModel):
     body: str
 
@@ -122,5 +142,28 @@ def create_app(engine: Engine, *, secret: str) -> FastAPI:
         session.add(board)
         session.commit()
         return board
+
+    # --8<-- [start:public-routes]
+    @app.get("/posts")
+    def posts(session: TenantSession) -> list[Post]:  # mine, and everyone's published ones
+        return list(session.exec(select(Post).order_by(col(Post.id))).all())
+
+    @app.post("/posts", status_code=201)
+    def write_post(body: PostIn, session: TenantSession) -> Post:
+        post = Post(title=body.title, published=body.published)
+        session.add(post)
+        session.commit()
+        return post
+
+    @app.patch("/posts/{post_id}")
+    def edit_post(post_id: int, body: PostIn, session: TenantSession) -> Post:
+        post = session.get(Post, post_id)
+        if post is None:
+            raise HTTPException(404, "No such post.")
+        post.title, post.published = body.title, body.published
+        session.commit()  # another user's published post: 403 cross_scope_write
+        return post
+
+    # --8<-- [end:public-routes]
 
     return app

@@ -32,7 +32,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from ..context import audit_logger, get_tenant_context
 from ..models import TENANT_SHARED_ROWS_INFO_KEY
-from ..row_scopes import row_scopes_of
+from ..row_scopes import public_columns_of, row_scopes_of
 from ..scope import SessionScope
 from .compiler import is_tenant_table, tenant_column_of
 from .proof import Proof
@@ -114,10 +114,16 @@ def _read_scopes(read: ReadCheck) -> Iterator[str]:
 
 def _row_scopes(read: ReadCheck) -> Iterator[str]:
     """The filters on the table's row scope columns (its owner, say) the proof found."""
+    name = read.table.fullname
     columns = row_scopes_of(read.table)
+    # As for shared rows, the proof accepts the filter alone or with the public arm, where it
+    # is only read: "[...]" is what may come with it.
+    public = public_columns_of(read.table) if read.read_only else {}
     for scope, params in read.scope_params:
+        flag = public.get(scope)
+        also = f" [OR {name}.{flag} = true]" if flag else ""
         for param in params:
-            yield f"{read.table.fullname}.{columns[scope]} = :{param} (the {scope})"
+            yield f"{name}.{columns[scope]} = :{param}{also} (the {scope})"
 
 
 def _write_scope(write: WriteCheck) -> str:

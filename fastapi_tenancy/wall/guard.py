@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, event, or_, select, tuple_
+from sqlalchemy import Engine, and_, bindparam, event, or_, select, true, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import ExecuteStyle, ExecutionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,7 +34,7 @@ from ..exceptions import (
 )
 from ..hierarchy import NO_FAMILY
 from ..models import TENANT_SHARED_ROWS_INFO_KEY
-from ..row_scopes import row_scope_missing, row_scope_param, row_scopes_of
+from ..row_scopes import public_columns_of, row_scope_missing, row_scope_param, row_scopes_of
 from ..scope import Access, SessionScope
 from .audit import TAG_ATTRIBUTE, StatementAudit
 from .compiler import tenant_column_of
@@ -361,8 +361,7 @@ def _check_writes(
                     )
                 wanted.setdefault(write.parent, []).append((value,))
     for parent, keys in wanted.items():
-        shared = bool(parent.table.info.get(TENANT_SHARED_ROWS_INFO_KEY))
-        if not _owned(conn, guard, parent.table, (parent.column,), keys, shared=shared):
+        if not _owned(conn, guard, parent.table, (parent.column,), keys, pointable=True):
             error = CrossTenantWrite(
                 f"a foreign key points at a {parent.table.name} row that is not this tenant's "
                 "(another tenant's, or none)"
@@ -393,12 +392,13 @@ def _owned(
     columns: tuple[str, ...],
     keys: list[tuple[Any, ...]],
     *,
-    shared: bool = False,
+    pointable: bool = False,
 ) -> bool:
-    """Whether every key names a row of the tenant (``shared``: or a shared row): from the
-    ledger, else one scoped read."""
+    """Whether every key names a row of the tenant within the session's row scopes (a row it
+    may write), or, ``pointable``, a row a new row may point at: also a shared row, and a row
+    flagged public outside a row scope. From the ledger, else one scoped read."""
     known = guard.owned.get((table, columns, False), set())
-    if shared:
+    if pointable:
         known = known | guard.owned.get((table, columns, True), set())
     missing = {key for key in keys if key not in known}
     if not missing:
@@ -409,6 +409,8 @@ def _owned(
         condition = key_columns[0].in_([key[0] for key in missing])
     else:
         condition = tuple_(*key_columns).in_(list(missing))
+    shared = pointable and bool(table.info.get(TENANT_SHARED_ROWS_INFO_KEY))
+    public = public_columns_of(table) if pointable else {}
     mine: Any = tenant_column == bindparam(TENANT_PARAM)
     if shared:
         mine = or_(mine, tenant_column.is_(None))
@@ -416,11 +418,14 @@ def _owned(
     for name, column_name in row_scopes_of(table).items():
         if name not in guard.scope.lifted:
             param = row_scope_param(name)
-            mine = and_(mine, table.c[column_name] == bindparam(param))
+            term: Any = table.c[column_name] == bindparam(param)
+            if name in public:
+                term = or_(term, table.c[public[name]] == true())
+            mine = and_(mine, term)
             params[param] = _row_value(guard.scope, name)
     query = select(*key_columns).where(and_(condition, mine))
     found = {tuple(row) for row in conn.execute(query, params)}
-    guard.add_owned(table, columns, found, shared=shared)
+    guard.add_owned(table, columns, found, shared=shared or bool(public))
     return missing <= found
 
 

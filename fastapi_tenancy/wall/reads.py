@@ -30,13 +30,14 @@ from sqlalchemy.sql.elements import (
     ColumnClause,
     Grouping,
     Null,
+    True_,
 )
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.sql.selectable import FromGrouping, Join, Select
 
 from ..hierarchy import TenantReads
 from ..models import TENANT_GLOBAL_INFO_KEY, TENANT_READS_INFO_KEY, TENANT_SHARED_ROWS_INFO_KEY
-from ..row_scopes import row_scopes_of
+from ..row_scopes import public_columns_of, row_scopes_of
 from .compiler import (
     Occurrence,
     ProvingCompiler,
@@ -180,6 +181,7 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[Read
             for name in _bind_name(compiler, param)
         )
     )
+    public = public_columns_of(occurrence.table) if read_only else {}
     scope_params = tuple(
         (
             scope,
@@ -187,6 +189,7 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[Read
                 dict.fromkeys(
                     name
                     for column, param in equalities
+                    + _public_equalities(terms, element, public.get(scope))
                     if column.name == column_name
                     for name in _bind_name(compiler, param)
                 )
@@ -326,6 +329,39 @@ def _shared_equalities(terms: list[Any], element: Any) -> list[tuple[ColumnClaus
             if len(matched) == 1 and _is_null_test(null, matched[0][0]):
                 found.append(matched[0])
     return found
+
+
+def _public_equalities(
+    terms: list[Any], element: Any, flag: str | None
+) -> list[tuple[ColumnClause[Any], Any]]:
+    """``(column, param)`` for each term ``(column = :param OR <flag> = true)`` on ``element``:
+    exactly those two arms, ``flag`` being the public flag of one row scope (the caller keeps
+    the pairs on that scope's column)."""
+    if flag is None:
+        return []
+    found = []
+    for term in terms:
+        if not isinstance(term, BooleanClauseList) or term.operator is not operators.or_:
+            continue
+        arms = [_ungrouped(arm) for arm in term.clauses]
+        if len(arms) != 2:
+            continue
+        for equal, flag_term in (arms, arms[::-1]):
+            matched = list(_equalities([equal], element))
+            if len(matched) == 1 and _is_true_test(flag_term, element, flag):
+                found.append(matched[0])
+    return found
+
+
+def _is_true_test(term: Any, element: Any, flag: str) -> bool:
+    return (
+        isinstance(term, BinaryExpression)
+        and term.operator is operators.eq
+        and isinstance(term.right, True_)
+        and isinstance(term.left, ColumnClause)
+        and same(term.left.table, element)
+        and term.left.name == flag
+    )
 
 
 def _ungrouped(element: Any) -> Any:

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
-from docs.examples.policies_owner import PrivateNote, TeamBoard, create_app, metadata
+from docs.examples.policies_owner import Post, PrivateNote, TeamBoard, create_app, metadata
 
 SECRET = "a-policies-test-secret-of-at-least-32-bytes"
 Clients = Callable[..., TestClient]
@@ -112,3 +112,30 @@ def test_a_second_row_scope_comes_from_its_claim(tenant_client: Clients, tables:
             ("blue", "blue plan"),
             ("red", "red plan"),
         ]
+
+
+def test_published_posts_are_read_by_every_user_and_written_by_their_author(
+    tenant_client: Clients, tables: Engine
+) -> None:
+    ann = tenant_client("acme", as_user="ann")
+    bob = tenant_client("acme", as_user="bob")
+    globex_cat = tenant_client("globex", as_user="cat")
+    draft = ann.post("/posts", json={"title": "ann's draft"}).json()
+    public = ann.post("/posts", json={"title": "ann's news", "published": True}).json()
+    globex_cat.post("/posts", json={"title": "globex news", "published": True})
+    assert [p["title"] for p in bob.get("/posts").json()] == ["ann's news"]
+    assert [p["title"] for p in ann.get("/posts").json()] == ["ann's draft", "ann's news"]
+    r = bob.patch(f"/posts/{public['id']}", json={"title": "bob's now", "published": True})
+    assert r.status_code == 403
+    assert r.json()["code"] == "cross_scope_write"
+    assert bob.patch(f"/posts/{draft['id']}", json={"title": "x"}).status_code == 404
+    r = ann.patch(f"/posts/{draft['id']}", json={"title": "ann's draft", "published": True})
+    assert r.status_code == 200
+    assert [p["title"] for p in bob.get("/posts").json()] == ["ann's draft", "ann's news"]
+    with Session(tables) as session:
+        rows = session.execute(select(Post.tenant_id, Post.owner_id, Post.title)).all()
+    assert sorted(tuple(row) for row in rows) == [
+        ("acme", "ann", "ann's draft"),
+        ("acme", "ann", "ann's news"),
+        ("globex", "cat", "globex news"),
+    ]

@@ -375,6 +375,34 @@ class TeamDoc(ScopingModel, Keyed, table=True):
     title: str = Field(max_length=50)
 
 
+class Post(ScopingModel, Keyed, table=True):
+    """Owner-only rows, except those their owner published: ``public OR owned``."""
+
+    __tablename__ = "scoping_post"
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: str | None = owner_field(public="published")
+    published: bool = False
+    title: str = Field(max_length=50)
+
+    comments: list["PostComment"] = Relationship(
+        back_populates="post", sa_relationship_kwargs={"order_by": "PostComment.id"}
+    )
+
+
+class PostComment(ScopingModel, Keyed, table=True):
+    """A comment, private to its author, on a post: one's own, or a published one."""
+
+    __tablename__ = "scoping_post_comment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    owner_id: str | None = owner_field()
+    post_id: int | None = Field(default=None, foreign_key="scoping_post.id")
+    body: str = Field(max_length=50)
+
+    post: Post | None = Relationship(back_populates="comments")
+
+
 class CatalogItem(ScopingModel, Keyed, table=True):
     """A catalogue the parents share down: a tenant reads its ancestors' items too."""
 
