@@ -34,6 +34,15 @@ however busy the machine is. ``count`` also runs two variants of kit-header, com
     kit-audit    Tenancy(..., audit_statements=True), the audit logger at INFO into a NullHandler
     kit-tag      Tenancy(..., tag_statements=True)
 
+and a pair for hierarchical tenants, on a tenants table whose records name a parent (every
+bench tenant a child of one parent tenant that has no rows, so the answers do not change):
+
+    kit-tenants  kit-header with TenantTableLookup over that table; the model reads its own rows
+    kit-family   the same with TenantHierarchy(parent="parent_slug") and a model declaring
+                 __tenant_reads__ = "ancestors": each request finds its tenant's family (one
+                 ancestor) and reads with tenant_id IN (:fastapi_tenancy_ancestors); its twin is
+                 kit-tenants (string keys only)
+
 See bench/README.md.
 
 ``--key-type int`` or ``--key-type uuid`` (in every mode) keys the tenants by integers or UUIDs
@@ -82,6 +91,12 @@ RLS_SETUP = "kit-rls"
 # kit-header with one of the statement options on; measured by ``count`` only, against kit-header
 OPTION_SETUPS = ("kit-audit", "kit-tag")
 OPTION_TWINS = (("kit-audit", "kit-header"), ("kit-tag", "kit-header"))
+# hierarchical tenants, measured by ``count`` only: a lookup whose records name a parent, with
+# and without TenantHierarchy; string keys only (the tenants table is keyed by slug)
+FAMILY_SETUPS = ("kit-tenants", "kit-family")
+FAMILY_TWINS = (("kit-family", "kit-tenants"),)
+FAMILY_TABLE = "bench_overhead_family_tenant"
+FAMILY_PARENT = "tenant-parent"  # every bench tenant's parent; it has no project rows
 TABLE = "bench_overhead_project"
 DEFAULT_BASE_PORT = 8731
 SQLITE_DEFAULT = "sqlite (a file in a temporary directory)"
@@ -129,10 +144,40 @@ def bare_model(key: type) -> type[Any]:
 
 
 @functools.cache
-def kit_model(key: type, *, owner_only: bool = False) -> type[Any]:
+def family_tenant_model() -> type[Any]:
+    """The tenants table of the family setups: scale's tenants plus the parent's slug."""
+    from sqlmodel import Field, SQLModel
+
+    class FamilyTenant(SQLModel, table=True):
+        __tablename__ = FAMILY_TABLE
+
+        id: int | None = Field(default=None, primary_key=True)
+        slug: str = Field(unique=True, max_length=63)
+        name: str = Field(max_length=100)
+        active: bool = True
+        parent_slug: str | None = Field(default=None, max_length=63)
+
+    return FamilyTenant
+
+
+@functools.cache
+def kit_model(key: type, *, owner_only: bool = False, ancestors: bool = False) -> type[Any]:
     from sqlmodel import Field
 
     from fastapi_tenancy import TenantScoped
+
+    if ancestors:
+
+        class FamilyProject(TenantScoped[key], table=True):  # type: ignore[valid-type]
+            __tablename__ = TABLE
+            __tenant_reads__ = "ancestors"
+
+            id: int | None = Field(default=None, primary_key=True)
+            name: str = Field(max_length=100)
+            description: str = Field(max_length=255)
+            owner_id: str = Field(max_length=255)
+
+        return FamilyProject
 
     if owner_only:
         from fastapi_tenancy import owner_field
@@ -281,11 +326,12 @@ def build_app(setup: str, url: str, secret: str, key: type) -> Any:
         JWTClaimResolver,
         LookupCache,
         Tenancy,
+        TenantHierarchy,
         TenantSession,
         TenantTableLookup,
     )
 
-    project = kit_model(key, owner_only=setup == "kit-owner")
+    project = kit_model(key, owner_only=setup == "kit-owner", ancestors=setup == "kit-family")
     resolver: Any = (
         JWTClaimResolver(key=secret, algorithms=["HS256"])
         if setup in JWT_SETUPS
@@ -296,6 +342,11 @@ def build_app(setup: str, url: str, secret: str, key: type) -> Any:
         lookup["lookup"] = TenantTableLookup(scale.tenant_model(), key="slug", active="active")
     if setup == "kit-preload":
         lookup["lookup_cache"] = LookupCache(preload=True, ttl=scale.PRELOAD_TTL)
+    if setup in FAMILY_SETUPS:  # records kept an hour: no lookup falls in a measurement
+        lookup["lookup"] = TenantTableLookup(family_tenant_model(), key="slug", active="active")
+        lookup["lookup_cache"] = LookupCache(ttl=scale.PRELOAD_TTL)
+    if setup == "kit-family":
+        lookup["hierarchy"] = TenantHierarchy(parent="parent_slug")
     if setup == "kit-audit":  # every record made, and sent nowhere
         audit = logging.getLogger("fastapi_tenancy.audit")
         audit.setLevel(logging.INFO)
@@ -387,6 +438,32 @@ def drop(url: str, key: type) -> None:
     engine = make_engine(url)
     with contextlib.suppress(Exception):
         project.__table__.drop(engine, checkfirst=True)
+    engine.dispose()
+
+
+def seed_family(url: str, names: list[str]) -> None:
+    """The family setups' tenants table: the parent (a root, no project rows) and every bench
+    tenant, each naming it as its parent."""
+    from sqlalchemy import insert
+    from sqlmodel import SQLModel
+
+    tenant = family_tenant_model()
+    engine = make_engine(url)
+    tenant.__table__.drop(engine, checkfirst=True)
+    SQLModel.metadata.create_all(engine, tables=[tenant.__table__])
+    rows = [{"id": 1, "slug": FAMILY_PARENT, "name": "Parent", "parent_slug": None}] + [
+        {"id": i + 2, "slug": name, "name": name, "parent_slug": FAMILY_PARENT}
+        for i, name in enumerate(names)
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(tenant.__table__), [{**row, "active": True} for row in rows])
+    engine.dispose()
+
+
+def drop_family(url: str) -> None:
+    engine = make_engine(url)
+    with contextlib.suppress(Exception):
+        family_tenant_model().__table__.drop(engine, checkfirst=True)
     engine.dispose()
 
 
@@ -1032,7 +1109,9 @@ def run(argv: Sequence[str]) -> None:
 def drive(argv: Sequence[str]) -> None:
     """Call one setup's ASGI app in-process: warm-up, then N sequential requests."""
     parser = argparse.ArgumentParser(prog="overhead.py drive")
-    parser.add_argument("setup", choices=SETUPS + scale.LOOKUP_SETUPS + OPTION_SETUPS)
+    parser.add_argument(
+        "setup", choices=SETUPS + scale.LOOKUP_SETUPS + OPTION_SETUPS + FAMILY_SETUPS
+    )
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=50)
@@ -1263,8 +1342,8 @@ def count(argv: Sequence[str]) -> None:
         "--setups",
         default=None,
         help="comma-separated subset of "
-        + ",".join(SETUPS + OPTION_SETUPS)
-        + " (default: all the database has;"
+        + ",".join(SETUPS + OPTION_SETUPS + FAMILY_SETUPS)
+        + " (default: all the database and key type have;"
         " with --scale, of " + ",".join(scale.SCALE_SETUPS) + ")",
     )
     parser.add_argument(
@@ -1303,9 +1382,13 @@ def count(argv: Sequence[str]) -> None:
         return
     key = KEY_TYPES[args.key_type]
     work = Workload(args.route, args.tenants, args.rows, args.key_type)
-    setups = choose_setups(
-        parser, args.setups, args.database_url or "sqlite", known=SETUPS + OPTION_SETUPS
-    )
+    known = SETUPS + OPTION_SETUPS + FAMILY_SETUPS
+    if args.key_type != "str":
+        if args.setups is not None and set(args.setups.split(",")) & set(FAMILY_SETUPS):
+            parser.error(f"{', '.join(FAMILY_SETUPS)} key tenants by slug: leave --key-type at str")
+        known = SETUPS + OPTION_SETUPS
+    setups = choose_setups(parser, args.setups, args.database_url or "sqlite", known=known)
+    family = bool(set(setups) & set(FAMILY_SETUPS))
     tmp = Path(tempfile.mkdtemp(prefix="tenancy-count-"))
     try:
         sqlite_default = args.database_url is None
@@ -1319,6 +1402,8 @@ def count(argv: Sequence[str]) -> None:
             f"runs with 0 and {args.requests} measured requests after the same warm-up, differenced"
         )
         seed(url, tenant_names(args.tenants), args.rows, key)
+        if family:
+            seed_family(url, tenant_names(args.tenants))
         native: dict[str, float] = {}
         collections: dict[str, list[float]] = {}
         with rls_urls(url, setups, key) as urls:
@@ -1326,6 +1411,8 @@ def count(argv: Sequence[str]) -> None:
     finally:
         if not sqlite_default:
             drop(url, key)
+            if family:
+                drop_family(url)
         shutil.rmtree(tmp, ignore_errors=True)
     per = {s: (counts[(s, args.requests)] - counts[(s, 0)]) / args.requests for s in setups}
     # The fastest native speed seen, in µs per instruction: contention only slows a run down.
@@ -1345,7 +1432,7 @@ def count(argv: Sequence[str]) -> None:
     head = f"{'pair':<24} {'instr ratio':>11} {'extra instr':>12} {'≈ µs/req':>9}"
     print(head)
     print("-" * len(head))
-    for kit, bare in TWINS + OPTION_TWINS:
+    for kit, bare in TWINS + OPTION_TWINS + FAMILY_TWINS:
         if kit in per and bare in per:
             extra = per[kit] - per[bare]
             us = extra * us_per_instr
