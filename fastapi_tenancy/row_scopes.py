@@ -51,6 +51,12 @@ ROW_SCOPES_INFO_KEY = "fastapi_tenancy.row_scopes"
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 
 
+def is_row_scope_name(name: str) -> bool:
+    """Whether ``name`` may name a row scope: 1 to 31 characters of a-z, 0-9 and ``_``,
+    starting with a letter (it becomes part of setting and policy names)."""
+    return _NAME.fullmatch(name) is not None
+
+
 def row_scope_param(name: str) -> str:
     """Name of the bound parameter carrying the value of the row scope ``name``."""
     return f"fastapi_tenancy_scope_{name}"
@@ -77,7 +83,7 @@ def row_scope_field(
     other. A string column compares exactly on every database (:class:`TenantKey`, binary
     collation on MySQL and MariaDB), so ``Alice`` never reads ``alice``'s rows.
     """
-    if not _NAME.fullmatch(scope):
+    if not is_row_scope_name(scope):
         raise ValueError(
             f"a row scope name is 1 to 31 characters of a-z, 0-9 and _, starting with a "
             f"letter; not {scope!r}"
