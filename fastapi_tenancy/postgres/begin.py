@@ -8,6 +8,8 @@ names both settings transaction-locally, in the same simple-query message::
     BEGIN; SELECT set_config('fastapi_tenancy.tenant_id', 'acme', true),
                   set_config('fastapi_tenancy.global_read', '', true)
 
+When models declare row scopes, the ``SELECT`` goes on with ``fastapi_tenancy.scope.<name>``
+(each value quoted by libpq too) and ``fastapi_tenancy.lift.<name>`` (a constant) per scope.
 psycopg then sees the transaction open and sends no ``BEGIN`` of its own. On an async
 psycopg connection the same message goes out without blocking the event loop. COMMIT and ROLLBACK
 stay psycopg's. The tenant is quoted by libpq (``PQescapeLiteral``), never spliced into SQL by

@@ -8,12 +8,16 @@ first names both settings the policies read, in one statement::
            set_config('fastapi_tenancy.global_read', 'on' | '', true)
 
 ``tenant_id`` is the session's tenant, or ``''`` when it has none; ``global_read`` is ``on`` in
-the global-access switch with no tenant, ``''`` otherwise. The policies read both through
-``NULLIF(..., '')``, so ``''`` means no tenant and no global read (see
-:mod:`~fastapi_tenancy.postgres.policies`). The ``true`` makes them transaction-local: they end
-with the COMMIT or ROLLBACK, so nothing the kit sets survives into the next use of a pooled
-connection, a transaction that raised leaves nothing behind, and a pooler in transaction mode
-sees one self-contained transaction.
+the global-access switch with no tenant, ``''`` otherwise. When models declare row scopes, the
+same statement also names, for every row scope declared in the process,
+``fastapi_tenancy.scope.<name>`` (the session's value as text, ``''`` when it has none or lifts
+the scope) and ``fastapi_tenancy.lift.<name>`` (``on`` when it lifts it), which the restrictive
+row-scope policies read; an app without row scopes sends the two settings alone. The policies
+read the tenant and global read through ``NULLIF(..., '')``, so ``''`` means no tenant and no
+global read (see :mod:`~fastapi_tenancy.postgres.policies`). The ``true`` makes them
+transaction-local: they end with the COMMIT or ROLLBACK, so nothing the kit sets survives into
+the next use of a pooled connection, a transaction that raised leaves nothing behind, and a
+pooler in transaction mode sees one self-contained transaction.
 
 Both are named in every transaction, a tenant's, the global switch's and one with no tenant
 alike, because a transaction-local value hides whatever the connection holds at session level.
@@ -218,7 +222,8 @@ class RLSSession(TenantScopedSession):
 
     ``fastapi_tenancy.tenant_id`` names the session's tenant, or ``''`` (none: the policies
     admit no row); ``fastapi_tenancy.global_read`` is ``on`` in the global-access switch with no
-    tenant, ``''`` otherwise. Both are named in every transaction, so a value some earlier user
+    tenant, ``''`` otherwise; each declared row scope's value and lift are named beside them.
+    All are named in every transaction, so a value some earlier user
     of the connection left at session level never counts. A session made by hand (without a
     :class:`TenantSetting` in its ``info``) sends them as a statement of its own.
     """
@@ -294,9 +299,16 @@ def read_tenant_setting(connection: Connection) -> str | None:
 
 
 @contextmanager
-def tenant_savepoint(connection: Connection, tenant_id: Any) -> Iterator[Connection]:
-    """A SAVEPOINT during which the transaction names another tenant (and no global read); the
-    outer settings are back after.
+def tenant_savepoint(
+    connection: Connection,
+    tenant_id: Any,
+    *,
+    row_values: Mapping[str, Any] | None = None,
+    lift: Iterable[str] = (),
+) -> Iterator[Connection]:
+    """A SAVEPOINT during which the transaction names another tenant (and no global read), with
+    ``row_values`` and ``lift`` as :func:`set_tenant` takes them; the outer settings, row scopes
+    included, are back after.
 
     PostgreSQL undoes a setting made inside a savepoint only when the savepoint rolls back; a
     released savepoint would keep it for the rest of the transaction. This block restores the
@@ -317,6 +329,6 @@ def tenant_savepoint(connection: Connection, tenant_id: Any) -> Iterator[Connect
         (name, rest[2 * i] or "", rest[2 * i + 1] == "on") for i, name in enumerate(names)
     )
     with connection.begin_nested():
-        set_tenant(connection, tenant_id)
+        set_tenant(connection, tenant_id, row_values=row_values, lift=lift)
         yield connection
         _name(connection, tenant, global_read=global_read == "on", scopes=scopes)

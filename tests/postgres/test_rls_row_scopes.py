@@ -303,6 +303,8 @@ def test_tenant_savepoint_restores_the_row_scopes(app: Engine):
         set_tenant(conn, ACME, lift=["owner", "team"])
         with tenant_savepoint(conn, ACME):
             assert bodies(conn) == []
+        with tenant_savepoint(conn, ACME, row_values={"owner": "bob"}):
+            assert bodies(conn) == ["b1"]
         assert bodies(conn) == ["a1", "b1"]
 
 
