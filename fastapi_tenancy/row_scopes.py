@@ -61,6 +61,12 @@ ROW_SCOPES_PUBLIC_INFO_KEY = "fastapi_tenancy.row_scopes_public"
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")
 
 
+def is_row_scope_name(name: str) -> bool:
+    """Whether ``name`` may name a row scope: 1 to 31 characters of a-z, 0-9 and ``_``,
+    starting with a letter (it becomes part of setting and policy names)."""
+    return _NAME.fullmatch(name) is not None
+
+
 def row_scope_param(name: str) -> str:
     """Name of the bound parameter carrying the value of the row scope ``name``."""
     return f"fastapi_tenancy_scope_{name}"
@@ -92,7 +98,7 @@ def row_scope_field(
     every session of its tenant, whatever its value of this scope (``public OR owned``), and
     still written only within the scope.
     """
-    if not _NAME.fullmatch(scope):
+    if not is_row_scope_name(scope):
         raise ValueError(
             f"a row scope name is 1 to 31 characters of a-z, 0-9 and _, starting with a "
             f"letter; not {scope!r}"

@@ -26,6 +26,7 @@ from .guard import UnsafeDatabaseRole
 from .policies import (
     GLOBAL_READ_SETTING,
     TENANT_SETTING,
+    ScopeColumn,
     TenantTable,
     apply_rls,
     remove_rls,
@@ -46,6 +47,7 @@ __all__ = [
     "Finding",
     "RLSSession",
     "RowLevelSecurity",
+    "ScopeColumn",
     "TenantTable",
     "UnsafeDatabaseRole",
     "apply_rls",

@@ -27,13 +27,13 @@ for new and dropped tenant tables (see :mod:`fastapi_tenancy.postgres.autogenera
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alembic.operations import MigrateOperation, Operations
 from sqlalchemy.types import TypeEngine
 
-from .policies import TenantTable, disable_statements, enable_statements
+from .policies import ScopeColumn, TenantTable, disable_statements, enable_statements
 
 __all__ = ["DisableTenantRLSOp", "EnableTenantRLSOp"]
 
@@ -49,7 +49,10 @@ class _TenantRLSOp(MigrateOperation):
         tenant_type: TypeEngine[Any] | None = None,
         admin_roles: Sequence[str] = (),
         shared_rows: bool = False,
+        row_scopes: Mapping[str, str] | None = None,
+        row_scope_types: Mapping[str, TypeEngine[Any]] | None = None,
     ) -> None:
+        types = row_scope_types or {}
         self.table = TenantTable(
             name=table_name,
             schema=schema,
@@ -58,6 +61,10 @@ class _TenantRLSOp(MigrateOperation):
             tenant_type=tenant_type,
             admin_roles=tuple(admin_roles),
             shared_rows=shared_rows,
+            row_scopes=tuple(
+                ScopeColumn(scope, column, types.get(scope))
+                for scope, column in sorted((row_scopes or {}).items())
+            ),
         )
 
     def _diff_tuple(self, name: str) -> tuple[Any, ...]:
@@ -72,6 +79,10 @@ class _TenantRLSOp(MigrateOperation):
             "tenant_type": t.tenant_type,
             "admin_roles": t.admin_roles,
             "shared_rows": t.shared_rows,
+            "row_scopes": {s.scope: s.column for s in t.row_scopes},
+            "row_scope_types": {
+                s.scope: s.column_type for s in t.row_scopes if s.column_type is not None
+            },
         }
 
 
@@ -94,13 +105,17 @@ class EnableTenantRLSOp(_TenantRLSOp):
         tenant_type: TypeEngine[Any] | None = None,
         admin_roles: Sequence[str] = (),
         shared_rows: bool = False,
+        row_scopes: Mapping[str, str] | None = None,
+        row_scope_types: Mapping[str, TypeEngine[Any]] | None = None,
     ) -> None:
         """Enable and force row-level security on ``table_name`` with the tenant policies.
 
         ``global_read=True`` for a model declared ``__global_access__``; ``tenant_type`` when
         the tenant column is not a string type; ``admin_roles`` for roles that get a policy
         admitting every row; ``shared_rows=True`` for a model declared ``__shared_rows__``
-        (every tenant reads the rows with a NULL tenant). Idempotent.
+        (every tenant reads the rows with a NULL tenant); ``row_scopes`` (``{"owner":
+        "owner_id"}``) gives each row scope its restrictive policy, the setting cast to
+        ``row_scope_types[scope]`` when that column is not a string type. Idempotent.
         """
         operations.invoke(
             cls(
@@ -111,6 +126,8 @@ class EnableTenantRLSOp(_TenantRLSOp):
                 tenant_type=tenant_type,
                 admin_roles=admin_roles,
                 shared_rows=shared_rows,
+                row_scopes=row_scopes,
+                row_scope_types=row_scope_types,
             )
         )
 
@@ -140,9 +157,13 @@ class DisableTenantRLSOp(_TenantRLSOp):
         *,
         schema: str | None = None,
         tenant_column: str = "tenant_id",
+        row_scopes: Mapping[str, str] | None = None,
     ) -> None:
-        """Drop the kit's policies from ``table_name`` and disable row-level security."""
-        operations.invoke(cls(table_name, schema=schema, tenant_column=tenant_column))
+        """Drop the kit's policies from ``table_name`` (the restrictive ones of ``row_scopes``
+        too) and disable row-level security."""
+        operations.invoke(
+            cls(table_name, schema=schema, tenant_column=tenant_column, row_scopes=row_scopes)
+        )
 
     def reverse(self) -> EnableTenantRLSOp:
         """The operation that undoes this one, with the options this one carries (the defaults,

@@ -6,9 +6,10 @@ Alembic's own comparison:
 
 - a tenant table of the metadata (``tenant_tables``) that is new, or whose table has no row-level
   security, or not forced, or not the kit's policies for its options (``global_read``,
-  ``shared_rows``, the tenant column), gets ``op.enable_tenant_rls(...)``, after its
-  ``create_table`` and any other operation on it; a table with row-level security enabled and
-  forced and none of the kit's policies (policies of your own) gets nothing;
+  ``shared_rows``, the tenant column, the restrictive policy of each row scope), gets
+  ``op.enable_tenant_rls(...)``, after its ``create_table`` and any other operation on it; a
+  table with row-level security enabled and forced and none of the kit's policies (policies of
+  your own) gets nothing;
 - a table with the kit's policies that the metadata drops, or keeps but no longer as a tenant
   table, gets ``op.disable_tenant_rls(...)`` before any other operation on it (before
   ``drop_table``, and before the tenant column's ``drop_column``, which its policies would
@@ -39,7 +40,14 @@ from sqlalchemy.engine import Connection
 
 from ..models import TENANT_TABLE_INFO_KEY
 from .alembic import DisableTenantRLSOp, EnableTenantRLSOp
-from .policies import POLICY_NAMES, TenantTable, _compares_as_text, tenant_tables
+from .policies import (
+    POLICY_NAMES,
+    ScopeColumn,
+    TenantTable,
+    _compares_as_text,
+    scope_policy_name,
+    tenant_tables,
+)
 
 __all__: list[str] = []
 
@@ -62,7 +70,8 @@ FROM unnest(CAST(:schemas AS text[]), CAST(:names AS text[])) AS w(schema, name)
 JOIN pg_class c ON c.relkind IN ('r', 'p') AND c.oid = to_regclass(
     CASE WHEN w.schema IS NULL THEN quote_ident(w.name)
          ELSE quote_ident(w.schema) || '.' || quote_ident(w.name) END)
-LEFT JOIN pg_policy p ON p.polrelid = c.oid AND p.polname = ANY(CAST(:policies AS text[]))
+LEFT JOIN pg_policy p ON p.polrelid = c.oid AND (p.polname = ANY(CAST(:policies AS text[]))
+    OR (starts_with(p.polname::text, :scope_prefix) AND NOT p.polpermissive))
 """)
 
 
@@ -75,6 +84,7 @@ class _State:
     policies: dict[str, str | None] = field(default_factory=dict)  # kit's key -> USING
     roles: dict[str, list[str]] = field(default_factory=dict)
     columns: set[str] = field(default_factory=set)
+    scopes: dict[str, set[str]] = field(default_factory=dict)  # row scope -> its columns
 
     @property
     def has_wall(self) -> bool:
@@ -86,6 +96,7 @@ class _State:
 
 
 _KEYS = {name: key for key, name in POLICY_NAMES.items()}
+_SCOPE_PREFIX = scope_policy_name("")
 
 
 def _read_states(
@@ -98,13 +109,16 @@ def _read_states(
         "schemas": [schema for schema, _ in keys],
         "names": [name for _, name in keys],
         "policies": list(POLICY_NAMES.values()),
+        "scope_prefix": _SCOPE_PREFIX,
     }
     states: dict[tuple[str | None, str], _State] = {}
     for schema, name, rls, forced, policy, using, roles, columns in conn.execute(
         _STATE_SQL, params
     ):
         state = states.setdefault((schema, name), _State(bool(rls), bool(forced)))
-        if policy is not None:
+        if policy is not None and policy.startswith(_SCOPE_PREFIX):
+            state.scopes[policy[len(_SCOPE_PREFIX) :]] = set(columns)
+        elif policy is not None:
             state.policies[_KEYS[policy]] = using
             state.roles[_KEYS[policy]] = list(roles)
             state.columns.update(columns)
@@ -117,10 +131,19 @@ def _reflected_table(
     """The options of the wall found on a table, as ``enable_tenant_rls`` would take them."""
     schema, name = key
     tenant_column = min(state.columns) if len(state.columns) == 1 else "tenant_id"
+    scope_columns = {
+        scope: min(columns) for scope, columns in state.scopes.items() if len(columns) == 1
+    }
     tenant_type = None
+    scope_types: dict[str, Any] = {}
     for column in autogen_context.inspector.get_columns(name, schema=schema):
-        if column["name"] == tenant_column and not _compares_as_text(column["type"]):
+        if _compares_as_text(column["type"]):
+            continue
+        if column["name"] == tenant_column:
             tenant_type = column["type"]
+        for scope, scope_column in scope_columns.items():
+            if column["name"] == scope_column:
+                scope_types[scope] = column["type"]
     return TenantTable(
         name=name,
         schema=schema,
@@ -129,6 +152,10 @@ def _reflected_table(
         tenant_type=tenant_type,
         admin_roles=tuple(state.roles.get("admin", ())),
         shared_rows=state.shared_rows,
+        row_scopes=tuple(
+            ScopeColumn(scope, column, scope_types.get(scope))
+            for scope, column in sorted(scope_columns.items())
+        ),
     )
 
 
@@ -142,6 +169,7 @@ def _is_current(wanted: TenantTable, state: _State) -> bool:
         set(state.policies) - {"admin"} == expected
         and state.shared_rows == wanted.shared_rows
         and state.columns == {wanted.tenant_column}
+        and state.scopes == {s.scope: {s.column} for s in wanted.row_scopes}
     )
 
 
@@ -233,6 +261,8 @@ def _operation(cls: type[_Op], table: TenantTable) -> _Op:
         tenant_type=table.tenant_type,
         admin_roles=table.admin_roles,
         shared_rows=table.shared_rows,
+        row_scopes={s.scope: s.column for s in table.row_scopes},
+        row_scope_types={s.scope: s.column_type for s in table.row_scopes if s.column_type},
     )
 
 
@@ -255,6 +285,9 @@ def _arguments(autogen_context: AutogenContext, table: TenantTable, *, full: boo
         arguments.append(f"schema={table.schema!r}")
     if table.tenant_column != "tenant_id":
         arguments.append(f"tenant_column={table.tenant_column!r}")
+    if table.row_scopes:
+        scopes = {s.scope: s.column for s in table.row_scopes}
+        arguments.append(f"row_scopes={scopes!r}")
     if full:
         if table.tenant_type is not None:
             arguments.append(f"tenant_type={_repr_type(table.tenant_type, autogen_context)}")
@@ -262,6 +295,13 @@ def _arguments(autogen_context: AutogenContext, table: TenantTable, *, full: boo
         arguments.append(f"shared_rows={table.shared_rows!r}")
         if table.admin_roles:
             arguments.append(f"admin_roles={list(table.admin_roles)!r}")
+        types = [
+            f"{s.scope!r}: {_repr_type(s.column_type, autogen_context)}"
+            for s in table.row_scopes
+            if s.column_type is not None
+        ]
+        if types:
+            arguments.append(f"row_scope_types={{{', '.join(types)}}}")
     return ", ".join(arguments)
 
 

@@ -8,6 +8,8 @@ names both settings transaction-locally, in the same simple-query message::
     BEGIN; SELECT set_config('fastapi_tenancy.tenant_id', 'acme', true),
                   set_config('fastapi_tenancy.global_read', '', true)
 
+When models declare row scopes, the ``SELECT`` goes on with ``fastapi_tenancy.scope.<name>``
+(each value quoted by libpq too) and ``fastapi_tenancy.lift.<name>`` (a constant) per scope.
 psycopg then sees the transaction open and sends no ``BEGIN`` of its own. On an async
 psycopg connection the same message goes out without blocking the event loop. COMMIT and ROLLBACK
 stay psycopg's. The tenant is quoted by libpq (``PQescapeLiteral``), never spliced into SQL by
@@ -22,7 +24,7 @@ import psycopg
 from psycopg import generators, pq
 from sqlalchemy.util import await_only
 
-from .policies import GLOBAL_READ_SETTING, TENANT_SETTING
+from .policies import GLOBAL_READ_SETTING, TENANT_SETTING, lift_setting, scope_setting
 
 __all__ = ["begin_with_setting"]
 
@@ -46,11 +48,18 @@ def _begin_command(connection: psycopg.Connection[Any] | psycopg.AsyncConnection
     return b" ".join(words)
 
 
-def begin_with_setting(driver_connection: Any, tenant_id: str | None, global_read: bool) -> bool:
+Scopes = tuple[tuple[str, str, bool], ...]
+"""Each declared row scope: its name, its value (``''``: none) and whether it is lifted."""
+
+
+def begin_with_setting(
+    driver_connection: Any, tenant_id: str | None, global_read: bool, scopes: Scopes = ()
+) -> bool:
     """Open the transaction with ``BEGIN; SELECT set_config(...), set_config(...)``, one message.
 
     The tenant setting becomes ``tenant_id`` (``''`` for ``None``: no tenant), the global read
-    ``on`` or ``''``. Answers ``False``, having sent nothing, when this cannot be done: not a
+    ``on`` or ``''``; each row scope of ``scopes`` names its value (quoted by libpq) and its
+    lift (``on`` or ``''``). Answers ``False``, having sent nothing, when this cannot be done: not a
     psycopg connection, autocommit, or a transaction already open; the caller then sends the
     settings as a statement of its own. On an async psycopg connection it is called from
     SQLAlchemy's sync facade (a greenlet), and awaits the answer through it.
@@ -58,11 +67,11 @@ def begin_with_setting(driver_connection: Any, tenant_id: str | None, global_rea
     if isinstance(driver_connection, psycopg.AsyncConnection):
         if not _idle(driver_connection):
             return False
-        await_only(_begin_async(driver_connection, tenant_id, global_read))
+        await_only(_begin_async(driver_connection, tenant_id, global_read, scopes))
         return True
     if not isinstance(driver_connection, psycopg.Connection) or not _idle(driver_connection):
         return False
-    command = _command(driver_connection, tenant_id, global_read)
+    command = _command(driver_connection, tenant_id, global_read, scopes)
     with driver_connection.lock:
         result = driver_connection.pgconn.exec_(command)
     _check(driver_connection.pgconn, [result])
@@ -70,9 +79,12 @@ def begin_with_setting(driver_connection: Any, tenant_id: str | None, global_rea
 
 
 async def _begin_async(
-    driver_connection: psycopg.AsyncConnection[Any], tenant_id: str | None, global_read: bool
+    driver_connection: psycopg.AsyncConnection[Any],
+    tenant_id: str | None,
+    global_read: bool,
+    scopes: Scopes,
 ) -> None:
-    command = _command(driver_connection, tenant_id, global_read)
+    command = _command(driver_connection, tenant_id, global_read, scopes)
     pgconn = driver_connection.pgconn
     async with driver_connection.lock:
         pgconn.send_query(command)
@@ -91,14 +103,28 @@ def _command(
     driver_connection: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
     tenant_id: str | None,
     global_read: bool,
+    scopes: Scopes,
 ) -> bytes:
-    if tenant_id is None:
-        tenant = b"''"
-    else:
-        tenant = pq.Escaping(driver_connection.pgconn).escape_literal(
-            tenant_id.encode(driver_connection.info.encoding)
+    escaping = pq.Escaping(driver_connection.pgconn)
+    encoding = driver_connection.info.encoding
+
+    def literal(value: str | None) -> bytes:
+        return b"''" if not value else escaping.escape_literal(value.encode(encoding))
+
+    command = (
+        _begin_command(driver_connection)
+        + _BEFORE_TENANT
+        + literal(tenant_id)
+        + _AFTER_TENANT[global_read]
+    )
+    for name, value, lifted in scopes:
+        lift = "on" if lifted else ""
+        command += (
+            f", set_config('{scope_setting(name)}', ".encode()
+            + literal(value)
+            + f", true), set_config('{lift_setting(name)}', '{lift}', true)".encode()
         )
-    return _begin_command(driver_connection) + _BEFORE_TENANT + tenant + _AFTER_TENANT[global_read]
+    return command
 
 
 def _check(pgconn: Any, results: list[Any]) -> None:

@@ -22,6 +22,8 @@ What it reports, by stable ``code``:
 ``rls_not_forced``          ... enabled but not forced (its owner bypasses it)
 ``policy_missing``          no policy for some of SELECT, INSERT, UPDATE, DELETE
 ``policy_not_tenant``       a permissive policy that compares neither the tenant nor a setting
+``row_scope_policy_missing``  (with ``metadata``) a table with a row scope (an owner column)
+                            but not the kit's restrictive policy for it
 ``tenant_index_missing``    no index whose first column is the tenant column
 ``unique_without_tenant``   a unique constraint or index without the tenant column (an
                             existence oracle across tenants); primary keys only with
@@ -61,7 +63,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from ..checks import Finding, find_forgotten_tenant_models
-from .policies import tenant_tables
+from .policies import scope_policy_name, tenant_tables
 
 __all__ = ["Finding", "check_database", "main"]
 
@@ -79,6 +81,7 @@ class _Table:
     forced: bool
     owned: bool
     truncate: bool
+    row_scopes: tuple[str, ...] = ()
 
 
 _TABLES_SQL = text("""
@@ -177,10 +180,16 @@ ORDER BY 1
 """)
 
 
-def _tenant_columns(metadata: MetaData | None) -> dict[tuple[str | None, str], str] | None:
+def _tenant_columns(
+    metadata: MetaData | None,
+) -> dict[tuple[str | None, str], tuple[str, tuple[str, ...]]] | None:
+    """``{(schema, name): (tenant column, row scopes)}`` of ``metadata``'s tenant tables."""
     if metadata is None:
         return None
-    return {(t.schema, t.name): t.tenant_column for t in tenant_tables(metadata)}
+    return {
+        (t.schema, t.name): (t.tenant_column, tuple(s.scope for s in t.row_scopes))
+        for t in tenant_tables(metadata)
+    }
 
 
 def _find_tables(
@@ -192,7 +201,11 @@ def _find_tables(
     exclude: Iterable[str],
 ) -> list[_Table]:
     wanted = _tenant_columns(metadata)
-    columns = sorted(set(wanted.values())) if wanted is not None else list(tenant_columns)
+    columns = (
+        sorted({column for column, _ in wanted.values()})
+        if wanted is not None
+        else list(tenant_columns)
+    )
     if not columns:
         return []
     skipped = set(exclude)
@@ -206,14 +219,18 @@ def _find_tables(
         if {name, shown, f"{schema}.{name}"} & skipped:
             continue
         by_column = {row[5]: row for row in found}
+        scopes: tuple[str, ...] = ()
         if wanted is not None:
-            column = wanted.get((schema, name)) or wanted.get((None, name))
+            entry = wanted.get((schema, name)) or wanted.get((None, name))
+            if entry is None:
+                continue
+            column, scopes = entry
         else:
             column = next(c for c in tenant_columns if c in by_column)
         if column not in by_column:
             continue
         *_, attnum, attname, rls, forced, owned, truncate = by_column[column]
-        tables.append(_Table(oid, shown, attnum, attname, rls, forced, owned, truncate))
+        tables.append(_Table(oid, shown, attnum, attname, rls, forced, owned, truncate, scopes))
     return tables
 
 
@@ -301,6 +318,20 @@ def _table_findings(
                     )
                 )
                 break
+    restrictive = {
+        policy for _, policy, _, permissive, *_, applies in policies if not permissive and applies
+    }
+    for scope in table.row_scopes:
+        if scope_policy_name(scope) not in restrictive:
+            findings.append(
+                Finding(
+                    "row_scope_policy_missing",
+                    name,
+                    f"no restrictive policy for the row scope {scope}: raw SQL on the role reads "
+                    f"and writes every {scope}'s rows of its tenant",
+                    "fastapi_tenancy.postgres.apply_rls(owner_engine, metadata)",
+                )
+            )
     missing = [command for key, command in _COMMANDS.items() if key not in covered]
     if missing:
         findings.append(

@@ -21,6 +21,17 @@ SELECT policy that admits every row while ``fastapi_tenancy.global_read`` is ``o
 global-access switch names it ``on`` when no tenant is bound, every other transaction of the
 kit names it ``''`` (see :mod:`fastapi_tenancy.postgres.setting`).
 
+A table with row scopes (an owner column, a team column) gets one RESTRICTIVE policy per scope,
+``tenancy_scope_<name>``, which PostgreSQL ANDs with the tenant policies::
+
+    CREATE POLICY tenancy_scope_owner ON note AS RESTRICTIVE FOR ALL
+        USING (<owner matches>) WITH CHECK (<owner matches>)
+
+where ``<owner matches>`` is ``owner_id = (SELECT NULLIF(current_setting(
+'fastapi_tenancy.scope.owner', true), '')) OR (SELECT current_setting('fastapi_tenancy.lift.owner',
+true)) = 'on'``, plus ``OR (SELECT pg_has_role('<role>', 'MEMBER'))`` per admin role, so the
+roles of the ``tenancy_admin`` policy keep every row.
+
 Applying is idempotent (each policy is dropped if it exists and created again, in one
 transaction), identifiers go through PostgreSQL's identifier quoting, and no value of any request
 ever reaches this SQL: the tenant travels as a bound parameter of ``set_config``.
@@ -44,18 +55,24 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from ..models import TENANT_SHARED_ROWS_INFO_KEY, TENANT_TABLE_INFO_KEY, TenantScoped
+from ..row_scopes import row_scopes_of
 
 __all__ = [
     "GLOBAL_READ_INFO_KEY",
     "GLOBAL_READ_SETTING",
     "POLICY_NAMES",
     "TENANT_SETTING",
+    "ScopeColumn",
     "TenantTable",
     "apply_rls",
     "disable_statements",
     "enable_statements",
+    "lift_setting",
     "remove_rls",
     "rls_statements",
+    "scope_condition",
+    "scope_policy_name",
+    "scope_setting",
     "tenant_condition",
     "tenant_tables",
 ]
@@ -78,8 +95,36 @@ POLICY_NAMES = {
 }
 """The policy names the kit owns on each tenant table; re-applying replaces exactly these."""
 
+
+def scope_setting(scope: str) -> str:
+    """The transaction-local setting naming the value of the row scope ``scope`` (``''``:
+    none, no row of its tables)."""
+    return f"fastapi_tenancy.scope.{scope}"
+
+
+def lift_setting(scope: str) -> str:
+    """The transaction-local setting (``on``) under which the row scope ``scope`` is lifted:
+    every row of the tenant, whatever its value."""
+    return f"fastapi_tenancy.lift.{scope}"
+
+
+def scope_policy_name(scope: str) -> str:
+    """The kit's restrictive policy for the row scope ``scope`` on a table that has it."""
+    return f"tenancy_scope_{scope}"
+
+
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 _QUOTE = _DIALECT.identifier_preparer
+
+
+@dataclass(frozen=True)
+class ScopeColumn:
+    """One row scope of a tenant table: its name, its column, and the column's type when it
+    does not compare with text (the setting is then cast to it)."""
+
+    scope: str
+    column: str
+    column_type: TypeEngine[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +136,8 @@ class TenantTable:
     ``shared_rows`` lets every tenant read the rows whose tenant is NULL (a ``__shared_rows__``
     model's shared rows); the write policies still admit the tenant's own rows only.
     ``admin_roles`` names roles that get a policy admitting every row, for databases where the
-    admin role cannot be given ``BYPASSRLS`` (see ``docs/postgres-rls.md``).
+    admin role cannot be given ``BYPASSRLS`` (see ``docs/postgres-rls.md``). ``row_scopes``
+    gives each row scope its restrictive policy.
     """
 
     name: str
@@ -101,6 +147,7 @@ class TenantTable:
     tenant_type: TypeEngine[Any] | None = None
     admin_roles: Sequence[str] = field(default=())
     shared_rows: bool = False
+    row_scopes: Sequence[ScopeColumn] = field(default=())
 
     @property
     def qualified_name(self) -> str:
@@ -163,9 +210,19 @@ def tenant_tables(
                 tenant_type=tenant_type,
                 shared_rows=bool(table.info.get(TENANT_SHARED_ROWS_INFO_KEY)),
                 admin_roles=tuple(admin_roles),
+                row_scopes=_scope_columns(table),
             )
         )
     return found
+
+
+def _scope_columns(table: Table) -> tuple[ScopeColumn, ...]:
+    found = []
+    for scope, column_name in sorted(row_scopes_of(table).items()):
+        column = table.c.get(column_name)
+        column_type = None if column is None or _compares_as_text(column.type) else column.type
+        found.append(ScopeColumn(scope, column_name, column_type))
+    return tuple(found)
 
 
 def _setting(name: str, tenant_type: TypeEngine[Any] | None = None) -> str:
@@ -178,6 +235,23 @@ def _setting(name: str, tenant_type: TypeEngine[Any] | None = None) -> str:
 def tenant_condition(table: TenantTable) -> str:
     """The policy expression: the tenant column equals the transaction's tenant setting."""
     return f"{_QUOTE.quote(table.tenant_column)} = {_setting(TENANT_SETTING, table.tenant_type)}"
+
+
+def scope_condition(table: TenantTable, scope: ScopeColumn) -> str:
+    """The restrictive policy's expression: the row scope's column equals its setting, or the
+    scope is lifted, or the role is one of the table's admin roles."""
+    terms = [
+        f"{_QUOTE.quote(scope.column)} = {_setting(scope_setting(scope.scope), scope.column_type)}",
+        f"(SELECT current_setting('{lift_setting(scope.scope)}', true)) = 'on'",
+    ]
+    for role in table.admin_roles:
+        literal = role.replace("'", "''")
+        terms.append(f"(SELECT pg_has_role('{literal}', 'MEMBER'))")
+    return " OR ".join(terms)
+
+
+def _policy_names(table: TenantTable) -> list[str]:
+    return [*POLICY_NAMES.values(), *(scope_policy_name(s.scope) for s in table.row_scopes)]
 
 
 def enable_statements(table: TenantTable) -> list[str]:
@@ -207,6 +281,14 @@ def enable_statements(table: TenantTable) -> list[str]:
         statements.append(f"DROP POLICY IF EXISTS {policy} ON {target}")
         if key in policies:
             statements.append(f"CREATE POLICY {policy} ON {target} {policies[key]}")
+    for scope in table.row_scopes:
+        policy = _QUOTE.quote(scope_policy_name(scope.scope))
+        condition = scope_condition(table, scope)
+        statements += [
+            f"DROP POLICY IF EXISTS {policy} ON {target}",
+            f"CREATE POLICY {policy} ON {target} AS RESTRICTIVE FOR ALL "
+            f"USING ({condition}) WITH CHECK ({condition})",
+        ]
     return statements
 
 
@@ -214,7 +296,7 @@ def disable_statements(table: TenantTable) -> list[str]:
     """The statements that take the kit's policies off one table and turn RLS off."""
     target = table.qualified_name
     statements = [
-        f"DROP POLICY IF EXISTS {_QUOTE.quote(name)} ON {target}" for name in POLICY_NAMES.values()
+        f"DROP POLICY IF EXISTS {_QUOTE.quote(name)} ON {target}" for name in _policy_names(table)
     ]
     statements += [
         f"ALTER TABLE {target} NO FORCE ROW LEVEL SECURITY",

@@ -8,12 +8,16 @@ first names both settings the policies read, in one statement::
            set_config('fastapi_tenancy.global_read', 'on' | '', true)
 
 ``tenant_id`` is the session's tenant, or ``''`` when it has none; ``global_read`` is ``on`` in
-the global-access switch with no tenant, ``''`` otherwise. The policies read both through
-``NULLIF(..., '')``, so ``''`` means no tenant and no global read (see
-:mod:`~fastapi_tenancy.postgres.policies`). The ``true`` makes them transaction-local: they end
-with the COMMIT or ROLLBACK, so nothing the kit sets survives into the next use of a pooled
-connection, a transaction that raised leaves nothing behind, and a pooler in transaction mode
-sees one self-contained transaction.
+the global-access switch with no tenant, ``''`` otherwise. When models declare row scopes, the
+same statement also names, for every row scope declared in the process,
+``fastapi_tenancy.scope.<name>`` (the session's value as text, ``''`` when it has none or lifts
+the scope) and ``fastapi_tenancy.lift.<name>`` (``on`` when it lifts it), which the restrictive
+row-scope policies read; an app without row scopes sends the two settings alone. The policies
+read the tenant and global read through ``NULLIF(..., '')``, so ``''`` means no tenant and no
+global read (see :mod:`~fastapi_tenancy.postgres.policies`). The ``true`` makes them
+transaction-local: they end with the COMMIT or ROLLBACK, so nothing the kit sets survives into
+the next use of a pooled connection, a transaction that raised leaves nothing behind, and a
+pooler in transaction mode sees one self-contained transaction.
 
 Both are named in every transaction, a tenant's, the global switch's and one with no tenant
 alike, because a transaction-local value hides whatever the connection holds at session level.
@@ -40,7 +44,7 @@ the fail-closed transaction of a session with no tenant included; see ``docs/pos
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -54,10 +58,11 @@ from sqlalchemy.sql.elements import TextClause
 
 from ..exceptions import TenancyMisuse
 from ..keys import tenant_key_of
-from ..scope import Access
+from ..row_scopes import declared_row_scopes, is_row_scope_name
+from ..scope import Access, SessionScope
 from ..session import TenantScopedSession, scope_of
 from ..wall.guard import kit_setting_options
-from .policies import GLOBAL_READ_SETTING, TENANT_SETTING
+from .policies import GLOBAL_READ_SETTING, TENANT_SETTING, lift_setting, scope_setting
 
 __all__ = [
     "SETTING_KEY",
@@ -74,20 +79,51 @@ SETTING_KEY = "fastapi_tenancy.rls"
 """Key in ``session.info`` under which an :class:`RLSSession` finds its :class:`TenantSetting`."""
 
 
-def _naming(global_read: str) -> TextClause:
-    return text(
-        f"SELECT set_config('{TENANT_SETTING}', :tenant, true), "
-        f"set_config('{GLOBAL_READ_SETTING}', '{global_read}', true)"
+Scopes = tuple[tuple[str, str, bool], ...]
+"""Each row scope named: its name, its value as text (``''``: none) and whether it is lifted."""
+
+
+def _naming(global_read: bool, names: tuple[str, ...], lifted: frozenset[str]) -> TextClause:
+    parts = [
+        f"set_config('{TENANT_SETTING}', :tenant, true)",
+        f"set_config('{GLOBAL_READ_SETTING}', '{'on' if global_read else ''}', true)",
+    ]
+    for name in names:
+        parts += [
+            f"set_config('{scope_setting(name)}', :scope_{name}, true)",
+            f"set_config('{lift_setting(name)}', '{'on' if name in lifted else ''}', true)",
+        ]
+    return text("SELECT " + ", ".join(parts))
+
+
+# The statement naming every setting, by what its constants say: the global read, the row
+# scopes named and those of them lifted. Without row scopes, exactly the two of before.
+_NAMES: dict[tuple[bool, tuple[str, ...], frozenset[str]], TextClause] = {}
+
+
+def _name_statement(global_read: bool, scopes: Scopes) -> tuple[TextClause, dict[str, str]]:
+    key = (
+        global_read,
+        tuple(name for name, _, _ in scopes),
+        frozenset(name for name, _, lifted in scopes if lifted),
     )
+    statement = _NAMES.get(key)
+    if statement is None:
+        statement = _NAMES[key] = _naming(*key)
+    return statement, {f"scope_{name}": value for name, value, _ in scopes}
 
 
-# The one statement naming both settings, by the global read it names: ``on`` or ``''``.
-_NAME = {True: _naming("on"), False: _naming("")}
+def _scopes_of(scope: SessionScope) -> Scopes:
+    """Every declared row scope, with this session's value (``''`` when none or lifted)."""
+    found = []
+    for name in sorted(declared_row_scopes()):
+        lifted = name in scope.lifted
+        value = None if lifted else scope.row_value(name)
+        found.append((name, "" if value is None else str(value), lifted))
+    return tuple(found)
+
+
 _READ_TENANT = text(f"SELECT NULLIF(current_setting('{TENANT_SETTING}', true), '')")
-_READ_BOTH = text(
-    f"SELECT NULLIF(current_setting('{TENANT_SETTING}', true), ''), "
-    f"current_setting('{GLOBAL_READ_SETTING}', true)"
-)
 
 
 @dataclass(frozen=True)
@@ -115,42 +151,47 @@ class TenantSetting:
 
     def __init__(self, dialect: Dialect | None = None, *, with_begin: bool = False) -> None:
         self.with_begin = with_begin
-        self._begin_with_setting: Callable[[Any, str | None, bool], bool] | None = None
+        self._begin_with_setting: Callable[[Any, str | None, bool, Scopes], bool] | None = None
         if with_begin:  # psycopg is importable: the engine's dialect uses it
             from .begin import begin_with_setting
 
             self._begin_with_setting = begin_with_setting
-        self._raw: dict[bool, tuple[str, bool]] = {}
-        if dialect is not None:
-            for global_read, clause in _NAME.items():
-                compiled = clause.compile(dialect=dialect)
-                self._raw[global_read] = (compiled.string, bool(compiled.positional))
+        self._dialect = dialect
+        self._raw: dict[TextClause, tuple[str, tuple[str, ...] | None]] = {}
 
-    def begin(self, connection: Connection, tenant_id: str | None, *, global_read: bool) -> None:
-        """Name the tenant (``None``: none) and the global read for the transaction
-        ``connection`` just began: both, always, so no session-level value shows through."""
+    def begin(
+        self,
+        connection: Connection,
+        tenant_id: str | None,
+        *,
+        global_read: bool,
+        scopes: Scopes = (),
+    ) -> None:
+        """Name the tenant (``None``: none), the global read and each row scope of ``scopes``
+        for the transaction ``connection`` just began: all, always, so no session-level value
+        shows through."""
         begin = self._begin_with_setting
         if begin is not None and begin(
-            connection.connection.driver_connection, tenant_id, global_read
+            connection.connection.driver_connection, tenant_id, global_read, scopes
         ):
             return
-        tenant = "" if tenant_id is None else tenant_id
-        raw = self._raw.get(global_read)
-        if raw is None:
-            _send(connection, tenant, global_read=global_read)
+        statement, values = _name_statement(global_read, scopes)
+        values["tenant"] = "" if tenant_id is None else tenant_id
+        if self._dialect is None:
+            options = kit_setting_options(statement)  # the kit's own settings, past the gate
+            connection.execute(statement, values, execution_options=options)
             return
-        sql, positional = raw
+        raw = self._raw.get(statement)
+        if raw is None:
+            compiled = statement.compile(dialect=self._dialect)
+            order = tuple(compiled.positiontup or ()) if compiled.positional else None
+            raw = self._raw[statement] = (compiled.string, order)
+        sql, order = raw
         cursor = connection.connection.cursor()
         try:
-            cursor.execute(sql, (tenant,) if positional else {"tenant": tenant})
+            cursor.execute(sql, values if order is None else tuple(values[k] for k in order))
         finally:
             cursor.close()
-
-
-def _send(connection: Connection, tenant: str, *, global_read: bool) -> None:
-    statement = _NAME[global_read]
-    options = kit_setting_options(statement)  # the kit's own settings, past the wall's gate
-    connection.execute(statement, {"tenant": tenant}, execution_options=options)
 
 
 def enable_tenant_setting(
@@ -181,7 +222,8 @@ class RLSSession(TenantScopedSession):
 
     ``fastapi_tenancy.tenant_id`` names the session's tenant, or ``''`` (none: the policies
     admit no row); ``fastapi_tenancy.global_read`` is ``on`` in the global-access switch with no
-    tenant, ``''`` otherwise. Both are named in every transaction, so a value some earlier user
+    tenant, ``''`` otherwise; each declared row scope's value and lift are named beside them.
+    All are named in every transaction, so a value some earlier user
     of the connection left at session level never counts. A session made by hand (without a
     :class:`TenantSetting` in its ``info``) sends them as a statement of its own.
     """
@@ -201,20 +243,53 @@ def _name_tenant(session: Session, transaction: SessionTransaction, connection: 
     tenant = scope.tenant_id
     global_read = scope.access is Access.GLOBAL and tenant is None
     # the setting carries the key's spelling; the policies cast it to the column's type
-    setting.begin(connection, None if tenant is None else str(tenant), global_read=global_read)
+    setting.begin(
+        connection,
+        None if tenant is None else str(tenant),
+        global_read=global_read,
+        scopes=_scopes_of(scope),
+    )
 
 
-def set_tenant(connection: Connection, tenant_id: Any) -> None:
+def set_tenant(
+    connection: Connection,
+    tenant_id: Any,
+    *,
+    row_values: Mapping[str, Any] | None = None,
+    lift: Iterable[str] = (),
+) -> None:
     """Name ``tenant_id`` (a key of any type, a tenant record, or ``None``) for the rest of
-    ``connection``'s current transaction, global read off.
+    ``connection``'s current transaction, global read off, with the row scopes' values
+    ``row_values`` (``{"owner": "alice"}``) and the row scopes ``lift`` lifted.
 
     For trusted code on a raw connection (scripts, jobs): the settings are transaction-local, so
-    run it inside the transaction it is for; both are named, so a value left at session level
-    on the connection does not count. ``None`` names no tenant. Async:
-    ``await conn.run_sync(set_tenant, "acme")``.
+    run it inside the transaction it is for; all are named (every row scope declared in this
+    process too), so a value left at session level on the connection does not count. ``None``
+    names no tenant; a row scope with no value and not lifted admits no row of its tables.
+    Async: ``await conn.run_sync(set_tenant, "acme")``.
     """
+    values = dict(row_values or {})
+    lifted = frozenset(lift)
+    names = declared_row_scopes() | values.keys() | lifted
+    for name in names:
+        if not is_row_scope_name(name):
+            raise ValueError(f"not a row scope name: {name!r}")
+    scopes = tuple(
+        (
+            name,
+            "" if name in lifted or values.get(name) is None else str(values[name]),
+            name in lifted,
+        )
+        for name in sorted(names)
+    )
+    _name(connection, tenant_id, global_read=False, scopes=scopes)
+
+
+def _name(connection: Connection, tenant_id: Any, *, global_read: bool, scopes: Scopes) -> None:
     key = tenant_key_of(tenant_id)
-    connection.execute(_NAME[False], {"tenant": "" if key is None else str(key)})
+    statement, values = _name_statement(global_read, scopes)
+    values["tenant"] = "" if key is None else str(key)
+    connection.execute(statement, values)
 
 
 def read_tenant_setting(connection: Connection) -> str | None:
@@ -224,16 +299,36 @@ def read_tenant_setting(connection: Connection) -> str | None:
 
 
 @contextmanager
-def tenant_savepoint(connection: Connection, tenant_id: Any) -> Iterator[Connection]:
-    """A SAVEPOINT during which the transaction names another tenant (and no global read); the
-    outer settings are back after.
+def tenant_savepoint(
+    connection: Connection,
+    tenant_id: Any,
+    *,
+    row_values: Mapping[str, Any] | None = None,
+    lift: Iterable[str] = (),
+) -> Iterator[Connection]:
+    """A SAVEPOINT during which the transaction names another tenant (and no global read), with
+    ``row_values`` and ``lift`` as :func:`set_tenant` takes them; the outer settings, row scopes
+    included, are back after.
 
     PostgreSQL undoes a setting made inside a savepoint only when the savepoint rolls back; a
     released savepoint would keep it for the rest of the transaction. This block restores the
     outer settings on both paths.
     """
-    tenant, global_read = connection.execute(_READ_BOTH).one()
+    names = sorted(declared_row_scopes())
+    read = [
+        f"NULLIF(current_setting('{TENANT_SETTING}', true), '')",
+        f"current_setting('{GLOBAL_READ_SETTING}', true)",
+    ]
+    for name in names:
+        read += [
+            f"current_setting('{scope_setting(name)}', true)",
+            f"current_setting('{lift_setting(name)}', true)",
+        ]
+    tenant, global_read, *rest = connection.execute(text("SELECT " + ", ".join(read))).one()
+    scopes = tuple(
+        (name, rest[2 * i] or "", rest[2 * i + 1] == "on") for i, name in enumerate(names)
+    )
     with connection.begin_nested():
-        set_tenant(connection, tenant_id)
+        set_tenant(connection, tenant_id, row_values=row_values, lift=lift)
         yield connection
-        connection.execute(_NAME[global_read == "on"], {"tenant": tenant or ""})
+        _name(connection, tenant, global_read=global_read == "on", scopes=scopes)

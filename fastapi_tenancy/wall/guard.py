@@ -103,7 +103,8 @@ def kit_setting_options(statement: TextClause) -> dict[str, Any]:
     setting, on a guarded connection; not for applications.
 
     The gate lets such a statement through only with these options and only when every value
-    it binds is the session's own tenant or ``''``: it cannot name another tenant.
+    it binds is the session's own tenant, its own value of the row scope it names, or ``''``: it
+    cannot name another tenant nor another owner.
     """
     _KIT_SETTINGS.add(statement.text)
     return {_INTERNAL_OPTION: _INTERNAL}
@@ -114,8 +115,20 @@ def _is_kit_setting(context: Any, guard: Guard, rows: list[Mapping[str, Any]]) -
         return False
     if getattr(context.compiled.statement, "text", None) not in _KIT_SETTINGS:
         return False
-    allowed = {guard.scope.tenant_id, ""}
-    return all(value in allowed for row in rows for value in row.values())
+    scope = guard.scope
+    tenant = {scope.tenant_id, ""}
+    for row in rows:
+        for name, value in row.items():
+            if name == "tenant":
+                allowed = tenant
+            elif name.startswith("scope_"):  # a row scope's value: the session's own, or ''
+                own = scope.row_value(name[len("scope_") :])
+                allowed = {""} if own is None else {"", str(own)}
+            else:
+                return False
+            if value not in allowed:
+                return False
+    return True
 
 
 def install_guard(engine: Engine | AsyncEngine) -> None:

@@ -30,6 +30,7 @@ from fastapi_tenancy.models import TENANT_SHARED_ROWS_INFO_KEY, TENANT_TABLE_INF
 from fastapi_tenancy.postgres import TenantTable
 from fastapi_tenancy.postgres.alembic import DisableTenantRLSOp, EnableTenantRLSOp
 from fastapi_tenancy.postgres.policies import GLOBAL_READ_INFO_KEY, enable_statements
+from fastapi_tenancy.row_scopes import ROW_SCOPES_INFO_KEY
 
 pytestmark = pytest.mark.backends("postgres")
 
@@ -420,3 +421,40 @@ def test_other_dialects_get_no_operations(tmp_path):
     upgrade = script.upgrade_ops
     assert upgrade is not None
     assert [d[0] for d in upgrade.as_diffs()] == ["add_table", "add_index"]
+
+
+def test_row_scopes_get_their_restrictive_policies(migrations, owner):
+    metadata = MetaData()
+    Table(
+        "ag_note",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("tenant_id", TENANT_TYPE, nullable=False, index=True),
+        Column("owner_id", String(50), nullable=False),
+        Column("team_id", Integer, nullable=False),
+        info={
+            TENANT_TABLE_INFO_KEY: "tenant_id",
+            ROW_SCOPES_INFO_KEY: {"owner": "owner_id", "team": "team_id"},
+        },
+    )
+    scoped = sorted([*CORE, "tenancy_scope_owner", "tenancy_scope_team"])
+
+    script = migrations.revision(metadata)
+
+    upgrade = section(script, "upgrade")
+    assert "row_scopes={'owner': 'owner_id', 'team': 'team_id'}" in upgrade
+    assert "row_scope_types={'team': sa.Integer()}" in upgrade
+    assert "row_scopes={'owner': 'owner_id', 'team': 'team_id'}" in section(script, "downgrade")
+    migrations.upgrade()
+    assert policy_names(owner, "ag_note") == scoped
+    assert operations(section(migrations.revision(metadata), "upgrade")) == []
+    migrations.upgrade()
+
+    plant(owner, ["DROP POLICY tenancy_scope_team ON ag_note"])  # a database missing one
+
+    again = migrations.revision(metadata)
+    assert operations(section(again, "upgrade")) == [("enable_tenant_rls", "ag_note")]
+    migrations.upgrade()
+    assert policy_names(owner, "ag_note") == scoped
+    migrations.downgrade("base")
+    assert "ag_note" not in secured(owner)
