@@ -16,7 +16,7 @@ then checks that every tenant it names is the session's tenant or of its family.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -317,18 +317,7 @@ def _memberships(terms: list[Any], element: Any) -> Iterator[tuple[ColumnClause[
 def _shared_equalities(terms: list[Any], element: Any) -> list[tuple[ColumnClause[Any], Any]]:
     """``(column, param)`` for each term ``(column = :param OR column IS NULL)`` on ``element``:
     exactly those two arms, on one column."""
-    found = []
-    for term in terms:
-        if not isinstance(term, BooleanClauseList) or term.operator is not operators.or_:
-            continue
-        arms = [_ungrouped(arm) for arm in term.clauses]
-        if len(arms) != 2:
-            continue
-        for equal, null in (arms, arms[::-1]):
-            matched = list(_equalities([equal], element))
-            if len(matched) == 1 and _is_null_test(null, matched[0][0]):
-                found.append(matched[0])
-    return found
+    return _equalities_or(terms, element, lambda arm, column: _is_null_test(arm, column))
 
 
 def _public_equalities(
@@ -339,6 +328,14 @@ def _public_equalities(
     the pairs on that scope's column)."""
     if flag is None:
         return []
+    return _equalities_or(terms, element, lambda arm, _column: _is_true_test(arm, element, flag))
+
+
+def _equalities_or(
+    terms: list[Any], element: Any, admitted: Callable[[Any, ColumnClause[Any]], bool]
+) -> list[tuple[ColumnClause[Any], Any]]:
+    """``(column, param)`` for each term ``(column = :param OR <arm>)`` on ``element``: exactly
+    two arms, the other one ``admitted`` (given it and the compared column)."""
     found = []
     for term in terms:
         if not isinstance(term, BooleanClauseList) or term.operator is not operators.or_:
@@ -346,9 +343,9 @@ def _public_equalities(
         arms = [_ungrouped(arm) for arm in term.clauses]
         if len(arms) != 2:
             continue
-        for equal, flag_term in (arms, arms[::-1]):
+        for equal, other in (arms, arms[::-1]):
             matched = list(_equalities([equal], element))
-            if len(matched) == 1 and _is_true_test(flag_term, element, flag):
+            if len(matched) == 1 and admitted(other, matched[0][0]):
                 found.append(matched[0])
     return found
 
