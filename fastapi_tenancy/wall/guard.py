@@ -116,7 +116,8 @@ def _is_kit_setting(context: Any, guard: Guard, rows: list[Mapping[str, Any]]) -
     if getattr(context.compiled.statement, "text", None) not in _KIT_SETTINGS:
         return False
     scope = guard.scope
-    tenant = {scope.tenant_id, ""}
+    # the settings are text: the tenant travels as its spelling (str() of an int or UUID key)
+    tenant = {""} if scope.tenant_id is None else {"", str(scope.tenant_id)}
     for row in rows:
         for name, value in row.items():
             if name == "tenant":
