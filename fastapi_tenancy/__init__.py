@@ -48,6 +48,7 @@ from .exceptions import (
     InvalidTenantKey,
     InvalidToken,
     NotAMember,
+    RowPolicyViolation,
     RowScopeRequired,
     SessionTenantMismatch,
     TenancyError,
@@ -91,6 +92,7 @@ from .resolvers import (
     Resolver,
     SubdomainResolver,
 )
+from .row_policies import RowPolicy
 from .row_scopes import owner_field, row_scope_field
 from .scope import Access, SessionScope
 from .session import TenantScopedSession
@@ -128,6 +130,8 @@ __all__ = [
     "Resolution",
     "Resolver",
     "ResolverChain",
+    "RowPolicy",
+    "RowPolicyViolation",
     "RowScopeRequired",
     "SessionLimits",
     "SessionScope",

@@ -211,8 +211,9 @@ def lifted_session(
     *scopes: str, allow: Predicate, use_async: bool = False
 ) -> Callable[[HTTPConnection], AsyncIterator[Any]]:
     """The row-scope switch for a tenant's admins: a dependency giving a session of the bound
-    tenant that does not apply the row scopes ``scopes`` (every owner's notes, say), only when
-    ``allow(context)`` says so (403 ``admin_required`` otherwise); every use is audited.
+    tenant that does not apply the row scopes or row policies ``scopes`` (every owner's notes,
+    the archived documents), only when ``allow(context)`` says so (403 ``admin_required``
+    otherwise); every use is audited.
 
     The tenant stays: a lifted session is as tenant-scoped as any other::
 
@@ -222,7 +223,7 @@ def lifted_session(
     ``use_async=True`` gives an ``AsyncSession``, for a Tenancy on an ``AsyncEngine``.
     """
     if not scopes:
-        raise ValueError("lifted_session() needs the names of the row scopes it lifts")
+        raise ValueError("lifted_session() needs the names of the row scopes or policies it lifts")
 
     async def sync_dependency(conn: HTTPConnection) -> AsyncIterator[Session]:
         tenancy = _tenancy(conn)

@@ -16,6 +16,7 @@ applications can branch on the code and the middleware can answer ``{"detail", "
     ├── AdminRequired            403 admin_required
     ├── CrossTenantWrite         403 cross_tenant_write
     │   └── CrossScopeWrite      403 cross_scope_write
+    │       └── RowPolicyViolation 403 row_policy_violation
     ├── RowScopeRequired         403 row_scope_required
     ├── AlreadyExists            409 already_exists
     │   └── TenantExists         409 tenant_exists
@@ -46,6 +47,7 @@ __all__ = [
     "InvalidTenantKey",
     "InvalidToken",
     "NotAMember",
+    "RowPolicyViolation",
     "RowScopeRequired",
     "SessionTenantMismatch",
     "TenancyError",
@@ -172,6 +174,16 @@ class CrossScopeWrite(CrossTenantWrite):
     code = "cross_scope_write"
     status_code = 403
     default_detail = "This write reaches outside your rows."
+
+
+class RowPolicyViolation(CrossScopeWrite):
+    """A write would leave a row that fails a row policy of its model (archiving a row under
+    a "live rows only" policy): the session could not read the row it wrote. A
+    :class:`CrossScopeWrite`, so one handler answers both."""
+
+    code = "row_policy_violation"
+    status_code = 403
+    default_detail = "This write would leave a row outside your policies."
 
 
 class RowScopeRequired(TenancyError):

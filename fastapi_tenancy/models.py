@@ -13,7 +13,7 @@ be written across tenants::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal
 
 from sqlalchemy import Boolean, UniqueConstraint, column, event
@@ -25,6 +25,7 @@ from typing_extensions import TypeVar
 from .exceptions import TenancyMisuse
 from .hierarchy import TenantReads
 from .keys import TenantKeyType, key_type_for
+from .row_policies import RowPolicy, mark_row_policies
 from .row_scopes import (
     ROW_SCOPE_PUBLIC_INFO_KEY,
     ROW_SCOPES_PUBLIC_INFO_KEY,
@@ -123,6 +124,9 @@ class _TenantModel(SQLModel):
     __row_scopes_public__: ClassVar[Mapping[str, str]] = {}
     """``{row scope: attribute}`` of the boolean flags that make a row readable outside its
     row scope (``owner_field(public=...)``); filled when the model is mapped."""
+    __row_policies__: ClassVar[Sequence[RowPolicy]] = ()
+    """Named predicates every row of the model read or written in a tenant session meets,
+    beside its tenant (see :class:`~fastapi_tenancy.RowPolicy`)."""
 
     @classmethod
     def tenant_column(cls) -> ColumnElement[Any]:
@@ -224,7 +228,7 @@ def family_reads() -> frozenset[TenantReads]:
 
 
 def row_scoped_models() -> list[type[Any]]:
-    """The mapped tenant models that declare row scopes, in this process."""
+    """The mapped tenant models that declare row scopes or row policies, in this process."""
     return _ROW_SCOPED_MODELS
 
 
@@ -257,6 +261,13 @@ def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
                 by_column = {column.name: key for key, column in mapper.columns.items()}
                 cls.__row_scopes__ = {name: by_column[column] for name, column in scopes.items()}
                 _mark_public_flags(cls, mapper, table)
+            policies = mark_row_policies(cls, table, cls.__row_policies__)
+            if policies.keys() & scopes.keys():
+                raise TenancyMisuse(
+                    f"{cls.__name__} names a row policy and a row scope alike "
+                    f"({', '.join(sorted(policies.keys() & scopes.keys()))}); a lift names one"
+                )
+            if scopes or policies:
                 _ROW_SCOPED_MODELS.append(cls)
             table.info[TENANT_TABLE_INFO_KEY] = tenant_column.name
             _TENANT_TABLE_NAMES[(table.schema, table.name)] = tenant_column.name

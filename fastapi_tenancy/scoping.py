@@ -48,8 +48,9 @@ __all__ = ["TENANT_PARAM", "refuse_unscoped_moves", "scope_execution"]
 def _row_terms(
     cls: type[TenantScoped], skip: frozenset[str] = frozenset(), *, reading: bool = True
 ) -> list[Any]:
-    """``<row scope column> = :<its parameter>`` for each row scope of ``cls`` not in ``skip``;
-    when ``reading``, ``(... OR <public flag> = true)`` for a scope with public rows."""
+    """``<row scope column> = :<its parameter>`` for each row scope of ``cls`` not in ``skip``
+    (when ``reading``, ``(... OR <public flag> = true)`` for a scope with public rows), then
+    the predicate of each row policy of ``cls`` not in ``skip``."""
     terms = []
     public = cls.__row_scopes_public__ if reading else {}
     for name, attribute in cls.__row_scopes__.items():
@@ -58,6 +59,7 @@ def _row_terms(
         term = getattr(cls, attribute) == bindparam(row_scope_param(name))
         flag = public.get(name)
         terms.append(term if flag is None else or_(term, getattr(cls, flag) == true()))
+    terms += [policy.predicate(cls) for policy in cls.__row_policies__ if policy.name not in skip]
     return terms
 
 

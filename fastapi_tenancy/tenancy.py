@@ -34,6 +34,7 @@ from .lookup import LookupCache, TenantLookup, TenantTableLookup
 from .models import family_reads
 from .registry import TenantRegistry
 from .resolvers.base import Resolver
+from .row_policies import declared_row_policies
 from .row_scopes import OWNER_SCOPE, declared_row_scopes
 from .scope import Access, SessionScope
 from .session import SCOPE_KEY, TenantScopedSession
@@ -424,14 +425,15 @@ class Tenancy:
 
     def whole_tenant_scope(self, tenant: Any) -> SessionScope:
         """The scope of the kit's own work on a whole tenant (creating, purging, exporting,
-        importing, renaming): scoped to ``tenant``, with every row scope lifted, since those
-        operations move every owner's rows alike (never the caller's only: an admin purging a
-        tenant is a principal too), and without its family's rows (an export holds the
-        tenant's own). The values still come from the bound context, so a hook
-        creating a row-scoped row stamps the caller as its owner. Not for application code:
-        their own audit lines stand for it."""
+        importing, renaming): scoped to ``tenant``, with every row scope and row policy
+        lifted, since those operations move every owner's rows alike (never the caller's
+        only: an admin purging a tenant is a principal too), and without its family's rows
+        (an export holds the tenant's own). The values still come from the bound context, so
+        a hook creating a row-scoped row stamps the caller as its owner. Not for application
+        code: their own audit lines stand for it."""
         key = self.keys.coerce(checked_key(tenant, "a tenant operation"))
-        return SessionScope(tenant_id=key, lifted=declared_row_scopes(), family=NO_FAMILY)
+        lifted = declared_row_scopes() | declared_row_policies()
+        return SessionScope(tenant_id=key, lifted=lifted, family=NO_FAMILY)
 
     def _session_scope(self, tenant: Any, lift: Collection[str]) -> SessionScope:
         if tenant is None:
@@ -521,11 +523,12 @@ class Tenancy:
     def lift(
         self, scope: SessionScope, names: Collection[str], *, reason: str | None
     ) -> SessionScope:
-        """``scope`` with the row scopes ``names`` lifted (a tenant admin seeing every owner's
-        rows); logged on the audit logger. The tenant stays."""
-        unknown = set(names) - self.row_scopes.keys()
+        """``scope`` with the row scopes and row policies ``names`` lifted (a tenant admin
+        seeing every owner's rows, a records manager the archived ones); logged on the audit
+        logger. The tenant stays."""
+        unknown = set(names) - self.row_scopes.keys() - declared_row_policies()
         if unknown:
-            raise TenancyMisuse(f"no row scope named {sorted(unknown)} to lift")
+            raise TenancyMisuse(f"no row scope or row policy named {sorted(unknown)} to lift")
         context = get_tenant_context()
         audit_logger.info(
             "row scope lifted",

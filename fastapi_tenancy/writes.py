@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, inspect, select, tuple_
 from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm.attributes import flag_modified
 from sqlalchemy.orm.base import NO_VALUE
 from sqlalchemy.orm.exc import ObjectDeletedError
 from sqlalchemy.orm.interfaces import MANYTOONE
@@ -23,16 +24,19 @@ from sqlalchemy.orm.state import InstanceState
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.selectable import Join, Select
+from sqlalchemy.sql.util import ClauseAdapter
 
 from .context import audit_logger, get_tenant_context
 from .exceptions import (
     CrossScopeWrite,
     CrossTenantWrite,
+    RowPolicyViolation,
     RowScopeRequired,
     TenantRequired,
     WriteConflict,
 )
 from .models import TENANT_TABLE_INFO_KEY, is_tenant_model
+from .row_policies import row_policies_of
 from .row_scopes import row_scope_missing, row_scope_param, row_scopes_of
 from .scope import Access, SessionScope
 from .wall import TENANT_PARAM, guard_of
@@ -88,6 +92,7 @@ def check_flush(session: Session, scope: SessionScope) -> None:
             what = "tenant-scoped rows" if scope.access is Access.GLOBAL else "rows"
             raise TenantRequired(f"writing {what} needs a bound tenant")
         return
+    new_set = set(map(id, new))
     for obj in new:
         current = obj.tenant_id
         if current is None:
@@ -107,6 +112,8 @@ def check_flush(session: Session, scope: SessionScope) -> None:
         if not mutable and obj.tenant_id != tenant:
             raise CrossTenantWrite(f"this {type(obj).__name__} would move to another tenant")
         _check_row_scopes_held(obj, state, scope)
+    for obj in (*new, *dirty):
+        _check_row_policies(obj, scope, new=id(obj) in new_set)
     _prove_owned(session, written)
     _check_references(session, (*new, *dirty), tenant)
 
@@ -123,6 +130,34 @@ def _stamp_row_scopes(obj: Any, scope: SessionScope) -> None:
             setattr(obj, attribute, value)
         elif current != value and scope.enforces(name):
             raise CrossScopeWrite(f"a new {type(obj).__name__} names another {name}")
+
+
+def _check_row_policies(obj: Any, scope: SessionScope, *, new: bool) -> None:
+    """Refuse a row that would fail a row policy the session applies, before any SQL: a new
+    row, or a changed one (whose UPDATE then sets every column of a policy term it touches,
+    so the wall can check the term on the values sent)."""
+    mapper = inspect(obj).mapper
+    policies = row_policies_of(mapper.local_table)
+    if not policies:
+        return
+    state = inspect(obj)
+    for name, policy in policies.items():
+        if name in scope.lifted:
+            continue
+        for term in policy.terms:
+            keys = {
+                c: mapper.get_property_by_column(mapper.local_table.c[c]).key for c in term.columns
+            }
+            changed = new or any(state.attrs[key].history.has_changes() for key in keys.values())
+            if not changed:
+                continue
+            if not term.admits({column: getattr(obj, key) for column, key in keys.items()}):
+                raise RowPolicyViolation(
+                    f"this {type(obj).__name__} would fail its row policy {name!r}"
+                )
+            if not new:
+                for key in keys.values():
+                    flag_modified(obj, key)
 
 
 def _check_row_scopes_held(obj: Any, state: InstanceState[Any], scope: SessionScope) -> None:
@@ -199,6 +234,9 @@ def _filtered_select(element: Any, scope: SessionScope) -> Any:
                     if scope.enforces(scope_name):
                         value = scope.row_value(scope_name)
                         filtered = filtered.where(leaf.c[column_name] == value)
+                for policy_name, policy in row_policies_of(table).items():
+                    if scope.enforces(policy_name):
+                        filtered = filtered.where(ClauseAdapter(leaf).traverse(policy.expression))
     return filtered
 
 

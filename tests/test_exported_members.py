@@ -36,6 +36,8 @@ EXPECTED = [
     "Resolution",
     "Resolver",
     "ResolverChain",
+    "RowPolicy",
+    "RowPolicyViolation",
     "RowScopeRequired",
     "SessionLimits",
     "SessionScope",

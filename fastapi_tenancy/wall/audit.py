@@ -32,12 +32,13 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from ..context import audit_logger, get_tenant_context
 from ..models import TENANT_SHARED_ROWS_INFO_KEY
+from ..row_policies import row_policies_of
 from ..row_scopes import public_columns_of, row_scopes_of
 from ..scope import SessionScope
 from .compiler import is_tenant_table, tenant_column_of
 from .proof import Proof
 from .reads import ReadCheck
-from .values import WriteCheck
+from .values import PolicyWrite, WriteCheck
 
 __all__ = [
     "AUDIT_KEY",
@@ -124,9 +125,21 @@ def _row_scopes(read: ReadCheck) -> Iterator[str]:
         also = f" [OR {name}.{flag} = true]" if flag else ""
         for param in params:
             yield f"{name}.{columns[scope]} = :{param}{also} (the {scope})"
+    policies = row_policies_of(read.table)
+    for policy, proofs in read.policy_params:
+        if proofs:
+            yield f"{name}: {_policy_sql(policies[policy].expression)} (the row policy {policy})"
 
 
-def _write_scope(write: WriteCheck) -> str:
+def _policy_sql(expression: Any) -> str:
+    """A row policy's SQL with its values written out (the gate checks them as sent)."""
+    return str(expression.compile(compile_kwargs={"literal_binds": True}))
+
+
+def _write_scope(write: WriteCheck | PolicyWrite) -> str:
+    if isinstance(write, PolicyWrite):
+        sql = _policy_sql(write.term.expression)
+        return f"writes {write.table.fullname} meeting {sql} (the row policy {write.policy})"
     column = f"{write.table.fullname}.{write.column}"
     if write.row_scope is not None:
         return f"writes {column} = :{write.param} (the {write.row_scope})"

@@ -28,19 +28,21 @@ from ..context import audit_logger, get_tenant_context
 from ..exceptions import (
     CrossScopeWrite,
     CrossTenantWrite,
+    RowPolicyViolation,
     RowScopeRequired,
     TenantRequired,
     UnscopedStatement,
 )
 from ..hierarchy import NO_FAMILY
 from ..models import TENANT_SHARED_ROWS_INFO_KEY
+from ..row_policies import row_policies_of
 from ..row_scopes import public_columns_of, row_scope_missing, row_scope_param, row_scopes_of
 from ..scope import Access, SessionScope
 from .audit import TAG_ATTRIBUTE, StatementAudit
 from .compiler import tenant_column_of
 from .proof import Proof, prove
-from .reads import ReadCheck
-from .values import KeyCheck, WriteCheck
+from .reads import PolicyBinds, ReadCheck
+from .values import KeyCheck, PolicyWrite, WriteCheck
 
 __all__ = [
     "TENANT_PARAM",
@@ -252,7 +254,7 @@ def _check_read(
     tenant = scope.tenant_id
     if tenant is None:
         if read.read_only and read.global_access and scope.access is Access.GLOBAL:
-            if all(_in_row_scopes(read, scope, row) for row in rows):
+            if all(_in_row_scopes(read, scope, row, context) for row in rows):
                 return
             raise UnscopedStatement(
                 f"{read.where} is not filtered by every row scope of {read.table.name!r}"
@@ -269,13 +271,13 @@ def _check_read(
         if any(row.get(name) == tenant for name in params) or (
             read.family_params and _in_family(read, scope, row, context)
         ):
-            if _in_row_scopes(read, scope, row):
+            if _in_row_scopes(read, scope, row, context):
                 continue
             if read.key_params is None:
                 raise UnscopedStatement(
-                    f"{read.where} is filtered by the tenant but not by every row scope of "
-                    f"{read.table.name!r} ({', '.join(name for name, _ in read.scope_params)}) "
-                    "with the session's values, so it could reach rows outside them"
+                    f"{read.where} is filtered by the tenant but not by every row scope and "
+                    f"row policy of {read.table.name!r} ({_scopes_named(read)}) with the "
+                    "session's values, so it could reach rows outside them"
                 )
         elif read.key_params is None:
             if read.family_params:
@@ -319,13 +321,37 @@ def _in_family(
     return False
 
 
-def _in_row_scopes(read: ReadCheck, scope: SessionScope, row: Mapping[str, Any]) -> bool:
-    """Whether ``row``'s parameters prove every row scope of the table that ``scope`` applies."""
+def _in_row_scopes(
+    read: ReadCheck, scope: SessionScope, row: Mapping[str, Any], context: ExecutionContext
+) -> bool:
+    """Whether ``row``'s parameters prove every row scope and every row policy of the table
+    that ``scope`` applies."""
     for name, params in read.scope_params:
         if name in scope.lifted:
             continue
         value = _row_value(scope, name)
         if not any(row.get(param) == value for param in params):
+            return False
+    for name, proofs in read.policy_params:
+        if name not in scope.lifted and not any(_holds(binds, row, context) for binds in proofs):
+            return False
+    return True
+
+
+def _scopes_named(read: ReadCheck) -> str:
+    names = [name for name, _ in read.scope_params] + [name for name, _ in read.policy_params]
+    return ", ".join(dict.fromkeys(names))
+
+
+def _holds(binds: PolicyBinds, row: Mapping[str, Any], context: ExecutionContext) -> bool:
+    """Whether a term proving a row policy is sent with the policy's values."""
+    expanded: Mapping[str, list[str]] = getattr(context, "_expanded_parameters", {})
+    for name, value, expanding in binds:
+        if expanding:
+            names = expanded.get(name)
+            if names is None or [row.get(each) for each in names] != list(value):
+                return False
+        elif name not in row or row[name] != value:
             return False
     return True
 
@@ -338,7 +364,10 @@ def _row_value(scope: SessionScope, name: str) -> Any:
 
 
 def _check_writes(
-    conn: Connection, guard: Guard, writes: tuple[WriteCheck, ...], rows: list[Mapping[str, Any]]
+    conn: Connection,
+    guard: Guard,
+    writes: tuple[WriteCheck | PolicyWrite, ...],
+    rows: list[Mapping[str, Any]],
 ) -> None:
     scope = guard.scope
     tenant = scope.tenant_id
@@ -346,6 +375,9 @@ def _check_writes(
     mutable = context is not None and context.mutable
     wanted: dict[KeyCheck, list[tuple[Any, ...]]] = {}
     for write in writes:
+        if isinstance(write, PolicyWrite):
+            _check_policy_write(guard, write, rows)
+            continue
         if write.row_scope is not None:
             _check_row_scope_write(guard, write.row_scope, write, rows)
             continue
@@ -399,6 +431,20 @@ def _check_row_scope_write(
             raise audit_refused_write(guard.scope.tenant_id, error)
 
 
+def _check_policy_write(guard: Guard, write: PolicyWrite, rows: list[Mapping[str, Any]]) -> None:
+    """The values a row policy reads, as written, must meet it, unless the session lifts it."""
+    if write.policy in guard.scope.lifted:
+        return
+    for row in rows:
+        values = {column: row.get(param) for column, param in write.params}
+        if not write.term.admits(values):
+            error = RowPolicyViolation(
+                f"this write would leave a {write.table.name} row outside its row policy "
+                f"{write.policy!r}"
+            )
+            raise audit_refused_write(guard.scope.tenant_id, error)
+
+
 def _owned(
     conn: Connection,
     guard: Guard,
@@ -437,6 +483,9 @@ def _owned(
                 term = or_(term, table.c[public[name]] == true())
             mine = and_(mine, term)
             params[param] = _row_value(guard.scope, name)
+    for name, policy in row_policies_of(table).items():
+        if name not in guard.scope.lifted:
+            mine = and_(mine, policy.expression)
     query = select(*key_columns).where(and_(condition, mine))
     found = {tuple(row) for row in conn.execute(query, params)}
     guard.add_owned(table, columns, found, shared=shared or bool(public))

@@ -10,7 +10,9 @@ actually sent (:mod:`fastapi_tenancy.wall.guard`):
   by primary key (the unit of work's) may instead name keys proven to be the tenant's rows;
 - every value written into a tenant column must be a bound value equal to the tenant;
 - every value written into a foreign key to a tenant table must be a bound value naming a row
-  of the tenant (or NULL), or a scalar subquery selecting that key from the (proven) parent.
+  of the tenant (or NULL), or a scalar subquery selecting that key from the (proven) parent;
+- every row policy of a table read must be found as a term of the same places, with its own
+  values as sent; the values written into the columns a row policy reads must meet it.
 
 What the proof cannot read is refused before anything is sent.
 """
@@ -27,7 +29,7 @@ from .compiler import (
     refuse_custom_constructs,
 )
 from .reads import ReadCheck, read_checks
-from .values import WriteCheck, write_checks
+from .values import PolicyWrite, WriteCheck, write_checks
 
 __all__ = ["Proof", "prove"]
 
@@ -38,7 +40,7 @@ class Proof:
 
     refusal: str | None
     reads: tuple[ReadCheck, ...] = ()
-    writes: tuple[WriteCheck, ...] = ()
+    writes: tuple[WriteCheck | PolicyWrite, ...] = ()
 
 
 def prove(compiled: SQLCompiler) -> Proof:

@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy.sql import operators
+from sqlalchemy import column as bare_column
+from sqlalchemy.sql import operators, visitors
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Delete, Update
 from sqlalchemy.sql.elements import (
@@ -37,6 +38,7 @@ from sqlalchemy.sql.selectable import FromGrouping, Join, Select
 
 from ..hierarchy import TenantReads
 from ..models import TENANT_GLOBAL_INFO_KEY, TENANT_READS_INFO_KEY, TENANT_SHARED_ROWS_INFO_KEY
+from ..row_policies import PolicyTerm, row_policies_of
 from ..row_scopes import public_columns_of, row_scopes_of
 from .compiler import (
     Occurrence,
@@ -47,7 +49,11 @@ from .compiler import (
     tenant_column_of,
 )
 
-__all__ = ["ReadCheck", "read_checks"]
+__all__ = ["PolicyBinds", "ReadCheck", "read_checks"]
+
+PolicyBinds = tuple[tuple[str, Any, bool], ...]
+"""The parameters of a term proving a row policy: name, the policy's value, and whether it is
+an expanding parameter (a list)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +73,9 @@ class ReadCheck:
     own, where it is only read."""
     family_params: tuple[str, ...] = ()
     """Expanding parameters of ``<tenant column> IN (:param)`` terms that may prove it."""
+    policy_params: tuple[tuple[str, tuple[PolicyBinds, ...]], ...] = ()
+    """For each term of each row policy of the table, the policy's name and the terms of the
+    statement that may prove it, each by the parameters it binds with the policy's values."""
 
     @property
     def global_access(self) -> bool:
@@ -208,6 +217,11 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[Read
                 for name in _bind_name(compiler, param)
             )
         )
+    policy_params = tuple(
+        (policy.name, _policy_proofs(compiler, terms, occurrence, term))
+        for policy in row_policies_of(occurrence.table).values()
+        for term in policy.terms
+    )
     key_params = None
     if isinstance(statement, (Update, Delete)) and target:
         key_params = _primary_key_params(compiler, occurrence.table, terms, element)
@@ -220,8 +234,63 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[Read
         scope_params=scope_params,
         family=family,
         family_params=family_params,
+        policy_params=policy_params,
     )
     return check, terms
+
+
+def _policy_proofs(
+    compiler: ProvingCompiler, terms: list[Any], occurrence: Occurrence, policy: PolicyTerm
+) -> tuple[PolicyBinds, ...]:
+    """The terms among ``terms`` that are ``policy`` on the occurrence: the same SQL, in the
+    same order, once the columns of the occurrence (the table or its alias) are read as the
+    policy's; each given by the parameters it binds, paired with the policy's own values,
+    which the gate checks they carry as sent. Values are not compared here: a compiled
+    statement is shared by every statement of its shape, whatever values it was first
+    compiled with."""
+    wanted = _on_columns(policy.expression, lambda table: table is occurrence.table)
+    shape = _shape(wanted)
+    values = [bound for bound in visitors.iterate(wanted) if isinstance(bound, BindParameter)]
+    found = []
+    for term in terms:
+        mine = _on_columns(term, lambda table: same(table, occurrence.element))
+        if _shape(mine) != shape or not mine.compare(wanted, compare_values=False):
+            continue
+        binds = []
+        params = [bound for bound in visitors.iterate(term) if isinstance(bound, BindParameter)]
+        for bound, value in zip(params, values, strict=True):
+            names = _bind_name(compiler, bound)
+            if not names or bound.expanding != value.expanding:
+                break
+            binds.append((names[0], value.effective_value, value.expanding))
+        else:
+            found.append(tuple(binds))
+    return tuple(found)
+
+
+def _shape(expression: Any) -> list[tuple[str, Any, str | None]]:
+    """Every element of ``expression`` in traversal order: its kind, its operator and, for a
+    column, its name. Two expressions of one shape bind their parameters in one order."""
+    return [
+        (
+            type(element).__name__.removeprefix("Annotated"),
+            getattr(element, "operator", None),
+            element.name if isinstance(element, ColumnClause) else None,
+        )
+        for element in visitors.iterate(expression)
+    ]
+
+
+def _on_columns(expression: Any, mine: Callable[[Any], bool]) -> Any:
+    """``expression`` with every column of a FROM that ``mine`` accepts replaced by a bare
+    column of its name (other columns are left as they are, and compare as different)."""
+
+    def bare(element: Any, **_kw: Any) -> Any:
+        if isinstance(element, ColumnClause) and mine(getattr(element, "table", None)):
+            return bare_column(element.name)
+        return None
+
+    return visitors.replacement_traverse(_ungrouped(expression), {}, bare)
 
 
 def _primary_key_params(

@@ -9,7 +9,7 @@ subquery selecting the parent's key from a (proven) occurrence of the parent tab
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from sqlalchemy.sql.elements import (
 from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.sql.selectable import ScalarSelect, Select
 
+from ..row_policies import PolicyTerm, TablePolicy, row_policies_of
 from ..row_scopes import row_scopes_of
 from .compiler import (
     ProvingCompiler,
@@ -34,7 +35,7 @@ from .compiler import (
     tenant_column_of,
 )
 
-__all__ = ["KeyCheck", "ScopeColumn", "WriteCheck", "write_checks"]
+__all__ = ["KeyCheck", "PolicyWrite", "ScopeColumn", "WriteCheck", "write_checks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +60,25 @@ class WriteCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyWrite:
+    """One row written into a table with a row policy: the policy's term that the columns it
+    sets must meet, and the parameter carrying each of those columns' values."""
+
+    table: Table
+    policy: str
+    term: PolicyTerm
+    params: tuple[tuple[str, str], ...]
+    """``(column name, parameter)`` for every column the term reads."""
+
+
+@dataclass(frozen=True, slots=True)
 class ScopeColumn:
     """A guarded column holding a row scope: written values must be the session's value."""
 
     name: str
 
 
-def write_checks(compiler: ProvingCompiler, write: Write) -> Iterator[WriteCheck]:
+def write_checks(compiler: ProvingCompiler, write: Write) -> Iterator[WriteCheck | PolicyWrite]:
     statement = write.statement
     table = origin(statement.table)
     guarded = _guarded_columns(table)
@@ -99,6 +112,9 @@ def write_checks(compiler: ProvingCompiler, write: Write) -> Iterator[WriteCheck
         parent = guarded.get(column.key, _UNGUARDED)
         if parent is not _UNGUARDED:
             yield _bound(compiler, table, column, column.key, parent, update)
+    policies = row_policies_of(table)
+    if policies:
+        yield from _policy_writes(compiler, table, policies, rows, write, multi, update)
     if isinstance(statement, Insert) and is_tenant_table(table):
         stamped = [tenant_column_of(table)]
         stamped += [table.c[name] for name in row_scopes_of(table).values()]
@@ -112,6 +128,78 @@ def write_checks(compiler: ProvingCompiler, write: Write) -> Iterator[WriteCheck
 
 
 _UNGUARDED: Any = object()
+
+
+def _policy_writes(
+    compiler: ProvingCompiler,
+    table: Table,
+    policies: Mapping[str, TablePolicy],
+    rows: list[dict[Any, Any]],
+    write: Write,
+    multi: bool,
+    update: bool,
+) -> Iterator[PolicyWrite]:
+    """Each row's values of the columns each row policy term reads, by parameter: an INSERT
+    must write them all (a value, or a default the statement renders), an UPDATE all or none
+    of a term's (none leaves the row as it was proven)."""
+    defaulted = {column.key for column in (*compiler.insert_prefetch, *compiler.update_prefetch)}
+    bound = set(compiler.bind_names.values())
+    read = frozenset().union(*(policy.columns for policy in policies.values()))
+    for index, row in enumerate(rows):
+        params: dict[str, str] = {}
+        for key, value in row.items():
+            column = _column_for(key, table)
+            if column is not None and column.name in read:
+                params[column.name] = _policy_param(compiler, table, column, value, index, multi)
+        for column in table.columns:
+            if column.name in params or column.name not in read:
+                continue
+            name = f"{column.key}_m{index}" if multi else column.key
+            if column.key in (write.column_keys or ()) or (
+                column.key in defaulted and name in bound
+            ):
+                params[column.name] = name
+        for policy in policies.values():
+            for term in policy.terms:
+                missing = sorted(term.columns - params.keys())
+                if update and len(missing) == len(term.columns):
+                    continue
+                if missing:
+                    verb = "sets only part of" if update else "does not write all of"
+                    raise Refusal(
+                        f"this {'UPDATE' if update else 'INSERT'} of {table.name!r} {verb} the "
+                        f"columns its row policy {policy.name!r} reads (not {', '.join(missing)}), "
+                        "so the row it leaves cannot be checked against the policy; write them "
+                        "together"
+                    )
+                yield PolicyWrite(
+                    table, policy.name, term, tuple((c, params[c]) for c in sorted(term.columns))
+                )
+
+
+def _policy_param(
+    compiler: ProvingCompiler,
+    table: Table,
+    column: Column[Any],
+    value: Any,
+    index: int,
+    multi: bool,
+) -> str:
+    if hasattr(value, "__clause_element__"):
+        value = value.__clause_element__()
+    if not isinstance(value, ClauseElement):
+        return f"{column.key}_m{index}" if multi else column.key
+    if isinstance(value, BindParameter):
+        names: list[str] = list(
+            {n for bound, n in compiler.bind_names.items() if same(bound, value)}
+        )
+        if len(names) == 1:
+            return names[0]
+    raise Refusal(
+        f"{table.name}.{column.name} is read by a row policy and is written from a SQL "
+        f"expression ({type(value).__name__}), which cannot be checked against the policy; "
+        "pass the value itself"
+    )
 
 
 def _value_check(
