@@ -6,11 +6,12 @@ import uuid
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
-from sqlalchemy import create_engine
+from sqlalchemy import ColumnElement, create_engine, false
 from sqlmodel import Field, SQLModel, col, select
 
 from fastapi_tenancy import (
     HeaderResolver,
+    RowPolicy,
     Tenancy,
     TenantScoped,
     TenantSession,
@@ -44,6 +45,18 @@ class Invoice(OrgScoped, table=True):
 
 class Counter(TenantScoped[int], table=True):
     id: int | None = Field(default=None, primary_key=True)
+
+
+def live(cls: type[Document]) -> ColumnElement[bool]:
+    return col(cls.archived) == false()
+
+
+class Document(TenantScoped, table=True):
+    __row_policies__ = (RowPolicy("live", live), RowPolicy("small", lambda cls: cls.size <= 10))
+
+    id: int | None = Field(default=None, primary_key=True)
+    archived: bool = False
+    size: int = 0
 
 
 engine = create_engine("sqlite://")
