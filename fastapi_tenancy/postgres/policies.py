@@ -119,7 +119,7 @@ POLICY_NAMES = {
 """The policy names the kit owns on each tenant table; re-applying replaces exactly these (and
 the row scopes' policies, :func:`scope_policy_name` and :func:`owned_policy_name`)."""
 
-FAMILY_SETTINGS: dict[str, str] = {
+FAMILY_SETTINGS: dict[TenantReads, str] = {
     "ancestors": "fastapi_tenancy.ancestors",
     "descendants": "fastapi_tenancy.descendants",
 }

@@ -61,7 +61,7 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.elements import TextClause
 
 from ..exceptions import TenancyMisuse
-from ..hierarchy import NO_FAMILY, TenantFamily, family_setting_value
+from ..hierarchy import NO_FAMILY, TenantFamily, TenantReads, family_setting_value
 from ..keys import tenant_key_of
 from ..models import family_reads
 from ..row_scopes import declared_row_scopes, is_row_scope_name
@@ -115,7 +115,7 @@ def _naming(
     return text("SELECT " + ", ".join(parts))
 
 
-_DIRECTIONS = ("ancestors", "descendants")
+_DIRECTIONS: tuple[TenantReads, ...] = ("ancestors", "descendants")
 
 # The statement naming every setting, by what its constants say: the global read, the row
 # scopes named and those of them lifted, and whether the family is named. Without row scopes
