@@ -490,3 +490,17 @@ def test_the_family_costs_no_round_trip_on_psycopg(app_role, relay, world):
     assert (
         trips(through_kit) == 3
     )  # BEGIN with every setting, the family's too, the query, ROLLBACK
+
+
+def test_the_family_is_named_only_beside_the_settings_of_before():
+    statement, values = _name_statement(False, (), ("a", "b"))
+    before = (
+        "SELECT set_config('fastapi_tenancy.tenant_id', :tenant, true), "
+        "set_config('fastapi_tenancy.global_read', '', true)"
+    )
+    assert statement.text == (
+        f"{before}, set_config('fastapi_tenancy.ancestors', :ancestors, true), "
+        "set_config('fastapi_tenancy.descendants', :descendants, true)"
+    )
+    assert values == {"ancestors": "a", "descendants": "b"}
+    assert _name_statement(False, ())[0].text == before  # no family: the statement of before
