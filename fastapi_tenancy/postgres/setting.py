@@ -16,12 +16,11 @@ row-scope policies read; an app without row scopes sends the two settings alone.
 read their tenant's family (``__tenant_reads__``), it names ``fastapi_tenancy.ancestors`` and
 ``fastapi_tenancy.descendants`` too: the session's family of each direction, as a PostgreSQL
 array literal (``{"initech","umbrella"}``, ``''`` when none), which the SELECT policies of those
-models read. The policies
-read the tenant and global read through ``NULLIF(..., '')``, so ``''`` means no tenant and no
-global read (see :mod:`~fastapi_tenancy.postgres.policies`). The ``true`` makes them
-transaction-local: they end with the COMMIT or ROLLBACK, so nothing the kit sets survives into
-the next use of a pooled connection, a transaction that raised leaves nothing behind, and a
-pooler in transaction mode sees one self-contained transaction.
+models read. The policies read the tenant and global read through ``NULLIF(..., '')``, so
+``''`` means no tenant and no global read (see :mod:`~fastapi_tenancy.postgres.policies`). The
+``true`` makes them transaction-local: they end with the COMMIT or ROLLBACK, so nothing the kit
+sets survives into the next use of a pooled connection, a transaction that raised leaves
+nothing behind, and a pooler in transaction mode sees one self-contained transaction.
 
 Both are named in every transaction, a tenant's, the global switch's and one with no tenant
 alike, because a transaction-local value hides whatever the connection holds at session level.
