@@ -27,7 +27,13 @@ from .exceptions import TenancyMisuse, TenantHierarchyInvalid
 if TYPE_CHECKING:
     from .lookup import TenantLookup
 
-__all__ = ["FAMILY_PARAMS", "TenantFamily", "TenantHierarchy", "TenantReads"]
+__all__ = [
+    "FAMILY_PARAMS",
+    "TenantFamily",
+    "TenantHierarchy",
+    "TenantReads",
+    "family_setting_value",
+]
 
 TenantReads = Literal["own", "ancestors", "descendants"]
 """What a tenant reads of a model: its own rows, or also its ancestors' or descendants'."""
@@ -62,6 +68,18 @@ class TenantFamily:
 
 
 NO_FAMILY = TenantFamily()
+
+
+def family_setting_value(keys: Iterable[Any]) -> str:
+    """``keys`` as the text of a PostgreSQL array literal, for the row-level security setting
+    naming a tenant's family (``''`` when there are none).
+
+    Every element is double-quoted with ``"`` and ``\\`` escaped, so no key (a custom pattern's
+    comma, brace or quote included) can end an element or the array early; PostgreSQL casts
+    the text to an array of the tenant column's type.
+    """
+    quoted = ['"' + str(key).replace("\\", "\\\\").replace('"', '\\"') + '"' for key in keys]
+    return "{" + ",".join(quoted) + "}" if quoted else ""
 
 
 @dataclass

@@ -10,7 +10,8 @@ service on the same database). Turn it on in one step, with the policies applied
 Modules, in the order a request meets them:
 
     policies  the DDL: ENABLE/FORCE ROW LEVEL SECURITY and one policy per command
-    setting   the tenant and the global read named per transaction (set_config(..., true))
+    setting   the tenant, the global read, the row scopes and the family named per transaction
+              (set_config(..., true))
     begin     on psycopg 3, those settings sent in one message with the transaction's BEGIN
     guard     the refusal to run on a role that would bypass the policies silently
     check     the checker of a live database (fastapi-tenancy-check DATABASE_URL)
@@ -24,6 +25,7 @@ from __future__ import annotations
 from .check import Finding, check_database
 from .guard import UnsafeDatabaseRole
 from .policies import (
+    FAMILY_SETTINGS,
     GLOBAL_READ_SETTING,
     TENANT_SETTING,
     ScopeColumn,
@@ -42,6 +44,7 @@ from .setting import (
 )
 
 __all__ = [
+    "FAMILY_SETTINGS",
     "GLOBAL_READ_SETTING",
     "TENANT_SETTING",
     "Finding",

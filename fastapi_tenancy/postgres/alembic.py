@@ -33,6 +33,7 @@ from typing import Any
 from alembic.operations import MigrateOperation, Operations
 from sqlalchemy.types import TypeEngine
 
+from ..hierarchy import TenantReads
 from .policies import ScopeColumn, TenantTable, disable_statements, enable_statements
 
 __all__ = ["DisableTenantRLSOp", "EnableTenantRLSOp"]
@@ -51,8 +52,11 @@ class _TenantRLSOp(MigrateOperation):
         shared_rows: bool = False,
         row_scopes: Mapping[str, str] | None = None,
         row_scope_types: Mapping[str, TypeEngine[Any]] | None = None,
+        row_scope_public: Mapping[str, str] | None = None,
+        tenant_reads: TenantReads = "own",
     ) -> None:
         types = row_scope_types or {}
+        public = row_scope_public or {}
         self.table = TenantTable(
             name=table_name,
             schema=schema,
@@ -62,9 +66,10 @@ class _TenantRLSOp(MigrateOperation):
             admin_roles=tuple(admin_roles),
             shared_rows=shared_rows,
             row_scopes=tuple(
-                ScopeColumn(scope, column, types.get(scope))
+                ScopeColumn(scope, column, types.get(scope), public.get(scope))
                 for scope, column in sorted((row_scopes or {}).items())
             ),
+            tenant_reads=tenant_reads,
         )
 
     def _diff_tuple(self, name: str) -> tuple[Any, ...]:
@@ -83,6 +88,10 @@ class _TenantRLSOp(MigrateOperation):
             "row_scope_types": {
                 s.scope: s.column_type for s in t.row_scopes if s.column_type is not None
             },
+            "row_scope_public": {
+                s.scope: s.public_column for s in t.row_scopes if s.public_column is not None
+            },
+            "tenant_reads": t.tenant_reads,
         }
 
 
@@ -107,6 +116,8 @@ class EnableTenantRLSOp(_TenantRLSOp):
         shared_rows: bool = False,
         row_scopes: Mapping[str, str] | None = None,
         row_scope_types: Mapping[str, TypeEngine[Any]] | None = None,
+        row_scope_public: Mapping[str, str] | None = None,
+        tenant_reads: TenantReads = "own",
     ) -> None:
         """Enable and force row-level security on ``table_name`` with the tenant policies.
 
@@ -115,7 +126,11 @@ class EnableTenantRLSOp(_TenantRLSOp):
         admitting every row; ``shared_rows=True`` for a model declared ``__shared_rows__``
         (every tenant reads the rows with a NULL tenant); ``row_scopes`` (``{"owner":
         "owner_id"}``) gives each row scope its restrictive policy, the setting cast to
-        ``row_scope_types[scope]`` when that column is not a string type. Idempotent.
+        ``row_scope_types[scope]`` when that column is not a string type;
+        ``row_scope_public`` (``{"owner": "published"}``) names the boolean column of a scope's
+        public rows, read by every session of the tenant and written only within the scope;
+        ``tenant_reads`` (``"ancestors"``, ``"descendants"``) for a model whose tenants read
+        their family's rows. Idempotent.
         """
         operations.invoke(
             cls(
@@ -128,6 +143,8 @@ class EnableTenantRLSOp(_TenantRLSOp):
                 shared_rows=shared_rows,
                 row_scopes=row_scopes,
                 row_scope_types=row_scope_types,
+                row_scope_public=row_scope_public,
+                tenant_reads=tenant_reads,
             )
         )
 
@@ -160,7 +177,7 @@ class DisableTenantRLSOp(_TenantRLSOp):
         row_scopes: Mapping[str, str] | None = None,
     ) -> None:
         """Drop the kit's policies from ``table_name`` (the restrictive ones of ``row_scopes``
-        too) and disable row-level security."""
+        too, those of their public rows included) and disable row-level security."""
         operations.invoke(
             cls(table_name, schema=schema, tenant_column=tenant_column, row_scopes=row_scopes)
         )

@@ -6,7 +6,8 @@ Alembic's own comparison:
 
 - a tenant table of the metadata (``tenant_tables``) that is new, or whose table has no row-level
   security, or not forced, or not the kit's policies for its options (``global_read``,
-  ``shared_rows``, the tenant column, the restrictive policy of each row scope), gets
+  ``shared_rows``, ``tenant_reads``, the tenant column, the restrictive policies of each row
+  scope and of its public rows), gets
   ``op.enable_tenant_rls(...)``, after its ``create_table`` and any other operation on it; a
   table with row-level security enabled and forced and none of the kit's policies (policies of
   your own) gets nothing;
@@ -38,13 +39,17 @@ from alembic.operations.ops import (
 from sqlalchemy import Table, text
 from sqlalchemy.engine import Connection
 
+from ..hierarchy import TenantReads
 from ..models import TENANT_TABLE_INFO_KEY
 from .alembic import DisableTenantRLSOp, EnableTenantRLSOp
 from .policies import (
+    FAMILY_SETTINGS,
+    OWNED_COMMANDS,
     POLICY_NAMES,
     ScopeColumn,
     TenantTable,
     _compares_as_text,
+    owned_policy_name,
     scope_policy_name,
     tenant_tables,
 )
@@ -71,7 +76,9 @@ JOIN pg_class c ON c.relkind IN ('r', 'p') AND c.oid = to_regclass(
     CASE WHEN w.schema IS NULL THEN quote_ident(w.name)
          ELSE quote_ident(w.schema) || '.' || quote_ident(w.name) END)
 LEFT JOIN pg_policy p ON p.polrelid = c.oid AND (p.polname = ANY(CAST(:policies AS text[]))
-    OR (starts_with(p.polname::text, :scope_prefix) AND NOT p.polpermissive))
+    OR (NOT p.polpermissive AND EXISTS (
+        SELECT 1 FROM unnest(CAST(:prefixes AS text[])) AS x(prefix)
+        WHERE starts_with(p.polname::text, x.prefix))))
 """)
 
 
@@ -85,6 +92,7 @@ class _State:
     roles: dict[str, list[str]] = field(default_factory=dict)
     columns: set[str] = field(default_factory=set)
     scopes: dict[str, set[str]] = field(default_factory=dict)  # row scope -> its columns
+    owned: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # command -> scopes
 
     @property
     def has_wall(self) -> bool:
@@ -94,9 +102,30 @@ class _State:
     def shared_rows(self) -> bool:
         return " IS NULL" in (self.policies.get("select") or "")
 
+    @property
+    def tenant_reads(self) -> TenantReads:
+        using = self.policies.get("select") or ""
+        for reads, setting in FAMILY_SETTINGS.items():
+            if f"'{setting}'" in using:
+                return reads
+        return "own"
+
+    def scope_columns(self) -> dict[str, tuple[str, str | None]]:
+        """``{row scope: (its column, its public flag or None)}``, where the policies name
+        them unambiguously: the owned policies name the scope's column alone."""
+        found: dict[str, tuple[str, str | None]] = {}
+        for scope, columns in self.scopes.items():
+            own = self.owned.get(OWNED_COMMANDS[0], {}).get(scope, set())
+            if len(columns) == 1:
+                found[scope] = (min(columns), None)
+            elif len(own) == 1 and len(columns - own) == 1 and own < columns:
+                found[scope] = (min(own), min(columns - own))
+        return found
+
 
 _KEYS = {name: key for key, name in POLICY_NAMES.items()}
 _SCOPE_PREFIX = scope_policy_name("")
+_OWNED_PREFIXES = {command: owned_policy_name("", command) for command in OWNED_COMMANDS}
 
 
 def _read_states(
@@ -109,16 +138,22 @@ def _read_states(
         "schemas": [schema for schema, _ in keys],
         "names": [name for _, name in keys],
         "policies": list(POLICY_NAMES.values()),
-        "scope_prefix": _SCOPE_PREFIX,
+        "prefixes": [_SCOPE_PREFIX, *_OWNED_PREFIXES.values()],
     }
     states: dict[tuple[str | None, str], _State] = {}
     for schema, name, rls, forced, policy, using, roles, columns in conn.execute(
         _STATE_SQL, params
     ):
         state = states.setdefault((schema, name), _State(bool(rls), bool(forced)))
-        if policy is not None and policy.startswith(_SCOPE_PREFIX):
+        owned = next(
+            (c for c, p in _OWNED_PREFIXES.items() if policy and policy.startswith(p)), None
+        )
+        if owned is not None:
+            scope = policy[len(_OWNED_PREFIXES[owned]) :]
+            state.owned.setdefault(owned, {})[scope] = set(columns)
+        elif policy is not None and policy.startswith(_SCOPE_PREFIX):
             state.scopes[policy[len(_SCOPE_PREFIX) :]] = set(columns)
-        elif policy is not None:
+        elif policy is not None and policy in _KEYS:
             state.policies[_KEYS[policy]] = using
             state.roles[_KEYS[policy]] = list(roles)
             state.columns.update(columns)
@@ -131,9 +166,8 @@ def _reflected_table(
     """The options of the wall found on a table, as ``enable_tenant_rls`` would take them."""
     schema, name = key
     tenant_column = min(state.columns) if len(state.columns) == 1 else "tenant_id"
-    scope_columns = {
-        scope: min(columns) for scope, columns in state.scopes.items() if len(columns) == 1
-    }
+    found = state.scope_columns()
+    scope_columns = {scope: column for scope, (column, _) in found.items()}
     tenant_type = None
     scope_types: dict[str, Any] = {}
     for column in autogen_context.inspector.get_columns(name, schema=schema):
@@ -153,9 +187,10 @@ def _reflected_table(
         admin_roles=tuple(state.roles.get("admin", ())),
         shared_rows=state.shared_rows,
         row_scopes=tuple(
-            ScopeColumn(scope, column, scope_types.get(scope))
+            ScopeColumn(scope, column, scope_types.get(scope), found[scope][1])
             for scope, column in sorted(scope_columns.items())
         ),
+        tenant_reads=state.tenant_reads,
     )
 
 
@@ -169,7 +204,14 @@ def _is_current(wanted: TenantTable, state: _State) -> bool:
         set(state.policies) - {"admin"} == expected
         and state.shared_rows == wanted.shared_rows
         and state.columns == {wanted.tenant_column}
-        and state.scopes == {s.scope: {s.column} for s in wanted.row_scopes}
+        and state.tenant_reads == wanted.tenant_reads
+        and state.scopes
+        == {s.scope: {s.column, s.public_column or s.column} for s in wanted.row_scopes}
+        and all(
+            state.owned.get(command, {})
+            == {s.scope: {s.column} for s in wanted.row_scopes if s.public_column}
+            for command in OWNED_COMMANDS
+        )
     )
 
 
@@ -263,6 +305,8 @@ def _operation(cls: type[_Op], table: TenantTable) -> _Op:
         shared_rows=table.shared_rows,
         row_scopes={s.scope: s.column for s in table.row_scopes},
         row_scope_types={s.scope: s.column_type for s in table.row_scopes if s.column_type},
+        row_scope_public={s.scope: s.public_column for s in table.row_scopes if s.public_column},
+        tenant_reads=table.tenant_reads,
     )
 
 
@@ -302,6 +346,11 @@ def _arguments(autogen_context: AutogenContext, table: TenantTable, *, full: boo
         ]
         if types:
             arguments.append(f"row_scope_types={{{', '.join(types)}}}")
+        public = {s.scope: s.public_column for s in table.row_scopes if s.public_column}
+        if public:
+            arguments.append(f"row_scope_public={public!r}")
+        if table.tenant_reads != "own":
+            arguments.append(f"tenant_reads={table.tenant_reads!r}")
     return ", ".join(arguments)
 
 

@@ -9,7 +9,9 @@ names both settings transaction-locally, in the same simple-query message::
                   set_config('fastapi_tenancy.global_read', '', true)
 
 When models declare row scopes, the ``SELECT`` goes on with ``fastapi_tenancy.scope.<name>``
-(each value quoted by libpq too) and ``fastapi_tenancy.lift.<name>`` (a constant) per scope.
+(each value quoted by libpq too) and ``fastapi_tenancy.lift.<name>`` (a constant) per scope;
+when models read their tenant's family, with ``fastapi_tenancy.ancestors`` and
+``fastapi_tenancy.descendants`` (array literals, quoted by libpq).
 psycopg then sees the transaction open and sends no ``BEGIN`` of its own. On an async
 psycopg connection the same message goes out without blocking the event loop. COMMIT and ROLLBACK
 stay psycopg's. The tenant is quoted by libpq (``PQescapeLiteral``), never spliced into SQL by
@@ -24,7 +26,13 @@ import psycopg
 from psycopg import generators, pq
 from sqlalchemy.util import await_only
 
-from .policies import GLOBAL_READ_SETTING, TENANT_SETTING, lift_setting, scope_setting
+from .policies import (
+    FAMILY_SETTINGS,
+    GLOBAL_READ_SETTING,
+    TENANT_SETTING,
+    lift_setting,
+    scope_setting,
+)
 
 __all__ = ["begin_with_setting"]
 
@@ -51,27 +59,35 @@ def _begin_command(connection: psycopg.Connection[Any] | psycopg.AsyncConnection
 Scopes = tuple[tuple[str, str, bool], ...]
 """Each declared row scope: its name, its value (``''``: none) and whether it is lifted."""
 
+Family = tuple[str, str] | None
+"""The family settings' values, ancestors then descendants (``''``: none); ``None``: not named."""
+
 
 def begin_with_setting(
-    driver_connection: Any, tenant_id: str | None, global_read: bool, scopes: Scopes = ()
+    driver_connection: Any,
+    tenant_id: str | None,
+    global_read: bool,
+    scopes: Scopes = (),
+    family: Family = None,
 ) -> bool:
     """Open the transaction with ``BEGIN; SELECT set_config(...), set_config(...)``, one message.
 
     The tenant setting becomes ``tenant_id`` (``''`` for ``None``: no tenant), the global read
     ``on`` or ``''``; each row scope of ``scopes`` names its value (quoted by libpq) and its
-    lift (``on`` or ``''``). Answers ``False``, having sent nothing, when this cannot be done: not a
-    psycopg connection, autocommit, or a transaction already open; the caller then sends the
-    settings as a statement of its own. On an async psycopg connection it is called from
+    lift (``on`` or ``''``); a ``family`` names the ancestors and descendants. Answers
+    ``False``, having sent nothing, when this cannot be done: not a psycopg connection,
+    autocommit, or a transaction already open; the caller then sends the settings as a
+    statement of its own. On an async psycopg connection it is called from
     SQLAlchemy's sync facade (a greenlet), and awaits the answer through it.
     """
     if isinstance(driver_connection, psycopg.AsyncConnection):
         if not _idle(driver_connection):
             return False
-        await_only(_begin_async(driver_connection, tenant_id, global_read, scopes))
+        await_only(_begin_async(driver_connection, tenant_id, global_read, scopes, family))
         return True
     if not isinstance(driver_connection, psycopg.Connection) or not _idle(driver_connection):
         return False
-    command = _command(driver_connection, tenant_id, global_read, scopes)
+    command = _command(driver_connection, tenant_id, global_read, scopes, family)
     with driver_connection.lock:
         result = driver_connection.pgconn.exec_(command)
     _check(driver_connection.pgconn, [result])
@@ -83,8 +99,9 @@ async def _begin_async(
     tenant_id: str | None,
     global_read: bool,
     scopes: Scopes,
+    family: Family,
 ) -> None:
-    command = _command(driver_connection, tenant_id, global_read, scopes)
+    command = _command(driver_connection, tenant_id, global_read, scopes, family)
     pgconn = driver_connection.pgconn
     async with driver_connection.lock:
         pgconn.send_query(command)
@@ -104,6 +121,7 @@ def _command(
     tenant_id: str | None,
     global_read: bool,
     scopes: Scopes,
+    family: Family,
 ) -> bytes:
     escaping = pq.Escaping(driver_connection.pgconn)
     encoding = driver_connection.info.encoding
@@ -124,6 +142,9 @@ def _command(
             + literal(value)
             + f", true), set_config('{lift_setting(name)}', '{lift}', true)".encode()
         )
+    if family is not None:  # ancestors, then descendants, as FAMILY_SETTINGS lists them
+        for name, value in zip(FAMILY_SETTINGS.values(), family, strict=True):
+            command += f", set_config('{name}', ".encode() + literal(value) + b", true)"
     return command
 
 

@@ -23,7 +23,12 @@ What it reports, by stable ``code``:
 ``policy_missing``          no policy for some of SELECT, INSERT, UPDATE, DELETE
 ``policy_not_tenant``       a permissive policy that compares neither the tenant nor a setting
 ``row_scope_policy_missing``  (with ``metadata``) a table with a row scope (an owner column)
-                            but not the kit's restrictive policy for it
+                            but not the kit's restrictive policy for it (nor, when the scope
+                            has public rows, those keeping UPDATE and DELETE to its own rows)
+``family_policy_missing``   (with ``metadata``) a table whose tenants read their family's rows
+                            (``__tenant_reads__``) without a SELECT policy admitting the family
+``public_policy_missing``   (with ``metadata``) a row scope with public rows whose restrictive
+                            policy does not read them
 ``tenant_index_missing``    no index whose first column is the tenant column
 ``unique_without_tenant``   a unique constraint or index without the tenant column (an
                             existence oracle across tenants); primary keys only with
@@ -63,7 +68,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from ..checks import Finding, find_forgotten_tenant_models
-from .policies import scope_policy_name, tenant_tables
+from .policies import (
+    FAMILY_SETTINGS,
+    OWNED_COMMANDS,
+    TenantTable,
+    owned_policy_name,
+    scope_policy_name,
+    tenant_tables,
+)
 
 __all__ = ["Finding", "check_database", "main"]
 
@@ -81,7 +93,7 @@ class _Table:
     forced: bool
     owned: bool
     truncate: bool
-    row_scopes: tuple[str, ...] = ()
+    wanted: TenantTable | None = None  # the metadata's table, when the check has metadata
 
 
 _TABLES_SQL = text("""
@@ -110,7 +122,11 @@ _POLICIES_SQL = text("""
 SELECT p.polrelid, p.polname, CAST(p.polcmd AS text), p.polpermissive,
        pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid),
        0 = ANY(p.polroles) OR EXISTS (
-           SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE pg_has_role(:role, r.oid, 'MEMBER'))
+           SELECT 1 FROM unnest(p.polroles) AS r(oid) WHERE pg_has_role(:role, r.oid, 'MEMBER')),
+       ARRAY(SELECT a.attname::text FROM pg_depend d
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+             WHERE d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+               AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0)
 FROM pg_policy p WHERE p.polrelid = ANY(CAST(:oids AS oid[]))
 ORDER BY p.polname
 """)
@@ -180,16 +196,11 @@ ORDER BY 1
 """)
 
 
-def _tenant_columns(
-    metadata: MetaData | None,
-) -> dict[tuple[str | None, str], tuple[str, tuple[str, ...]]] | None:
-    """``{(schema, name): (tenant column, row scopes)}`` of ``metadata``'s tenant tables."""
+def _tenant_columns(metadata: MetaData | None) -> dict[tuple[str | None, str], TenantTable] | None:
+    """``{(schema, name): table}`` of ``metadata``'s tenant tables."""
     if metadata is None:
         return None
-    return {
-        (t.schema, t.name): (t.tenant_column, tuple(s.scope for s in t.row_scopes))
-        for t in tenant_tables(metadata)
-    }
+    return {(t.schema, t.name): t for t in tenant_tables(metadata)}
 
 
 def _find_tables(
@@ -202,7 +213,7 @@ def _find_tables(
 ) -> list[_Table]:
     wanted = _tenant_columns(metadata)
     columns = (
-        sorted({column for column, _ in wanted.values()})
+        sorted({table.tenant_column for table in wanted.values()})
         if wanted is not None
         else list(tenant_columns)
     )
@@ -219,18 +230,18 @@ def _find_tables(
         if {name, shown, f"{schema}.{name}"} & skipped:
             continue
         by_column = {row[5]: row for row in found}
-        scopes: tuple[str, ...] = ()
+        entry = None
         if wanted is not None:
             entry = wanted.get((schema, name)) or wanted.get((None, name))
             if entry is None:
                 continue
-            column, scopes = entry
+            column = entry.tenant_column
         else:
             column = next(c for c in tenant_columns if c in by_column)
         if column not in by_column:
             continue
         *_, attnum, attname, rls, forced, owned, truncate = by_column[column]
-        tables.append(_Table(oid, shown, attnum, attname, rls, forced, owned, truncate, scopes))
+        tables.append(_Table(oid, shown, attnum, attname, rls, forced, owned, truncate, entry))
     return tables
 
 
@@ -299,7 +310,7 @@ def _table_findings(
             )
         )
     covered: set[str] = set()
-    for _, policy, cmd, permissive, using, check, applies in policies:
+    for _, policy, cmd, permissive, using, check, applies, _columns in policies:
         if not applies:
             continue
         covered.update(_COMMANDS if cmd == "*" else {cmd})
@@ -318,20 +329,8 @@ def _table_findings(
                     )
                 )
                 break
-    restrictive = {
-        policy for _, policy, _, permissive, *_, applies in policies if not permissive and applies
-    }
-    for scope in table.row_scopes:
-        if scope_policy_name(scope) not in restrictive:
-            findings.append(
-                Finding(
-                    "row_scope_policy_missing",
-                    name,
-                    f"no restrictive policy for the row scope {scope}: raw SQL on the role reads "
-                    f"and writes every {scope}'s rows of its tenant",
-                    "fastapi_tenancy.postgres.apply_rls(owner_engine, metadata)",
-                )
-            )
+    if table.wanted is not None:
+        findings += _arm_findings(table.wanted, name, policies)
     missing = [command for key, command in _COMMANDS.items() if key not in covered]
     if missing:
         findings.append(
@@ -381,6 +380,58 @@ def _table_findings(
                 f"REVOKE TRUNCATE ON {name} FROM {role}",
             )
         )
+    return findings
+
+
+def _arm_findings(wanted: TenantTable, name: str, policies: list[tuple[Any, ...]]) -> list[Finding]:
+    """What the metadata's table needs beyond the tenant policies: its family's SELECT arm,
+    each row scope's restrictive policy, and the public arm of a scope with public rows."""
+    findings = []
+    applying = [row for row in policies if row[6]]
+    family = FAMILY_SETTINGS.get(wanted.tenant_reads)
+    if family is not None and not any(
+        permissive and cmd in ("r", "*") and f"'{family}'" in (using or "")
+        for _, _, cmd, permissive, using, *_ in applying
+    ):
+        findings.append(
+            Finding(
+                "family_policy_missing",
+                name,
+                f"no SELECT policy admits the tenant's {wanted.tenant_reads}: raw SQL on the "
+                "role reads the tenant's own rows only, where the ORM reads its family's",
+                "fastapi_tenancy.postgres.apply_rls(owner_engine, metadata)",
+            )
+        )
+    restrictive = {row[1]: set(row[7]) for row in applying if not row[3]}
+    for scope in wanted.row_scopes:
+        needed = [scope_policy_name(scope.scope)]
+        if scope.public_column is not None:
+            needed += [owned_policy_name(scope.scope, command) for command in OWNED_COMMANDS]
+        missing = [policy for policy in needed if policy not in restrictive]
+        if missing:
+            findings.append(
+                Finding(
+                    "row_scope_policy_missing",
+                    name,
+                    f"no restrictive policy {', '.join(missing)} for the row scope "
+                    f"{scope.scope}: raw SQL on the role reads or writes other {scope.scope}s' "
+                    "rows of its tenant",
+                    "fastapi_tenancy.postgres.apply_rls(owner_engine, metadata)",
+                )
+            )
+        policy = scope_policy_name(scope.scope)
+        if scope.public_column is not None and scope.public_column not in restrictive.get(
+            policy, {scope.public_column}
+        ):
+            findings.append(
+                Finding(
+                    "public_policy_missing",
+                    name,
+                    f"the policy {policy} does not read {scope.public_column}: raw SQL on the "
+                    f"role does not read other {scope.scope}s' public rows, where the ORM does",
+                    "fastapi_tenancy.postgres.apply_rls(owner_engine, metadata)",
+                )
+            )
     return findings
 
 

@@ -21,6 +21,15 @@ SELECT policy that admits every row while ``fastapi_tenancy.global_read`` is ``o
 global-access switch names it ``on`` when no tenant is bound, every other transaction of the
 kit names it ``''`` (see :mod:`fastapi_tenancy.postgres.setting`).
 
+A model whose tenants read their family's rows (``__tenant_reads__ = "ancestors"`` or
+``"descendants"``) gets a SELECT policy that also admits the tenants the transaction names in
+``fastapi_tenancy.ancestors`` (or ``.descendants``), a PostgreSQL array literal; its write
+policies stay the tenant's own::
+
+    CREATE POLICY tenancy_select ON catalog_item FOR SELECT USING (<tenant matches>
+        OR tenant_id = ANY ((SELECT CAST(NULLIF(current_setting('fastapi_tenancy.ancestors',
+        true), '') AS TEXT[]))::TEXT[]))
+
 A table with row scopes (an owner column, a team column) gets one RESTRICTIVE policy per scope,
 ``tenancy_scope_<name>``, which PostgreSQL ANDs with the tenant policies::
 
@@ -30,7 +39,12 @@ A table with row scopes (an owner column, a team column) gets one RESTRICTIVE po
 where ``<owner matches>`` is ``owner_id = (SELECT NULLIF(current_setting(
 'fastapi_tenancy.scope.owner', true), '')) OR (SELECT current_setting('fastapi_tenancy.lift.owner',
 true)) = 'on'``, plus ``OR (SELECT pg_has_role('<role>', 'MEMBER'))`` per admin role, so the
-roles of the ``tenancy_admin`` policy keep every row.
+roles of the ``tenancy_admin`` policy keep every row. A scope with public rows
+(``owner_field(public="published")``) reads them too: its policy's USING gains ``OR
+"published" = true`` (its WITH CHECK does not, so no row is inserted for another owner), and
+two more restrictive policies, ``tenancy_owned_update_<name>`` and
+``tenancy_owned_delete_<name>``, keep UPDATE and DELETE to ``<owner matches>``: another
+owner's public row is read, never changed.
 
 Applying is idempotent (each policy is dropped if it exists and created again, in one
 transaction), identifiers go through PostgreSQL's identifier quoting, and no value of any request
@@ -54,10 +68,17 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-from ..models import TENANT_SHARED_ROWS_INFO_KEY, TENANT_TABLE_INFO_KEY, TenantScoped
-from ..row_scopes import row_scopes_of
+from ..hierarchy import TenantReads
+from ..models import (
+    TENANT_READS_INFO_KEY,
+    TENANT_SHARED_ROWS_INFO_KEY,
+    TENANT_TABLE_INFO_KEY,
+    TenantScoped,
+)
+from ..row_scopes import public_columns_of, row_scopes_of
 
 __all__ = [
+    "FAMILY_SETTINGS",
     "GLOBAL_READ_INFO_KEY",
     "GLOBAL_READ_SETTING",
     "POLICY_NAMES",
@@ -67,7 +88,9 @@ __all__ = [
     "apply_rls",
     "disable_statements",
     "enable_statements",
+    "family_condition",
     "lift_setting",
+    "owned_policy_name",
     "remove_rls",
     "rls_statements",
     "scope_condition",
@@ -93,7 +116,19 @@ POLICY_NAMES = {
     "global_read": "tenancy_global_read",
     "admin": "tenancy_admin",
 }
-"""The policy names the kit owns on each tenant table; re-applying replaces exactly these."""
+"""The policy names the kit owns on each tenant table; re-applying replaces exactly these (and
+the row scopes' policies, :func:`scope_policy_name` and :func:`owned_policy_name`)."""
+
+FAMILY_SETTINGS: dict[TenantReads, str] = {
+    "ancestors": "fastapi_tenancy.ancestors",
+    "descendants": "fastapi_tenancy.descendants",
+}
+"""The transaction-local settings naming the tenants whose rows a model reading its family
+(``__tenant_reads__``) admits beside the tenant's own, as a PostgreSQL array literal (see
+:func:`~fastapi_tenancy.hierarchy.family_setting_value`); ``''``: none."""
+
+OWNED_COMMANDS = ("update", "delete")
+"""The commands a scope with public rows keeps to its own rows by a policy of their own."""
 
 
 def scope_setting(scope: str) -> str:
@@ -113,6 +148,12 @@ def scope_policy_name(scope: str) -> str:
     return f"tenancy_scope_{scope}"
 
 
+def owned_policy_name(scope: str, command: str) -> str:
+    """The kit's restrictive policy keeping ``command`` (``update``, ``delete``) to the rows of
+    the row scope ``scope``, on a table whose rows of that scope may be public."""
+    return f"tenancy_owned_{command}_{scope}"
+
+
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 _QUOTE = _DIALECT.identifier_preparer
 
@@ -120,11 +161,14 @@ _QUOTE = _DIALECT.identifier_preparer
 @dataclass(frozen=True)
 class ScopeColumn:
     """One row scope of a tenant table: its name, its column, and the column's type when it
-    does not compare with text (the setting is then cast to it)."""
+    does not compare with text (the setting is then cast to it); ``public_column`` names the
+    boolean column flagging rows every session of the tenant reads (``owner_field(public=)``).
+    """
 
     scope: str
     column: str
     column_type: TypeEngine[Any] | None = None
+    public_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +181,8 @@ class TenantTable:
     model's shared rows); the write policies still admit the tenant's own rows only.
     ``admin_roles`` names roles that get a policy admitting every row, for databases where the
     admin role cannot be given ``BYPASSRLS`` (see ``docs/postgres-rls.md``). ``row_scopes``
-    gives each row scope its restrictive policy.
+    gives each row scope its restrictive policy. ``tenant_reads`` (``"ancestors"``,
+    ``"descendants"``) lets the SELECT policy admit the family the transaction names too.
     """
 
     name: str
@@ -148,6 +193,7 @@ class TenantTable:
     admin_roles: Sequence[str] = field(default=())
     shared_rows: bool = False
     row_scopes: Sequence[ScopeColumn] = field(default=())
+    tenant_reads: TenantReads = "own"
 
     @property
     def qualified_name(self) -> str:
@@ -211,6 +257,7 @@ def tenant_tables(
                 shared_rows=bool(table.info.get(TENANT_SHARED_ROWS_INFO_KEY)),
                 admin_roles=tuple(admin_roles),
                 row_scopes=_scope_columns(table),
+                tenant_reads=table.info.get(TENANT_READS_INFO_KEY, "own"),
             )
         )
     return found
@@ -218,23 +265,40 @@ def tenant_tables(
 
 def _scope_columns(table: Table) -> tuple[ScopeColumn, ...]:
     found = []
+    public = public_columns_of(table)
     for scope, column_name in sorted(row_scopes_of(table).items()):
         column = table.c.get(column_name)
         column_type = None if column is None or _compares_as_text(column.type) else column.type
-        found.append(ScopeColumn(scope, column_name, column_type))
+        found.append(ScopeColumn(scope, column_name, column_type, public.get(scope)))
     return tuple(found)
+
+
+def _type_name(type_: TypeEngine[Any]) -> str:
+    return str(_DIALECT.type_compiler_instance.process(type_))
 
 
 def _setting(name: str, tenant_type: TypeEngine[Any] | None = None) -> str:
     value = f"NULLIF(current_setting('{name}', true), '')"
     if tenant_type is not None:
-        value = f"CAST({value} AS {_DIALECT.type_compiler_instance.process(tenant_type)})"
+        value = f"CAST({value} AS {_type_name(tenant_type)})"
     return f"(SELECT {value})"
 
 
 def tenant_condition(table: TenantTable) -> str:
     """The policy expression: the tenant column equals the transaction's tenant setting."""
     return f"{_QUOTE.quote(table.tenant_column)} = {_setting(TENANT_SETTING, table.tenant_type)}"
+
+
+def family_condition(table: TenantTable) -> str | None:
+    """The SELECT policy's arm for a table whose tenants read their family's rows: the tenant
+    column is one of the family the transaction names (``None`` for other tables)."""
+    setting = FAMILY_SETTINGS.get(table.tenant_reads)
+    if setting is None:
+        return None
+    array = f"{'TEXT' if table.tenant_type is None else _type_name(table.tenant_type)}[]"
+    family = f"(SELECT CAST(NULLIF(current_setting('{setting}', true), '') AS {array}))"
+    # The outer cast (a no-op) makes ANY take the InitPlan's array, not its rows as a set.
+    return f"{_QUOTE.quote(table.tenant_column)} = ANY ({family}::{array})"
 
 
 def scope_condition(table: TenantTable, scope: ScopeColumn) -> str:
@@ -250,8 +314,15 @@ def scope_condition(table: TenantTable, scope: ScopeColumn) -> str:
     return " OR ".join(terms)
 
 
+def _scope_policy_names(scope: str) -> list[str]:
+    return [scope_policy_name(scope), *(owned_policy_name(scope, c) for c in OWNED_COMMANDS)]
+
+
 def _policy_names(table: TenantTable) -> list[str]:
-    return [*POLICY_NAMES.values(), *(scope_policy_name(s.scope) for s in table.row_scopes)]
+    return [
+        *POLICY_NAMES.values(),
+        *(n for s in table.row_scopes for n in _scope_policy_names(s.scope)),
+    ]
 
 
 def enable_statements(table: TenantTable) -> list[str]:
@@ -259,8 +330,11 @@ def enable_statements(table: TenantTable) -> list[str]:
     target = table.qualified_name
     matches = tenant_condition(table)
     readable = matches
+    family = family_condition(table)
+    if family is not None:
+        readable = f"{readable} OR {family}"
     if table.shared_rows:
-        readable = f"{matches} OR {_QUOTE.quote(table.tenant_column)} IS NULL"
+        readable = f"{readable} OR {_QUOTE.quote(table.tenant_column)} IS NULL"
     policies = {
         "select": f"FOR SELECT USING ({readable})",
         "insert": f"FOR INSERT WITH CHECK ({matches})",
@@ -282,13 +356,35 @@ def enable_statements(table: TenantTable) -> list[str]:
         if key in policies:
             statements.append(f"CREATE POLICY {policy} ON {target} {policies[key]}")
     for scope in table.row_scopes:
-        policy = _QUOTE.quote(scope_policy_name(scope.scope))
-        condition = scope_condition(table, scope)
-        statements += [
-            f"DROP POLICY IF EXISTS {policy} ON {target}",
-            f"CREATE POLICY {policy} ON {target} AS RESTRICTIVE FOR ALL "
-            f"USING ({condition}) WITH CHECK ({condition})",
-        ]
+        statements += _scope_statements(table, scope)
+    return statements
+
+
+def _scope_statements(table: TenantTable, scope: ScopeColumn) -> list[str]:
+    """A row scope's restrictive policies; any of the kit's for it dropped first, so a scope
+    that gains or loses its public rows gets exactly the policies it needs."""
+    target = table.qualified_name
+    statements = [
+        f"DROP POLICY IF EXISTS {_QUOTE.quote(name)} ON {target}"
+        for name in _scope_policy_names(scope.scope)
+    ]
+    condition = scope_condition(table, scope)
+    readable = condition
+    if scope.public_column is not None:
+        readable = f"{condition} OR {_QUOTE.quote(scope.public_column)} = true"
+    policy = _QUOTE.quote(scope_policy_name(scope.scope))
+    statements.append(
+        f"CREATE POLICY {policy} ON {target} AS RESTRICTIVE FOR ALL "
+        f"USING ({readable}) WITH CHECK ({condition})"
+    )
+    if scope.public_column is not None:
+        for command in OWNED_COMMANDS:
+            policy = _QUOTE.quote(owned_policy_name(scope.scope, command))
+            check = f" WITH CHECK ({condition})" if command == "update" else ""
+            statements.append(
+                f"CREATE POLICY {policy} ON {target} AS RESTRICTIVE FOR {command.upper()} "
+                f"USING ({condition}){check}"
+            )
     return statements
 
 

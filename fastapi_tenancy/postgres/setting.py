@@ -12,12 +12,15 @@ the global-access switch with no tenant, ``''`` otherwise. When models declare r
 same statement also names, for every row scope declared in the process,
 ``fastapi_tenancy.scope.<name>`` (the session's value as text, ``''`` when it has none or lifts
 the scope) and ``fastapi_tenancy.lift.<name>`` (``on`` when it lifts it), which the restrictive
-row-scope policies read; an app without row scopes sends the two settings alone. The policies
-read the tenant and global read through ``NULLIF(..., '')``, so ``''`` means no tenant and no
-global read (see :mod:`~fastapi_tenancy.postgres.policies`). The ``true`` makes them
-transaction-local: they end with the COMMIT or ROLLBACK, so nothing the kit sets survives into
-the next use of a pooled connection, a transaction that raised leaves nothing behind, and a
-pooler in transaction mode sees one self-contained transaction.
+row-scope policies read; an app without row scopes sends the two settings alone. When models
+read their tenant's family (``__tenant_reads__``), it names ``fastapi_tenancy.ancestors`` and
+``fastapi_tenancy.descendants`` too: the session's family of each direction, as a PostgreSQL
+array literal (``{"initech","umbrella"}``, ``''`` when none), which the SELECT policies of those
+models read. The policies read the tenant and global read through ``NULLIF(..., '')``, so
+``''`` means no tenant and no global read (see :mod:`~fastapi_tenancy.postgres.policies`). The
+``true`` makes them transaction-local: they end with the COMMIT or ROLLBACK, so nothing the kit
+sets survives into the next use of a pooled connection, a transaction that raised leaves
+nothing behind, and a pooler in transaction mode sees one self-contained transaction.
 
 Both are named in every transaction, a tenant's, the global switch's and one with no tenant
 alike, because a transaction-local value hides whatever the connection holds at session level.
@@ -57,12 +60,20 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql.elements import TextClause
 
 from ..exceptions import TenancyMisuse
+from ..hierarchy import NO_FAMILY, TenantFamily, TenantReads, family_setting_value
 from ..keys import tenant_key_of
+from ..models import family_reads
 from ..row_scopes import declared_row_scopes, is_row_scope_name
 from ..scope import Access, SessionScope
 from ..session import TenantScopedSession, scope_of
 from ..wall.guard import kit_setting_options
-from .policies import GLOBAL_READ_SETTING, TENANT_SETTING, lift_setting, scope_setting
+from .policies import (
+    FAMILY_SETTINGS,
+    GLOBAL_READ_SETTING,
+    TENANT_SETTING,
+    lift_setting,
+    scope_setting,
+)
 
 __all__ = [
     "SETTING_KEY",
@@ -82,8 +93,13 @@ SETTING_KEY = "fastapi_tenancy.rls"
 Scopes = tuple[tuple[str, str, bool], ...]
 """Each row scope named: its name, its value as text (``''``: none) and whether it is lifted."""
 
+Family = tuple[str, str] | None
+"""The family settings' values, ancestors then descendants (``''``: none); ``None``: not named."""
 
-def _naming(global_read: bool, names: tuple[str, ...], lifted: frozenset[str]) -> TextClause:
+
+def _naming(
+    global_read: bool, names: tuple[str, ...], lifted: frozenset[str], family: bool
+) -> TextClause:
     parts = [
         f"set_config('{TENANT_SETTING}', :tenant, true)",
         f"set_config('{GLOBAL_READ_SETTING}', '{'on' if global_read else ''}', true)",
@@ -93,24 +109,43 @@ def _naming(global_read: bool, names: tuple[str, ...], lifted: frozenset[str]) -
             f"set_config('{scope_setting(name)}', :scope_{name}, true)",
             f"set_config('{lift_setting(name)}', '{'on' if name in lifted else ''}', true)",
         ]
+    if family:
+        parts += [f"set_config('{FAMILY_SETTINGS[d]}', :{d}, true)" for d in _DIRECTIONS]
     return text("SELECT " + ", ".join(parts))
 
 
+_DIRECTIONS: tuple[TenantReads, ...] = ("ancestors", "descendants")
+
 # The statement naming every setting, by what its constants say: the global read, the row
-# scopes named and those of them lifted. Without row scopes, exactly the two of before.
-_NAMES: dict[tuple[bool, tuple[str, ...], frozenset[str]], TextClause] = {}
+# scopes named and those of them lifted, and whether the family is named. Without row scopes
+# and family, exactly the two of before.
+_NAMES: dict[tuple[bool, tuple[str, ...], frozenset[str], bool], TextClause] = {}
 
 
-def _name_statement(global_read: bool, scopes: Scopes) -> tuple[TextClause, dict[str, str]]:
+def _name_statement(
+    global_read: bool, scopes: Scopes, family: Family = None
+) -> tuple[TextClause, dict[str, str]]:
     key = (
         global_read,
         tuple(name for name, _, _ in scopes),
         frozenset(name for name, _, lifted in scopes if lifted),
+        family is not None,
     )
     statement = _NAMES.get(key)
     if statement is None:
         statement = _NAMES[key] = _naming(*key)
-    return statement, {f"scope_{name}": value for name, value, _ in scopes}
+    values = {f"scope_{name}": value for name, value, _ in scopes}
+    if family is not None:
+        values.update(zip(_DIRECTIONS, family, strict=True))
+    return statement, values
+
+
+def _family_values(tenant_id: Any, family: TenantFamily | None) -> tuple[str, str]:
+    """The family settings' values: ``family``'s ancestors and descendants, none without a
+    tenant."""
+    if tenant_id is None or family is None:
+        return ("", "")
+    return (family_setting_value(family.ancestors), family_setting_value(family.descendants))
 
 
 def _scopes_of(scope: SessionScope) -> Scopes:
@@ -121,6 +156,13 @@ def _scopes_of(scope: SessionScope) -> Scopes:
         value = None if lifted else scope.row_value(name)
         found.append((name, "" if value is None else str(value), lifted))
     return tuple(found)
+
+
+def _family_of(scope: SessionScope) -> Family:
+    """The session's family settings, or ``None`` when no model of the process reads one."""
+    if not family_reads():
+        return None
+    return _family_values(scope.tenant_id, scope.family)
 
 
 _READ_TENANT = text(f"SELECT NULLIF(current_setting('{TENANT_SETTING}', true), '')")
@@ -151,7 +193,8 @@ class TenantSetting:
 
     def __init__(self, dialect: Dialect | None = None, *, with_begin: bool = False) -> None:
         self.with_begin = with_begin
-        self._begin_with_setting: Callable[[Any, str | None, bool, Scopes], bool] | None = None
+        self._begin_with_setting: Callable[[Any, str | None, bool, Scopes, Family], bool] | None
+        self._begin_with_setting = None
         if with_begin:  # psycopg is importable: the engine's dialect uses it
             from .begin import begin_with_setting
 
@@ -166,16 +209,17 @@ class TenantSetting:
         *,
         global_read: bool,
         scopes: Scopes = (),
+        family: Family = None,
     ) -> None:
-        """Name the tenant (``None``: none), the global read and each row scope of ``scopes``
-        for the transaction ``connection`` just began: all, always, so no session-level value
-        shows through."""
+        """Name the tenant (``None``: none), the global read, each row scope of ``scopes`` and
+        the ``family`` (ancestors, descendants; ``None``: not named) for the transaction
+        ``connection`` just began: all, always, so no session-level value shows through."""
         begin = self._begin_with_setting
         if begin is not None and begin(
-            connection.connection.driver_connection, tenant_id, global_read, scopes
+            connection.connection.driver_connection, tenant_id, global_read, scopes, family
         ):
             return
-        statement, values = _name_statement(global_read, scopes)
+        statement, values = _name_statement(global_read, scopes, family)
         values["tenant"] = "" if tenant_id is None else tenant_id
         if self._dialect is None:
             options = kit_setting_options(statement)  # the kit's own settings, past the gate
@@ -222,10 +266,11 @@ class RLSSession(TenantScopedSession):
 
     ``fastapi_tenancy.tenant_id`` names the session's tenant, or ``''`` (none: the policies
     admit no row); ``fastapi_tenancy.global_read`` is ``on`` in the global-access switch with no
-    tenant, ``''`` otherwise; each declared row scope's value and lift are named beside them.
-    All are named in every transaction, so a value some earlier user
-    of the connection left at session level never counts. A session made by hand (without a
-    :class:`TenantSetting` in its ``info``) sends them as a statement of its own.
+    tenant, ``''`` otherwise; each declared row scope's value and lift are named beside them,
+    and the tenant's family when some model reads it. All are named in every transaction, so a
+    value some earlier user of the connection left at session level never counts. A session
+    made by hand (without a :class:`TenantSetting` in its ``info``) sends them as a statement of
+    its own.
     """
 
 
@@ -248,6 +293,7 @@ def _name_tenant(session: Session, transaction: SessionTransaction, connection: 
         None if tenant is None else str(tenant),
         global_read=global_read,
         scopes=_scopes_of(scope),
+        family=_family_of(scope),
     )
 
 
@@ -257,15 +303,19 @@ def set_tenant(
     *,
     row_values: Mapping[str, Any] | None = None,
     lift: Iterable[str] = (),
+    family: TenantFamily | None = None,
 ) -> None:
     """Name ``tenant_id`` (a key of any type, a tenant record, or ``None``) for the rest of
     ``connection``'s current transaction, global read off, with the row scopes' values
-    ``row_values`` (``{"owner": "alice"}``) and the row scopes ``lift`` lifted.
+    ``row_values`` (``{"owner": "alice"}``), the row scopes ``lift`` lifted, and the tenant's
+    ``family`` (a :class:`~fastapi_tenancy.TenantFamily`), whose rows the models reading their
+    family admit too.
 
     For trusted code on a raw connection (scripts, jobs): the settings are transaction-local, so
     run it inside the transaction it is for; all are named (every row scope declared in this
-    process too), so a value left at session level on the connection does not count. ``None``
-    names no tenant; a row scope with no value and not lifted admits no row of its tables.
+    process, and the family when a model of it reads one), so a value left at session level on
+    the connection does not count. ``None`` names no tenant; a row scope with no value and not
+    lifted admits no row of its tables; no ``family`` reads the tenant's own rows only.
     Async: ``await conn.run_sync(set_tenant, "acme")``.
     """
     values = dict(row_values or {})
@@ -282,12 +332,24 @@ def set_tenant(
         )
         for name in sorted(names)
     )
-    _name(connection, tenant_id, global_read=False, scopes=scopes)
+    named: Family = None
+    if family is not None or family_reads():
+        if tenant_id is None and family not in (None, NO_FAMILY):
+            raise ValueError("a family is named with its tenant; this names no tenant")
+        named = _family_values(tenant_id, family or NO_FAMILY)
+    _name(connection, tenant_id, global_read=False, scopes=scopes, family=named)
 
 
-def _name(connection: Connection, tenant_id: Any, *, global_read: bool, scopes: Scopes) -> None:
+def _name(
+    connection: Connection,
+    tenant_id: Any,
+    *,
+    global_read: bool,
+    scopes: Scopes,
+    family: Family = None,
+) -> None:
     key = tenant_key_of(tenant_id)
-    statement, values = _name_statement(global_read, scopes)
+    statement, values = _name_statement(global_read, scopes, family)
     values["tenant"] = "" if key is None else str(key)
     connection.execute(statement, values)
 
@@ -305,10 +367,11 @@ def tenant_savepoint(
     *,
     row_values: Mapping[str, Any] | None = None,
     lift: Iterable[str] = (),
+    family: TenantFamily | None = None,
 ) -> Iterator[Connection]:
     """A SAVEPOINT during which the transaction names another tenant (and no global read), with
-    ``row_values`` and ``lift`` as :func:`set_tenant` takes them; the outer settings, row scopes
-    included, are back after.
+    ``row_values``, ``lift`` and ``family`` as :func:`set_tenant` takes them (no ``family``: the
+    tenant's own rows only); the outer settings, row scopes and family included, are back after.
 
     PostgreSQL undoes a setting made inside a savepoint only when the savepoint rolls back; a
     released savepoint would keep it for the rest of the transaction. This block restores the
@@ -319,16 +382,22 @@ def tenant_savepoint(
         f"NULLIF(current_setting('{TENANT_SETTING}', true), '')",
         f"current_setting('{GLOBAL_READ_SETTING}', true)",
     ]
+    read += [f"current_setting('{FAMILY_SETTINGS[d]}', true)" for d in _DIRECTIONS]
     for name in names:
         read += [
             f"current_setting('{scope_setting(name)}', true)",
             f"current_setting('{lift_setting(name)}', true)",
         ]
-    tenant, global_read, *rest = connection.execute(text("SELECT " + ", ".join(read))).one()
+    tenant, global_read, ancestors, descendants, *rest = connection.execute(
+        text("SELECT " + ", ".join(read))
+    ).one()
     scopes = tuple(
         (name, rest[2 * i] or "", rest[2 * i + 1] == "on") for i, name in enumerate(names)
     )
+    outer = (ancestors or "", descendants or "")
     with connection.begin_nested():
-        set_tenant(connection, tenant_id, row_values=row_values, lift=lift)
+        set_tenant(
+            connection, tenant_id, row_values=row_values, lift=lift, family=family or NO_FAMILY
+        )
         yield connection
-        _name(connection, tenant, global_read=global_read == "on", scopes=scopes)
+        _name(connection, tenant, global_read=global_read == "on", scopes=scopes, family=outer)

@@ -33,7 +33,7 @@ from ..exceptions import (
     TenantRequired,
     UnscopedStatement,
 )
-from ..hierarchy import NO_FAMILY
+from ..hierarchy import NO_FAMILY, family_setting_value
 from ..models import TENANT_SHARED_ROWS_INFO_KEY
 from ..row_policies import row_policies_of
 from ..row_scopes import public_columns_of, row_scope_missing, row_scope_param, row_scopes_of
@@ -98,6 +98,7 @@ class Guard:
 
 _BATCHED = ExecuteStyle.INSERTMANYVALUES  # its batches differ from the statement by design
 _KIT_SETTINGS: set[str] = set()
+_FAMILY_DIRECTIONS = ("ancestors", "descendants")
 
 
 def kit_setting_options(statement: TextClause) -> dict[str, Any]:
@@ -105,8 +106,9 @@ def kit_setting_options(statement: TextClause) -> dict[str, Any]:
     setting, on a guarded connection; not for applications.
 
     The gate lets such a statement through only with these options and only when every value
-    it binds is the session's own tenant, its own value of the row scope it names, or ``''``: it
-    cannot name another tenant nor another owner.
+    it binds is the session's own tenant, its own value of the row scope it names, its own
+    family of the direction it names, or ``''``: it cannot name another tenant, another owner,
+    nor another family.
     """
     _KIT_SETTINGS.add(statement.text)
     return {_INTERNAL_OPTION: _INTERNAL}
@@ -127,6 +129,9 @@ def _is_kit_setting(context: Any, guard: Guard, rows: list[Mapping[str, Any]]) -
             elif name.startswith("scope_"):  # a row scope's value: the session's own, or ''
                 own = scope.row_value(name[len("scope_") :])
                 allowed = {""} if own is None else {"", str(own)}
+            elif name in _FAMILY_DIRECTIONS:  # the session's own family, or ''
+                family = scope.family if scope.tenant_id is not None else None
+                allowed = {"", family_setting_value(getattr(family or NO_FAMILY, name))}
             else:
                 return False
             if value not in allowed:

@@ -92,3 +92,42 @@ def test_the_operations_reverse_each_other():
 
     assert isinstance(enable.reverse(), DisableTenantRLSOp)
     assert enable.reverse().reverse().table == enable.table
+
+
+def test_family_reads_and_public_rows_migrate_as_apply_rls_makes_them(owner):
+    with as_owner(owner) as conn:
+        for name in ("migrated", "applied"):
+            conn.execute(
+                text(
+                    f"CREATE TABLE {name} (id serial PRIMARY KEY, tenant_id {KEY_SQL_TYPE} NOT "
+                    "NULL, owner_id text NOT NULL, published boolean NOT NULL DEFAULT false)"
+                )
+            )
+        op = Operations(MigrationContext.configure(conn))
+        options = {
+            "tenant_type": KEY_CAST_TYPE,
+            "row_scopes": {"owner": "owner_id"},
+            "row_scope_public": {"owner": "published"},
+            "tenant_reads": "descendants",
+        }
+        op.enable_tenant_rls("migrated", **options)
+        applied_table = EnableTenantRLSOp("applied", **options).table
+        for statement in enable_statements(applied_table):
+            conn.execute(text(statement))
+
+        migrated = conn.execute(POLICIES, {"table": "migrated"}).all()
+        applied = conn.execute(POLICIES, {"table": "applied"}).all()
+        op.disable_tenant_rls("migrated", row_scopes={"owner": "owner_id"})
+        left = conn.execute(POLICIES, {"table": "migrated"}).all()
+
+    assert migrated == applied
+    assert "fastapi_tenancy.descendants" in next(
+        row.qual for row in migrated if row.policyname == "tenancy_select"
+    )
+    assert [row.policyname for row in migrated if row.policyname.startswith("tenancy_owned")] == [
+        "tenancy_owned_delete_owner",
+        "tenancy_owned_update_owner",
+    ]
+    assert left == []
+    enable = EnableTenantRLSOp("project", **options)
+    assert enable.reverse().reverse().table == enable.table

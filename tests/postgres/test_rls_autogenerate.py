@@ -21,16 +21,20 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from rls_models import KEY_CAST_TYPE
 from rls_support import as_owner
-from sqlalchemy import Column, Integer, MetaData, String, Table, text
+from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
 import fastapi_tenancy.postgres.alembic  # noqa: F401  (registers the operations and comparator)
-from fastapi_tenancy.models import TENANT_SHARED_ROWS_INFO_KEY, TENANT_TABLE_INFO_KEY
-from fastapi_tenancy.postgres import TenantTable
+from fastapi_tenancy.models import (
+    TENANT_READS_INFO_KEY,
+    TENANT_SHARED_ROWS_INFO_KEY,
+    TENANT_TABLE_INFO_KEY,
+)
+from fastapi_tenancy.postgres import ScopeColumn, TenantTable
 from fastapi_tenancy.postgres.alembic import DisableTenantRLSOp, EnableTenantRLSOp
 from fastapi_tenancy.postgres.policies import GLOBAL_READ_INFO_KEY, enable_statements
-from fastapi_tenancy.row_scopes import ROW_SCOPES_INFO_KEY
+from fastapi_tenancy.row_scopes import ROW_SCOPES_INFO_KEY, ROW_SCOPES_PUBLIC_INFO_KEY
 
 pytestmark = pytest.mark.backends("postgres")
 
@@ -458,3 +462,53 @@ def test_row_scopes_get_their_restrictive_policies(migrations, owner):
     assert policy_names(owner, "ag_note") == scoped
     migrations.downgrade("base")
     assert "ag_note" not in secured(owner)
+
+
+def test_family_reads_and_public_rows_get_their_policies(migrations, owner):
+    metadata = MetaData()
+    tenant_table(metadata, "ag_catalog", **{TENANT_READS_INFO_KEY: "ancestors"})
+    Table(
+        "ag_post",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("tenant_id", TENANT_TYPE, nullable=False, index=True),
+        Column("owner_id", String(50), nullable=False),
+        Column("published", Boolean, nullable=False),
+        info={
+            TENANT_TABLE_INFO_KEY: "tenant_id",
+            ROW_SCOPES_INFO_KEY: {"owner": "owner_id"},
+            ROW_SCOPES_PUBLIC_INFO_KEY: {"owner": "published"},
+        },
+    )
+    owned = ["tenancy_owned_delete_owner", "tenancy_owned_update_owner"]
+    public = sorted([*CORE, *owned, "tenancy_scope_owner"])
+
+    script = migrations.revision(metadata)
+
+    upgrade = section(script, "upgrade")
+    assert "tenant_reads='ancestors'" in upgrade
+    assert "row_scope_public={'owner': 'published'}" in upgrade
+    migrations.upgrade()
+    assert policy_names(owner, "ag_post") == public
+    assert operations(section(migrations.revision(metadata), "upgrade")) == []
+    migrations.upgrade()
+
+    # a database of before: no family in the select policy, no public arm on the scope
+    plant(
+        owner, wall("ag_catalog") + wall("ag_post", row_scopes=[ScopeColumn("owner", "owner_id")])
+    )
+    assert policy_names(owner, "ag_post") == sorted([*CORE, "tenancy_scope_owner"])
+
+    again = migrations.revision(metadata)
+    assert sorted(operations(section(again, "upgrade"))) == [
+        ("enable_tenant_rls", "ag_catalog"),
+        ("enable_tenant_rls", "ag_post"),
+    ]
+    assert "row_scope_public" not in section(again, "downgrade")  # the wall it replaces
+    assert "tenant_reads" not in section(again, "downgrade")
+    migrations.upgrade()
+    assert policy_names(owner, "ag_post") == public
+    migrations.downgrade("-1")
+    assert policy_names(owner, "ag_post") == sorted([*CORE, "tenancy_scope_owner"])
+    migrations.downgrade("base")
+    assert "ag_post" not in secured(owner)
