@@ -34,7 +34,13 @@ from alembic.operations import MigrateOperation, Operations
 from sqlalchemy.types import TypeEngine
 
 from ..hierarchy import TenantReads
-from .policies import ScopeColumn, TenantTable, disable_statements, enable_statements
+from .policies import (
+    PolicyCondition,
+    ScopeColumn,
+    TenantTable,
+    disable_statements,
+    enable_statements,
+)
 
 __all__ = ["DisableTenantRLSOp", "EnableTenantRLSOp"]
 
@@ -54,6 +60,7 @@ class _TenantRLSOp(MigrateOperation):
         row_scope_types: Mapping[str, TypeEngine[Any]] | None = None,
         row_scope_public: Mapping[str, str] | None = None,
         tenant_reads: TenantReads = "own",
+        row_policies: Mapping[str, str] | None = None,
     ) -> None:
         types = row_scope_types or {}
         public = row_scope_public or {}
@@ -70,6 +77,10 @@ class _TenantRLSOp(MigrateOperation):
                 for scope, column in sorted((row_scopes or {}).items())
             ),
             tenant_reads=tenant_reads,
+            row_policies=tuple(
+                PolicyCondition(name, condition)
+                for name, condition in sorted((row_policies or {}).items())
+            ),
         )
 
     def _diff_tuple(self, name: str) -> tuple[Any, ...]:
@@ -92,6 +103,7 @@ class _TenantRLSOp(MigrateOperation):
                 s.scope: s.public_column for s in t.row_scopes if s.public_column is not None
             },
             "tenant_reads": t.tenant_reads,
+            "row_policies": {p.name: p.condition for p in t.row_policies},
         }
 
 
@@ -118,6 +130,7 @@ class EnableTenantRLSOp(_TenantRLSOp):
         row_scope_types: Mapping[str, TypeEngine[Any]] | None = None,
         row_scope_public: Mapping[str, str] | None = None,
         tenant_reads: TenantReads = "own",
+        row_policies: Mapping[str, str] | None = None,
     ) -> None:
         """Enable and force row-level security on ``table_name`` with the tenant policies.
 
@@ -130,7 +143,9 @@ class EnableTenantRLSOp(_TenantRLSOp):
         ``row_scope_public`` (``{"owner": "published"}``) names the boolean column of a scope's
         public rows, read by every session of the tenant and written only within the scope;
         ``tenant_reads`` (``"ancestors"``, ``"descendants"``) for a model whose tenants read
-        their family's rows. Idempotent.
+        their family's rows; ``row_policies`` (``{"live": "archived = false"}``) gives each
+        named row policy its restrictive policy, the SQL as ``rls_statements()`` prints it.
+        Idempotent.
         """
         operations.invoke(
             cls(
@@ -145,6 +160,7 @@ class EnableTenantRLSOp(_TenantRLSOp):
                 row_scope_types=row_scope_types,
                 row_scope_public=row_scope_public,
                 tenant_reads=tenant_reads,
+                row_policies=row_policies,
             )
         )
 
@@ -175,11 +191,19 @@ class DisableTenantRLSOp(_TenantRLSOp):
         schema: str | None = None,
         tenant_column: str = "tenant_id",
         row_scopes: Mapping[str, str] | None = None,
+        row_policies: Mapping[str, str] | None = None,
     ) -> None:
         """Drop the kit's policies from ``table_name`` (the restrictive ones of ``row_scopes``
-        too, those of their public rows included) and disable row-level security."""
+        and ``row_policies`` too, those of public rows included) and disable row-level
+        security."""
         operations.invoke(
-            cls(table_name, schema=schema, tenant_column=tenant_column, row_scopes=row_scopes)
+            cls(
+                table_name,
+                schema=schema,
+                tenant_column=tenant_column,
+                row_scopes=row_scopes,
+                row_policies=row_policies,
+            )
         )
 
     def reverse(self) -> EnableTenantRLSOp:

@@ -29,6 +29,8 @@ What it reports, by stable ``code``:
                             (``__tenant_reads__``) without a SELECT policy admitting the family
 ``public_policy_missing``   (with ``metadata``) a row scope with public rows whose restrictive
                             policy does not read them
+``row_policy_missing``      (with ``metadata``) a table with a named row policy
+                            (``__row_policies__``) but not the kit's restrictive policy for it
 ``tenant_index_missing``    no index whose first column is the tenant column
 ``unique_without_tenant``   a unique constraint or index without the tenant column (an
                             existence oracle across tenants); primary keys only with
@@ -73,6 +75,7 @@ from .policies import (
     OWNED_COMMANDS,
     TenantTable,
     owned_policy_name,
+    row_policy_name,
     scope_policy_name,
     tenant_tables,
 )
@@ -385,7 +388,8 @@ def _table_findings(
 
 def _arm_findings(wanted: TenantTable, name: str, policies: list[tuple[Any, ...]]) -> list[Finding]:
     """What the metadata's table needs beyond the tenant policies: its family's SELECT arm,
-    each row scope's restrictive policy, and the public arm of a scope with public rows."""
+    each row scope's restrictive policy, the public arm of a scope with public rows, and each
+    named row policy's restrictive policy."""
     findings = []
     applying = [row for row in policies if row[6]]
     family = FAMILY_SETTINGS.get(wanted.tenant_reads)
@@ -429,6 +433,18 @@ def _arm_findings(wanted: TenantTable, name: str, policies: list[tuple[Any, ...]
                     name,
                     f"the policy {policy} does not read {scope.public_column}: raw SQL on the "
                     f"role does not read other {scope.scope}s' public rows, where the ORM does",
+                    "fastapi_tenancy.postgres.apply_rls(owner_engine, metadata)",
+                )
+            )
+    for row_policy in wanted.row_policies:
+        policy = row_policy_name(row_policy.name)
+        if policy not in restrictive:
+            findings.append(
+                Finding(
+                    "row_policy_missing",
+                    name,
+                    f"no restrictive policy {policy} for the row policy {row_policy.name}: raw "
+                    "SQL on the role reads and writes rows outside it",
                     "fastapi_tenancy.postgres.apply_rls(owner_engine, metadata)",
                 )
             )

@@ -46,6 +46,14 @@ two more restrictive policies, ``tenancy_owned_update_<name>`` and
 ``tenancy_owned_delete_<name>``, keep UPDATE and DELETE to ``<owner matches>``: another
 owner's public row is read, never changed.
 
+A table of a model with named row policies (``__row_policies__``) gets one RESTRICTIVE policy
+per row policy, ``tenancy_policy_<name>``: the policy's own SQL, values written out, or its
+lift setting ``fastapi_tenancy.lift.<name>`` on, or an admin role::
+
+    CREATE POLICY tenancy_policy_live ON document AS RESTRICTIVE FOR ALL
+        USING ((archived = false) OR (SELECT current_setting('fastapi_tenancy.lift.live',
+        true)) = 'on') WITH CHECK (...)
+
 Applying is idempotent (each policy is dropped if it exists and created again, in one
 transaction), identifiers go through PostgreSQL's identifier quoting, and no value of any request
 ever reaches this SQL: the tenant travels as a bound parameter of ``set_config``.
@@ -75,6 +83,7 @@ from ..models import (
     TENANT_TABLE_INFO_KEY,
     TenantScoped,
 )
+from ..row_policies import row_policies_of
 from ..row_scopes import public_columns_of, row_scopes_of
 
 __all__ = [
@@ -83,6 +92,7 @@ __all__ = [
     "GLOBAL_READ_SETTING",
     "POLICY_NAMES",
     "TENANT_SETTING",
+    "PolicyCondition",
     "ScopeColumn",
     "TenantTable",
     "apply_rls",
@@ -93,6 +103,8 @@ __all__ = [
     "owned_policy_name",
     "remove_rls",
     "rls_statements",
+    "row_policy_condition",
+    "row_policy_name",
     "scope_condition",
     "scope_policy_name",
     "scope_setting",
@@ -172,6 +184,15 @@ class ScopeColumn:
 
 
 @dataclass(frozen=True)
+class PolicyCondition:
+    """One named row policy of a tenant table (``__row_policies__``) as PostgreSQL SQL: its
+    name and its condition on the table's columns, values written out."""
+
+    name: str
+    condition: str
+
+
+@dataclass(frozen=True)
 class TenantTable:
     """One table to protect: its name, schema, tenant column and read rule.
 
@@ -183,6 +204,7 @@ class TenantTable:
     admin role cannot be given ``BYPASSRLS`` (see ``docs/postgres-rls.md``). ``row_scopes``
     gives each row scope its restrictive policy. ``tenant_reads`` (``"ancestors"``,
     ``"descendants"``) lets the SELECT policy admit the family the transaction names too.
+    ``row_policies`` gives each named row policy its restrictive policy.
     """
 
     name: str
@@ -194,6 +216,7 @@ class TenantTable:
     shared_rows: bool = False
     row_scopes: Sequence[ScopeColumn] = field(default=())
     tenant_reads: TenantReads = "own"
+    row_policies: Sequence[PolicyCondition] = field(default=())
 
     @property
     def qualified_name(self) -> str:
@@ -258,9 +281,23 @@ def tenant_tables(
                 admin_roles=tuple(admin_roles),
                 row_scopes=_scope_columns(table),
                 tenant_reads=table.info.get(TENANT_READS_INFO_KEY, "own"),
+                row_policies=_policy_conditions(table),
             )
         )
     return found
+
+
+def _policy_conditions(table: Table) -> tuple[PolicyCondition, ...]:
+    """The named row policies of ``table``, compiled for PostgreSQL with their columns
+    unqualified and their values written out (a policy's SQL takes no parameters)."""
+    found = []
+    for name, policy in sorted(row_policies_of(table).items()):
+        compiled = policy.expression.compile(
+            dialect=_DIALECT,
+            compile_kwargs={"literal_binds": True, "include_table": False},
+        )
+        found.append(PolicyCondition(name, str(compiled)))
+    return tuple(found)
 
 
 def _scope_columns(table: Table) -> tuple[ScopeColumn, ...]:
@@ -318,10 +355,29 @@ def _scope_policy_names(scope: str) -> list[str]:
     return [scope_policy_name(scope), *(owned_policy_name(scope, c) for c in OWNED_COMMANDS)]
 
 
+def row_policy_name(policy: str) -> str:
+    """The kit's restrictive policy for the named row policy ``policy`` on a table that has it."""
+    return f"tenancy_policy_{policy}"
+
+
+def row_policy_condition(table: TenantTable, policy: PolicyCondition) -> str:
+    """The restrictive policy's expression: the row policy's condition, or the policy is
+    lifted, or the role is one of the table's admin roles."""
+    terms = [
+        f"({policy.condition})",
+        f"(SELECT current_setting('{lift_setting(policy.name)}', true)) = 'on'",
+    ]
+    for role in table.admin_roles:
+        literal = role.replace("'", "''")
+        terms.append(f"(SELECT pg_has_role('{literal}', 'MEMBER'))")
+    return " OR ".join(terms)
+
+
 def _policy_names(table: TenantTable) -> list[str]:
     return [
         *POLICY_NAMES.values(),
         *(n for s in table.row_scopes for n in _scope_policy_names(s.scope)),
+        *(row_policy_name(p.name) for p in table.row_policies),
     ]
 
 
@@ -357,6 +413,14 @@ def enable_statements(table: TenantTable) -> list[str]:
             statements.append(f"CREATE POLICY {policy} ON {target} {policies[key]}")
     for scope in table.row_scopes:
         statements += _scope_statements(table, scope)
+    for row_policy in table.row_policies:
+        policy = _QUOTE.quote(row_policy_name(row_policy.name))
+        condition = row_policy_condition(table, row_policy)
+        statements += [
+            f"DROP POLICY IF EXISTS {policy} ON {target}",
+            f"CREATE POLICY {policy} ON {target} AS RESTRICTIVE FOR ALL "
+            f"USING ({condition}) WITH CHECK ({condition})",
+        ]
     return statements
 
 

@@ -12,7 +12,9 @@ the global-access switch with no tenant, ``''`` otherwise. When models declare r
 same statement also names, for every row scope declared in the process,
 ``fastapi_tenancy.scope.<name>`` (the session's value as text, ``''`` when it has none or lifts
 the scope) and ``fastapi_tenancy.lift.<name>`` (``on`` when it lifts it), which the restrictive
-row-scope policies read; an app without row scopes sends the two settings alone. When models
+row-scope policies read; a named row policy (``__row_policies__``) is named the same way, its
+value always ``''``, its lift read by its restrictive policy. An app without row scopes or
+row policies sends the two settings alone. When models
 read their tenant's family (``__tenant_reads__``), it names ``fastapi_tenancy.ancestors`` and
 ``fastapi_tenancy.descendants`` too: the session's family of each direction, as a PostgreSQL
 array literal (``{"initech","umbrella"}``, ``''`` when none), which the SELECT policies of those
@@ -63,6 +65,7 @@ from ..exceptions import TenancyMisuse
 from ..hierarchy import NO_FAMILY, TenantFamily, TenantReads, family_setting_value
 from ..keys import tenant_key_of
 from ..models import family_reads
+from ..row_policies import declared_row_policies
 from ..row_scopes import declared_row_scopes, is_row_scope_name
 from ..scope import Access, SessionScope
 from ..session import TenantScopedSession, scope_of
@@ -149,9 +152,10 @@ def _family_values(tenant_id: Any, family: TenantFamily | None) -> tuple[str, st
 
 
 def _scopes_of(scope: SessionScope) -> Scopes:
-    """Every declared row scope, with this session's value (``''`` when none or lifted)."""
+    """Every declared row scope, with this session's value (``''`` when none or lifted), and
+    every declared row policy (no value: only whether the session lifts it)."""
     found = []
-    for name in sorted(declared_row_scopes()):
+    for name in sorted(declared_row_scopes() | declared_row_policies()):
         lifted = name in scope.lifted
         value = None if lifted else scope.row_value(name)
         found.append((name, "" if value is None else str(value), lifted))
@@ -320,7 +324,7 @@ def set_tenant(
     """
     values = dict(row_values or {})
     lifted = frozenset(lift)
-    names = declared_row_scopes() | values.keys() | lifted
+    names = declared_row_scopes() | declared_row_policies() | values.keys() | lifted
     for name in names:
         if not is_row_scope_name(name):
             raise ValueError(f"not a row scope name: {name!r}")

@@ -131,3 +131,26 @@ def test_family_reads_and_public_rows_migrate_as_apply_rls_makes_them(owner):
     assert left == []
     enable = EnableTenantRLSOp("project", **options)
     assert enable.reverse().reverse().table == enable.table
+
+
+def test_row_policies_migrate_as_written_and_come_off(owner):
+    with as_owner(owner) as conn:
+        conn.execute(
+            text(
+                f"CREATE TABLE migrated (id serial PRIMARY KEY, tenant_id {KEY_SQL_TYPE} NOT "
+                "NULL, archived boolean NOT NULL DEFAULT false)"
+            )
+        )
+        op = Operations(MigrationContext.configure(conn))
+        policies = {"live": "archived = false"}
+        op.enable_tenant_rls("migrated", tenant_type=KEY_CAST_TYPE, row_policies=policies)
+        migrated = conn.execute(POLICIES, {"table": "migrated"}).all()
+        op.disable_tenant_rls("migrated", row_policies=policies)
+        left = conn.execute(POLICIES, {"table": "migrated"}).all()
+
+    live = next(row for row in migrated if row.policyname == "tenancy_policy_live")
+    assert "archived = false" in live.qual
+    assert "fastapi_tenancy.lift.live" in live.with_check
+    assert left == []
+    enable = EnableTenantRLSOp("migrated", row_policies=policies)
+    assert enable.reverse().reverse().table == enable.table
