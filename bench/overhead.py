@@ -33,6 +33,8 @@ however busy the machine is. ``count`` also runs two variants of kit-header, com
 
     kit-audit    Tenancy(..., audit_statements=True), the audit logger at INFO into a NullHandler
     kit-tag      Tenancy(..., tag_statements=True)
+    kit-policy   the model declares a named row policy every row meets (name != ''), so each
+                 statement carries it and the wall proves it; the answers are kit-header's
 
 and a pair for hierarchical tenants, on a tenants table whose records name a parent (every
 bench tenant a child of one parent tenant that has no rows, so the answers do not change):
@@ -89,8 +91,12 @@ TWINS = (
 JWT_SETUPS = ("bare-jwt", "kit-jwt", "kit-owner")
 RLS_SETUP = "kit-rls"
 # kit-header with one of the statement options on; measured by ``count`` only, against kit-header
-OPTION_SETUPS = ("kit-audit", "kit-tag")
-OPTION_TWINS = (("kit-audit", "kit-header"), ("kit-tag", "kit-header"))
+OPTION_SETUPS = ("kit-audit", "kit-tag", "kit-policy")
+OPTION_TWINS = (
+    ("kit-audit", "kit-header"),
+    ("kit-tag", "kit-header"),
+    ("kit-policy", "kit-header"),
+)
 # hierarchical tenants, measured by ``count`` only: a lookup whose records name a parent, with
 # and without TenantHierarchy; string keys only (the tenants table is keyed by slug)
 FAMILY_SETUPS = ("kit-tenants", "kit-family")
@@ -161,10 +167,25 @@ def family_tenant_model() -> type[Any]:
 
 
 @functools.cache
-def kit_model(key: type, *, owner_only: bool = False, ancestors: bool = False) -> type[Any]:
+def kit_model(
+    key: type, *, owner_only: bool = False, ancestors: bool = False, policy: bool = False
+) -> type[Any]:
     from sqlmodel import Field
 
-    from fastapi_tenancy import TenantScoped
+    from fastapi_tenancy import RowPolicy, TenantScoped
+
+    if policy:
+
+        class PolicyProject(TenantScoped[key], table=True):  # type: ignore[valid-type]
+            __tablename__ = TABLE
+            __row_policies__ = (RowPolicy("named", lambda cls: cls.name != ""),)
+
+            id: int | None = Field(default=None, primary_key=True)
+            name: str = Field(max_length=100)
+            description: str = Field(max_length=255)
+            owner_id: str = Field(max_length=255)
+
+        return PolicyProject
 
     if ancestors:
 
@@ -331,7 +352,12 @@ def build_app(setup: str, url: str, secret: str, key: type) -> Any:
         TenantTableLookup,
     )
 
-    project = kit_model(key, owner_only=setup == "kit-owner", ancestors=setup == "kit-family")
+    project = kit_model(
+        key,
+        owner_only=setup == "kit-owner",
+        ancestors=setup == "kit-family",
+        policy=setup == "kit-policy",
+    )
     resolver: Any = (
         JWTClaimResolver(key=secret, algorithms=["HS256"])
         if setup in JWT_SETUPS
