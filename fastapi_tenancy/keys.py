@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import weakref
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Integer, String, Uuid
@@ -61,6 +62,13 @@ class KeyValidator:
         return f"KeyValidator({self.pattern.pattern!r})"
 
 
+# The column type TenantKey answers per dialect, by length and collation: made once, not on
+# every expanding parameter SQLAlchemy renders. Weak on the dialect, so engines can go.
+_IMPLS: weakref.WeakKeyDictionary[Dialect, dict[tuple[int, str], TypeEngine[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class TenantKey(TypeDecorator[str]):
     """The column type of tenant keys: a string the database compares exactly, on every database.
 
@@ -87,11 +95,18 @@ class TenantKey(TypeDecorator[str]):
         self.mysql_collation = mysql_collation
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        """``VARCHAR`` with the binary collation on MySQL and MariaDB, plain elsewhere."""
-        if dialect.name in ("mysql", "mariadb"):
-            varchar = mysql.VARCHAR(self.length, charset="utf8mb4", collation=self.mysql_collation)
-            return dialect.type_descriptor(varchar)
-        return dialect.type_descriptor(String(self.length))
+        """``VARCHAR`` with the binary collation on MySQL and MariaDB, plain elsewhere; made
+        once per dialect (SQLAlchemy asks again for every expanding parameter it renders)."""
+        made = _IMPLS.setdefault(dialect, {})
+        key = (self.length, self.mysql_collation)
+        impl = made.get(key)
+        if impl is None:
+            if dialect.name in ("mysql", "mariadb"):
+                impl = mysql.VARCHAR(self.length, charset="utf8mb4", collation=self.mysql_collation)
+            else:
+                impl = String(self.length)
+            impl = made[key] = dialect.type_descriptor(impl)
+        return impl
 
 
 class TenantKeyType(Generic[KeyT]):
