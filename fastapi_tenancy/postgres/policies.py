@@ -341,10 +341,14 @@ def family_condition(table: TenantTable) -> str | None:
 def scope_condition(table: TenantTable, scope: ScopeColumn) -> str:
     """The restrictive policy's expression: the row scope's column equals its setting, or the
     scope is lifted, or the role is one of the table's admin roles."""
-    terms = [
-        f"{_QUOTE.quote(scope.column)} = {_setting(scope_setting(scope.scope), scope.column_type)}",
-        f"(SELECT current_setting('{lift_setting(scope.scope)}', true)) = 'on'",
-    ]
+    column = _QUOTE.quote(scope.column)
+    matches = f"{column} = {_setting(scope_setting(scope.scope), scope.column_type)}"
+    return _or_lifted(table, matches, scope.scope)
+
+
+def _or_lifted(table: TenantTable, condition: str, name: str) -> str:
+    """``condition``, or the row scope or row policy ``name`` lifted, or an admin role."""
+    terms = [condition, f"(SELECT current_setting('{lift_setting(name)}', true)) = 'on'"]
     for role in table.admin_roles:
         literal = role.replace("'", "''")
         terms.append(f"(SELECT pg_has_role('{literal}', 'MEMBER'))")
@@ -363,14 +367,7 @@ def row_policy_name(policy: str) -> str:
 def row_policy_condition(table: TenantTable, policy: PolicyCondition) -> str:
     """The restrictive policy's expression: the row policy's condition, or the policy is
     lifted, or the role is one of the table's admin roles."""
-    terms = [
-        f"({policy.condition})",
-        f"(SELECT current_setting('{lift_setting(policy.name)}', true)) = 'on'",
-    ]
-    for role in table.admin_roles:
-        literal = role.replace("'", "''")
-        terms.append(f"(SELECT pg_has_role('{literal}', 'MEMBER'))")
-    return " OR ".join(terms)
+    return _or_lifted(table, f"({policy.condition})", policy.name)
 
 
 def _policy_names(table: TenantTable) -> list[str]:
