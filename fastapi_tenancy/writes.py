@@ -36,7 +36,7 @@ from .exceptions import (
     WriteConflict,
 )
 from .models import TENANT_TABLE_INFO_KEY, is_tenant_model
-from .row_policies import row_policies_of
+from .row_policies import declared_row_policies, row_policies_of
 from .row_scopes import row_scope_missing, row_scope_param, row_scopes_of
 from .scope import Access, SessionScope
 from .wall import TENANT_PARAM, guard_of
@@ -92,7 +92,6 @@ def check_flush(session: Session, scope: SessionScope) -> None:
             what = "tenant-scoped rows" if scope.access is Access.GLOBAL else "rows"
             raise TenantRequired(f"writing {what} needs a bound tenant")
         return
-    new_set = set(map(id, new))
     for obj in new:
         current = obj.tenant_id
         if current is None:
@@ -112,8 +111,11 @@ def check_flush(session: Session, scope: SessionScope) -> None:
         if not mutable and obj.tenant_id != tenant:
             raise CrossTenantWrite(f"this {type(obj).__name__} would move to another tenant")
         _check_row_scopes_held(obj, state, scope)
-    for obj in (*new, *dirty):
-        _check_row_policies(obj, scope, new=id(obj) in new_set)
+    if declared_row_policies():
+        for obj in new:
+            _check_row_policies(obj, scope, new=True)
+        for obj in dirty:
+            _check_row_policies(obj, scope, new=False)
     _prove_owned(session, written)
     _check_references(session, (*new, *dirty), tenant)
 
@@ -136,11 +138,9 @@ def _check_row_policies(obj: Any, scope: SessionScope, *, new: bool) -> None:
     """Refuse a row that would fail a row policy the session applies, before any SQL: a new
     row, or a changed one (whose UPDATE then sets every column of a policy term it touches,
     so the wall can check the term on the values sent)."""
-    mapper = inspect(obj).mapper
-    policies = row_policies_of(mapper.local_table)
-    if not policies:
-        return
     state = inspect(obj)
+    mapper = state.mapper
+    policies = row_policies_of(mapper.local_table)
     for name, policy in policies.items():
         if name in scope.lifted:
             continue

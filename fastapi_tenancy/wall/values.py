@@ -190,9 +190,7 @@ def _policy_param(
     if not isinstance(value, ClauseElement):
         return f"{column.key}_m{index}" if multi else column.key
     if isinstance(value, BindParameter):
-        names: list[str] = list(
-            {n for bound, n in compiler.bind_names.items() if same(bound, value)}
-        )
+        names = _names_of(compiler, value)
         if len(names) == 1:
             return names[0]
     raise Refusal(
@@ -216,7 +214,7 @@ def _value_check(
     if not isinstance(value, ClauseElement):
         yield _bound(compiler, table, column, param, parent, update)
     elif isinstance(value, BindParameter):
-        names = list({n for bound, n in compiler.bind_names.items() if same(bound, value)})
+        names = _names_of(compiler, value)
         if len(names) != 1:
             raise Refusal(
                 f"the value written to {table.name}.{column.name} cannot be identified among "
@@ -245,6 +243,11 @@ def _value_check(
                 else ""
             )
         )
+
+
+def _names_of(compiler: ProvingCompiler, value: BindParameter[Any]) -> list[str]:
+    """The names ``value`` (or a clone of it) is rendered under in the compiled statement."""
+    return list({name for bound, name in compiler.bind_names.items() if same(bound, value)})
 
 
 def _bound(
