@@ -42,8 +42,8 @@ bench tenant a child of one parent tenant that has no rows, so the answers do no
     kit-tenants  kit-header with TenantTableLookup over that table; the model reads its own rows
     kit-family   the same with TenantHierarchy(parent="parent_slug") and a model declaring
                  __tenant_reads__ = "ancestors": each request finds its tenant's family (one
-                 ancestor) and reads with tenant_id IN (:fastapi_tenancy_ancestors); its twin is
-                 kit-tenants (string keys only)
+                 ancestor) and reads with tenant_id IN (:fastapi_tenancy_ancestors_0,
+                 :fastapi_tenancy_ancestors_1); its twin is kit-tenants (string keys only)
 
 See bench/README.md.
 

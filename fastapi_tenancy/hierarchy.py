@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
 from .exceptions import TenancyMisuse, TenantHierarchyInvalid
@@ -32,6 +33,7 @@ __all__ = [
     "TenantFamily",
     "TenantHierarchy",
     "TenantReads",
+    "family_params",
     "family_setting_value",
 ]
 
@@ -42,8 +44,8 @@ FAMILY_PARAMS = {
     "ancestors": "fastapi_tenancy_ancestors",
     "descendants": "fastapi_tenancy_descendants",
 }
-"""The expanding bound parameters carrying the tenants a session reads of a family model:
-``tenant_id IN (:fastapi_tenancy_ancestors)``, one compiled statement for every tenant."""
+"""The stems of the bound parameters carrying the tenants a session reads of a family model:
+``tenant_id IN (:fastapi_tenancy_ancestors_0, :fastapi_tenancy_ancestors_1)``."""
 
 logger = logging.getLogger("fastapi_tenancy.hierarchy")
 
@@ -65,6 +67,25 @@ class TenantFamily:
         if reads == "descendants":
             return (tenant, *self.descendants)
         return (tenant,)
+
+    def bound_size(self, reads: TenantReads) -> int:
+        """How many parameters carry :meth:`readable`: its size rounded up to a power of two,
+        so that every family of a size up to that power shares one compiled statement (a
+        handful of statements however the families vary)."""
+        others = self.ancestors if reads == "ancestors" else self.descendants
+        return 1 << len(others).bit_length() if reads != "own" else 1
+
+    def bound(self, tenant: Any, reads: TenantReads) -> tuple[Any, ...]:
+        """:meth:`readable` as those parameters carry it, padded with ``tenant``."""
+        readable = self.readable(tenant, reads)
+        return readable + (tenant,) * (self.bound_size(reads) - len(readable))
+
+
+@cache
+def family_params(reads: TenantReads, count: int) -> tuple[str, ...]:
+    """The names of the ``count`` bound parameters carrying the tenants read of a model
+    declaring ``reads``."""
+    return tuple(f"{FAMILY_PARAMS[reads]}_{index}" for index in range(count))
 
 
 NO_FAMILY = TenantFamily()
@@ -90,8 +111,10 @@ class TenantHierarchy:
     function of the record answering it); ``None`` there means a root. ``children`` (sync or
     async) answers the keys of a tenant's direct children; it is needed only by models that
     read their descendants' rows, and its answers are kept ``ttl`` seconds (at most
-    ``maxsize`` tenants). ``max_depth`` bounds both walks: a deeper chain, or a cycle, answers
-    500 ``tenant_hierarchy_invalid``. An ancestor that is missing or inactive ends the chain.
+    ``maxsize`` tenants). A tenant's whole family is kept as long, while the lookup answers
+    the same record for it; ``Tenancy.tenant_changed()`` forgets every family at once.
+    ``max_depth`` bounds both walks: a deeper chain, or a cycle, answers 500
+    ``tenant_hierarchy_invalid``. An ancestor that is missing or inactive ends the chain.
 
     Usage::
 
@@ -122,6 +145,9 @@ class TenantHierarchy:
     _descendants: OrderedDict[Any, tuple[float, tuple[Any, ...]]] = field(
         default_factory=OrderedDict, init=False, repr=False
     )
+    _families: OrderedDict[Any, tuple[float, Any, TenantFamily]] = field(
+        default_factory=OrderedDict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         if self.max_depth < 1:
@@ -143,12 +169,19 @@ class TenantHierarchy:
         descendants: bool,
     ) -> TenantFamily:
         """The family of the tenant ``key`` whose record is ``record``: its ancestors through
-        ``lookup`` (cached records), and, when ``descendants``, its descendants."""
-        ancestors = await self._ancestors(key, record, lookup, coerce)
+        ``lookup`` (cached records), and, when ``descendants``, its descendants; kept ``ttl``
+        seconds while ``record`` is the tenant's record."""
+        now = self.clock()
+        cached = self._families.get(key)
+        if cached is not None and cached[1] is record and cached[0] > now:
+            return cached[2]
+        ancestors = await self._walk_up(key, record, lookup, coerce)
         below = await self.descendants_of(key, coerce) if descendants else ()
-        return TenantFamily(ancestors=ancestors, descendants=below)
+        family = TenantFamily(ancestors=ancestors, descendants=below)
+        _keep(self._families, key, (now + self.ttl, record, family), self.ttl, self.maxsize)
+        return family
 
-    async def _ancestors(
+    async def _walk_up(
         self, key: Any, record: Any, lookup: TenantLookup, coerce: Callable[[Any], Any]
     ) -> tuple[Any, ...]:
         chain: list[Any] = []
@@ -178,11 +211,7 @@ class TenantHierarchy:
             self._descendants.move_to_end(key)
             return cached[1]
         found = await self._walk_down(key, coerce)
-        if self.ttl > 0 and self.maxsize > 0:
-            self._descendants[key] = (now + self.ttl, found)
-            self._descendants.move_to_end(key)
-            while len(self._descendants) > self.maxsize:
-                self._descendants.popitem(last=False)
+        _keep(self._descendants, key, (now + self.ttl, found), self.ttl, self.maxsize)
         return found
 
     async def _walk_down(self, key: Any, coerce: Callable[[Any], Any]) -> tuple[Any, ...]:
@@ -215,8 +244,21 @@ class TenantHierarchy:
         return tuple(found)
 
     def invalidate(self) -> None:
-        """Forget every cached list of descendants (a tenant was created, moved or removed)."""
+        """Forget every cached family and list of descendants (a tenant was created, moved
+        or removed)."""
         self._descendants.clear()
+        self._families.clear()
+
+
+def _keep(cache: OrderedDict[Any, Any], key: Any, entry: Any, ttl: float, maxsize: int) -> None:
+    """Put ``entry`` in ``cache`` as its newest, keeping at most ``maxsize`` (none when
+    ``ttl`` or ``maxsize`` is not positive)."""
+    if ttl <= 0 or maxsize <= 0:
+        return
+    cache[key] = entry
+    cache.move_to_end(key)
+    while len(cache) > maxsize:
+        cache.popitem(last=False)
 
 
 def _invalid(key: Any, reason: str) -> TenantHierarchyInvalid:

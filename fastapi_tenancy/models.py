@@ -218,13 +218,19 @@ def tenant_table_names() -> Mapping[tuple[str | None, str], str]:
 
 
 _ROW_SCOPED_MODELS: list[type[Any]] = []
-_FAMILY_READS: set[TenantReads] = set()
+_FAMILY_MODELS: list[type[Any]] = []
+_FAMILY_READS: frozenset[TenantReads] = frozenset()
 
 
 def family_reads() -> frozenset[TenantReads]:
     """``"ancestors"`` and ``"descendants"`` as some mapped model reads them, in this
     process: what a session needs of its tenant's family."""
-    return frozenset(_FAMILY_READS)
+    return _FAMILY_READS
+
+
+def family_models() -> list[type[Any]]:
+    """The mapped tenant models whose tenants read their family's rows, in this process."""
+    return _FAMILY_MODELS
 
 
 def row_scoped_models() -> list[type[Any]]:
@@ -251,7 +257,7 @@ def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
                         "models of their own"
                     )
                 table.info[TENANT_READS_INFO_KEY] = reads
-                _FAMILY_READS.add(reads)
+                _add_family_model(cls, reads)
             if scopes:
                 if cls.__shared_rows__:
                     raise TenancyMisuse(
@@ -276,6 +282,12 @@ def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
             if cls.__shared_rows__:
                 table.info[TENANT_SHARED_ROWS_INFO_KEY] = True
                 tenant_column.nullable = True  # NULL: a row every tenant shares
+
+
+def _add_family_model(cls: type[Any], reads: TenantReads) -> None:
+    global _FAMILY_READS  # one frozenset, read per statement, made at mapping
+    _FAMILY_MODELS.append(cls)
+    _FAMILY_READS = _FAMILY_READS | {reads}
 
 
 def _mark_public_flags(cls: type[Any], mapper: Mapper[Any], table: Any) -> None:

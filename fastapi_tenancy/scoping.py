@@ -11,6 +11,7 @@ unscoped. What the ORM cannot scope (``text()``, core tables of tenant models) i
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, or_, true
@@ -30,13 +31,13 @@ from .exceptions import (
     TenantRequired,
     UnscopedStatement,
 )
-from .hierarchy import FAMILY_PARAMS, NO_FAMILY
+from .hierarchy import NO_FAMILY, family_params
 from .models import (
     TENANT_TABLE_INFO_KEY,
     TenantScoped,
+    family_models,
     family_reads,
     is_tenant_model,
-    row_scoped_models,
 )
 from .row_scopes import declared_row_scopes, row_scope_missing, row_scope_param, row_scopes_of
 from .scope import Access, SessionScope
@@ -63,29 +64,46 @@ def _row_terms(
     return terms
 
 
-def _tenant_only_criteria(cls: type[TenantScoped]) -> Any:
+FamilySizes = tuple[int, int]
+"""How many parameters carry the tenants a session reads of models reading their ancestors'
+and their descendants' rows (its family's size, rounded up to a power of two)."""
+
+_TENANT_ALONE: FamilySizes = (1, 1)
+
+
+def _family_sizes(scope: SessionScope) -> FamilySizes:
+    family = scope.family or NO_FAMILY
+    return (family.bound_size("ancestors"), family.bound_size("descendants"))
+
+
+def _tenant_only_criteria(cls: type[TenantScoped], sizes: FamilySizes = _TENANT_ALONE) -> Any:
     """What a tenant reads: its rows, the shared rows of a ``__shared_rows__`` model, and its
-    family's rows of a model reading them (``__tenant_reads__``)."""
+    family's rows of a model reading them (``__tenant_reads__``): ``tenant_id IN (:p0,
+    :p1, ...)``, as many parameters as ``sizes`` gives."""
     column = cls.tenant_column()
-    if cls.__tenant_reads__ != "own":
-        return column.in_(bindparam(FAMILY_PARAMS[cls.__tenant_reads__], expanding=True))
+    reads = cls.__tenant_reads__
+    if reads != "own":
+        count = sizes[0] if reads == "ancestors" else sizes[1]
+        return column.in_([bindparam(name) for name in family_params(reads, count)])
     if cls.__shared_rows__:
         return or_(column == bindparam(TENANT_PARAM), column.is_(None))
     return column == bindparam(TENANT_PARAM)
 
 
-def _tenant_criteria(cls: type[TenantScoped]) -> Any:
-    """What a tenant reads, within every row scope of the model."""
-    return and_(_tenant_only_criteria(cls), *_row_terms(cls))
+def _tenant_criteria(
+    cls: type[TenantScoped],
+    sizes: FamilySizes = _TENANT_ALONE,
+    lifted: frozenset[str] = frozenset(),
+) -> Any:
+    """What a tenant reads, within every row scope and row policy of the model not lifted."""
+    return and_(_tenant_only_criteria(cls, sizes), *_row_terms(cls, lifted))
 
 
-def _owned_only_criteria(cls: type[TenantScoped]) -> Any:
-    return cls.tenant_column() == bindparam(TENANT_PARAM)
-
-
-def _owned_criteria(cls: type[TenantScoped]) -> Any:
-    """What a tenant writes: its own rows only, within every row scope of the model."""
-    return and_(_owned_only_criteria(cls), *_row_terms(cls, reading=False))
+def _owned_criteria(cls: type[TenantScoped], lifted: frozenset[str] = frozenset()) -> Any:
+    """What a tenant writes: its own rows only, within every row scope and row policy of the
+    model not lifted."""
+    owned = cls.tenant_column() == bindparam(TENANT_PARAM)
+    return and_(owned, *_row_terms(cls, lifted, reading=False))
 
 
 def _global_read_criteria(cls: type[TenantScoped]) -> Any:
@@ -105,39 +123,42 @@ def _criteria(function: Any) -> Any:
 TENANT_CRITERIA = _criteria(lambda cls: _tenant_criteria(cls))
 OWNED_CRITERIA = _criteria(lambda cls: _owned_criteria(cls))
 GLOBAL_READ_CRITERIA = _criteria(lambda cls: _global_read_criteria(cls))
-_TENANT_ONLY_CRITERIA = _criteria(lambda cls: _tenant_only_criteria(cls))
-_OWNED_ONLY_CRITERIA = _criteria(lambda cls: _owned_only_criteria(cls))
-
-_LIFTED: dict[tuple[frozenset[str], bool, int], tuple[Any, ...]] = {}
 
 
-def _lifted_options(lifted: frozenset[str], *, owned: bool) -> tuple[Any, ...]:
-    """Criteria of a session that lifts the row scopes ``lifted``: the tenant for every tenant
-    model, and each row scope still applied for each model that has it (one option per model:
-    these criteria are plain SQL, so each compiled form is shared by every session alike)."""
-    models = row_scoped_models()
-    key = (lifted, owned, len(models))  # models mapped later make new options
-    options = _LIFTED.get(key)
-    if options is None:
-        base = _OWNED_ONLY_CRITERIA if owned else _TENANT_ONLY_CRITERIA
-        per_model = [
-            with_loader_criteria(model, and_(*terms), include_aliases=True)
-            for model in models
-            if (terms := _row_terms(model, lifted, reading=not owned))
-        ]
-        options = _LIFTED[key] = (base, *per_model)
-    return options
+@cache
+def _session_criteria(owned: bool, sizes: FamilySizes, lifted: frozenset[str]) -> Any:
+    """The criteria of sessions that read a family of ``sizes`` or lift ``lifted``: one
+    option for every tenant model (and its aliases), shared by every such session.
+
+    A loader criteria's cache key is its function's code, not its closure or defaults
+    (tracking a closure would bind its values as parameters of every execution), so each
+    combination gets the function's code under a name of its own: combinations never share
+    compiled SQL, and there are a handful (sizes are powers of two). The values travel as
+    the function's defaults, which SQLAlchemy passes through untouched.
+    """
+
+    def criteria(
+        cls: type[TenantScoped],
+        owned: bool = owned,
+        sizes: FamilySizes = sizes,
+        lifted: frozenset[str] = lifted,
+    ) -> Any:
+        return _owned_criteria(cls, lifted) if owned else _tenant_criteria(cls, sizes, lifted)
+
+    name = f"criteria{(owned, sizes, tuple(sorted(lifted)))!r}"
+    criteria.__code__ = criteria.__code__.replace(co_name=name)
+    return _criteria(criteria)
 
 
 def _read_options(scope: SessionScope) -> tuple[Any, ...]:
-    if scope.lifted:
-        return _lifted_options(scope.lifted, owned=False)
+    if scope.lifted or family_models():
+        return (_session_criteria(False, _family_sizes(scope), scope.lifted),)
     return (TENANT_CRITERIA,)
 
 
 def _owned_options(scope: SessionScope) -> tuple[Any, ...]:
     if scope.lifted:
-        return _lifted_options(scope.lifted, owned=True)
+        return (_session_criteria(True, _TENANT_ALONE, scope.lifted),)
     return (OWNED_CRITERIA,)
 
 
@@ -171,7 +192,7 @@ def scope_execution(state: ORMExecuteState, scope: SessionScope) -> None:
         mapper = state.bind_mapper
         if mapper is not None and is_tenant_model(mapper.class_):
             cls = mapper.class_
-            statement = statement.where(_tenant_only_criteria(cls), *_row_terms(cls, scope.lifted))
+            statement = statement.where(_tenant_criteria(cls, _family_sizes(scope), scope.lifted))
     state.statement = statement
     state.parameters = _with_scope_params(state.parameters, scope)
 
@@ -218,8 +239,9 @@ def scope_params(scope: SessionScope) -> dict[str, Any]:
     """The bound parameters carrying a session's tenant and the values of its row scopes."""
     params: dict[str, Any] = {TENANT_PARAM: scope.tenant_id}
     family = scope.family or NO_FAMILY
-    for reads in family_reads():  # an expanding parameter: a list of the tenants it reads
-        params[FAMILY_PARAMS[reads]] = list(family.readable(scope.tenant_id, reads))
+    for reads in family_reads():  # the tenants it reads, one parameter each
+        tenants = family.bound(scope.tenant_id, reads)
+        params.update(zip(family_params(reads, len(tenants)), tenants, strict=True))
     for name in declared_row_scopes():  # None where the session has no value: fails closed
         params[row_scope_param(name)] = scope.row_value(name)
     return params

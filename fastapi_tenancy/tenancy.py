@@ -242,7 +242,7 @@ class Tenancy:
                 raise TenantRequired()
             return TenantContext(id=None, source=None, claims=claims)
         record = None if self.lookup is None else await self.lookup(result.key)
-        context = TenantContext(id=result.key, source=result.source, claims=claims, record=record)
+        family = NO_FAMILY
         if self.hierarchy is not None and self.lookup is not None and (reads := family_reads()):
             family = await self.hierarchy.family_of(
                 result.key,
@@ -251,7 +251,9 @@ class Tenancy:
                 self.keys.coerce,
                 descendants="descendants" in reads,
             )
-            context = replace(context, family=family)
+        context = TenantContext(
+            id=result.key, source=result.source, claims=claims, record=record, family=family
+        )
         if self.membership is not None and not await call_predicate(self.membership, context):
             raise NotAMember()
         return context
@@ -490,31 +492,31 @@ class Tenancy:
         admin = scope.access is Access.UNSCOPED and scope.tenant_id is None
         if admin and self.admin_engine is not None:
             return self.admin_engine, TenantScopedSession, {SCOPE_KEY: scope}
-        if scope.scoped:
-            if scope.row_values is None:
-                scope = self._with_row_values(scope)
-            if scope.family is None and family_reads():
-                scope = self._with_family(scope)
+        if scope.scoped and (
+            (scope.row_values is None and declared_row_scopes())
+            or (scope.family is None and family_reads())
+        ):
+            scope = self._completed(scope)
         return self.engine, self._session_class, {SCOPE_KEY: scope, **self._session_info}
 
-    def _with_row_values(self, scope: SessionScope) -> SessionScope:
-        """``scope`` with the values of the row scopes the models declare, taken from the bound
-        context (``None`` where there is none: those models then fail closed)."""
-        declared = declared_row_scopes()
-        if not declared:
-            return scope
+    def _completed(self, scope: SessionScope) -> SessionScope:
+        """``scope`` with what it left ``None`` taken from the bound context: the values of
+        the row scopes the models declare (``None`` where the context has none: those models
+        then fail closed) and its tenant's family (none when the context is another tenant's,
+        or was bound without a lookup)."""
         context = get_tenant_context()
-        values = tuple((name, self._row_value(name, context)) for name in sorted(declared))
-        return replace(scope, row_values=values)
-
-    def _with_family(self, scope: SessionScope) -> SessionScope:
-        """``scope`` with its tenant's family, as the bound context found it (none when the
-        context is another tenant's, or was bound without a lookup)."""
-        context = get_tenant_context()
-        family = NO_FAMILY
-        if context is not None and context.id in (scope.tenant_id, scope.bound_as):
-            family = context.family
-        return replace(scope, family=family)
+        values = scope.row_values
+        if values is None:
+            names = sorted(declared_row_scopes())
+            values = tuple((name, self._row_value(name, context)) for name in names)
+        family = scope.family
+        if family is None:
+            family = NO_FAMILY
+            if context is not None and context.id in (scope.tenant_id, scope.bound_as):
+                family = context.family
+        return SessionScope(
+            scope.tenant_id, scope.access, scope.bound_as, values, scope.lifted, family
+        )
 
     def _row_value(self, name: str, context: TenantContext | None) -> Any:
         function = self.row_scopes.get(name)

@@ -88,8 +88,9 @@ def _read_scopes(read: ReadCheck) -> Iterator[str]:
     name = table.fullname
     if read.family_params:
         column = f"{name}.{tenant_column_of(table).name}"
-        for param in read.family_params:
-            yield f"{column} IN (:{param}) (the tenant and its {read.family})"
+        for binds in read.family_params:
+            names = ", ".join(f":{name}" for name, _ in binds)
+            yield f"{column} IN ({names}) (the tenant and its {read.family})"
     if read.tenant_params:
         column = f"{name}.{tenant_column_of(table).name}"
         # The proof accepts the filter of a model with shared rows alone or with its shared

@@ -313,17 +313,32 @@ def _check_read(
 def _in_family(
     read: ReadCheck, scope: SessionScope, row: Mapping[str, Any], context: ExecutionContext
 ) -> bool:
-    """Whether an expanding parameter of ``read`` names only tenants whose rows the session
-    reads of its table: its own, and its ancestors' or descendants' as the model declares."""
+    """Whether a term ``<tenant column> IN (...)`` of ``read`` names only tenants whose rows
+    the session reads of its table: its own, and its ancestors' or descendants' as the model
+    declares."""
     if read.family is None:
         return False
     readable = (scope.family or NO_FAMILY).readable(scope.tenant_id, read.family)
     expanded: Mapping[str, list[str]] = getattr(context, "_expanded_parameters", {})
-    for param in read.family_params:
-        names = expanded.get(param)
-        if names is not None and all(name in row and row[name] in readable for name in names):
+    for binds in read.family_params:
+        if all(
+            _names_readable(row, name, expanding, expanded, readable) for name, expanding in binds
+        ):
             return True
     return False
+
+
+def _names_readable(
+    row: Mapping[str, Any],
+    name: str,
+    expanding: bool,
+    expanded: Mapping[str, list[str]],
+    readable: tuple[Any, ...],
+) -> bool:
+    """Whether the parameter ``name`` (each of its values, when expanding) is sent with one
+    of the ``readable`` tenants."""
+    names = expanded.get(name) if expanding else (name,)
+    return names is not None and all(each in row and row[each] in readable for each in names)
 
 
 def _in_row_scopes(

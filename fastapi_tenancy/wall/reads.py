@@ -10,8 +10,9 @@ and an association table by its keys joined to filtered rows. A table of a
 ``__shared_rows__`` model, where it is only read, may have ``(<tenant column> = :param OR
 <tenant column> IS NULL)`` instead: its rows with no tenant are shared by every tenant. A
 table of a model whose tenants read their family's rows (``__tenant_reads__``), where it is
-only read, may have ``<tenant column> IN (:param)`` (an expanding parameter) instead: the gate
-then checks that every tenant it names is the session's tenant or of its family.
+only read, may have ``<tenant column> IN (:p0, :p1, ...)`` (parameters, or one expanding
+parameter) instead: the gate then checks that every tenant it names is the session's tenant or
+of its family.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy.sql.elements import (
     BinaryExpression,
     BindParameter,
     BooleanClauseList,
+    ClauseList,
     ColumnClause,
     Grouping,
     Null,
@@ -49,11 +51,15 @@ from .compiler import (
     tenant_column_of,
 )
 
-__all__ = ["PolicyBinds", "ReadCheck", "read_checks"]
+__all__ = ["FamilyBinds", "PolicyBinds", "ReadCheck", "read_checks"]
 
 PolicyBinds = tuple[tuple[str, Any, bool], ...]
 """The parameters of a term proving a row policy: name, the policy's value, and whether it is
 an expanding parameter (a list)."""
+
+FamilyBinds = tuple[tuple[str, bool], ...]
+"""The parameters of a term ``<tenant column> IN (...)``: name, and whether it is an expanding
+parameter (a list)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +77,8 @@ class ReadCheck:
     family: TenantReads | None = None
     """``"ancestors"`` or ``"descendants"``: whose rows the table's tenants read beside their
     own, where it is only read."""
-    family_params: tuple[str, ...] = ()
-    """Expanding parameters of ``<tenant column> IN (:param)`` terms that may prove it."""
+    family_params: tuple[FamilyBinds, ...] = ()
+    """The parameters of each ``<tenant column> IN (...)`` term that may prove it."""
     policy_params: tuple[tuple[str, tuple[PolicyBinds, ...]], ...] = ()
     """For each term of each row policy of the table, the policy's name and the terms of the
     statement that may prove it, each by the parameters it binds with the policy's values."""
@@ -207,14 +213,14 @@ def _read_check(compiler: ProvingCompiler, occurrence: Occurrence) -> tuple[Read
         for scope, column_name in row_scopes_of(occurrence.table).items()
     )
     family = occurrence.table.info.get(TENANT_READS_INFO_KEY) if read_only else None
-    family_params: tuple[str, ...] = ()
+    family_params: tuple[FamilyBinds, ...] = ()
     if family is not None:
         family_params = tuple(
             dict.fromkeys(
-                name
-                for column, param in _memberships(terms, element)
+                binds
+                for column, params in _memberships(terms, element)
                 if column.name == tenant_column
-                for name in _bind_name(compiler, param)
+                and (binds := _member_binds(compiler, params)) is not None
             )
         )
     policy_params = tuple(
@@ -366,21 +372,41 @@ def _equalities(terms: list[Any], element: Any) -> Iterator[tuple[ColumnClause[A
                 yield column, other
 
 
-def _memberships(terms: list[Any], element: Any) -> Iterator[tuple[ColumnClause[Any], Any]]:
-    """``(column of element, expanding parameter)`` for each term ``column IN (:param)``
-    whose values travel as parameters (not rendered into the SQL)."""
+def _memberships(
+    terms: list[Any], element: Any
+) -> Iterator[tuple[ColumnClause[Any], tuple[BindParameter[Any], ...]]]:
+    """``(column of element, its parameters)`` for each term ``column IN (:p0, :p1, ...)`` or
+    ``column IN (:param)`` (one expanding parameter) whose values all travel as parameters
+    (none rendered into the SQL)."""
     for term in terms:
         if not isinstance(term, BinaryExpression) or term.operator is not operators.in_op:
             continue
         column, other = term.left, term.right
-        if (
-            isinstance(column, ColumnClause)
-            and same(column.table, element)
-            and isinstance(other, BindParameter)
-            and other.expanding
-            and not other.literal_execute
+        if not (isinstance(column, ColumnClause) and same(column.table, element)):
+            continue
+        if isinstance(other, BindParameter):
+            params: tuple[Any, ...] = (other,) if other.expanding else ()
+        elif isinstance(other, Grouping) and isinstance(other.element, ClauseList):
+            params = tuple(other.element.clauses)
+        else:
+            continue
+        if params and all(
+            isinstance(param, BindParameter) and not param.literal_execute for param in params
         ):
-            yield column, other
+            yield column, params
+
+
+def _member_binds(
+    compiler: SQLCompiler, params: tuple[BindParameter[Any], ...]
+) -> FamilyBinds | None:
+    """The compiled names of ``params`` (``None`` if one was not rendered as a parameter)."""
+    binds = []
+    for param in params:
+        names = _bind_name(compiler, param)
+        if not names:
+            return None
+        binds.append((names[0], param.expanding))
+    return tuple(binds)
 
 
 def _shared_equalities(terms: list[Any], element: Any) -> list[tuple[ColumnClause[Any], Any]]:

@@ -26,7 +26,7 @@ from models import (
     Project,
     snapshot,
 )
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, literal_column, or_, select, update
 from sqlalchemy.orm import aliased, registry, selectinload
 from sqlmodel import Field, SQLModel
 
@@ -41,7 +41,7 @@ from fastapi_tenancy import (
     UnscopedStatement,
     owner_field,
 )
-from fastapi_tenancy.hierarchy import FAMILY_PARAMS
+from fastapi_tenancy.hierarchy import family_params
 from fastapi_tenancy.wall import TENANT_PARAM
 
 FAMILIES = {
@@ -223,10 +223,37 @@ def test_a_statement_naming_a_sibling_in_its_family_filter_is_refused(tenancy, f
         # within the family, the same statement is a proven read
         allowed = session.execute(by_caller, {"tenants": [ACME, UMBRELLA]}).scalars()
         assert sorted(allowed) == ["acme-item", "acme-variant", "umbrella-item", "umbrella-variant"]
-        # the kit's own parameter always carries the session's family, whatever was sent
-        forged = {FAMILY_PARAMS["ancestors"]: [GLOBEX], TENANT_PARAM: GLOBEX}
-        read = session.execute(select(CatalogItem.name), forged).scalars()
-        assert "globex-item" not in list(read)
+        # the kit's own parameters always carry the session's family, whatever was sent
+        forged = {name: GLOBEX for name in family_params("ancestors", 4)}
+        read = session.execute(select(CatalogItem.name), {**forged, TENANT_PARAM: GLOBEX})
+        assert "globex-item" not in list(read.scalars())
+
+
+def test_a_family_filter_of_several_parameters_is_checked_value_by_value(tenancy, family):
+    table = CatalogItem.__table__
+    listed = select(table.c.name).where(
+        table.c.tenant_id.in_([bindparam("mine"), bindparam("other")])
+    )
+    with as_tenant(tenancy, ACME) as session:
+        with pytest.raises(UnscopedStatement, match="neither the session's"):
+            session.execute(listed, {"mine": ACME, "other": GLOBEX})
+        allowed = session.execute(listed, {"mine": ACME, "other": INITECH}).scalars()
+        assert sorted(allowed) == ["acme-item", "acme-variant", "initech-item", "initech-variant"]
+        for smuggled in (
+            literal_column(f"'{GLOBEX}'"),  # rendered into the SQL: no parameter to check
+            bindparam("inline", GLOBEX, literal_execute=True),
+            select(table.c.tenant_id).scalar_subquery(),
+        ):
+            statement = select(table.c.name).where(
+                table.c.tenant_id.in_([bindparam("mine"), smuggled])
+            )
+            with pytest.raises(UnscopedStatement):
+                session.execute(statement, {"mine": ACME})
+        # the kit's own filter OR-ed with another tenant's is no proof either
+        widened = select(CatalogItem.name).where(
+            or_(CatalogItem.tenant_id == GLOBEX, CatalogItem.name != "")
+        )
+        assert "globex-item" not in list(session.execute(widened).scalars())
 
 
 def test_a_family_filter_never_proves_a_model_that_reads_only_its_own(tenancy, world):
@@ -260,16 +287,26 @@ def test_a_session_without_a_family_reads_its_own_rows(tenancy, family):
         assert names(session) == ["acme-item", "acme-variant"]  # exports hold the tenant's own
 
 
-def test_one_compiled_statement_serves_every_tenant_and_family_size(tenancy, family):
+def test_compiled_statements_stay_one_per_family_size_bucket(tenancy, family):
+    """A family travels as parameters padded to a power of two: one compiled statement per
+    size bucket (1, 2, 4, ...), however many tenants and families read."""
     cache = tenancy.engine._compiled_cache
-    for tenant in (ACME, INITECH):  # warm up both family sizes
-        with as_tenant(tenancy, tenant) as session:
-            names(session)
-    size = len(cache)
+    before = len(cache)
     for tenant in FAMILIES:
         with as_tenant(tenancy, tenant) as session:
             names(session)
-    assert len(cache) == size
+    buckets = {len(f.bound(tenant, "ancestors")) for tenant, f in FAMILIES.items()}
+    assert buckets == {1, 2, 4}
+    assert len(cache) - before == len(buckets)
+    four = TenantFamily(ancestors=(INITECH, UMBRELLA, GLOBEX))  # bucket 4 unpadded
+    with tenancy.make_session(SessionScope(ACME, family=four)) as session:
+        assert names(session) == sorted(
+            f"{NAMES[t]}{suffix}" for t in FAMILIES for suffix in ("-item", "-variant")
+        )
+    for tenant in reversed(FAMILIES):
+        with as_tenant(tenancy, tenant) as session:
+            names(session)
+    assert len(cache) - before == len(buckets)
 
 
 def test_a_family_model_cannot_also_have_row_scopes_or_shared_rows():
@@ -324,9 +361,9 @@ def test_the_audit_record_names_the_family_filter_the_sql_carried(engine, family
     with caplog.at_level(logging.INFO, "fastapi_tenancy.audit"), audited.make_session(scope) as s:
         names(s)
     record = next(r for r in caplog.records if r.tenancy_event == "statement_scoped")
-    param = FAMILY_PARAMS["ancestors"]
+    params = ", ".join(f":{name}" for name in family_params("ancestors", 4))  # 3, padded
     assert record.tenancy_scopes == (
-        f"scoping_catalog_item.tenant_id IN (:{param}) (the tenant and its ancestors)",
+        f"scoping_catalog_item.tenant_id IN ({params}) (the tenant and its ancestors)",
     )
 
 

@@ -121,6 +121,26 @@ def test_descendants_are_cached_and_forgotten_when_a_tenant_changes(engine, reco
         )
 
 
+def test_a_family_is_kept_while_its_record_is_and_forgotten_when_a_tenant_changes(engine, records):
+    client, tenancy, _children = build(engine)
+    family = [f"item-of-{SPELL(key)}" for key in (ACME, INITECH, UMBRELLA)]
+    with client:
+        assert get(client, "/items", ACME).json() == family
+        with Session(engine) as session:  # behind the kit's back: cached records still rule
+            session.execute(update(Org).where(Org.key == INITECH).values(active=False))
+            session.commit()
+        assert get(client, "/items", ACME).json() == family
+        tenancy.tenant_changed_sync(INITECH)
+        assert get(client, "/items", ACME).json() == [f"item-of-{SPELL(ACME)}"]
+        set_parent(engine, ACME, UMBRELLA)
+        assert tenancy.lookup is not None
+        tenancy.lookup.invalidate(ACME)  # a new record for acme: its family is found again
+        assert get(client, "/items", ACME).json() == [
+            f"item-of-{SPELL(ACME)}",
+            f"item-of-{SPELL(UMBRELLA)}",
+        ]
+
+
 def test_a_cycle_fails_the_request_closed_and_logs_the_tenant(engine, records, caplog):
     set_parent(engine, UMBRELLA, ACME)  # umbrella -> initech -> acme -> umbrella
     client, _tenancy, _children = build(engine)

@@ -430,6 +430,13 @@ def test_a_lifted_policy_reads_and_writes_past_it_and_keeps_the_tenant(tenancy, 
         session = tenancy.session(tenant=ACME, lift=["live"])
     with session:
         assert titles(session) == ["archived", "live", "public"]  # never secret, never globex
+        other = aliased(Document)  # the policies still applied reach aliases too
+        joined = select(Document.title, other.title).join(other, other.id == Document.id)
+        assert sorted(session.execute(joined).all()) == [
+            ("archived", "archived"),
+            ("live", "live"),
+            ("public", "public"),
+        ]
         document = session.get(Document, documents["live"])
         document.archived = True
         session.commit()
