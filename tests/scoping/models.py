@@ -27,6 +27,7 @@ from sqlmodel import Field, Relationship, SQLModel
 
 from fastapi_tenancy import (
     Access,
+    RowPolicy,
     SessionScope,
     Tenancy,
     owner_field,
@@ -491,3 +492,97 @@ OwnedProject.open_tasks = relationship(  # type: ignore[attr-defined]
     viewonly=True,
     order_by=_owned_task_t.c.id,
 )
+
+
+# --------------------------------------------------------------------------------------------
+# Models of the generated statements' policy world (test_generated.py): Project and Task again,
+# whose archived rows a row policy hides; their tables are created by that test.
+
+
+def live(cls: Any) -> Any:
+    """The row policy of the policy world: rows not archived."""
+    return cls.archived == false()
+
+
+class PolicyProject(ScopingModel, Keyed, table=True):
+    """Project's twin whose archived rows no tenant session reads or writes."""
+
+    __tablename__ = "scoping_policy_project"
+    __table_args__ = (
+        tenant_unique("archived", "name", name="uq_scoping_policy_project_archived_name"),
+    )
+    __row_policies__ = (RowPolicy("live", live),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    archived: bool = False
+    name: str = Field(max_length=50)
+
+    tasks: list["PolicyTask"] = Relationship(back_populates="project")
+
+
+class PolicyTask(ScopingModel, Keyed, table=True):
+    """Task's twin whose archived rows no tenant session reads or writes."""
+
+    __tablename__ = "scoping_policy_task"
+    __row_policies__ = (RowPolicy("live", live),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    archived: bool = False
+    name: str = Field(max_length=50)
+    done: bool = False
+    project_id: int | None = Field(default=None, foreign_key="scoping_policy_project.id")
+
+    project: PolicyProject | None = Relationship(back_populates="tasks")
+
+
+# --------------------------------------------------------------------------------------------
+# Models of the generated statements' family world (test_generated.py): a Project twin read down
+# the tenant family (a catalogue its ancestors share), and a Task twin read by its tenant only.
+
+
+class FamilyProject(ScopingModel, Keyed, table=True):
+    """Project's twin a tenant reads with its ancestors' rows."""
+
+    __tablename__ = "scoping_family_project"
+    __table_args__ = (tenant_unique("name", name="uq_scoping_family_project_tenant_name"),)
+    __tenant_reads__ = "ancestors"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+
+    tasks: list["FamilyTask"] = Relationship(back_populates="project")
+
+
+class FamilyTask(ScopingModel, Keyed, table=True):
+    """Task's twin, pointing at a project of the family; read by its own tenant only."""
+
+    __tablename__ = "scoping_family_task"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=50)
+    done: bool = False
+    project_id: int | None = Field(default=None, foreign_key="scoping_family_project.id")
+
+    project: FamilyProject | None = Relationship(back_populates="tasks")
+
+
+def _project_extras(project: Any, task: Any) -> None:
+    """A twin of Project gets Project's ``task_count`` and ``open_tasks``, over its task twin."""
+    project.task_count = column_property(
+        select(func.count(task.id))
+        .where(task.project_id == project.id)
+        .correlate_except(task)
+        .scalar_subquery(),
+        deferred=True,
+    )
+    project_t, task_t = project.__table__, task.__table__
+    project.open_tasks = relationship(
+        task,
+        primaryjoin=and_(task_t.c.project_id == project_t.c.id, task_t.c.done == false()),
+        viewonly=True,
+        order_by=task_t.c.id,
+    )
+
+
+_project_extras(PolicyProject, PolicyTask)
+_project_extras(FamilyProject, FamilyTask)

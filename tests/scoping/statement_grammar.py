@@ -1,8 +1,11 @@
 """A small random grammar of SQLAlchemy 2 statements over Project, Task and Plan.
 
-Or over their owner-scoped twins OwnedProject and OwnedTask, and Plan: a :class:`Schema` names
-the models (``TENANT_SCHEMA``, ``OWNER_SCHEMA``), the values of their scoping columns and the
-seed's project ids. The twins' ``owner_id`` is compared, linked and written like ``tenant_id``.
+Or over their twins, and Plan: a :class:`Schema` names the models (``TENANT_SCHEMA``;
+``OWNER_SCHEMA``, owner-scoped; ``POLICY_SCHEMA``, under a row policy; ``FAMILY_SCHEMA``, a
+project read down the tenant family), the values of their scoping columns and the seed's
+project ids. The owner twins' ``owner_id`` is compared, linked and written like ``tenant_id``;
+the policy twins' ``archived`` is tested (``NOT archived``, ``archived IS true``...) and written,
+rarely, with literals, SQL constants and, in an UPDATE, expressions of the row.
 
 ``Grammar(rng, ...).statement()`` builds one statement: a SELECT (entities or columns, joins,
 subqueries, unions, CTEs, aggregates, expressions, compound WHERE clauses, ORDER BY/LIMIT) or a
@@ -30,7 +33,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from models import OwnedProject, OwnedTask, Plan, Project, Task
+from models import (
+    FamilyProject,
+    FamilyTask,
+    OwnedProject,
+    OwnedTask,
+    Plan,
+    PolicyProject,
+    PolicyTask,
+    Project,
+    Task,
+)
 from sqlalchemy import (
     and_,
     case,
@@ -68,6 +81,7 @@ class Schema:
     row_scope_columns: tuple[str, ...]  # the scoping columns beside tenant_id
     own_projects: tuple[int, ...]  # ids of the session's projects in the seed
     other_projects: tuple[int, ...]  # ids of other scopes' projects, and of none at all
+    policy_columns: tuple[str, ...] = ()  # boolean columns a row policy of both models reads
 
     @property
     def models(self) -> tuple[Any, Any, Any]:
@@ -76,6 +90,11 @@ class Schema:
     @property
     def scope_columns(self) -> tuple[str, ...]:
         return ("tenant_id", *self.row_scope_columns)
+
+    @property
+    def guarded_columns(self) -> tuple[str, ...]:
+        """The columns writes set rarely: the scoping ones, and those a row policy reads."""
+        return (*self.scope_columns, *self.policy_columns)
 
 
 TENANTS = ("acme", "globex")
@@ -119,6 +138,46 @@ OWNER_SCHEMA = Schema(
     other_projects=(2, 3, 5, 6, 7, 10, 11, 999),  # acme's bob's, globex's alice's, and none
 )
 """The owner world: acme's session for alice over OwnedProject and OwnedTask."""
+
+POLICY_SCHEMA = Schema(
+    project=PolicyProject,
+    task=PolicyTask,
+    plan=Plan,
+    columns={
+        PolicyProject: {"id": INT, "name": STR, "archived": BOOL, "tenant_id": STR},
+        PolicyTask: {
+            "id": INT,
+            "name": STR,
+            "done": BOOL,
+            "project_id": INT,
+            "archived": BOOL,
+            "tenant_id": STR,
+        },
+        Plan: {"id": INT, "name": STR},
+    },
+    literals={"tenant_id": TENANTS},
+    row_scope_columns=(),
+    own_projects=(1, 4, 7, 9, 12),  # acme's live
+    other_projects=(2, 3, 5, 6, 8, 10, 11, 999),  # acme's archived, globex's, and none
+    policy_columns=("archived",),
+)
+"""The policy world: acme's session over PolicyProject and PolicyTask, live rows only."""
+
+FAMILY_SCHEMA = Schema(
+    project=FamilyProject,
+    task=FamilyTask,
+    plan=Plan,
+    columns={
+        FamilyProject: {"id": INT, "name": STR, "tenant_id": STR},
+        FamilyTask: {"id": INT, "name": STR, "done": BOOL, "project_id": INT, "tenant_id": STR},
+        Plan: {"id": INT, "name": STR},
+    },
+    literals={"tenant_id": ("acme", "holding", "initech", "globex")},
+    row_scope_columns=(),
+    own_projects=(1, 5, 9, 12),  # acme's
+    other_projects=(2, 3, 4, 6, 7, 8, 10, 11, 999),  # its parent's, sibling's, globex's, none
+)
+"""The family world: acme's session reading FamilyProject with its parent holding's rows."""
 
 # Names of the seed (see test_generated.py) and a few nobody has.
 NAMES = (
@@ -312,6 +371,11 @@ class Grammar:
         r = self.rng.random()
         if t == BOOL:
             self.tag("bool")
+            if name in self.schema.policy_columns and self.chance(0.5):
+                self.tag("policy-test")
+                return self.pick(
+                    (not_(col), col, col.is_(True), col != true(), col.in_([False, True]))
+                )
             return col == (true() if self.chance(0.5) else false())
         if t == INT:
             if r < 0.35:
@@ -385,6 +449,7 @@ class Grammar:
             ("tenant_id", "tenant_id"),
             ("id", "id"),
             ("owner_id", "owner_id"),
+            ("archived", "archived"),
         ]
         options = [
             (a, b)
@@ -747,6 +812,8 @@ class Grammar:
     def value_for(self, model: Any, name: str, srcs: list[Source], *, inserting: bool) -> Any:
         t = self.schema.columns[model][name]
         r = self.rng.random()
+        if name in self.schema.policy_columns:
+            return self.policy_value(srcs, inserting=inserting)
         if name in self.schema.literals:
             self.tag(f"sets-{name.removesuffix('_id')}")
             return self.pick(self.schema.literals[name])
@@ -776,6 +843,18 @@ class Grammar:
             return self.pick((func.upper, func.lower))(srcs[0].col(name))
         return self.fresh("new-")
 
+    def policy_value(self, srcs: list[Source], *, inserting: bool) -> Any:
+        """A value of a column a row policy reads: a literal or SQL constant (the policy's,
+        mostly), or, in an UPDATE, a test on the written row's columns."""
+        self.tag("sets-policy")
+        r = self.rng.random()
+        if r < 0.6 or inserting or not srcs:
+            return self.pick((False, False, false(), True, true()))
+        self.tag("policy-expr")
+        if r < 0.8:
+            return self.comparison(srcs[:1])
+        return self.pick(srcs[0].of_type(BOOL))
+
     def project_id(self) -> Any:
         target = self.entity(self.schema.project, alias=self.chance(0.5))
         self.tag("scalar[project-by-name]")
@@ -801,7 +880,7 @@ class Grammar:
         target = self.entity(model, alias=False)
         self.tag(f"insert[{model.__name__}]")
         settable = [
-            n for n in self.schema.columns[model] if n not in ("id", *self.schema.scope_columns)
+            n for n in self.schema.columns[model] if n not in ("id", *self.schema.guarded_columns)
         ]
         r = self.rng.random()
         explicit = self.chance(0.5)
@@ -837,7 +916,7 @@ class Grammar:
             with_tenant = self.chance(0.12) and model is not self.schema.plan
             with_row_scopes = [
                 name
-                for name in self.schema.row_scope_columns
+                for name in (*self.schema.row_scope_columns, *self.schema.policy_columns)
                 if name in self.schema.columns[model] and self.chance(0.12)
             ]
             for _ in range(count):
@@ -887,7 +966,7 @@ class Grammar:
         settable = [
             n
             for n in self.schema.columns[model]
-            if n != "id" and (n not in self.schema.scope_columns or self.chance(0.1))
+            if n != "id" and (n not in self.schema.guarded_columns or self.chance(0.1))
         ]
         keys = self.rng.sample(settable, self.rng.randint(1, min(2, len(settable))))
         values = {}

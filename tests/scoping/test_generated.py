@@ -48,7 +48,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -71,12 +71,30 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from statement_grammar import OWNER_SCHEMA, TENANT_SCHEMA, Capabilities, Generated, Schema, generate
+from statement_grammar import (
+    FAMILY_SCHEMA,
+    OWNER_SCHEMA,
+    POLICY_SCHEMA,
+    TENANT_SCHEMA,
+    Capabilities,
+    Generated,
+    Schema,
+    generate,
+)
 
-from fastapi_tenancy import Access, AlreadyExists, SessionScope, Tenancy, TenancyError
+from fastapi_tenancy import (
+    Access,
+    AlreadyExists,
+    SessionScope,
+    Tenancy,
+    TenancyError,
+    TenantFamily,
+)
 
 DEFAULT_STATEMENTS = 2000
 DEFAULT_OWNER_STATEMENTS = 1000
+DEFAULT_POLICY_STATEMENTS = 1000
+DEFAULT_FAMILY_STATEMENTS = 1000
 DEFAULT_SEED = 1
 MIN_RAN_SHARE = 0.30
 DETAILED_FAILURES = int(os.environ.get("TENANCY_GENERATED_DETAILS", 5))
@@ -153,6 +171,82 @@ OWNED_TASKS = [  # id, tenant, owner, name, done, project_id
     (21, "acme", "alice", "review", False, 8),
 ]
 
+# The policy world: acme's live rows are the session's; acme's archived and globex's look alike.
+POLICY_PROJECTS = [  # id, tenant, archived, name
+    (1, "acme", False, "alpha"),
+    (2, "acme", True, "alpha"),
+    (3, "globex", False, "alpha"),
+    (4, "acme", False, "beta"),
+    (5, "globex", True, "beta"),
+    (6, "acme", True, "beta"),
+    (7, "acme", False, "gamma"),
+    (8, "globex", False, "gamma"),
+    (9, "acme", False, "delta"),  # referenced by archived and globex's tasks only
+    (10, "acme", True, "omega"),
+    (11, "globex", False, "omega"),
+    (12, "acme", False, "empty"),
+]
+POLICY_TASKS = [  # id, tenant, archived, name, done, project_id
+    (1, "acme", False, "design", False, 1),
+    (2, "acme", True, "design", False, 1),  # an archived task on a live project
+    (3, "globex", False, "design", False, 3),
+    (4, "acme", False, "build", True, 1),
+    (5, "acme", True, "build", True, 2),
+    (6, "globex", True, "build", True, 3),
+    (7, "acme", True, "planted", False, 4),
+    (8, "globex", False, "planted", False, 4),  # globex's task on acme's live beta
+    (9, "acme", False, "leak-probe", False, 2),  # a live task on an archived project
+    (10, "acme", False, "leak-probe", False, 3),  # acme's task on globex's alpha
+    (11, "acme", False, "ship", True, 7),
+    (12, "acme", True, "ship", True, 7),
+    (13, "globex", False, "ship", True, 8),
+    (14, "acme", True, "planted", True, 9),
+    (15, "globex", False, "planted", True, 9),
+    (16, "acme", False, "orphan", False, None),
+    (17, "acme", True, "orphan", False, None),
+    (18, "globex", False, "orphan", False, None),
+    (19, "acme", True, "secret", True, 10),
+    (20, "globex", True, "secret", True, 11),
+    (21, "acme", False, "review", False, 7),
+]
+
+# The family world: holding is the parent of acme and of its sibling initech; globex is apart.
+# The projects acme reads (its own and holding's) have names of their own; the sibling's and
+# globex's look like them.
+FAMILY_PROJECTS = [  # id, tenant, name
+    (1, "acme", "alpha"),
+    (2, "initech", "alpha"),
+    (3, "holding", "delta"),
+    (4, "globex", "alpha"),
+    (5, "acme", "beta"),
+    (6, "initech", "delta"),
+    (7, "holding", "omega"),
+    (8, "globex", "omega"),
+    (9, "acme", "gamma"),
+    (10, "initech", "omega"),
+    (11, "globex", "gamma"),
+    (12, "acme", "empty"),
+]
+FAMILY_TASKS = [  # id, tenant, name, done, project_id
+    (1, "acme", "design", False, 1),
+    (2, "initech", "design", False, 2),
+    (3, "acme", "build", True, 3),  # acme's task on holding's delta
+    (4, "holding", "build", True, 3),  # holding's own task: acme reads holding's projects only
+    (5, "globex", "design", False, 4),
+    (6, "acme", "ship", True, 5),
+    (7, "initech", "planted", False, 5),  # the sibling's task on acme's beta
+    (8, "holding", "planted", False, 1),  # the parent's task on acme's alpha
+    (9, "acme", "leak-probe", False, 2),  # acme's task on the sibling's alpha
+    (10, "acme", "leak-probe", False, 8),  # acme's task on globex's omega
+    (11, "globex", "planted", True, 7),  # globex's task on holding's omega
+    (12, "acme", "review", False, 7),
+    (13, "acme", "orphan", False, None),
+    (14, "holding", "orphan", False, None),
+    (15, "initech", "secret", True, 6),
+    (16, "globex", "secret", True, 11),
+    (17, "acme", "design", False, 9),
+]
+
 INSERT_ORDER = ("plan", "project", "task")  # parents first; delete in reverse
 Rows = dict[str, list[dict[str, Any]]]
 
@@ -161,19 +255,23 @@ Rows = dict[str, list[dict[str, Any]]]
 class World:
     """What one run generates over: its models, its seed, and the session's scope.
 
-    ``mine`` is the session's value of each scoping column (the tenant, and the owner in the
-    owner world): the oracle holds the seed rows with these values, stamps them on new rows,
-    and the shared database's other rows (``others``: each other combination of the values the
-    seed uses) must stay as seeded.
+    ``mine`` is the session's value of each scoping column (the tenant, the owner in the owner
+    world, ``archived`` false in the policy world): the oracle holds the seed rows with these
+    values, stamps them on new rows (those of the scoping columns: a policy's are the kit's to
+    refuse), and the shared database's other rows (``others``: each other combination of the
+    values the seed uses) must stay as seeded. ``family`` names the tenants whose projects the
+    session reads beside its own (the family world): reads are judged by an oracle holding
+    those too, writes by one holding the session's rows only.
     """
 
     name: str
     schema: Schema
     rows: Rows  # the whole seed, by table
-    mine: dict[str, str]
+    mine: dict[str, Any]
     scope: SessionScope
     default_statements: int
     statements_variable: str
+    family: tuple[str, ...] = ()
 
     def models(self) -> dict[str, Any]:
         """The models by table, in INSERT_ORDER."""
@@ -183,6 +281,11 @@ class World:
     @cached_property
     def tables(self) -> dict[str, Table]:
         return {name: model.__table__ for name, model in self.models().items()}
+
+    @cached_property
+    def stamps(self) -> dict[str, Any]:
+        """The values the session stamps on new rows: ``mine`` but a row policy's."""
+        return {c: v for c, v in self.mine.items() if c not in self.schema.policy_columns}
 
     def is_mine(self, row: dict[str, Any]) -> bool:
         return all(row.get(column) == value for column, value in self.mine.items())
@@ -206,6 +309,15 @@ class World:
         if mine_only:
             for name in ("project", "task"):
                 rows[name] = [r for r in rows[name] if self.is_mine(r)]
+        return rows
+
+    @cached_property
+    def read_seed(self) -> Rows:
+        """The rows the session reads: its own, and its family's projects."""
+        rows = self.seed_rows(mine_only=True)
+        rows["project"] = [
+            r for r in self.rows["project"] if self.is_mine(r) or r["tenant_id"] in self.family
+        ]
         return rows
 
     @cached_property
@@ -254,6 +366,41 @@ OWNER_WORLD = World(
     default_statements=DEFAULT_OWNER_STATEMENTS,
     statements_variable="TENANCY_GENERATED_OWNER_STATEMENTS",
 )
+POLICY_WORLD = World(
+    name="policy",
+    schema=POLICY_SCHEMA,
+    rows={
+        "plan": [{"id": i, "name": n} for i, n in PLANS],
+        "project": [
+            {"id": i, "tenant_id": t, "archived": a, "name": n} for i, t, a, n in POLICY_PROJECTS
+        ],
+        "task": [
+            {"id": i, "tenant_id": t, "archived": a, "name": n, "done": d, "project_id": p}
+            for i, t, a, n, d, p in POLICY_TASKS
+        ],
+    },
+    mine={"tenant_id": "acme", "archived": False},
+    scope=SessionScope("acme"),
+    default_statements=DEFAULT_POLICY_STATEMENTS,
+    statements_variable="TENANCY_GENERATED_POLICY_STATEMENTS",
+)
+FAMILY_WORLD = World(
+    name="family",
+    schema=FAMILY_SCHEMA,
+    rows={
+        "plan": [{"id": i, "name": n} for i, n in PLANS],
+        "project": [{"id": i, "tenant_id": t, "name": n} for i, t, n in FAMILY_PROJECTS],
+        "task": [
+            {"id": i, "tenant_id": t, "name": n, "done": d, "project_id": p}
+            for i, t, n, d, p in FAMILY_TASKS
+        ],
+    },
+    mine={"tenant_id": "acme"},
+    scope=SessionScope("acme", family=TenantFamily(ancestors=("holding",))),
+    default_statements=DEFAULT_FAMILY_STATEMENTS,
+    statements_variable="TENANCY_GENERATED_FAMILY_STATEMENTS",
+    family=("holding",),
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,9 +431,9 @@ def oracle_metadata(world: World) -> MetaData:
                 c.type,
                 primary_key=c.primary_key,
                 nullable=c.nullable,
-                server_default=world.mine.get(c.name),
+                server_default=world.stamps.get(c.name),
                 # SQLite: a NULL into a NOT NULL column takes the default instead
-                sqlite_on_conflict_not_null="REPLACE" if c.name in world.mine else None,
+                sqlite_on_conflict_not_null="REPLACE" if c.name in world.stamps else None,
             )
             for c in table.columns
         ]
@@ -319,7 +466,7 @@ def stamp_mine(engine: Engine, backend: str, world: World) -> None:
     if backend == "sqlite":
         return
     # an INSERT's value, or a VALUES row's
-    param = re.compile(f"({'|'.join(map(re.escape, world.mine))})(_m\\d+)?")
+    param = re.compile(f"({'|'.join(map(re.escape, world.stamps))})(_m\\d+)?")
 
     def stamp(
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
@@ -334,7 +481,7 @@ def stamp_mine(engine: Engine, backend: str, world: World) -> None:
             for key, value in row.items():
                 match = param.fullmatch(key)
                 if value is None and match is not None:
-                    fixed[key] = world.mine[match.group(1)]
+                    fixed[key] = world.stamps[match.group(1)]
             return fixed
 
         if isinstance(parameters, dict):
@@ -436,6 +583,7 @@ class Side:
         engine: Engine,
         make_session: Callable[[], Session],
         world: World,
+        seed: Rows,
         *,
         kit: bool,
     ) -> None:
@@ -443,7 +591,7 @@ class Side:
         self.world = world
         self.session = make_session()
         self.reader = engine.connect()
-        self.seed = world.seed_rows(mine_only=not kit)
+        self.seed = seed
         self.kit = kit
         self.sent: list[tuple[str, Any]] = []
         event.listen(engine, "before_cursor_execute", self._record)
@@ -715,6 +863,50 @@ def test_generated_statements_keep_to_the_owner(
     check_world(OWNER_WORLD, request, backend, tenancy, create_tables, make_database)
 
 
+def test_generated_statements_keep_to_the_policies(
+    request: pytest.FixtureRequest,
+    backend: str,
+    tenancy: Tenancy,
+    create_tables: Any,
+    make_database: Any,
+) -> None:
+    """The policy world: acme's session over PolicyProject and PolicyTask, live rows only."""
+    check_world(POLICY_WORLD, request, backend, tenancy, create_tables, make_database)
+
+
+def test_generated_statements_read_the_family(
+    request: pytest.FixtureRequest,
+    backend: str,
+    tenancy: Tenancy,
+    create_tables: Any,
+    make_database: Any,
+) -> None:
+    """The family world: acme's session reading FamilyProject with holding's rows."""
+    check_world(FAMILY_WORLD, request, backend, tenancy, create_tables, make_database)
+
+
+@contextmanager
+def oracle(world: World, backend: str, make_database: Any, seed: Rows) -> Iterator[Side]:
+    """A private database of ``backend`` holding ``seed``, and a plain session on it."""
+    with make_database(backend) as database:
+        engine = database.create_engine()
+        try:
+            oracle_metadata(world).create_all(engine)
+            prepare(engine, backend, world)
+            stamp_mine(engine, backend, world)
+            with engine.connect() as conn:
+                restore(conn, seed, world)
+            sync_sequences(engine, backend, world)
+            side = Side(engine, lambda: Session(engine), world, seed, kit=False)
+            try:
+                assert snapshot(side.reader, world) == seed, "the oracle is not the seed"
+                yield side
+            finally:
+                side.close()
+        finally:
+            engine.dispose()
+
+
 def check_world(
     world: World,
     request: pytest.FixtureRequest,
@@ -744,41 +936,38 @@ def check_world(
         self_referencing_writes=backend != "sqlite",
     )
 
-    with make_database(backend) as oracle_db:
-        oracle_engine = oracle_db.create_engine()
-        try:
-            oracle_metadata(world).create_all(oracle_engine)
-            prepare(oracle_engine, backend, world)
-            stamp_mine(oracle_engine, backend, world)
-            with oracle_engine.connect() as conn:
-                restore(conn, world.seed_rows(mine_only=True), world)
-            sync_sequences(oracle_engine, backend, world)
-
-            kit = Side(shared_engine, lambda: tenancy.make_session(world.scope), world, kit=True)
-            oracle = Side(oracle_engine, lambda: Session(oracle_engine), world, kit=False)
-            assert snapshot(kit.reader, world) == kit.seed, "the shared database is not the seed"
-            assert snapshot(oracle.reader, world) == oracle.seed, "the oracle is not the seed"
-            counts: Counter[str] = Counter()
-            failures: list[Failure] = []
-            indexes = _indexes(count)
-            started = time.perf_counter()
-            try:
-                with quiet():
-                    for index in indexes:
-                        try:
-                            generated = generate(seed, index, caps, world.schema)
-                        except Exception as error:
-                            message = f"the grammar failed on statement #{index} (seed {seed})"
-                            raise AssertionError(message) from error
-                        failure = judge(index, generated, kit, oracle, counts)
-                        if failure is not None:
-                            failures.append(failure)
-            finally:
-                kit.close()
-                oracle.close()
-            elapsed = time.perf_counter() - started
-        finally:
-            oracle_engine.dispose()
+    with ExitStack() as stack:
+        writes = stack.enter_context(
+            oracle(world, backend, make_database, world.seed_rows(mine_only=True))
+        )
+        reads = writes
+        if world.family:
+            reads = stack.enter_context(oracle(world, backend, make_database, world.read_seed))
+        kit = Side(
+            shared_engine,
+            lambda: tenancy.make_session(world.scope),
+            world,
+            world.seed_rows(mine_only=False),
+            kit=True,
+        )
+        stack.callback(kit.close)
+        assert snapshot(kit.reader, world) == kit.seed, "the shared database is not the seed"
+        counts: Counter[str] = Counter()
+        failures: list[Failure] = []
+        indexes = _indexes(count)
+        started = time.perf_counter()
+        with quiet():
+            for index in indexes:
+                try:
+                    generated = generate(seed, index, caps, world.schema)
+                except Exception as error:
+                    message = f"the grammar failed on statement #{index} (seed {seed})"
+                    raise AssertionError(message) from error
+                judged_by = writes if generated.write else reads
+                failure = judge(index, generated, kit, judged_by, counts)
+                if failure is not None:
+                    failures.append(failure)
+        elapsed = time.perf_counter() - started
 
     total = len(indexes)
     tally = (
