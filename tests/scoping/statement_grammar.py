@@ -848,8 +848,8 @@ class Grammar:
         mostly), or, in an UPDATE, a test on the written row's columns."""
         self.tag("sets-policy")
         r = self.rng.random()
-        if r < 0.6 or inserting or not srcs:
-            return self.pick((False, False, false(), True, true()))
+        if r < 0.7 or inserting or not srcs:
+            return self.pick((False, True, True, True, false(), true()))
         self.tag("policy-expr")
         if r < 0.8:
             return self.comparison(srcs[:1])
@@ -916,8 +916,13 @@ class Grammar:
             with_tenant = self.chance(0.12) and model is not self.schema.plan
             with_row_scopes = [
                 name
-                for name in (*self.schema.row_scope_columns, *self.schema.policy_columns)
+                for name in self.schema.row_scope_columns
                 if name in self.schema.columns[model] and self.chance(0.12)
+            ]
+            with_row_scopes += [
+                name
+                for name in self.schema.policy_columns
+                if name in self.schema.columns[model] and self.chance(0.3)
             ]
             for _ in range(count):
                 row = {n: self.value_for(model, n, [], inserting=True) for n in keys}
@@ -963,11 +968,7 @@ class Grammar:
                 srcs.append(other)
             else:
                 other = None
-        settable = [
-            n
-            for n in self.schema.columns[model]
-            if n != "id" and (n not in self.schema.guarded_columns or self.chance(0.1))
-        ]
+        settable = [n for n in self.schema.columns[model] if n != "id" and self.updates(n)]
         keys = self.rng.sample(settable, self.rng.randint(1, min(2, len(settable))))
         values = {}
         for key in keys:
@@ -992,6 +993,12 @@ class Grammar:
         if self.caps.update_returning and self.chance(0.3):
             stmt, returning = self.returning(stmt, target, autoincrement=False)
         return self._done(stmt, write=True, returning=returning)
+
+    def updates(self, name: str) -> bool:
+        """Whether an UPDATE may set a column: a scoping one rarely, a policy's sometimes."""
+        if name in self.schema.policy_columns:
+            return self.chance(0.5)
+        return name not in self.schema.scope_columns or self.chance(0.1)
 
     def delete(self) -> Generated:
         model = self.rng.choices(self.schema.models, weights=(2, 5, 3))[0]
