@@ -28,15 +28,36 @@ tenants; the oracle holds only acme's alice's, and stamps alice as it stamps acm
 and globex's rows must stay untouched, and an ``owner_id`` a statement compares or writes is
 alice, bob or ``Alice``.
 
+In the *policy world* (``test_generated_statements_keep_to_the_policies``) the twins
+PolicyProject and PolicyTask carry an ``archived`` flag and the row policy ``live``
+(``archived = false``); the session is acme's, lifting nothing. The shared database holds
+acme's live rows, acme's archived and globex's look-alikes (tasks planted across both); the
+oracle holds only acme's live rows, and stamps acme on new rows (``archived`` defaults to false
+on both sides). The grammar tests ``archived`` (``NOT archived``, ``archived IS true``...) and
+writes it with literals, SQL constants and expressions of the row: a write that would leave an
+archived row is refused by the kit (``RowPolicyViolation``, or ``UnscopedStatement`` for a value
+it cannot check), which changed nothing; acme's archived rows and globex's must stay untouched.
+
+In the *family world* (``test_generated_statements_read_the_family``) holding is the parent of
+acme and of its sibling initech, and globex stands apart; FamilyProject is read down the family
+(``__tenant_reads__ = "ancestors"``), FamilyTask by its tenant only, and the session is
+``SessionScope("acme", family=TenantFamily(ancestors=("holding",)))``. Reads are judged by an
+oracle holding acme's and holding's projects and acme's tasks. Writes, FamilyProject's too, are
+judged by a second oracle holding acme's rows only: the kit writes only its own tenant's rows,
+and the subqueries of an UPDATE, DELETE or INSERT read only its own rows (the wall proves them
+by ``tenant_id = :tenant``), so that a write in acme's session is acme's write on acme's rows.
+holding's, initech's and globex's rows must stay untouched.
+
 Writes are committed, compared through connections of their own, and the seed is restored when
 a write changed it; reads are rolled back. The counts go to the terminal summary and to the
 test's ``user_properties``; at least 30% of the statements must run (neither refused nor
 invalid), so that refusing everything, or generating nonsense, cannot pass.
 
-``TENANCY_GENERATED_STATEMENTS`` (default 2000; the owner world's
-``TENANCY_GENERATED_OWNER_STATEMENTS``, default 1000) and ``TENANCY_GENERATED_SEED`` (default 1)
-set the run; ``TENANCY_GENERATED_ONLY=12,345`` reruns only those statement indexes (in both
-worlds; select one with ``-k``), and ``TENANCY_GENERATED_DETAILS`` (default 5) is how many
+``TENANCY_GENERATED_STATEMENTS`` (default 2000; the owner, policy and family worlds'
+``TENANCY_GENERATED_OWNER_STATEMENTS``, ``TENANCY_GENERATED_POLICY_STATEMENTS`` and
+``TENANCY_GENERATED_FAMILY_STATEMENTS``, default 1000 each) and ``TENANCY_GENERATED_SEED``
+(default 1) set the run; ``TENANCY_GENERATED_ONLY=12,345`` reruns only those statement indexes
+(in every world; select one with ``-k``), and ``TENANCY_GENERATED_DETAILS`` (default 5) is how many
 failures the message shows in full.
 """
 
