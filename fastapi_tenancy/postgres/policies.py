@@ -54,9 +54,10 @@ lift setting ``fastapi_tenancy.lift.<name>`` on, or an admin role::
         USING ((archived = false) OR (SELECT current_setting('fastapi_tenancy.lift.live',
         true)) = 'on') WITH CHECK (...)
 
-Applying is idempotent (each policy is dropped if it exists and created again, in one
-transaction), identifiers go through PostgreSQL's identifier quoting, and no value of any request
-ever reaches this SQL: the tenant travels as a bound parameter of ``set_config``.
+Applying is idempotent (each policy is dropped if it exists and created again, and the kit's
+row policies the table no longer declares are dropped, in one transaction), identifiers go
+through PostgreSQL's identifier quoting, and no value of any request ever reaches this SQL: the
+tenant travels as a bound parameter of ``set_config``.
 
 Usage::
 
@@ -350,8 +351,7 @@ def _or_lifted(table: TenantTable, condition: str, name: str) -> str:
     """``condition``, or the row scope or row policy ``name`` lifted, or an admin role."""
     terms = [condition, f"(SELECT current_setting('{lift_setting(name)}', true)) = 'on'"]
     for role in table.admin_roles:
-        literal = role.replace("'", "''")
-        terms.append(f"(SELECT pg_has_role('{literal}', 'MEMBER'))")
+        terms.append(f"(SELECT pg_has_role({_literal(role)}, 'MEMBER'))")
     return " OR ".join(terms)
 
 
@@ -410,6 +410,7 @@ def enable_statements(table: TenantTable) -> list[str]:
             statements.append(f"CREATE POLICY {policy} ON {target} {policies[key]}")
     for scope in table.row_scopes:
         statements += _scope_statements(table, scope)
+    statements.append(_drop_other_row_policies(table))
     for row_policy in table.row_policies:
         policy = _QUOTE.quote(row_policy_name(row_policy.name))
         condition = row_policy_condition(table, row_policy)
@@ -419,6 +420,29 @@ def enable_statements(table: TenantTable) -> list[str]:
             f"USING ({condition}) WITH CHECK ({condition})",
         ]
     return statements
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+_DROP_OTHER_ROW_POLICIES = (
+    "BEGIN FOR obsolete IN SELECT polname FROM pg_policy WHERE polrelid = target "
+    "AND NOT polpermissive AND starts_with(polname::text, prefix) AND polname::text <> ALL (kept) "
+    "LOOP EXECUTE format('DROP POLICY %I ON %s', obsolete, target); END LOOP; END"
+)
+
+
+def _drop_other_row_policies(table: TenantTable) -> str:
+    """A ``DO`` block dropping the kit's row policies on the table that ``table`` does not
+    declare, so a row policy a model no longer has stops restricting its rows."""
+    kept = ", ".join(_literal(row_policy_name(p.name)) for p in table.row_policies)
+    declare = (
+        f"DECLARE target regclass := {_literal(table.qualified_name)}; "
+        f"prefix text := {_literal(row_policy_name(''))}; "
+        f"kept text[] := ARRAY[{kept}]::text[]; obsolete name; "
+    )
+    return f"DO {_literal(declare + _DROP_OTHER_ROW_POLICIES)}"
 
 
 def _scope_statements(table: TenantTable, scope: ScopeColumn) -> list[str]:

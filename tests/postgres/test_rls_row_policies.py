@@ -11,6 +11,7 @@ so a lift left at session level never counts.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from sqlmodel import Field, SQLModel, select
 
 from fastapi_tenancy import RowPolicy, SessionScope, Tenancy
 from fastapi_tenancy.postgres import apply_rls, check_database, rls_statements, set_tenant
+from fastapi_tenancy.postgres.policies import enable_statements, tenant_tables
 
 pytestmark = [pytest.mark.backends("postgres")]
 
@@ -169,3 +171,17 @@ def test_the_checker_reports_a_row_policy_without_its_policy(owner: Engine, app:
     assert not [
         f for f in check_database(owner, metadata=metadata) if f.code == "row_policy_missing"
     ]
+
+
+def test_re_applying_drops_the_row_policies_a_table_no_longer_declares(owner: Engine, app: Engine):
+    [table] = [t for t in tenant_tables(metadata) if t.name == "rls_pol_document"]
+    live = [p for p in table.row_policies if p.name == "live"]
+    with owner.begin() as conn:
+        for statement in enable_statements(replace(table, row_policies=live)):
+            conn.execute(text(statement))
+    with app.begin() as conn:
+        set_tenant(conn, ACME)
+        assert rows(conn) == ["live", "public", "quoted", "secret"]  # level no longer limits
+    with owner.begin() as conn:
+        names = "SELECT polname FROM pg_policy WHERE polrelid = 'rls_pol_document'::regclass"
+        assert "tenancy_policy_cleared" not in conn.execute(text(names)).scalars().all()
