@@ -38,18 +38,23 @@ from alembic.operations.ops import (
 )
 from sqlalchemy import Table, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from ..hierarchy import TenantReads
 from ..models import TENANT_TABLE_INFO_KEY
+from ..row_policies import ROW_POLICIES_INFO_KEY
 from .alembic import DisableTenantRLSOp, EnableTenantRLSOp
 from .policies import (
     FAMILY_SETTINGS,
     OWNED_COMMANDS,
     POLICY_NAMES,
+    PolicyCondition,
     ScopeColumn,
     TenantTable,
     _compares_as_text,
+    lift_setting,
     owned_policy_name,
+    row_policy_name,
     scope_policy_name,
     tenant_tables,
 )
@@ -93,6 +98,7 @@ class _State:
     columns: set[str] = field(default_factory=set)
     scopes: dict[str, set[str]] = field(default_factory=dict)  # row scope -> its columns
     owned: dict[str, dict[str, set[str]]] = field(default_factory=dict)  # command -> scopes
+    row_policies: dict[str, str] = field(default_factory=dict)  # row policy -> its condition
 
     @property
     def has_wall(self) -> bool:
@@ -126,6 +132,19 @@ class _State:
 _KEYS = {name: key for key, name in POLICY_NAMES.items()}
 _SCOPE_PREFIX = scope_policy_name("")
 _OWNED_PREFIXES = {command: owned_policy_name("", command) for command in OWNED_COMMANDS}
+_ROW_POLICY_PREFIX = row_policy_name("")
+
+
+def _policy_condition(name: str, using: str | None) -> str:
+    """The condition of the row policy ``name`` in its policy's USING as PostgreSQL prints it,
+    ``(<condition> OR <its lift> [OR <admin role>]...)``: the arms before its lift (the whole
+    USING for another shape)."""
+    using = using or "true"
+    head, lift, _ = using.partition(f"'{lift_setting(name)}'")
+    start = head.rfind(" OR ")
+    if not lift or start < 1 or not head.startswith("("):
+        return using
+    return head[1:start]
 
 
 def _read_states(
@@ -138,7 +157,7 @@ def _read_states(
         "schemas": [schema for schema, _ in keys],
         "names": [name for _, name in keys],
         "policies": list(POLICY_NAMES.values()),
-        "prefixes": [_SCOPE_PREFIX, *_OWNED_PREFIXES.values()],
+        "prefixes": [_SCOPE_PREFIX, *_OWNED_PREFIXES.values(), _ROW_POLICY_PREFIX],
     }
     states: dict[tuple[str | None, str], _State] = {}
     for schema, name, rls, forced, policy, using, roles, columns in conn.execute(
@@ -153,6 +172,9 @@ def _read_states(
             state.owned.setdefault(owned, {})[scope] = set(columns)
         elif policy is not None and policy.startswith(_SCOPE_PREFIX):
             state.scopes[policy[len(_SCOPE_PREFIX) :]] = set(columns)
+        elif policy is not None and policy.startswith(_ROW_POLICY_PREFIX):
+            row_policy = policy[len(_ROW_POLICY_PREFIX) :]
+            state.row_policies[row_policy] = _policy_condition(row_policy, using)
         elif policy is not None and policy in _KEYS:
             state.policies[_KEYS[policy]] = using
             state.roles[_KEYS[policy]] = list(roles)
@@ -191,6 +213,10 @@ def _reflected_table(
             for scope, column in sorted(scope_columns.items())
         ),
         tenant_reads=state.tenant_reads,
+        row_policies=tuple(
+            PolicyCondition(policy, condition)
+            for policy, condition in sorted(state.row_policies.items())
+        ),
     )
 
 
@@ -212,6 +238,30 @@ def _is_current(wanted: TenantTable, state: _State) -> bool:
             == {s.scope: {s.column} for s in wanted.row_scopes if s.public_column}
             for command in OWNED_COMMANDS
         )
+        and set(state.row_policies) == {p.name for p in wanted.row_policies}
+    )
+
+
+def _plan(conn: Connection, table: TenantTable, condition: str) -> list[str] | None:
+    """PostgreSQL's plan of reading the rows of ``table`` that meet ``condition``: its own
+    normal form of the condition, with nothing created (``None``: it does not plan)."""
+    sql = f"EXPLAIN (VERBOSE, COSTS OFF) SELECT FROM {table.qualified_name} WHERE {condition}"
+    try:
+        with conn.begin_nested():
+            result = conn.exec_driver_sql(sql, execution_options={"no_parameters": True})
+            return list(result.scalars())
+    except DBAPIError:
+        return None
+
+
+def _same_row_policies(conn: Connection, wanted: TenantTable, state: _State) -> bool:
+    """Whether each row policy the database has means what the metadata's says, as PostgreSQL
+    plans the two conditions."""
+    return all(
+        (ours := _plan(conn, wanted, policy.condition)) is not None
+        and ours == _plan(conn, wanted, state.row_policies[policy.name])
+        for policy in wanted.row_policies
+        if policy.name in state.row_policies
     )
 
 
@@ -239,6 +289,10 @@ def _compare_tenant_rls(
     autogen_context: AutogenContext, upgrade_ops: UpgradeOps, schemas: Any
 ) -> None:
     """The autogenerate comparator: ``enable_tenant_rls`` / ``disable_tenant_rls`` operations."""
+    for operation in upgrade_ops.ops:
+        # Row policies are Python objects in a table's info; enable_tenant_rls carries them.
+        if isinstance(operation, CreateTableOp) and operation.info:
+            operation.info.pop(ROW_POLICIES_INFO_KEY, None)
     dialect = autogen_context.dialect
     conn = autogen_context.connection
     if dialect is None or dialect.name != "postgresql" or conn is None:
@@ -283,7 +337,11 @@ def _compare_tenant_rls(
 
     for key, table in wanted.items():
         state = states.get(key)
-        if state is not None and _is_current(table, state):
+        if (
+            state is not None
+            and _is_current(table, state)
+            and _same_row_policies(conn, table, state)
+        ):
             continue
         enable = _operation(EnableTenantRLSOp, table)
         if state is not None and state.has_wall:
@@ -307,6 +365,7 @@ def _operation(cls: type[_Op], table: TenantTable) -> _Op:
         row_scope_types={s.scope: s.column_type for s in table.row_scopes if s.column_type},
         row_scope_public={s.scope: s.public_column for s in table.row_scopes if s.public_column},
         tenant_reads=table.tenant_reads,
+        row_policies={p.name: p.condition for p in table.row_policies},
     )
 
 
@@ -332,6 +391,9 @@ def _arguments(autogen_context: AutogenContext, table: TenantTable, *, full: boo
     if table.row_scopes:
         scopes = {s.scope: s.column for s in table.row_scopes}
         arguments.append(f"row_scopes={scopes!r}")
+    if table.row_policies:
+        conditions = {p.name: p.condition for p in table.row_policies}
+        arguments.append(f"row_policies={conditions!r}")
     if full:
         if table.tenant_type is not None:
             arguments.append(f"tenant_type={_repr_type(table.tenant_type, autogen_context)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,18 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from rls_models import KEY_CAST_TYPE
 from rls_support import as_owner
-from sqlalchemy import Boolean, Column, Integer, MetaData, String, Table, text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ColumnElement,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    false,
+    or_,
+    text,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
@@ -31,9 +43,10 @@ from fastapi_tenancy.models import (
     TENANT_SHARED_ROWS_INFO_KEY,
     TENANT_TABLE_INFO_KEY,
 )
-from fastapi_tenancy.postgres import ScopeColumn, TenantTable
+from fastapi_tenancy.postgres import PolicyCondition, ScopeColumn, TenantTable
 from fastapi_tenancy.postgres.alembic import DisableTenantRLSOp, EnableTenantRLSOp
 from fastapi_tenancy.postgres.policies import GLOBAL_READ_INFO_KEY, enable_statements
+from fastapi_tenancy.row_policies import ROW_POLICIES_INFO_KEY, TablePolicy
 from fastapi_tenancy.row_scopes import ROW_SCOPES_INFO_KEY, ROW_SCOPES_PUBLIC_INFO_KEY
 
 pytestmark = pytest.mark.backends("postgres")
@@ -512,3 +525,153 @@ def test_family_reads_and_public_rows_get_their_policies(migrations, owner):
     assert policy_names(owner, "ag_post") == sorted([*CORE, "tenancy_scope_owner"])
     migrations.downgrade("base")
     assert "ag_post" not in secured(owner)
+
+
+Predicate = Callable[[Table], ColumnElement[bool]]
+
+
+def document(**predicates: Predicate) -> MetaData:
+    """A metadata of one tenant table, ``ag_document``, with these named row policies."""
+    metadata = MetaData()
+    table = Table(
+        "ag_document",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("tenant_id", TENANT_TYPE, nullable=False, index=True),
+        Column("archived", Boolean, nullable=False),
+        Column("level", Integer, nullable=False),
+        Column("status", String(20), nullable=False),
+        info={TENANT_TABLE_INFO_KEY: "tenant_id"},
+    )
+    table.info[ROW_POLICIES_INFO_KEY] = {
+        name: TablePolicy(name, predicate(table), ()) for name, predicate in predicates.items()
+    }
+    return metadata
+
+
+def restored(found: list[tuple[Any, ...]], before: list[tuple[Any, ...]]) -> bool:
+    """Whether the policies ``found`` are those of ``before``: the same names, and the same
+    expressions but for the ``IN`` list on a ``VARCHAR``, which PostgreSQL prints in another
+    form once read back (autogenerate sees no difference, as the callers check)."""
+    return [row[1] for row in found] == [row[1] for row in before] and [
+        row for row in found if row[1] != "tenancy_policy_cleared"
+    ] == [row for row in before if row[1] != "tenancy_policy_cleared"]
+
+
+def walls(owner: Engine, metadata: MetaData) -> list[tuple[Any, ...]]:
+    """The wall's differences autogenerate finds now (a database not at its head, too)."""
+    with as_owner(owner) as conn:
+        script = produce_migrations(MigrationContext.configure(conn), metadata)
+    assert script.upgrade_ops is not None
+    return [d for d in script.upgrade_ops.as_diffs() if "tenant_rls" in d[0]]
+
+
+def live(table: Table) -> ColumnElement[bool]:
+    return table.c.archived == false()
+
+
+def cleared(table: Table) -> ColumnElement[bool]:
+    return or_(table.c.level <= 2, table.c.status.in_(["public", "x'y"]))
+
+
+def test_row_policies_get_their_restrictive_policies_and_lose_the_obsolete_ones(migrations, owner):
+    first = document(live=live, cleared=cleared)
+    named = sorted([*CORE, "tenancy_policy_cleared", "tenancy_policy_live"])
+
+    script = migrations.revision(first)
+
+    upgrade = section(script, "upgrade")
+    rendered = (
+        "row_policies={'cleared': \"level <= 2 OR status IN ('public', 'x''y')\", "
+        "'live': 'archived = false'}"
+    )
+    assert rendered in upgrade
+    assert rendered in section(script, "downgrade")  # disable_tenant_rls drops them by name
+    migrations.upgrade()
+    assert policy_names(owner, "ag_document") == named
+    both = policies(owner, "ag_document")
+    again = migrations.revision(first)
+    assert operations(section(again, "upgrade")) == []
+    assert operations(section(again, "downgrade")) == []
+    migrations.upgrade()
+
+    # one policy gone, the other on another column
+    second = document(live=lambda table: table.c.level >= 0)
+    script = migrations.revision(second)
+    assert operations(section(script, "upgrade")) == [("enable_tenant_rls", "ag_document")]
+    assert "row_policies={'live': 'level >= 0'}" in section(script, "upgrade")
+    assert "'cleared': \"(level <= 2) OR ((status)::text = ANY" in section(script, "downgrade")
+    migrations.upgrade()
+    assert policy_names(owner, "ag_document") == sorted([*CORE, "tenancy_policy_live"])
+    [moved] = [row for row in policies(owner, "ag_document") if row[1] == "tenancy_policy_live"]
+    assert moved[3].startswith("((level >= 0) OR")
+    assert operations(section(migrations.revision(second), "upgrade")) == []
+    migrations.upgrade()
+
+    # the same column, another predicate
+    third = document(live=lambda table: table.c.level >= 1)
+    assert operations(section(migrations.revision(third), "upgrade")) == [
+        ("enable_tenant_rls", "ag_document")
+    ]
+    migrations.upgrade()
+    assert operations(section(migrations.revision(third), "upgrade")) == []
+    migrations.upgrade()
+
+    migrations.downgrade("-4")  # back over the empty revisions and both changes
+
+    assert restored(policies(owner, "ag_document"), both)
+    assert walls(owner, first) == []
+    migrations.downgrade("base")
+    assert "ag_document" not in secured(owner)
+
+
+def test_a_dropped_table_loses_its_row_policies_and_the_downgrade_restores_them(migrations, owner):
+    migrations.revision(document(live=live, cleared=cleared))
+    migrations.upgrade()
+    before = policies(owner, "ag_document")
+
+    script = migrations.revision(MetaData())
+
+    assert operations(section(script, "upgrade"))[0] == ("disable_tenant_rls", "ag_document")
+    assert "'live': '(archived = false)'" in section(script, "upgrade")
+    assert "'live': '(archived = false)'" in section(script, "downgrade")
+    migrations.upgrade()
+    assert "ag_document" not in secured(owner)
+
+    migrations.downgrade("-1")
+
+    assert restored(policies(owner, "ag_document"), before)
+    assert walls(owner, document(live=live, cleared=cleared)) == []
+
+
+def test_a_row_policy_missing_from_the_database_is_put_back(migrations, owner):
+    metadata = document(live=live)
+    migrations.revision(metadata)
+    migrations.upgrade()
+    plant(owner, ["DROP POLICY tenancy_policy_live ON ag_document"])
+
+    script = migrations.revision(metadata)
+
+    assert operations(section(script, "upgrade")) == [("enable_tenant_rls", "ag_document")]
+    assert "row_policies" not in section(script, "downgrade")  # the wall it replaces
+    migrations.upgrade()
+    assert "tenancy_policy_live" in policy_names(owner, "ag_document")
+
+
+def test_row_policies_under_admin_roles_read_back_their_own_condition(migrations, owner):
+    with as_owner(owner) as conn:
+        admin = conn.execute(text("SELECT current_user")).scalar_one()
+    metadata = document(live=live)
+    with as_owner(owner) as conn:
+        metadata.create_all(conn)
+    conditions = [PolicyCondition("live", "archived = false OR level > 5")]
+    plant(owner, wall("ag_document", admin_roles=[admin], row_policies=conditions))
+    migrations.upgrade()
+
+    script = migrations.revision(MetaData())
+
+    assert "row_policies={'live': '(archived = false) OR (level > 5)'}" in script
+    migrations.upgrade()
+    migrations.downgrade("-1")
+    assert walls(owner, document(live=lambda t: or_(t.c.archived == false(), t.c.level > 5))) == []
+    assert walls(owner, metadata) == [("enable_tenant_rls", None, "ag_document")]
