@@ -7,18 +7,20 @@ Alembic's own comparison:
 - a tenant table of the metadata (``tenant_tables``) that is new, or whose table has no row-level
   security, or not forced, or not the kit's policies for its options (``global_read``,
   ``shared_rows``, ``tenant_reads``, the tenant column, the restrictive policies of each row
-  scope and of its public rows), gets
-  ``op.enable_tenant_rls(...)``, after its ``create_table`` and any other operation on it; a
-  table with row-level security enabled and forced and none of the kit's policies (policies of
-  your own) gets nothing;
+  scope and of its public rows, those of its named row policies: the same names, and conditions
+  that PostgreSQL plans alike), gets ``op.enable_tenant_rls(...)`` with ``row_policies=``,
+  after its ``create_table`` and any other operation on it; a table with row-level security
+  enabled and forced and none of the kit's policies (policies of your own) gets nothing;
 - a table with the kit's policies that the metadata drops, or keeps but no longer as a tenant
   table, gets ``op.disable_tenant_rls(...)`` before any other operation on it (before
   ``drop_table``, and before the tenant column's ``drop_column``, which its policies would
   refuse).
 
 The downgrade is their reverse: ``disable_tenant_rls`` before ``drop_table``,
-``enable_tenant_rls`` with the options read from the database after ``create_table``, and the
-previous options of a wall that only changed. Other dialects get nothing.
+``enable_tenant_rls`` with the options read from the database after ``create_table`` (each row
+policy's condition taken from its policy's USING), and the previous options of a wall that only
+changed. A new table's ``create_table`` leaves its row policies out of its ``info``. Other
+dialects get nothing.
 """
 
 from __future__ import annotations

@@ -130,7 +130,8 @@ POLICY_NAMES = {
     "admin": "tenancy_admin",
 }
 """The policy names the kit owns on each tenant table; re-applying replaces exactly these (and
-the row scopes' policies, :func:`scope_policy_name` and :func:`owned_policy_name`)."""
+the row scopes' policies, :func:`scope_policy_name` and :func:`owned_policy_name`, and the row
+policies', :func:`row_policy_name`, dropping those the table no longer declares)."""
 
 FAMILY_SETTINGS: dict[TenantReads, str] = {
     "ancestors": "fastapi_tenancy.ancestors",
