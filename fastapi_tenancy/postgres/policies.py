@@ -55,7 +55,8 @@ lift setting ``fastapi_tenancy.lift.<name>`` on, or an admin role::
         true)) = 'on') WITH CHECK (...)
 
 Applying is idempotent (each policy is dropped if it exists and created again, and the kit's
-row policies the table no longer declares are dropped, in one transaction), identifiers go
+restrictive policies of row scopes and row policies the table no longer declares are dropped,
+in one transaction), identifiers go
 through PostgreSQL's identifier quoting, and no value of any request ever reaches this SQL: the
 tenant travels as a bound parameter of ``set_config``.
 
@@ -131,7 +132,7 @@ POLICY_NAMES = {
 }
 """The policy names the kit owns on each tenant table; re-applying replaces exactly these (and
 the row scopes' policies, :func:`scope_policy_name` and :func:`owned_policy_name`, and the row
-policies', :func:`row_policy_name`, dropping those the table no longer declares)."""
+policies', :func:`row_policy_name`, dropping those of them the table no longer declares)."""
 
 FAMILY_SETTINGS: dict[TenantReads, str] = {
     "ancestors": "fastapi_tenancy.ancestors",
@@ -411,7 +412,7 @@ def enable_statements(table: TenantTable) -> list[str]:
             statements.append(f"CREATE POLICY {policy} ON {target} {policies[key]}")
     for scope in table.row_scopes:
         statements += _scope_statements(table, scope)
-    statements.append(_drop_other_row_policies(table))
+    statements.append(_drop_other_restrictive(table))
     for row_policy in table.row_policies:
         policy = _QUOTE.quote(row_policy_name(row_policy.name))
         condition = row_policy_condition(table, row_policy)
@@ -427,23 +428,30 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-_DROP_OTHER_ROW_POLICIES = (
+_DROP_OTHER_RESTRICTIVE = (
     "BEGIN FOR obsolete IN SELECT polname FROM pg_policy WHERE polrelid = target "
-    "AND NOT polpermissive AND starts_with(polname::text, prefix) AND polname::text <> ALL (kept) "
+    "AND NOT polpermissive AND polname::text <> ALL (kept) AND EXISTS (SELECT 1 FROM "
+    "unnest(prefixes) AS p(prefix) WHERE starts_with(polname::text, p.prefix)) "
     "LOOP EXECUTE format('DROP POLICY %I ON %s', obsolete, target); END LOOP; END"
 )
 
 
-def _drop_other_row_policies(table: TenantTable) -> str:
-    """A ``DO`` block dropping the kit's row policies on the table that ``table`` does not
-    declare, so a row policy a model no longer has stops restricting its rows."""
-    kept = ", ".join(_literal(row_policy_name(p.name)) for p in table.row_policies)
+def _drop_other_restrictive(table: TenantTable) -> str:
+    """A ``DO`` block dropping the kit's restrictive policies on the table (of row scopes,
+    their owned rows and row policies) that ``table`` does not declare, so a scope or policy
+    a model no longer has stops restricting its rows."""
+    kept = [row_policy_name(p.name) for p in table.row_policies]
+    for scope in table.row_scopes:
+        kept.append(scope_policy_name(scope.scope))
+        if scope.public_column is not None:
+            kept += [owned_policy_name(scope.scope, command) for command in OWNED_COMMANDS]
+    prefixes = [*_scope_policy_names(""), row_policy_name("")]
     declare = (
         f"DECLARE target regclass := {_literal(table.qualified_name)}; "
-        f"prefix text := {_literal(row_policy_name(''))}; "
-        f"kept text[] := ARRAY[{kept}]::text[]; obsolete name; "
+        f"prefixes text[] := ARRAY[{', '.join(map(_literal, prefixes))}]::text[]; "
+        f"kept text[] := ARRAY[{', '.join(map(_literal, kept))}]::text[]; obsolete name; "
     )
-    return f"DO {_literal(declare + _DROP_OTHER_ROW_POLICIES)}"
+    return f"DO {_literal(declare + _DROP_OTHER_RESTRICTIVE)}"
 
 
 def _scope_statements(table: TenantTable, scope: ScopeColumn) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -41,6 +42,7 @@ from fastapi_tenancy.postgres import (
     set_tenant,
     tenant_savepoint,
 )
+from fastapi_tenancy.postgres.policies import enable_statements, tenant_tables
 from fastapi_tenancy.postgres.setting import _name_statement
 from fastapi_tenancy.wall.guard import kit_setting_options
 
@@ -147,6 +149,22 @@ def test_raw_sql_on_a_script_connection_sees_only_the_named_owner(app: Engine):
     with app.begin() as conn:
         set_tenant(conn, GLOBEX, row_values={"owner": "bob"})
         assert bodies(conn) == []
+
+
+def test_re_applying_drops_the_row_scopes_a_table_no_longer_declares(owner: Engine, app: Engine):
+    [table] = [t for t in tenant_tables(metadata) if t.name == "rls_scope_team_note"]
+    owner_only = [s for s in table.row_scopes if s.scope == "owner"]
+    with owner.begin() as conn:
+        for statement in enable_statements(replace(table, row_scopes=owner_only)):
+            conn.execute(text(statement))
+    with app.begin() as conn:
+        set_tenant(conn, ACME, row_values={"owner": "alice"})  # no team named: teams are gone
+        assert bodies(conn, TEAM_NOTES) == ["t1-alice", "t2-alice"]
+    with owner.begin() as conn:
+        names = "SELECT polname FROM pg_policy WHERE polrelid = 'rls_scope_team_note'::regclass"
+        policies = conn.execute(text(names)).scalars().all()
+    assert "tenancy_scope_team" not in policies
+    assert "tenancy_scope_owner" in policies
 
 
 def test_raw_writes_naming_another_owner_are_refused_by_the_database(app: Engine):
