@@ -22,6 +22,7 @@ from sqlalchemy.sql.elements import BindParameter, ClauseElement
 from sqlalchemy.sql.expression import Executable
 from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.sql.selectable import Select
+from sqlalchemy.sql.util import ClauseAdapter
 
 from .context import audit_logger, get_tenant_context
 from .exceptions import (
@@ -39,6 +40,7 @@ from .models import (
     family_reads,
     is_tenant_model,
 )
+from .row_policies import row_policies_of
 from .row_scopes import declared_row_scopes, row_scope_missing, row_scope_param, row_scopes_of
 from .scope import Access, SessionScope
 from .wall import TENANT_PARAM
@@ -428,6 +430,10 @@ def _scope_dml(state: ORMExecuteState, statement: Update | Delete, scope: Sessio
         for name, column_name in row_scopes_of(table).items():
             if scope.enforces(name):
                 scoped = scoped.where(from_.c[column_name] == bindparam(row_scope_param(name)))
+        for name, policy in row_policies_of(table).items():
+            if scope.enforces(name):  # the policy on the table, or on the alias joined
+                on_from = ClauseAdapter(from_).traverse(policy.expression)
+                scoped = scoped.where(on_from)
     state.statement = scoped
     state.parameters = _with_scope_params(parameters, scope)
 

@@ -416,11 +416,11 @@ def test_a_forged_object_or_reference_cannot_reach_a_row_outside_a_policy(tenanc
             with pytest.raises(CrossTenantWrite):  # an ORM bulk UPDATE by primary key
                 session.execute(update(Document), [{"id": documents[hidden], "title": "x"}])
             session.rollback()
-            core = Document.__table__
-            with pytest.raises(CrossTenantWrite):  # a core UPDATE naming the row by key
-                session.execute(
-                    update(core).where(core.c.id == documents[hidden]).values(title="x")
-                )
+            core = Document.__table__  # a core UPDATE naming the row by key: scoped
+            changed = session.execute(
+                update(core).where(core.c.id == documents[hidden]).values(title="x")
+            )
+            assert changed.rowcount == 0
             session.rollback()
     assert state(tenancy) == before
 
@@ -517,3 +517,33 @@ def test_policies_the_wall_cannot_check_are_refused_at_mapping(policies, message
                 status: str = ""
     finally:
         mapper_registry.dispose()
+
+
+def test_an_update_from_or_delete_using_a_policy_model_reaches_only_its_visible_rows(
+    tenancy, documents, backend
+):
+    """``UPDATE ... FROM`` and ``DELETE ... USING`` a policy model: the joined table keeps to
+    its policies, so notes on archived or secret documents are never reached."""
+    other = aliased(Document)
+    for joined in (Document, other):
+        with acme(tenancy) as session:
+            changed = session.execute(
+                update(DocumentNote)
+                .where(DocumentNote.document_id == joined.id, joined.title != "")
+                .values(body="touched"),
+                execution_options={"synchronize_session": False},
+            )
+            assert changed.rowcount == len(VISIBLE)
+            notes = session.execute(select(DocumentNote.document_id, DocumentNote.body)).all()
+            title_of = {id_: title for title, id_ in documents.items()}
+            assert sorted(title_of[d] for d, body in notes if body == "touched") == VISIBLE
+            session.rollback()
+    if backend == "sqlite":
+        return  # no DELETE ... USING
+    with acme(tenancy) as session:
+        gone = session.execute(
+            delete(DocumentNote).where(DocumentNote.document_id == Document.id),
+            execution_options={"synchronize_session": False},
+        )
+        assert gone.rowcount == len(VISIBLE)
+        session.rollback()
