@@ -86,7 +86,8 @@ def _tenant_only_criteria(cls: type[TenantScoped], sizes: FamilySizes = _TENANT_
     reads = cls.__tenant_reads__
     if reads != "own":
         count = sizes[0] if reads == "ancestors" else sizes[1]
-        return column.in_([bindparam(name) for name in family_params(reads, count)])
+        # typed like the column: a list of parameters is not coerced as one value is
+        return column.in_([bindparam(n, type_=column.type) for n in family_params(reads, count)])
     if cls.__shared_rows__:
         return or_(column == bindparam(TENANT_PARAM), column.is_(None))
     return column == bindparam(TENANT_PARAM)
