@@ -217,8 +217,6 @@ def tenant_table_names() -> Mapping[tuple[str | None, str], str]:
     return _TENANT_TABLE_NAMES
 
 
-_ROW_SCOPED_MODELS: list[type[Any]] = []
-_FAMILY_MODELS: list[type[Any]] = []
 _FAMILY_READS: frozenset[TenantReads] = frozenset()
 
 
@@ -226,16 +224,6 @@ def family_reads() -> frozenset[TenantReads]:
     """``"ancestors"`` and ``"descendants"`` as some mapped model reads them, in this
     process: what a session needs of its tenant's family."""
     return _FAMILY_READS
-
-
-def family_models() -> list[type[Any]]:
-    """The mapped tenant models whose tenants read their family's rows, in this process."""
-    return _FAMILY_MODELS
-
-
-def row_scoped_models() -> list[type[Any]]:
-    """The mapped tenant models that declare row scopes or row policies, in this process."""
-    return _ROW_SCOPED_MODELS
 
 
 @event.listens_for(TenantScoped, "after_mapper_constructed", propagate=True)
@@ -257,7 +245,7 @@ def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
                         "models of their own"
                     )
                 table.info[TENANT_READS_INFO_KEY] = reads
-                _add_family_model(cls, reads)
+                _add_family_reads(reads)
             if scopes:
                 if cls.__shared_rows__:
                     raise TenancyMisuse(
@@ -273,8 +261,6 @@ def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
                     f"{cls.__name__} names a row policy and a row scope alike "
                     f"({', '.join(sorted(policies.keys() & scopes.keys()))}); a lift names one"
                 )
-            if scopes or policies:
-                _ROW_SCOPED_MODELS.append(cls)
             table.info[TENANT_TABLE_INFO_KEY] = tenant_column.name
             _TENANT_TABLE_NAMES[(table.schema, table.name)] = tenant_column.name
             if cls.__global_access__:
@@ -284,9 +270,8 @@ def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
                 tenant_column.nullable = True  # NULL: a row every tenant shares
 
 
-def _add_family_model(cls: type[Any], reads: TenantReads) -> None:
+def _add_family_reads(reads: TenantReads) -> None:
     global _FAMILY_READS  # one frozenset, read per statement, made at mapping
-    _FAMILY_MODELS.append(cls)
     _FAMILY_READS = _FAMILY_READS | {reads}
 
 

@@ -36,7 +36,6 @@ from .hierarchy import NO_FAMILY, family_params
 from .models import (
     TENANT_TABLE_INFO_KEY,
     TenantScoped,
-    family_models,
     family_reads,
     is_tenant_model,
 )
@@ -154,7 +153,7 @@ def _session_criteria(owned: bool, sizes: FamilySizes, lifted: frozenset[str]) -
 
 
 def _read_options(scope: SessionScope) -> tuple[Any, ...]:
-    if scope.lifted or family_models():
+    if scope.lifted or family_reads():
         return (_session_criteria(False, _family_sizes(scope), scope.lifted),)
     return (TENANT_CRITERIA,)
 
