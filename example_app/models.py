@@ -11,6 +11,9 @@ the user asking. These rules are also kept by the database itself, whatever code
 - a task's project is in the task's own tenant: the foreign key is the pair
   ``(tenant_id, project_id)`` referencing ``projects (tenant_id, id)``, so no task can point at
   another tenant's project, on SQLite (with foreign keys on), PostgreSQL and MariaDB alike;
+- tenant data has tenant-first keys (``__tenant_first_key__``): the tables' primary keys are
+  ``(tenant_id, id)`` with a bigint identity ``id``, so every statement of a tenant request names
+  its tenant, which keeps it on one shard when the tables are distributed on Citus;
 - a note's owner is an existing user: ``private_notes.owner_id`` references ``users.email``,
   the value the kit stamps (the principal is the token's ``sub``, the user's email).
 
@@ -26,11 +29,11 @@ the same process (the kit's tests, a host application).
 
 # No "from __future__ import annotations": SQLModel reads the real annotations.
 
-from sqlalchemy import ForeignKeyConstraint, MetaData, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKeyConstraint, MetaData, Text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-from fastapi_tenancy import TenantKey, TenantScoped, owner_field, tenant_unique
+from fastapi_tenancy import TenantKey, TenantScoped, identity_key, owner_field, tenant_unique
 
 __all__ = [
     "ExampleModel",
@@ -113,14 +116,14 @@ class Project(ExampleModel, TenantScoped, table=True):
     """A tenant's project; names are unique within a tenant, not across tenants."""
 
     __tablename__ = "projects"
+    # PRIMARY KEY (tenant_id, id), also the target of the tasks' composite foreign key
+    __tenant_first_key__ = True
     __table_args__ = (
         tenant_unique("name", name="uq_projects_tenant_name"),
-        # The target of the tasks' composite foreign key.
-        UniqueConstraint("tenant_id", "id", name="uq_projects_tenant_id_id"),
         ForeignKeyConstraint(["tenant_id"], ["tenants.slug"], name="fk_projects_tenant"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = identity_key()
     name: str = Field(max_length=100)
 
 
@@ -128,6 +131,7 @@ class Task(ExampleModel, TenantScoped, table=True):
     """A task in a project of the same tenant (enforced by the composite foreign key)."""
 
     __tablename__ = "tasks"
+    __tenant_first_key__ = True
     __table_args__ = (
         ForeignKeyConstraint(
             ["tenant_id", "project_id"],
@@ -136,8 +140,8 @@ class Task(ExampleModel, TenantScoped, table=True):
         ),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
-    project_id: int = Field(index=True)
+    id: int | None = identity_key()
+    project_id: int = Field(index=True, sa_type=BigInteger)
     name: str = Field(max_length=200)
     done: bool = False
 
@@ -152,12 +156,13 @@ class PrivateNote(ExampleModel, TenantScoped, table=True):
     """
 
     __tablename__ = "private_notes"
+    __tenant_first_key__ = True
     __table_args__ = (
         ForeignKeyConstraint(["tenant_id"], ["tenants.slug"], name="fk_private_notes_tenant"),
         ForeignKeyConstraint(["owner_id"], ["users.email"], name="fk_private_notes_owner"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = identity_key()
     owner_id: str | None = owner_field(length=EMAIL_LENGTH)
     title: str = Field(max_length=200)
     body: str = Field(default="", sa_type=Text)

@@ -97,6 +97,7 @@ from .row_scopes import owner_field, row_scope_field
 from .scope import Access, SessionScope
 from .session import TenantScopedSession
 from .tenancy import Tenancy
+from .tenant_first import identity_key
 
 __version__ = "0.1.0"
 
@@ -180,6 +181,7 @@ __all__ = [
     "get_current_tenant",
     "get_tenant_context",
     "global_session",
+    "identity_key",
     "lifted_session",
     "mutable_tenant",
     "owner_field",

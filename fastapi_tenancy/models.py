@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal
 
-from sqlalchemy import Boolean, UniqueConstraint, column, event
+from sqlalchemy import Boolean, Column, Table, UniqueConstraint, column, event
 from sqlalchemy.orm import Mapper
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Field, SQLModel
@@ -32,6 +32,7 @@ from .row_scopes import (
     mark_row_scopes,
 )
 from .scope import tenant_of_statement
+from .tenant_first import declared_key, lead_with_tenant
 
 __all__ = [
     "TENANT_GLOBAL_INFO_KEY",
@@ -127,6 +128,19 @@ class _TenantModel(SQLModel):
     __row_policies__: ClassVar[Sequence[RowPolicy]] = ()
     """Named predicates every row of the model read or written in a tenant session meets,
     beside its tenant (see :class:`~fastapi_tenancy.RowPolicy`)."""
+    __tenant_first_key__: ClassVar[bool] = False
+    """``True``: the table's primary key is ``(tenant_id, *declared key)``, while the ORM's
+    identity stays the declared key, so every UPDATE and DELETE of the unit of work names its
+    tenant (what Citus needs; see :mod:`fastapi_tenancy.tenant_first`)."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if not cls.__tenant_first_key__ or "primary_key" in cls.__dict__.get("__mapper_args__", {}):
+            return
+        key = declared_key(cls)
+        if key:  # the declared key stays the identity; the table's gains the tenant at mapping
+            cls.__mapper_args__ = {**getattr(cls, "__mapper_args__", {}), "primary_key": key}
 
     @classmethod
     def tenant_column(cls) -> ColumnElement[Any]:
@@ -224,6 +238,27 @@ def family_reads() -> frozenset[TenantReads]:
     """``"ancestors"`` and ``"descendants"`` as some mapped model reads them, in this
     process: what a session needs of its tenant's family."""
     return _FAMILY_READS
+
+
+@event.listens_for(TenantScoped, "instrument_class", propagate=True)
+def _lead_key_with_tenant(mapper: Mapper[Any], cls: type[Any]) -> None:
+    """Give a ``__tenant_first_key__`` model's table its key before the mapper reads it."""
+    if not cls.__tenant_first_key__:
+        return
+    if cls.__shared_rows__:
+        raise TenancyMisuse(
+            f"{cls.__name__} declares __shared_rows__ and __tenant_first_key__; a shared row's "
+            "tenant is NULL, which no primary key column holds"
+        )
+    table = mapper.local_table
+    if not isinstance(table, Table):
+        raise TenancyMisuse(f"{cls.__name__} sets __tenant_first_key__ and maps no table")
+    tenant_column = cls.__dict__.get("tenant_id")
+    if not isinstance(tenant_column, Column) or tenant_column.table is not table:
+        tenant_column = table.c.get("tenant_id")
+    if tenant_column is None:
+        raise TenancyMisuse(f"{cls.__name__} has no tenant column in its table {table.name!r}")
+    lead_with_tenant(table, tenant_column, cls.__name__)
 
 
 @event.listens_for(TenantScoped, "after_mapper_constructed", propagate=True)

@@ -42,6 +42,7 @@ from .models import (
 from .row_policies import row_policies_of
 from .row_scopes import declared_row_scopes, row_scope_missing, row_scope_param, row_scopes_of
 from .scope import Access, SessionScope
+from .tenant_first import TENANT_FIRST_INFO_KEY
 from .wall import TENANT_PARAM
 
 __all__ = ["TENANT_PARAM", "refuse_unscoped_moves", "scope_execution"]
@@ -418,6 +419,12 @@ def _scope_dml(state: ORMExecuteState, statement: Update | Delete, scope: Sessio
             for row in parameters:
                 for stamp in stamps:
                     _stamp_row(row, stamp, key=stamp.names[0])
+            if TENANT_FIRST_INFO_KEY in getattr(mapper.local_table, "info", {}):
+                # the tenant is part of the table's key, which the rows must carry: the session's
+                tenant = stamps[0]
+                state.parameters = [
+                    _stamp_row(row, tenant, key=tenant.names[0]) for row in parameters
+                ]
             return
         _check_statement_move(statement, mapper, parameters)
     target = mapper.local_table if mapper is not None else None

@@ -86,6 +86,7 @@ EXPECTED = [
     "get_current_tenant",
     "get_tenant_context",
     "global_session",
+    "identity_key",
     "lifted_session",
     "mutable_tenant",
     "owner_field",

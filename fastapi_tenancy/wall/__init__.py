@@ -17,12 +17,15 @@ from .guard import (
     guard_of,
     install_guard,
 )
+from .routing import FannedOut, record_fan_out
 
 __all__ = [
     "TENANT_PARAM",
+    "FannedOut",
     "Guard",
     "audit_refused_write",
     "guard_connection",
     "guard_of",
     "install_guard",
+    "record_fan_out",
 ]
