@@ -10,13 +10,15 @@ way) the kit generates::
     CREATE POLICY tenancy_update ON project FOR UPDATE USING (<...>) WITH CHECK (<...>)
     CREATE POLICY tenancy_delete ON project FOR DELETE USING (<tenant matches>)
 
-where ``<tenant matches>`` is ``tenant_id = (SELECT NULLIF(current_setting(
-'fastapi_tenancy.tenant_id', true), ''))``. The scalar subquery is an InitPlan, evaluated once
-per statement and then usable as an index condition; ``current_setting(..., true)`` answers NULL
-when the setting was never made and ``''`` when a transaction named no tenant (the kit's
-sessions name ``''`` for none, and PostgreSQL leaves ``''`` behind once a transaction-local
-value has ended), and ``NULLIF`` turns both into NULL, so a transaction without a tenant sees no
-row, writes no row, and breaks no cast. Models declared ``__global_access__`` get one more
+where ``<tenant matches>`` is ``tenant_id = NULLIF(current_setting('fastapi_tenancy.tenant_id',
+true), '')``. ``current_setting`` is a stable function, so PostgreSQL evaluates the comparison
+once per scan and uses it as an index condition on the tenant column; no policy holds a
+subquery, which Citus refuses in the policies of distributed tables. ``current_setting(...,
+true)`` answers NULL when the setting was never made and ``''`` when a transaction named no
+tenant (the kit's sessions name ``''`` for none, and PostgreSQL leaves ``''`` behind once a
+transaction-local value has ended), and ``NULLIF`` turns both into NULL, so a transaction
+without a tenant sees no row, writes no row, and breaks no cast. Models declared
+``__global_access__`` get one more
 SELECT policy that admits every row while ``fastapi_tenancy.global_read`` is ``on``: the
 global-access switch names it ``on`` when no tenant is bound, every other transaction of the
 kit names it ``''`` (see :mod:`fastapi_tenancy.postgres.setting`).
@@ -27,8 +29,8 @@ A model whose tenants read their family's rows (``__tenant_reads__ = "ancestors"
 policies stay the tenant's own::
 
     CREATE POLICY tenancy_select ON catalog_item FOR SELECT USING (<tenant matches>
-        OR tenant_id = ANY ((SELECT CAST(NULLIF(current_setting('fastapi_tenancy.ancestors',
-        true), '') AS TEXT[]))::TEXT[]))
+        OR tenant_id = ANY (CAST(NULLIF(current_setting('fastapi_tenancy.ancestors', true), '')
+        AS TEXT[])))
 
 A table with row scopes (an owner column, a team column) gets one RESTRICTIVE policy per scope,
 ``tenancy_scope_<name>``, which PostgreSQL ANDs with the tenant policies::
@@ -36,9 +38,9 @@ A table with row scopes (an owner column, a team column) gets one RESTRICTIVE po
     CREATE POLICY tenancy_scope_owner ON note AS RESTRICTIVE FOR ALL
         USING (<owner matches>) WITH CHECK (<owner matches>)
 
-where ``<owner matches>`` is ``owner_id = (SELECT NULLIF(current_setting(
-'fastapi_tenancy.scope.owner', true), '')) OR (SELECT current_setting('fastapi_tenancy.lift.owner',
-true)) = 'on'``, plus ``OR (SELECT pg_has_role('<role>', 'MEMBER'))`` per admin role, so the
+where ``<owner matches>`` is ``owner_id = NULLIF(current_setting('fastapi_tenancy.scope.owner',
+true), '') OR current_setting('fastapi_tenancy.lift.owner', true) = 'on'``, plus ``OR
+pg_has_role('<role>', 'MEMBER')`` per admin role, so the
 roles of the ``tenancy_admin`` policy keep every row. A scope with public rows
 (``owner_field(public="published")``) reads them too: its policy's USING gains ``OR
 "published" = true`` (its WITH CHECK does not, so no row is inserted for another owner), and
@@ -51,8 +53,8 @@ per row policy, ``tenancy_policy_<name>``: the policy's own SQL, values written 
 lift setting ``fastapi_tenancy.lift.<name>`` on, or an admin role::
 
     CREATE POLICY tenancy_policy_live ON document AS RESTRICTIVE FOR ALL
-        USING ((archived = false) OR (SELECT current_setting('fastapi_tenancy.lift.live',
-        true)) = 'on') WITH CHECK (...)
+        USING ((archived = false) OR current_setting('fastapi_tenancy.lift.live', true) = 'on')
+        WITH CHECK (...)
 
 Applying is idempotent (each policy is dropped if it exists and created again, and the kit's
 restrictive policies of row scopes and row policies the table no longer declares are dropped,
@@ -321,7 +323,7 @@ def _setting(name: str, tenant_type: TypeEngine[Any] | None = None) -> str:
     value = f"NULLIF(current_setting('{name}', true), '')"
     if tenant_type is not None:
         value = f"CAST({value} AS {_type_name(tenant_type)})"
-    return f"(SELECT {value})"
+    return value
 
 
 def tenant_condition(table: TenantTable) -> str:
@@ -336,9 +338,8 @@ def family_condition(table: TenantTable) -> str | None:
     if setting is None:
         return None
     array = f"{'TEXT' if table.tenant_type is None else _type_name(table.tenant_type)}[]"
-    family = f"(SELECT CAST(NULLIF(current_setting('{setting}', true), '') AS {array}))"
-    # The outer cast (a no-op) makes ANY take the InitPlan's array, not its rows as a set.
-    return f"{_QUOTE.quote(table.tenant_column)} = ANY ({family}::{array})"
+    family = f"CAST(NULLIF(current_setting('{setting}', true), '') AS {array})"
+    return f"{_QUOTE.quote(table.tenant_column)} = ANY ({family})"
 
 
 def scope_condition(table: TenantTable, scope: ScopeColumn) -> str:
@@ -351,9 +352,9 @@ def scope_condition(table: TenantTable, scope: ScopeColumn) -> str:
 
 def _or_lifted(table: TenantTable, condition: str, name: str) -> str:
     """``condition``, or the row scope or row policy ``name`` lifted, or an admin role."""
-    terms = [condition, f"(SELECT current_setting('{lift_setting(name)}', true)) = 'on'"]
+    terms = [condition, f"current_setting('{lift_setting(name)}', true) = 'on'"]
     for role in table.admin_roles:
-        terms.append(f"(SELECT pg_has_role({_literal(role)}, 'MEMBER'))")
+        terms.append(f"pg_has_role({_literal(role)}, 'MEMBER')")
     return " OR ".join(terms)
 
 
