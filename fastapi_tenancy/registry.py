@@ -29,7 +29,7 @@ from .lookup import TenantTableLookup
 from .purge import PurgeStep
 from .records import TenantRecord
 from .transfer import ExportReader, TableCopy, decoded_fields, record_fields
-from .wall.guard import kit_setting_options
+from .wall.guard import kit_statement_options
 
 if TYPE_CHECKING:
     from .tenancy import Tenancy
@@ -128,7 +128,7 @@ class TenantRegistry(Generic[RecordT]):
 def run_own_statement(session: Any, statement: TextClause) -> Any:
     """Run one of the kit's transaction statements (``BEGIN``, deferring foreign keys) past
     the wall, which lets through no other text; awaitable on an async session."""
-    return session.exec(statement, execution_options=kit_setting_options(statement))
+    return session.exec(statement, execution_options=kit_statement_options(statement))
 
 
 def import_plan(

@@ -37,6 +37,8 @@ Servers
     the servers; ``off`` disables one. Each server is tried once per session, and only if a
     selected test needs it. Unreachable: its tests are skipped and one line in the terminal
     summary says so, unless ``CI`` is ``true`` or ``1``, where the run stops with an error.
+    Tests marked ``citus`` run only when ``TENANCY_TEST_CITUS_URL`` names a Citus coordinator
+    (CI has none); otherwise they skip with one reason.
 """
 
 from __future__ import annotations
@@ -304,6 +306,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
     if fatal:
         pytest.exit("\n".join(fatal), returncode=pytest.ExitCode.USAGE_ERROR)
+    if not os.environ.get(CITUS_URL_VARIABLE):
+        skip = pytest.mark.skip(reason=CITUS_SKIPPED)
+        for item in items:
+            if item.get_closest_marker("citus"):
+                item.add_marker(skip)
+
+
+CITUS_URL_VARIABLE = "TENANCY_TEST_CITUS_URL"
+CITUS_SKIPPED = (
+    "Citus suite skipped: set TENANCY_TEST_CITUS_URL to a coordinator's URL to run it "
+    "(docs/citus.md); CI has no Citus"
+)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

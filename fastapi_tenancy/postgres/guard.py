@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from ..exceptions import TenancyMisuse
 from .policies import TenantTable, tenant_tables
 
-__all__ = ["UnsafeDatabaseRole", "install_role_guard", "role_problems"]
+__all__ = ["UnsafeDatabaseRole", "citus_problem", "install_role_guard", "role_problems"]
 
 # One static statement, no parameters, so it runs on any driver's raw connection as it is made.
 # Rows: (kind, a, b, visible).
@@ -46,6 +46,10 @@ FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamesp
 WHERE c.relkind IN ('r', 'p') AND NOT c.relrowsecurity
   AND n.nspname <> 'information_schema' AND n.nspname !~ '^pg_'
   AND pg_catalog.has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE')
+UNION ALL
+SELECT 'citus', COALESCE(pg_catalog.current_setting('citus.propagate_set_commands', true), ''),
+       NULL, true
+FROM pg_catalog.pg_extension WHERE extname = 'citus'
 """
 
 _ADVICE = (
@@ -87,6 +91,8 @@ def role_problems(
     unprotected: list[str] = []
     superuser = any(kind == "role" and b == "superuser" for kind, _, b, _ in rows)
     for kind, a, b, visible in rows:
+        if kind == "citus":
+            continue  # not the role's doing: see citus_problem()
         if kind == "role":
             role = str(a)
             if b == "superuser":
@@ -112,8 +118,27 @@ def role_problems(
     return role, problems
 
 
+def citus_problem(rows: Sequence[Sequence[Any]]) -> str | None:
+    """What keeps row-level security from working on Citus, from ``ROLE_FACTS_SQL``'s rows:
+    the kit names the tenant with ``SET LOCAL``, which reaches the workers only with
+    ``citus.propagate_set_commands = local`` (otherwise every tenant sees no row)."""
+    for kind, propagation, _, _ in rows:
+        if kind == "citus" and propagation != "local":
+            return (
+                "fastapi_tenancy refuses this connection: Citus is installed and "
+                f"citus.propagate_set_commands is {propagation or 'unset'!r}, so the tenant "
+                "each transaction names with SET LOCAL would not reach the workers. Connect "
+                "with the option -c citus.propagate_set_commands=local (in the URL: "
+                "?options=-c%20citus.propagate_set_commands%3Dlocal), or set it for the role: "
+                "ALTER ROLE app SET citus.propagate_set_commands = 'local'. See docs/citus.md."
+            )
+    return None
+
+
 def check_role_on(dbapi_connection: Any) -> None:
-    """Run the role check on a raw driver connection; raise :class:`UnsafeDatabaseRole`."""
+    """Run the role check on a raw driver connection; raise :class:`UnsafeDatabaseRole`, or
+    :class:`~fastapi_tenancy.TenancyMisuse` on Citus without the setting propagation the
+    tenant needs."""
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(ROLE_FACTS_SQL)
@@ -124,6 +149,9 @@ def check_role_on(dbapi_connection: Any) -> None:
     role, problems = role_problems(rows, tenant_tables())
     if problems:
         raise UnsafeDatabaseRole(role, problems)
+    citus = citus_problem(rows)
+    if citus is not None:
+        raise TenancyMisuse(citus)
 
 
 class _RoleGuard:

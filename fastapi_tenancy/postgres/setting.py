@@ -2,14 +2,13 @@
 
 A session made by a :class:`~fastapi_tenancy.Tenancy` with ``rls=True`` is an
 :class:`RLSSession`: every transaction it begins (the first, and each one after a ``commit()``)
-first names both settings the policies read, in one statement::
+first names both settings the policies read, in one message::
 
-    SELECT set_config('fastapi_tenancy.tenant_id', :tenant, true),
-           set_config('fastapi_tenancy.global_read', 'on' | '', true)
+    SET LOCAL fastapi_tenancy.tenant_id = 'acme'; SET LOCAL fastapi_tenancy.global_read = ''
 
 ``tenant_id`` is the session's tenant, or ``''`` when it has none; ``global_read`` is ``on`` in
 the global-access switch with no tenant, ``''`` otherwise. When models declare row scopes, the
-same statement also names, for every row scope declared in the process,
+same message also names, for every row scope declared in the process,
 ``fastapi_tenancy.scope.<name>`` (the session's value as text, ``''`` when it has none or lifts
 the scope) and ``fastapi_tenancy.lift.<name>`` (``on`` when it lifts it), which the restrictive
 row-scope policies read; a named row policy (``__row_policies__``) is named the same way, its
@@ -19,10 +18,16 @@ read their tenant's family (``__tenant_reads__``), it names ``fastapi_tenancy.an
 ``fastapi_tenancy.descendants`` too: the session's family of each direction, as a PostgreSQL
 array literal (``{"initech","umbrella"}``, ``''`` when none), which the SELECT policies of those
 models read. The policies read the tenant and global read through ``NULLIF(..., '')``, so
-``''`` means no tenant and no global read (see :mod:`~fastapi_tenancy.postgres.policies`). The
-``true`` makes them transaction-local: they end with the COMMIT or ROLLBACK, so nothing the kit
+``''`` means no tenant and no global read (see :mod:`~fastapi_tenancy.postgres.policies`).
+``LOCAL`` makes them transaction-local: they end with the COMMIT or ROLLBACK, so nothing the kit
 sets survives into the next use of a pooled connection, a transaction that raised leaves
 nothing behind, and a pooler in transaction mode sees one self-contained transaction.
+
+``SET LOCAL`` takes no bound parameters, so each value is written as a string constant, quoted
+by :func:`quote_setting`. We chose it over ``SELECT set_config(..., :value, true)``, which
+binds its values, for Citus: with ``citus.propagate_set_commands = local`` it passes a
+transaction's ``SET LOCAL`` on to the workers that run its statements, and a ``set_config()``
+never.
 
 Both are named in every transaction, a tenant's, the global switch's and one with no tenant
 alike, because a transaction-local value hides whatever the connection holds at session level.
@@ -39,12 +44,11 @@ would not reach a value set and then used within one checkout (a session bound t
 its caller holds), nor one that another client of a pooler in transaction mode left on the
 server's connection. Naming both per transaction covers all of these.
 
-The settings cost no round trip of their own on psycopg 3 (sync): psycopg opens each transaction
-with a ``BEGIN`` of its own round trip, and the kit sends that ``BEGIN`` itself, with the
-``SELECT`` in the same message (``BEGIN; SELECT set_config(...), set_config(...)``, the tenant
-quoted by libpq; see :mod:`~fastapi_tenancy.postgres.begin`). Other drivers (asyncpg, psycopg's
-async connection) run the ``SELECT`` as a statement of its own: one round trip per transaction,
-the fail-closed transaction of a session with no tenant included; see ``docs/postgres-rls.md``.
+The settings cost no round trip of their own on psycopg 3: psycopg opens each transaction with a
+``BEGIN`` of its own round trip, and the kit sends that ``BEGIN`` itself, with the ``SET LOCAL``
+commands in the same message (see :mod:`~fastapi_tenancy.postgres.begin`). On other drivers
+(asyncpg) the commands are a message of their own: one round trip per transaction, the
+fail-closed transaction of a session with no tenant included; see ``docs/postgres-rls.md``.
 """
 
 from __future__ import annotations
@@ -55,11 +59,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.engine.interfaces import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, SessionTransaction
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.util import await_only
 
 from ..exceptions import TenancyMisuse
 from ..hierarchy import NO_FAMILY, TenantFamily, TenantReads, family_setting_value
@@ -69,7 +73,6 @@ from ..row_policies import declared_row_policies
 from ..row_scopes import declared_row_scopes, is_row_scope_name
 from ..scope import Access, SessionScope
 from ..session import TenantScopedSession, scope_of
-from ..wall.guard import kit_setting_options
 from .policies import (
     FAMILY_SETTINGS,
     GLOBAL_READ_SETTING,
@@ -100,47 +103,79 @@ Family = tuple[str, str] | None
 """The family settings' values, ancestors then descendants (``''``: none); ``None``: not named."""
 
 
-def _naming(
-    global_read: bool, names: tuple[str, ...], lifted: frozenset[str], family: bool
-) -> TextClause:
-    parts = [
-        f"set_config('{TENANT_SETTING}', :tenant, true)",
-        f"set_config('{GLOBAL_READ_SETTING}', '{'on' if global_read else ''}', true)",
+def setting_commands(
+    tenant_id: str | None, *, global_read: bool, scopes: Scopes = (), family: Family = None
+) -> str:
+    """The ``SET LOCAL`` commands naming, for the current transaction, the tenant (``None``:
+    ``''``, none), the global read, each row scope of ``scopes`` (its value and its lift) and
+    the ``family`` (ancestors, descendants; ``None``: not named), joined by ``;``.
+
+    Values are written as string constants (:func:`quote_setting`): ``SET`` takes no bound
+    parameters. ``SET LOCAL``, not ``set_config()``, because Citus passes it on to the workers
+    that run the transaction's statements (with ``citus.propagate_set_commands = local``).
+    """
+    pairs = [
+        (TENANT_SETTING, tenant_id or ""),
+        (GLOBAL_READ_SETTING, "on" if global_read else ""),
     ]
-    for name in names:
-        parts += [
-            f"set_config('{scope_setting(name)}', :scope_{name}, true)",
-            f"set_config('{lift_setting(name)}', '{'on' if name in lifted else ''}', true)",
-        ]
-    if family:
-        parts += [f"set_config('{FAMILY_SETTINGS[d]}', :{d}, true)" for d in _DIRECTIONS]
-    return text("SELECT " + ", ".join(parts))
+    for name, value, lifted in scopes:
+        pairs += [(scope_setting(name), value), (lift_setting(name), "on" if lifted else "")]
+    if family is not None:  # ancestors, then descendants, as FAMILY_SETTINGS lists them
+        pairs += zip(FAMILY_SETTINGS.values(), family, strict=True)
+    return "; ".join(f"SET LOCAL {_setting_name(n)} = {quote_setting(v)}" for n, v in pairs)
 
 
+def quote_setting(value: str) -> str:
+    """``value`` as a PostgreSQL string constant, whatever ``standard_conforming_strings``
+    says: quotes doubled, and in an ``E''`` constant backslashes doubled; a NUL is refused
+    (no constant can hold one)."""
+    if "\x00" in value:
+        raise ValueError("a setting cannot hold a NUL character")
+    quoted = value.replace("'", "''")
+    if "\\" in value:
+        return "E'" + quoted.replace("\\", "\\\\") + "'"
+    return f"'{quoted}'"
+
+
+def _setting_name(name: str) -> str:
+    """A dotted setting name for ``SET``, each part quoted when it must be (a row scope named
+    like a reserved word, ``user``)."""
+    return ".".join(_QUOTE.quote(part) for part in name.split("."))
+
+
+_QUOTE = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 _DIRECTIONS: tuple[TenantReads, ...] = ("ancestors", "descendants")
 
-# The statement naming every setting, by what its constants say: the global read, the row
-# scopes named and those of them lifted, and whether the family is named. Without row scopes
-# and family, exactly the two of before.
-_NAMES: dict[tuple[bool, tuple[str, ...], frozenset[str], bool], TextClause] = {}
+
+def send_setting_commands(dbapi_connection: Any, commands: str) -> None:
+    """Run ``commands`` (no parameters) on a raw driver connection, in the transaction its
+    SQLAlchemy connection has begun: several commands in one message, on every driver.
+
+    psycopg runs a statement without parameters with the simple query protocol, which takes
+    several commands. asyncpg prepares every statement its SQLAlchemy adapter sends, and a
+    prepared statement holds one command, so there the adapter's transaction is opened first
+    and the commands go on asyncpg's own simple query (SQLAlchemy's adapter internals, pinned
+    by the asyncpg tests of ``tests/postgres``).
+    """
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if type(driver).__module__.startswith("asyncpg"):
+        await_only(_send_asyncpg(dbapi_connection, commands))
+        return
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(commands)
+    finally:
+        cursor.close()
 
 
-def _name_statement(
-    global_read: bool, scopes: Scopes, family: Family = None
-) -> tuple[TextClause, dict[str, str]]:
-    key = (
-        global_read,
-        tuple(name for name, _, _ in scopes),
-        frozenset(name for name, _, lifted in scopes if lifted),
-        family is not None,
-    )
-    statement = _NAMES.get(key)
-    if statement is None:
-        statement = _NAMES[key] = _naming(*key)
-    values = {f"scope_{name}": value for name, value, _ in scopes}
-    if family is not None:
-        values.update(zip(_DIRECTIONS, family, strict=True))
-    return statement, values
+async def _send_asyncpg(adapter: Any, commands: str) -> None:
+    async with adapter._execute_mutex:
+        if adapter._transaction is None:
+            await adapter._start_transaction()
+        try:
+            await adapter.driver_connection.execute(commands)
+        except Exception as error:
+            adapter._handle_exception(error)
 
 
 def _family_values(tenant_id: Any, family: TenantFamily | None) -> tuple[str, str]:
@@ -190,21 +225,17 @@ class RowLevelSecurity:
 class TenantSetting:
     """How one engine's sessions name their settings; made by :func:`enable_tenant_setting`.
 
-    With ``with_begin`` (psycopg 3) the settings open the transaction together with its
-    ``BEGIN``. Otherwise the statement naming them runs at once on the driver's cursor,
-    compiled once for the engine's dialect: a round trip, but little Python.
+    With ``with_begin`` (psycopg 3) the ``SET LOCAL`` commands open the transaction together
+    with its ``BEGIN``. Otherwise they run at once on the driver's connection, in one message.
     """
 
-    def __init__(self, dialect: Dialect | None = None, *, with_begin: bool = False) -> None:
+    def __init__(self, *, with_begin: bool = False) -> None:
         self.with_begin = with_begin
-        self._begin_with_setting: Callable[[Any, str | None, bool, Scopes, Family], bool] | None
-        self._begin_with_setting = None
+        self._begin_with_setting: Callable[[Any, str], bool] | None = None
         if with_begin:  # psycopg is importable: the engine's dialect uses it
             from .begin import begin_with_setting
 
             self._begin_with_setting = begin_with_setting
-        self._dialect = dialect
-        self._raw: dict[TextClause, tuple[str, tuple[str, ...] | None]] = {}
 
     def begin(
         self,
@@ -218,28 +249,14 @@ class TenantSetting:
         """Name the tenant (``None``: none), the global read, each row scope of ``scopes`` and
         the ``family`` (ancestors, descendants; ``None``: not named) for the transaction
         ``connection`` just began: all, always, so no session-level value shows through."""
+        commands = setting_commands(
+            tenant_id, global_read=global_read, scopes=scopes, family=family
+        )
+        dbapi_connection = connection.connection.dbapi_connection
         begin = self._begin_with_setting
-        if begin is not None and begin(
-            connection.connection.driver_connection, tenant_id, global_read, scopes, family
-        ):
+        if begin is not None and begin(connection.connection.driver_connection, commands):
             return
-        statement, values = _name_statement(global_read, scopes, family)
-        values["tenant"] = "" if tenant_id is None else tenant_id
-        if self._dialect is None:
-            options = kit_setting_options(statement)  # the kit's own settings, past the gate
-            connection.execute(statement, values, execution_options=options)
-            return
-        raw = self._raw.get(statement)
-        if raw is None:
-            compiled = statement.compile(dialect=self._dialect)
-            order = tuple(compiled.positiontup or ()) if compiled.positional else None
-            raw = self._raw[statement] = (compiled.string, order)
-        sql, order = raw
-        cursor = connection.connection.cursor()
-        try:
-            cursor.execute(sql, values if order is None else tuple(values[k] for k in order))
-        finally:
-            cursor.close()
+        send_setting_commands(dbapi_connection, commands)
 
 
 def enable_tenant_setting(
@@ -261,7 +278,7 @@ def enable_tenant_setting(
         from .guard import install_role_guard
 
         install_role_guard(sync_engine)
-    return TenantSetting(sync_engine.dialect, with_begin=with_begin)
+    return TenantSetting(with_begin=with_begin)
 
 
 class RLSSession(TenantScopedSession):
@@ -353,9 +370,12 @@ def _name(
     family: Family = None,
 ) -> None:
     key = tenant_key_of(tenant_id)
-    statement, values = _name_statement(global_read, scopes, family)
-    values["tenant"] = "" if key is None else str(key)
-    connection.execute(statement, values)
+    tenant = None if key is None else str(key)
+    commands = setting_commands(tenant, global_read=global_read, scopes=scopes, family=family)
+    if connection.dialect.driver == "asyncpg":
+        send_setting_commands(connection.connection.dbapi_connection, commands)
+    else:  # through the connection, so its events (echo, logging) see the commands
+        connection.exec_driver_sql(commands)
 
 
 def read_tenant_setting(connection: Connection) -> str | None:

@@ -33,7 +33,7 @@ from ..exceptions import (
     TenantRequired,
     UnscopedStatement,
 )
-from ..hierarchy import NO_FAMILY, family_setting_value
+from ..hierarchy import NO_FAMILY
 from ..models import TENANT_SHARED_ROWS_INFO_KEY
 from ..row_policies import row_policies_of
 from ..row_scopes import public_columns_of, row_scope_missing, row_scope_param, row_scopes_of
@@ -98,46 +98,30 @@ class Guard:
 
 
 _BATCHED = ExecuteStyle.INSERTMANYVALUES  # its batches differ from the statement by design
-_KIT_SETTINGS: set[str] = set()
-_FAMILY_DIRECTIONS = ("ancestors", "descendants")
+_KIT_STATEMENTS = frozenset(
+    {"BEGIN", "PRAGMA defer_foreign_keys = ON", "SET CONSTRAINTS ALL DEFERRED"}
+)
+"""The kit's own transaction statements (:mod:`fastapi_tenancy.transfer`), the only text the
+gate lets through, by :func:`kit_statement_options`."""
 
 
-def kit_setting_options(statement: TextClause) -> dict[str, Any]:
-    """Execution options under which the kit runs ``statement``, its own row-level security
-    setting, on a guarded connection; not for applications.
+def kit_statement_options(statement: TextClause) -> dict[str, Any]:
+    """Execution options under which the kit runs ``statement``, one of its own transaction
+    statements (``BEGIN``, deferring foreign keys), on a guarded connection; not for
+    applications.
 
-    The gate lets such a statement through only with these options and only when every value
-    it binds is the session's own tenant, its own value of the row scope it names, its own
-    family of the direction it names, or ``''``: it cannot name another tenant, another owner,
-    nor another family.
+    The gate lets such a statement through only with these options; no other statement gets
+    them, and these bind no value.
     """
-    _KIT_SETTINGS.add(statement.text)
+    if statement.text not in _KIT_STATEMENTS:
+        raise ValueError(f"not one of the kit's own statements: {statement.text!r}")
     return {_INTERNAL_OPTION: _INTERNAL}
 
 
-def _is_kit_setting(context: Any, guard: Guard, rows: list[Mapping[str, Any]]) -> bool:
+def _is_kit_statement(context: Any) -> bool:
     if context.execution_options.get(_INTERNAL_OPTION) is not _INTERNAL:
         return False
-    if getattr(context.compiled.statement, "text", None) not in _KIT_SETTINGS:
-        return False
-    scope = guard.scope
-    # the settings are text: the tenant travels as its spelling (str() of an int or UUID key)
-    tenant = {""} if scope.tenant_id is None else {"", str(scope.tenant_id)}
-    for row in rows:
-        for name, value in row.items():
-            if name == "tenant":
-                allowed = tenant
-            elif name.startswith("scope_"):  # a row scope's value: the session's own, or ''
-                own = scope.row_value(name[len("scope_") :])
-                allowed = {""} if own is None else {"", str(own)}
-            elif name in _FAMILY_DIRECTIONS:  # the session's own family, or ''
-                family = scope.family if scope.tenant_id is not None else None
-                allowed = {"", family_setting_value(getattr(family or NO_FAMILY, name))}
-            else:
-                return False
-            if value not in allowed:
-                return False
-    return True
+    return getattr(context.compiled.statement, "text", None) in _KIT_STATEMENTS
 
 
 def install_guard(engine: Engine | AsyncEngine) -> None:
@@ -207,7 +191,7 @@ def _gate(cursor: Any, statement: str, *rest: Any) -> None:
             "proven scoped to a tenant"
         )
     rows: list[Mapping[str, Any]] = context.compiled_parameters  # type: ignore[attr-defined]
-    if _is_kit_setting(context, guard, rows):
+    if _is_kit_statement(context):
         return
     if (
         statement != context.statement

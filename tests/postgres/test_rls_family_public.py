@@ -38,8 +38,8 @@ from fastapi_tenancy.postgres import (
     set_tenant,
     tenant_savepoint,
 )
-from fastapi_tenancy.postgres.setting import _name_statement
-from fastapi_tenancy.wall.guard import kit_setting_options
+from fastapi_tenancy.postgres.setting import setting_commands
+from fastapi_tenancy.wall.guard import kit_statement_options
 
 pytestmark = [pytest.mark.backends("postgres"), pytest.mark.anyio]
 
@@ -223,33 +223,24 @@ def test_the_family_setting_quotes_every_key(app: Engine):
         assert parsed == ['a","b', "c\\", "{,}"]
 
 
-def test_the_gate_refuses_a_kit_setting_naming_another_family(app: Engine):
+def test_the_gate_refuses_a_setting_command_naming_another_family(app: Engine):
     tenancy = Tenancy(app, resolvers=[], rls=True, key_type=KEY_TYPE)
     own = FAMILIES[ACME]
     forged = [
         (family_setting_value([*own.ancestors, GLOBEX]), ""),  # a sibling added
         (family_setting_value([GLOBEX]), ""),
         ("", family_setting_value([GLOBEX])),  # acme has no descendants
-        (family_setting_value(reversed(own.ancestors)), ""),  # only the kit's own spelling
+        (family_setting_value(own.ancestors), ""),  # even its own: no caller names settings
     ]
     for family in forged:
-        statement, values = _name_statement(False, (), family)
-        values["tenant"] = str(ACME)
-        with tenancy.make_session(as_tenant(ACME)) as session, pytest.raises(UnscopedStatement):
-            session.execute(statement, values, execution_options=kit_setting_options(statement))
-    for family in [(family_setting_value(own.ancestors), ""), ("", "")]:
-        statement, values = _name_statement(False, (), family)
-        values["tenant"] = str(ACME)
-        with tenancy.make_session(as_tenant(ACME)) as session:
-            session.execute(statement, values, execution_options=kit_setting_options(statement))
-    # a session without a tenant names no family at all
-    statement, values = _name_statement(False, (), (family_setting_value(own.ancestors), ""))
-    values["tenant"] = ""
-    with (
-        tenancy.make_session(SessionScope(None, family=own)) as session,
-        pytest.raises(UnscopedStatement),
-    ):
-        session.execute(statement, values, execution_options=kit_setting_options(statement))
+        commands = text(setting_commands(str(ACME), global_read=False, family=family))
+        with pytest.raises(ValueError, match="not one of the kit's"):
+            kit_statement_options(commands)
+        with (
+            tenancy.make_session(as_tenant(ACME)) as session,
+            pytest.raises(UnscopedStatement, match="textual"),
+        ):
+            session.execute(commands)
 
 
 def test_raw_sql_reads_another_owners_public_posts_and_cannot_write_them(app: Engine):
@@ -493,14 +484,11 @@ def test_the_family_costs_no_round_trip_on_psycopg(app_role, relay, world):
 
 
 def test_the_family_is_named_only_beside_the_settings_of_before():
-    statement, values = _name_statement(False, (), ("a", "b"))
     before = (
-        "SELECT set_config('fastapi_tenancy.tenant_id', :tenant, true), "
-        "set_config('fastapi_tenancy.global_read', '', true)"
+        "SET LOCAL fastapi_tenancy.tenant_id = 'acme'; SET LOCAL fastapi_tenancy.global_read = ''"
     )
-    assert statement.text == (
-        f"{before}, set_config('fastapi_tenancy.ancestors', :ancestors, true), "
-        "set_config('fastapi_tenancy.descendants', :descendants, true)"
+    assert setting_commands("acme", global_read=False, family=("{a}", "")) == (
+        f"{before}; SET LOCAL fastapi_tenancy.ancestors = '{{a}}'; "
+        "SET LOCAL fastapi_tenancy.descendants = ''"
     )
-    assert values == {"ancestors": "a", "descendants": "b"}
-    assert _name_statement(False, ())[0].text == before  # no family: the statement of before
+    assert setting_commands("acme", global_read=False) == before  # no family: as before

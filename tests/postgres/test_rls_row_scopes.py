@@ -43,8 +43,8 @@ from fastapi_tenancy.postgres import (
     tenant_savepoint,
 )
 from fastapi_tenancy.postgres.policies import enable_statements, tenant_tables
-from fastapi_tenancy.postgres.setting import _name_statement
-from fastapi_tenancy.wall.guard import kit_setting_options
+from fastapi_tenancy.postgres.setting import quote_setting, setting_commands
+from fastapi_tenancy.wall.guard import kit_statement_options
 
 pytestmark = [pytest.mark.backends("postgres"), pytest.mark.anyio]
 
@@ -326,21 +326,42 @@ def test_tenant_savepoint_restores_the_row_scopes(app: Engine):
         assert bodies(conn) == ["a1", "b1"]
 
 
-def test_the_gate_refuses_a_kit_setting_naming_another_owner(app: Engine):
+def test_the_gate_refuses_a_setting_command_naming_another_owner(app: Engine):
     tenancy = Tenancy(app, resolvers=[], rls=True, key_type=KEY_TYPE)
     scopes = (("owner", "bob", False), ("team", "", False))
-    statement, values = _name_statement(False, scopes)
-    values["tenant"] = str(ACME)  # a setting is text, as the kit sends it
+    forged = text(setting_commands(str(ACME), global_read=False, scopes=scopes))
+    with pytest.raises(ValueError, match="not one of the kit's"):
+        kit_statement_options(forged)
     with (
         tenancy.make_session(SessionScope(ACME, row_values=ALICE)) as session,
-        pytest.raises(UnscopedStatement),
+        pytest.raises(UnscopedStatement, match="textual"),
     ):
-        session.execute(statement, values, execution_options=kit_setting_options(statement))
-    own = (("owner", "alice", False), ("team", "1", False))
-    statement, values = _name_statement(False, own)
-    values["tenant"] = str(ACME)  # a setting is text, as the kit sends it
-    with tenancy.make_session(SessionScope(ACME, row_values=ALICE)) as session:
-        session.execute(statement, values, execution_options=kit_setting_options(statement))
+        session.execute(forged)
+
+
+HOSTILE = "o'b\\'; SET LOCAL fastapi_tenancy.tenant_id = 'globex'; -- \\\\ é ✓ $$"
+"""A row scope value no key pattern checks (an owner is a token's ``sub``)."""
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_row_scope_value_is_named_exactly_whatever_it_holds(app_role, world, kind):
+    tenancy = kit(app_role, kind)
+    named = (
+        "SELECT current_setting('fastapi_tenancy.scope.owner') "
+        "UNION ALL SELECT current_setting('fastapi_tenancy.tenant_id')"
+    )
+    try:
+        scope = SessionScope(ACME, row_values=(("owner", HOSTILE),))
+        assert await seen(tenancy, scope, named) == [HOSTILE, str(ACME)]
+        assert await seen(tenancy, scope) == []  # no note of that owner, nor of globex
+    finally:
+        if tenancy.is_async:
+            await tenancy.engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_a_setting_cannot_hold_a_nul():
+    with pytest.raises(ValueError, match="NUL"):
+        quote_setting("acme\x00globex")
 
 
 def test_admin_roles_keep_every_row(owner: Engine, app_role: AppRole, world: None):
@@ -363,13 +384,16 @@ def test_the_checker_reports_a_missing_restrictive_policy(owner: Engine, world: 
     ), findings
 
 
-def test_without_row_scopes_the_setting_statement_is_the_one_of_before():
-    statement, values = _name_statement(False, ())
-    assert statement.text == (
-        "SELECT set_config('fastapi_tenancy.tenant_id', :tenant, true), "
-        "set_config('fastapi_tenancy.global_read', '', true)"
+def test_without_row_scopes_the_setting_commands_name_the_tenant_and_global_read():
+    assert setting_commands(None, global_read=False) == (
+        "SET LOCAL fastapi_tenancy.tenant_id = ''; SET LOCAL fastapi_tenancy.global_read = ''"
     )
-    assert values == {}
+    assert setting_commands("it's", global_read=True, scopes=(("user", "a\\b", True),)) == (
+        "SET LOCAL fastapi_tenancy.tenant_id = 'it''s'; "
+        "SET LOCAL fastapi_tenancy.global_read = 'on'; "
+        "SET LOCAL fastapi_tenancy.scope.\"user\" = E'a\\\\b'; "
+        "SET LOCAL fastapi_tenancy.lift.\"user\" = 'on'"
+    )
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from fastapi_tenancy import (
     with_tenant,
 )
 from fastapi_tenancy.session import SCOPE_KEY, TenantScopedSession
-from fastapi_tenancy.wall.guard import kit_setting_options
+from fastapi_tenancy.wall.guard import kit_statement_options
 
 
 def test_comment_markers_spelled_as_operators_are_refused(tenancy, session_for, world, backend):
@@ -114,9 +114,14 @@ def test_sql_changed_after_it_was_proven_is_refused(tenancy, session_for, world)
 
 
 def test_the_kits_setting_statement_cannot_name_another_tenant(session_for, world):
-    setting = text("SELECT set_config('fastapi_tenancy.tenant_id', :tenant, true)")
-    with session_for(ACME) as session, pytest.raises(UnscopedStatement, match="textual"):
-        session.execute(setting, {"tenant": GLOBEX}, execution_options=kit_setting_options(setting))
+    for setting in (
+        text("SELECT set_config('fastapi_tenancy.tenant_id', :tenant, true)"),
+        text("SET LOCAL fastapi_tenancy.tenant_id = 'globex'"),
+    ):
+        with pytest.raises(ValueError, match="not one of the kit's"):
+            kit_statement_options(setting)
+        with session_for(ACME) as session, pytest.raises(UnscopedStatement, match="textual"):
+            session.execute(setting, {"tenant": GLOBEX})
 
 
 def test_merge_without_load_of_another_tenants_row_is_refused_and_not_kept(
