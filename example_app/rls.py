@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from fastapi_tenancy.postgres import apply_rls
 
+from .citus import has_citus
 from .models import metadata
 
 __all__ = [
@@ -104,6 +105,8 @@ def prepare_rls(owner: Engine, *, password: str, role: str = DEFAULT_APP_ROLE) -
         )
         apply_rls(conn, metadata)
         _create_or_alter_role(conn, role, password_verifier(conn, role, password))
+        if has_citus(conn):  # the tenant's SET LOCAL reaches the workers only with this
+            conn.exec_driver_sql(f"ALTER ROLE {grantee} SET citus.propagate_set_commands = 'local'")
         schema = conn.execute(text("SELECT current_schema()")).scalar_one()
         conn.execute(text(f"GRANT USAGE ON SCHEMA {preparer.quote(schema)} TO {grantee}"))
         for table in metadata.sorted_tables:

@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 from fastapi_tenancy import Tenancy, with_tenant
 
 from .auth import PasswordHasher
+from .citus import distribute_if_citus
 from .models import Membership, Plan, PrivateNote, Project, Task, Tenant, User, metadata
 
 __all__ = ["NOTES", "SEED_USERS", "SeedUser", "init_database", "seed"]
@@ -157,6 +158,7 @@ def init_database(
     if reset:
         metadata.drop_all(engine)
     metadata.create_all(engine)
+    distribute_if_citus(engine)  # on a Citus coordinator: before any row is written
     if not reset:
         with Session(engine) as session:
             if session.exec(select(Tenant.id).limit(1)).first() is not None:

@@ -23,6 +23,11 @@ prints them. Migrations run as the tables' owner, never as the application's rol
 
 Imported in ``env.py``, it also makes ``alembic revision --autogenerate`` write these operations
 for new and dropped tenant tables (see :mod:`fastapi_tenancy.postgres.autogenerate`).
+
+On a Citus coordinator, ``op.distribute_tables(tenant_tables={"projects": "tenant_id"},
+reference_tables=["plans"])`` distributes tables in the order Citus needs, and
+``op.undistribute_tables([...])`` brings them back (see
+:mod:`fastapi_tenancy.postgres.citus`); both read what Citus holds, so they run online only.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from typing import Any
 from alembic.operations import MigrateOperation, Operations
 from sqlalchemy.types import TypeEngine
 
+from ..exceptions import TenancyMisuse
 from ..hierarchy import TenantReads
+from .citus import distribute_tables, undistribute_tables
 from .policies import (
     PolicyCondition,
     ScopeColumn,
@@ -42,7 +49,12 @@ from .policies import (
     enable_statements,
 )
 
-__all__ = ["DisableTenantRLSOp", "EnableTenantRLSOp"]
+__all__ = [
+    "DisableTenantRLSOp",
+    "DistributeTablesOp",
+    "EnableTenantRLSOp",
+    "UndistributeTablesOp",
+]
 
 
 class _TenantRLSOp(MigrateOperation):
@@ -226,6 +238,85 @@ def _enable(operations: Operations, operation: EnableTenantRLSOp) -> None:
 def _disable(operations: Operations, operation: DisableTenantRLSOp) -> None:
     for statement in disable_statements(operation.table):
         operations.execute(statement)
+
+
+@Operations.register_operation("distribute_tables")
+class DistributeTablesOp(MigrateOperation):
+    """``op.distribute_tables(tenant_tables={"projects": "tenant_id"}, reference_tables=[...])``:
+    Citus distributes the tenant tables on their tenant column, colocated, and replicates the
+    reference tables, in the order it needs (see :mod:`fastapi_tenancy.postgres.citus`)."""
+
+    def __init__(
+        self,
+        tenant_tables: Mapping[str, str],
+        reference_tables: Sequence[str] = (),
+        *,
+        shard_count: int | None = None,
+    ) -> None:
+        self.tenant_tables = dict(tenant_tables)
+        self.reference_tables = list(reference_tables)
+        self.shard_count = shard_count
+
+    @classmethod
+    def distribute_tables(
+        cls,
+        operations: Operations,
+        tenant_tables: Mapping[str, str],
+        reference_tables: Sequence[str] = (),
+        *,
+        shard_count: int | None = None,
+    ) -> None:
+        """Distribute ``tenant_tables`` (name: tenant column) and replicate
+        ``reference_tables`` on a Citus coordinator; tables Citus holds already are left as
+        they are. Needs a live connection (not ``--sql``): what is left to do, and the foreign
+        keys to drop and add back around it, are read from the database."""
+        operations.invoke(cls(tenant_tables, reference_tables, shard_count=shard_count))
+
+    def reverse(self) -> UndistributeTablesOp:
+        """The operation that undoes this one: every table back on the coordinator."""
+        return UndistributeTablesOp([*self.tenant_tables, *self.reference_tables])
+
+
+@Operations.register_operation("undistribute_tables")
+class UndistributeTablesOp(MigrateOperation):
+    """``op.undistribute_tables(["projects", ...])``: Citus turns the tables back into plain
+    tables on the coordinator (with the tables linked to them by foreign keys)."""
+
+    def __init__(self, tables: Sequence[str]) -> None:
+        self.tables = list(tables)
+
+    @classmethod
+    def undistribute_tables(cls, operations: Operations, tables: Sequence[str]) -> None:
+        """Undistribute each of ``tables`` that Citus still holds (``undistribute_table``,
+        cascading through foreign keys); a plain table is left alone."""
+        operations.invoke(cls(tables))
+
+    def reverse(self) -> DistributeTablesOp:
+        """Not derivable (which were tenant tables, on which column): write it by hand."""
+        raise NotImplementedError("write op.distribute_tables(...) with the tables' columns")
+
+
+def _live_connection(operations: Operations, name: str) -> Any:
+    if operations.migration_context.as_sql:
+        raise TenancyMisuse(
+            f"op.{name} reads what Citus holds from the database; run it online, not with --sql"
+        )
+    return operations.get_bind()
+
+
+@Operations.implementation_for(DistributeTablesOp)
+def _distribute(operations: Operations, operation: DistributeTablesOp) -> None:
+    distribute_tables(
+        _live_connection(operations, "distribute_tables"),
+        operation.tenant_tables,
+        operation.reference_tables,
+        shard_count=operation.shard_count,
+    )
+
+
+@Operations.implementation_for(UndistributeTablesOp)
+def _undistribute(operations: Operations, operation: UndistributeTablesOp) -> None:
+    undistribute_tables(_live_connection(operations, "undistribute_tables"), operation.tables)
 
 
 # The autogenerate comparator and renderers of these operations (registered on import).

@@ -50,6 +50,12 @@ What it reports, by stable ``code``:
 ``tenant_model_forgotten``  (with ``metadata``) a mapped model of it with a tenant column
                             that is not a tenant model, so ORM sessions never scope it
 ==========================  ================================================================
+
+With ``--citus`` (``citus=True``) on a Citus coordinator it also reports primary keys without
+the tenant column, and ``citus_missing``, ``citus_set_propagation``,
+``citus_not_distributed``, ``citus_wrong_distribution_column``, ``citus_not_colocated`` and
+(with ``metadata``) ``citus_shared_not_reference``; see
+:func:`~fastapi_tenancy.postgres.citus.citus_findings`.
 """
 
 from __future__ import annotations
@@ -64,12 +70,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import MetaData, create_engine, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from ..checks import Finding, find_forgotten_tenant_models
+from ..models import TENANT_TABLE_INFO_KEY
+from .citus import citus_findings
 from .policies import (
     FAMILY_SETTINGS,
     OWNED_COMMANDS,
@@ -545,6 +554,7 @@ def check_database(
     metadata: MetaData | None = None,
     exclude: Iterable[str] = (),
     strict_keys: bool = False,
+    citus: bool = False,
 ) -> list[Finding]:
     """Everything the tenant wall is missing in a live database, or ``[]``.
 
@@ -553,8 +563,10 @@ def check_database(
     ``tenant_columns``, or exactly ``metadata``'s tenant tables; ``exclude`` names tables to
     leave out (``name`` or ``schema.name``). ``strict_keys`` also reports primary keys without
     the tenant column. With ``metadata``, forgotten tenant models are reported too (see
-    :func:`~fastapi_tenancy.checks.find_forgotten_tenant_models`). Async:
-    ``await conn.run_sync(check_database)``.
+    :func:`~fastapi_tenancy.checks.find_forgotten_tenant_models`). ``citus`` checks a Citus
+    coordinator too (:func:`~fastapi_tenancy.postgres.citus.citus_findings`; with
+    ``metadata``, its other tables must be reference tables), and primary keys without the
+    tenant column (Citus refuses them). Async: ``await conn.run_sync(check_database)``.
     """
     if isinstance(bind, Engine):
         with bind.connect() as conn:
@@ -566,8 +578,10 @@ def check_database(
                 metadata=metadata,
                 exclude=exclude,
                 strict_keys=strict_keys,
+                citus=citus,
             )
     conn = bind
+    strict_keys = strict_keys or citus
     forgotten = [] if metadata is None else find_forgotten_tenant_models(metadata)
     role_name, findings = _role_findings(conn, role)
     if schemas is None:
@@ -575,6 +589,10 @@ def check_database(
     schema_list = list(schemas)
     found = _find_tables(conn, role_name, schema_list, tenant_columns, metadata, exclude)
     tables = {table.oid: table for table in found}
+    if citus:
+        shared = [] if metadata is None else _shared_tables(conn, metadata)
+        tenant = {table.name: table.tenant_column for table in found}
+        findings += citus_findings(conn, tenant, shared)
     if not tables:
         return findings + forgotten
     policies: dict[int, list[tuple[Any, ...]]] = {oid: [] for oid in tables}
@@ -588,6 +606,24 @@ def check_database(
     findings += _foreign_key_findings(conn, tables)
     findings += _exposure_findings(conn, tables, role_name, schema_list)
     return findings + forgotten
+
+
+def _shared_tables(conn: Connection, metadata: MetaData) -> list[str]:
+    """The names PostgreSQL shows for ``metadata``'s tables without a tenant column that
+    exist in the database."""
+    names = [
+        _QUOTE.format_table(table)
+        for table in metadata.sorted_tables
+        if TENANT_TABLE_INFO_KEY not in table.info
+    ]
+    if not names:
+        return []
+    rows = conn.execute(_SHOWN_SQL, {"names": names})
+    return sorted(str(row[0]) for row in rows if row[0] is not None)
+
+
+_SHOWN_SQL = text("SELECT to_regclass(name)::text FROM unnest(CAST(:names AS text[])) AS name")
+_QUOTE = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
 
 def _load_metadata(spec: str) -> MetaData:
@@ -649,6 +685,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, url_required: bool = True)
     parser.add_argument("--metadata", help="module:attribute of the app's MetaData")
     parser.add_argument("--exclude", action="append", default=[], help="table to leave out")
     parser.add_argument("--strict-keys", action="store_true", help="report primary keys too")
+    parser.add_argument(
+        "--citus", action="store_true", help="check a Citus coordinator's distribution too"
+    )
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
 
 
@@ -662,6 +701,7 @@ def findings_for(args: argparse.Namespace) -> list[Finding]:
         "metadata": metadata,
         "exclude": args.exclude,
         "strict_keys": args.strict_keys,
+        "citus": args.citus,
     }
     return _run_check(_engine_url(args.url), options)
 

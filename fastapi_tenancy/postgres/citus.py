@@ -51,11 +51,13 @@ from ..models import TENANT_SHARED_ROWS_INFO_KEY, TENANT_TABLE_INFO_KEY
 __all__ = [
     "CitusState",
     "DistributedTable",
+    "citus_findings",
     "citus_state",
     "distribute",
     "distribute_tables",
     "distribution_problems",
     "distribution_statements",
+    "undistribute_tables",
 ]
 
 _QUOTE = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
@@ -301,6 +303,21 @@ def distribution_statements(
     return statements
 
 
+def undistribute_tables(connection: Connection, tables: Sequence[str]) -> list[str]:
+    """Turn each of ``tables`` that Citus still holds back into a plain table, cascading
+    through the foreign keys that link it to others (so a table brought back by an earlier one
+    is skipped); answers the statements it ran."""
+    ran = []
+    for name in tables:
+        if name in citus_state(connection):
+            statement = (
+                f"SELECT undistribute_table({_literal(name)}, cascade_via_foreign_keys => true)"
+            )
+            connection.exec_driver_sql(statement)
+            ran.append(statement)
+    return ran
+
+
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -353,6 +370,92 @@ def distribute(
         return distribute_tables(
             connection, tenant_tables, reference_tables, shard_count=shard_count
         )
+
+
+_CITUS_SQL = text("""
+SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus'),
+       COALESCE(current_setting('citus.propagate_set_commands', true), '')
+""")
+
+
+def citus_findings(
+    connection: Connection, tenant_tables: Mapping[str, str], shared_tables: Sequence[str] = ()
+) -> list[Finding]:
+    """What a live Citus database lacks for the kit, the checker's ``--citus`` mode: the
+    extension, the setting propagation the tenant needs (for the connecting role), each tenant
+    table (name: tenant column) distributed on its tenant column, all colocated, and each
+    shared table a reference table."""
+    installed, propagation = connection.execute(_CITUS_SQL).one()
+    if not installed:
+        return [
+            Finding(
+                "citus_missing",
+                "database",
+                "the citus extension is not installed in this database",
+                "CREATE EXTENSION citus (on the coordinator), then distribute the tables",
+            )
+        ]
+    findings = []
+    if propagation != "local":
+        findings.append(
+            Finding(
+                "citus_set_propagation",
+                "citus.propagate_set_commands",
+                f"it is {propagation or 'unset'!r} for this role, so the tenant each "
+                "transaction names with SET LOCAL never reaches the workers",
+                "connect with -c citus.propagate_set_commands=local, or ALTER ROLE <app> SET "
+                "citus.propagate_set_commands = 'local'",
+            )
+        )
+    state = citus_state(connection)
+    groups: dict[int, list[str]] = {}
+    for name, column in sorted(tenant_tables.items()):
+        known = state.get(name)
+        if known is None:
+            findings.append(
+                Finding(
+                    "citus_not_distributed",
+                    name,
+                    "a tenant table Citus does not distribute: it stays on the coordinator",
+                    "fastapi_tenancy.postgres.citus.distribute(), or op.distribute_tables()",
+                )
+            )
+        elif known.kind != "distributed" or known.column != column:
+            findings.append(
+                Finding(
+                    "citus_wrong_distribution_column",
+                    name,
+                    f"a {known.kind} table on {known.column!r}, not distributed on its tenant "
+                    f"column {column!r}: tenant statements reach every shard",
+                    "undistribute_table() it, then distribute it on the tenant column",
+                )
+            )
+        else:
+            groups.setdefault(known.group, []).append(name)
+    if len(groups) > 1:
+        listed = "; ".join(", ".join(names) for names in groups.values())
+        findings.append(
+            Finding(
+                "citus_not_colocated",
+                "tenant tables",
+                f"the tenant tables are in {len(groups)} colocation groups ({listed}): joins "
+                "between groups cannot run on one shard",
+                "alter_distributed_table(<table>, colocate_with => <a table of the other group>)",
+            )
+        )
+    for name in sorted(shared_tables):
+        known = state.get(name)
+        if known is None or known.kind != "reference":
+            findings.append(
+                Finding(
+                    "citus_shared_not_reference",
+                    name,
+                    "a shared table that is not a reference table: joined with tenant tables, "
+                    "it is pulled to the coordinator",
+                    "create_reference_table(), or distribute()",
+                )
+            )
+    return findings
 
 
 @contextmanager

@@ -7,9 +7,14 @@ skipped otherwise, with one line; CI has no Citus. The others run everywhere.
 
 from __future__ import annotations
 
+import io
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -23,12 +28,17 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
 )
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 from example_app.models import metadata as example_metadata
 from fastapi_tenancy import TenancyMisuse
 from fastapi_tenancy.models import TENANT_SHARED_ROWS_INFO_KEY, TENANT_TABLE_INFO_KEY
+from fastapi_tenancy.postgres.alembic import DistributeTablesOp, UndistributeTablesOp
+from fastapi_tenancy.postgres.check import check_database
 from fastapi_tenancy.postgres.citus import (
     DistributedTable,
+    citus_state,
     distribute,
     distribution_problems,
     distribution_statements,
@@ -189,3 +199,62 @@ def test_distributing_again_sends_nothing_and_a_new_table_joins_the_group():
 def test_a_table_citus_holds_otherwise_is_refused_not_moved(state):
     with pytest.raises(TenancyMisuse):
         distribution_statements(state, [], {"projects": "tenant_id", "tasks": "tenant_id"}, [])
+
+
+# --------------------------------------------------------------------------------------------
+# On plain PostgreSQL: what the checker and the migration operations say without Citus
+
+
+@pytest.mark.backends("postgres")
+def test_the_checkers_citus_mode_reports_a_database_without_citus(engine):
+    findings = check_database(engine, citus=True)
+
+    assert [f.code for f in findings if f.code.startswith("citus")] == ["citus_missing"]
+
+
+def test_the_distribution_operations_refuse_to_guess_offline():
+    context = MigrationContext.configure(
+        dialect_name="postgresql", opts={"as_sql": True, "output_buffer": io.StringIO()}
+    )
+    with pytest.raises(TenancyMisuse, match="online"):
+        Operations(context).distribute_tables(tenant_tables={"projects": "tenant_id"})
+    assert isinstance(DistributeTablesOp({"projects": "tenant_id"}).reverse(), UndistributeTablesOp)
+
+
+# --------------------------------------------------------------------------------------------
+# On a Citus coordinator (TENANCY_TEST_CITUS_URL), never in CI
+
+
+@pytest.fixture
+def coordinator() -> Iterator[Engine]:
+    engine = create_engine(os.environ["TENANCY_TEST_CITUS_URL"], poolclass=NullPool)
+    metadata_names = [table.name for table in reversed(example_metadata.sorted_tables)]
+    try:
+        with engine.begin() as conn:
+            for name in metadata_names:  # named, never REASSIGN OWNED (a Citus 13.2 crash)
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name} CASCADE")
+        example_metadata.create_all(engine)
+        yield engine
+        with engine.begin() as conn:
+            for name in metadata_names:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name} CASCADE")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.citus
+def test_the_example_apps_tables_distribute_once_colocated_and_pass_the_check(coordinator):
+    ran = distribute(coordinator, example_metadata)
+    assert any("create_distributed_table" in statement for statement in ran)
+    assert distribute(coordinator, example_metadata) == []  # safe to run again
+
+    with coordinator.connect() as conn:
+        state = citus_state(conn)
+    tenant = {t.name for t in example_metadata.sorted_tables if TENANT_TABLE_INFO_KEY in t.info}
+    shared = {t.name for t in example_metadata.sorted_tables} - tenant
+    assert {name for name, t in state.items() if t.kind == "distributed"} >= tenant
+    assert {state[name].column for name in tenant} == {"tenant_id"}
+    assert len({state[name].group for name in tenant}) == 1
+    assert all(state[name].kind == "reference" for name in shared)
+    findings = check_database(coordinator, metadata=example_metadata, citus=True)
+    assert [f for f in findings if f.code.startswith("citus")] == [], findings
