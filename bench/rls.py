@@ -15,7 +15,7 @@ query, the rows fetched as ORM objects, the session closed. The setups:
     orm           Tenancy(engine): the kit's ORM scoping adds the filter (no RLS in effect)
     rls           Tenancy(engine, rls=True), ORM scoping off: the policies alone filter
     both          Tenancy(engine, rls=True), a tenant session: both walls
-    rls-separate  as rls, with RowLevelSecurity(with_begin=False): set_config on its own round trip
+    rls-separate  as rls, RowLevelSecurity(with_begin=False): the settings in a message of their own
 
 and the queries: ``list`` (a tenant's first 50 rows by id) and ``by-id`` (one row by primary
 key). Setups are measured in interleaved rounds, tenants and ids drawn at random; the table

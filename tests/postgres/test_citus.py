@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from docs.examples.citus_distribute import distribute_at_start
 from example_app.models import metadata as example_metadata
 from fastapi_tenancy import TenancyMisuse
 from fastapi_tenancy.models import TENANT_SHARED_ROWS_INFO_KEY, TENANT_TABLE_INFO_KEY
@@ -244,7 +245,7 @@ def coordinator() -> Iterator[Engine]:
 
 @pytest.mark.citus
 def test_the_example_apps_tables_distribute_once_colocated_and_pass_the_check(coordinator):
-    ran = distribute(coordinator, example_metadata)
+    ran = distribute_at_start(coordinator, example_metadata)  # the docs' sample
     assert any("create_distributed_table" in statement for statement in ran)
     assert distribute(coordinator, example_metadata) == []  # safe to run again
 
