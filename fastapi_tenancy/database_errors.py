@@ -6,7 +6,9 @@ lock wait, a foreign key whose row was deleted meanwhile, or an UPDATE or a re-r
 its row deleted meanwhile is a concurrent write, and the
 request may be retried at once; a duplicate is ``AlreadyExists``; anything else is a bug and
 answers a generic 500. PostgreSQL codes are SQLSTATEs; MySQL and MariaDB codes are their error
-numbers; SQLite says it in the message.
+numbers; SQLite says it in the message. Citus refusing to move a row to another tenant (to
+change its distribution column) is :class:`~fastapi_tenancy.CrossTenantWrite`, with the way to
+move a tenant there.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from .exceptions import (
     AlreadyExists,
+    CrossTenantWrite,
     DatabaseUnavailable,
     InternalError,
     TenancyError,
@@ -42,6 +45,8 @@ _MYSQL_FOREIGN_KEY = frozenset({1452, 1451})
 # MySQL / MariaDB: gone away, lost connection, cannot connect, too many connections, server
 # shutdown, statement timeouts (MariaDB max_statement_time, MySQL max_execution_time)
 _MYSQL_UNAVAILABLE = frozenset({2006, 2013, 2003, 1040, 1053, 1969, 3024})
+# Citus: an UPDATE of a distributed table's distribution column (a move between tenants)
+_CITUS_MOVE = "modifying the partition value of rows is not allowed"
 
 
 def classify_database_error(error: exc.SQLAlchemyError) -> TenancyError:
@@ -95,6 +100,11 @@ def _classify(error: exc.SQLAlchemyError) -> TenancyError:
         if "FOREIGN KEY constraint failed" in str(original):
             return WriteConflict()
         return InternalError()
+    if _CITUS_MOVE in str(original):
+        return CrossTenantWrite(
+            "moving rows between tenants is refused: Citus keeps each tenant's rows on its "
+            "own shard; export the tenant and import it under its new key instead"
+        )
     if isinstance(sqlstate, str):
         if sqlstate in _PG_CONFLICT:
             return WriteConflict()

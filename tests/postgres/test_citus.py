@@ -29,11 +29,24 @@ from sqlalchemy import (
     create_engine,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
+from sqlmodel import select
 
 from docs.examples.citus_distribute import distribute_at_start
+from example_app.models import Plan, Project, Tenant
 from example_app.models import metadata as example_metadata
-from fastapi_tenancy import TenancyMisuse
+from fastapi_tenancy import (
+    Access,
+    CrossTenantWrite,
+    HeaderResolver,
+    SessionScope,
+    Tenancy,
+    TenancyMisuse,
+    mutable_tenant,
+    with_tenant,
+)
+from fastapi_tenancy.database_errors import classify_database_error
 from fastapi_tenancy.models import TENANT_SHARED_ROWS_INFO_KEY, TENANT_TABLE_INFO_KEY
 from fastapi_tenancy.postgres.alembic import DistributeTablesOp, UndistributeTablesOp
 from fastapi_tenancy.postgres.check import check_database
@@ -226,9 +239,16 @@ def test_the_distribution_operations_refuse_to_guess_offline():
 # On a Citus coordinator (TENANCY_TEST_CITUS_URL), never in CI
 
 
+PROPAGATION = "citus.propagate_set_commands"
+
+
 @pytest.fixture
 def coordinator() -> Iterator[Engine]:
-    engine = create_engine(os.environ["TENANCY_TEST_CITUS_URL"], poolclass=NullPool)
+    engine = create_engine(
+        os.environ["TENANCY_TEST_CITUS_URL"],
+        poolclass=NullPool,
+        connect_args={"options": f"-c {PROPAGATION}=local"},
+    )
     metadata_names = [table.name for table in reversed(example_metadata.sorted_tables)]
     try:
         with engine.begin() as conn:
@@ -259,3 +279,33 @@ def test_the_example_apps_tables_distribute_once_colocated_and_pass_the_check(co
     assert all(state[name].kind == "reference" for name in shared)
     findings = check_database(coordinator, metadata=example_metadata, citus=True)
     assert [f for f in findings if f.code.startswith("citus")] == [], findings
+    plain = create_engine(os.environ["TENANCY_TEST_CITUS_URL"], poolclass=NullPool)
+    try:
+        findings = check_database(plain, metadata=example_metadata, citus=True)
+    finally:
+        plain.dispose()
+    assert [f.code for f in findings if f.code.startswith("citus")] == ["citus_set_propagation"]
+
+
+@pytest.mark.citus
+def test_moving_a_row_to_another_tenant_is_refused_clearly_on_citus(coordinator):
+    distribute(coordinator, example_metadata)
+    tenancy = Tenancy(coordinator, resolvers=[HeaderResolver()])
+    with tenancy.make_session(SessionScope(None, Access.UNSCOPED)) as session:
+        session.add(Plan(code="free", name="Free"))
+        session.flush()
+        for slug in ("acme", "globex"):
+            session.add(Tenant(slug=slug, name=slug, plan="free"))
+        session.flush()
+        session.add(Project(name="apollo", tenant_id="acme"))
+        session.commit()
+    with with_tenant("acme"), mutable_tenant(reason="a test"), tenancy.session() as session:
+        project = session.exec(select(Project)).one()
+        project.tenant_id = "globex"
+        with pytest.raises(DBAPIError) as raised:
+            session.commit()
+    answer = classify_database_error(raised.value)  # what a request answers (403)
+    assert isinstance(answer, CrossTenantWrite)
+    assert "export the tenant" in answer.detail
+    with tenancy.make_session(SessionScope(None, Access.UNSCOPED)) as session:
+        assert [p.tenant_id for p in session.exec(select(Project))] == ["acme"]
