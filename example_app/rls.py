@@ -103,10 +103,15 @@ def prepare_rls(owner: Engine, *, password: str, role: str = DEFAULT_APP_ROLE) -
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
             {"key": f"example_app.prepare_rls:{role}"},
         )
-        apply_rls(conn, metadata)
+        citus = has_citus(conn)
+        if citus:  # Citus refuses DDL on one table after a parallel one on another, in one
+            conn.exec_driver_sql("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
+        # The role first: Citus refuses to create or alter a role after an operation on a
+        # distributed table in the same transaction (apply_rls is one).
         _create_or_alter_role(conn, role, password_verifier(conn, role, password))
-        if has_citus(conn):  # the tenant's SET LOCAL reaches the workers only with this
+        if citus:  # the tenant's SET LOCAL reaches the workers only with this
             conn.exec_driver_sql(f"ALTER ROLE {grantee} SET citus.propagate_set_commands = 'local'")
+        apply_rls(conn, metadata)
         schema = conn.execute(text("SELECT current_schema()")).scalar_one()
         conn.execute(text(f"GRANT USAGE ON SCHEMA {preparer.quote(schema)} TO {grantee}"))
         for table in metadata.sorted_tables:
