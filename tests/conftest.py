@@ -38,7 +38,7 @@ Servers
     selected test needs it. Unreachable: its tests are skipped and one line in the terminal
     summary says so, unless ``CI`` is ``true`` or ``1``, where the run stops with an error.
     Tests marked ``citus`` run only when ``TENANCY_TEST_CITUS_URL`` names a Citus coordinator
-    (CI has none); otherwise they skip with one reason.
+    (CI has none); otherwise they are deselected and one line in the summary says so.
 """
 
 from __future__ import annotations
@@ -307,20 +307,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if fatal:
         pytest.exit("\n".join(fatal), returncode=pytest.ExitCode.USAGE_ERROR)
     if not os.environ.get(CITUS_URL_VARIABLE):
-        skip = pytest.mark.skip(reason=CITUS_SKIPPED)
-        for item in items:
-            if item.get_closest_marker("citus"):
-                item.add_marker(skip)
+        citus = [item for item in items if item.get_closest_marker("citus")]
+        if citus:
+            items[:] = [item for item in items if not item.get_closest_marker("citus")]
+            config.hook.pytest_deselected(items=citus)
+            config.stash[_CITUS_KEY] = len(citus)
 
 
 CITUS_URL_VARIABLE = "TENANCY_TEST_CITUS_URL"
-CITUS_SKIPPED = (
-    "Citus suite skipped: set TENANCY_TEST_CITUS_URL to a coordinator's URL to run it "
-    "(docs/citus.md); CI has no Citus"
-)
+_CITUS_KEY = pytest.StashKey[int]()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    citus = config.stash.get(_CITUS_KEY, 0)
+    if citus:
+        terminalreporter.write_line(
+            f"Citus suite not run ({citus} tests): set TENANCY_TEST_CITUS_URL to a coordinator's "
+            "URL to run it (docs/citus.md); CI has no Citus",
+            yellow=True,
+        )
     statuses = config.stash.get(_STATUS_KEY, {})
     for backend in sorted(statuses):
         status = statuses[backend]

@@ -2,7 +2,7 @@
 startup check of the setting propagation the tenant needs.
 
 The tests marked ``citus`` run against a real coordinator (``TENANCY_TEST_CITUS_URL``) and are
-skipped otherwise, with one line; CI has no Citus. The others run everywhere.
+left out otherwise, with one line in the summary; CI has no Citus. The others run everywhere.
 """
 
 from __future__ import annotations
