@@ -136,6 +136,12 @@ class _TenantModel(SQLModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
+        if cls.__tenant_first_key__ and cls.__shared_rows__:
+            # refused before SQLAlchemy maps the class, which would leave the registry broken
+            raise TenancyMisuse(
+                f"{cls.__name__} declares __shared_rows__ and __tenant_first_key__; a shared "
+                "row's tenant is NULL, which no primary key column holds"
+            )
         if not cls.__tenant_first_key__ or "primary_key" in cls.__dict__.get("__mapper_args__", {}):
             return
         key = declared_key(cls)
@@ -245,11 +251,6 @@ def _lead_key_with_tenant(mapper: Mapper[Any], cls: type[Any]) -> None:
     """Give a ``__tenant_first_key__`` model's table its key before the mapper reads it."""
     if not cls.__tenant_first_key__:
         return
-    if cls.__shared_rows__:
-        raise TenancyMisuse(
-            f"{cls.__name__} declares __shared_rows__ and __tenant_first_key__; a shared row's "
-            "tenant is NULL, which no primary key column holds"
-        )
     table = mapper.local_table
     if not isinstance(table, Table):
         raise TenancyMisuse(f"{cls.__name__} sets __tenant_first_key__ and maps no table")
