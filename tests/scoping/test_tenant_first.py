@@ -309,3 +309,10 @@ def test_a_shared_rows_model_cannot_lead_its_key_with_the_tenant():
             __shared_rows__ = True
 
             id: int | None = identity_key()
+
+    # refused before mapping: no half-made mapper is left in the registry for others to trip on
+    assert {mapper.class_.__name__ for mapper in first_registry.mappers} == {
+        "Board",
+        "Card",
+        "Pin",
+    }
