@@ -415,16 +415,14 @@ def _scope_dml(state: ORMExecuteState, statement: Update | Delete, scope: Sessio
     if isinstance(statement, Update) and mapper is not None and target_is_tenant:
         if isinstance(parameters, Sequence) and not isinstance(parameters, Mapping):
             # ORM bulk UPDATE by primary key: the wall proves every key the tenant's row.
-            stamps = _stamps(mapper, scope)
+            tenant, *scopes = _stamps(mapper, scope)
+            stamped = []
             for row in parameters:
-                for stamp in stamps:
+                for stamp in scopes:
                     _stamp_row(row, stamp, key=stamp.names[0])
+                stamped.append(_stamp_row(row, tenant, key=tenant.names[0]))
             if TENANT_FIRST_INFO_KEY in getattr(mapper.local_table, "info", {}):
-                # the tenant is part of the table's key, which the rows must carry: the session's
-                tenant = stamps[0]
-                state.parameters = [
-                    _stamp_row(row, tenant, key=tenant.names[0]) for row in parameters
-                ]
+                state.parameters = stamped  # the tenant is part of the key the rows must carry
             return
         _check_statement_move(statement, mapper, parameters)
     target = mapper.local_table if mapper is not None else None

@@ -70,7 +70,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import MetaData, create_engine, text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -80,6 +79,7 @@ from ..checks import Finding, find_forgotten_tenant_models
 from ..models import TENANT_TABLE_INFO_KEY
 from .citus import citus_findings
 from .policies import (
+    _QUOTE,
     FAMILY_SETTINGS,
     OWNED_COMMANDS,
     TenantTable,
@@ -623,7 +623,6 @@ def _shared_tables(conn: Connection, metadata: MetaData) -> list[str]:
 
 
 _SHOWN_SQL = text("SELECT to_regclass(name)::text FROM unnest(CAST(:names AS text[])) AS name")
-_QUOTE = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
 
 def _load_metadata(spec: str) -> MetaData:

@@ -41,12 +41,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, Identity, MetaData, Table, UniqueConstraint, text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from ..checks import Finding
 from ..exceptions import TenancyMisuse
 from ..models import TENANT_SHARED_ROWS_INFO_KEY, TENANT_TABLE_INFO_KEY
+from .policies import _QUOTE, _literal, _type_name
 
 __all__ = [
     "CitusState",
@@ -59,8 +59,6 @@ __all__ = [
     "distribution_statements",
     "undistribute_tables",
 ]
-
-_QUOTE = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 
 
 def distribution_problems(metadata: MetaData) -> list[Finding]:
@@ -87,7 +85,7 @@ def distribution_problems(metadata: MetaData) -> list[Finding]:
                     "reference table), and the tenants' rows in this one",
                 )
             )
-    types = {_QUOTE.format_table(t): _type_text(c) for t, c in tenant.items()}
+    types = {_QUOTE.format_table(t): _type_name(c.type) for t, c in tenant.items()}
     if len(set(types.values())) > 1:
         listed = ", ".join(f"{name} {kind}" for name, kind in sorted(types.items()))
         findings.append(
@@ -115,10 +113,6 @@ def distribution_problems(metadata: MetaData) -> list[Finding]:
                     )
                 )
     return sorted(findings)
-
-
-def _type_text(column: Any) -> str:
-    return str(column.type.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
 
 
 def _key_problems(table: Table, tenant_column: Any) -> list[Finding]:
@@ -316,10 +310,6 @@ def undistribute_tables(connection: Connection, tables: Sequence[str]) -> list[s
             connection.exec_driver_sql(statement)
             ran.append(statement)
     return ran
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def distribute_tables(

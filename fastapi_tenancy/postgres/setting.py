@@ -53,13 +53,13 @@ fail-closed transaction of a session with no tenant included; see ``docs/postgre
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, SessionTransaction
@@ -74,6 +74,7 @@ from ..row_scopes import declared_row_scopes, is_row_scope_name
 from ..scope import Access, SessionScope
 from ..session import TenantScopedSession, scope_of
 from .policies import (
+    _QUOTE,
     FAMILY_SETTINGS,
     GLOBAL_READ_SETTING,
     TENANT_SETTING,
@@ -103,6 +104,7 @@ Family = tuple[str, str] | None
 """The family settings' values, ancestors then descendants (``''``: none); ``None``: not named."""
 
 
+@functools.lru_cache(maxsize=4096)
 def setting_commands(
     tenant_id: str | None, *, global_read: bool, scopes: Scopes = (), family: Family = None
 ) -> str:
@@ -113,6 +115,7 @@ def setting_commands(
     Values are written as string constants (:func:`quote_setting`): ``SET`` takes no bound
     parameters. ``SET LOCAL``, not ``set_config()``, because Citus passes it on to the workers
     that run the transaction's statements (with ``citus.propagate_set_commands = local``).
+    Kept for the last 4,096 combinations: a transaction of a recent tenant pays a look-up.
     """
     pairs = [
         (TENANT_SETTING, tenant_id or ""),
@@ -143,7 +146,6 @@ def _setting_name(name: str) -> str:
     return ".".join(_QUOTE.quote(part) for part in name.split("."))
 
 
-_QUOTE = postgresql.dialect().identifier_preparer  # type: ignore[no-untyped-call]
 _DIRECTIONS: tuple[TenantReads, ...] = ("ancestors", "descendants")
 
 

@@ -38,11 +38,11 @@ from ..models import TENANT_SHARED_ROWS_INFO_KEY
 from ..row_policies import row_policies_of
 from ..row_scopes import public_columns_of, row_scope_missing, row_scope_param, row_scopes_of
 from ..scope import Access, SessionScope
-from . import routing
 from .audit import TAG_ATTRIBUTE, StatementAudit
 from .compiler import tenant_column_of
 from .proof import Proof, prove
 from .reads import PolicyBinds, ReadCheck
+from .routing import OPEN_RECORDS, observe
 from .values import KeyCheck, PolicyWrite, WriteCheck
 
 __all__ = [
@@ -214,8 +214,8 @@ def _gate(cursor: Any, statement: str, *rest: Any) -> None:
         _check_writes(conn, guard, proof.writes, rows)
     if guard.audit is not None:
         guard.audit.sent(guard.scope, compiled, proof)
-    if routing.watching():
-        routing.observe(guard.scope.tenant_id, compiled, proof)
+    if OPEN_RECORDS:  # a record_fan_out() block is open: a list's truth, per statement
+        observe(guard.scope.tenant_id, compiled, proof)
     context._fastapi_tenancy_checked = compiled  # type: ignore[attr-defined]
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from .proof import Proof
 
-__all__ = ["FannedOut", "fanning_tables", "record_fan_out"]
+__all__ = ["OPEN_RECORDS", "FannedOut", "fanning_tables", "observe", "record_fan_out"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +45,9 @@ def fanning_tables(proof: Proof) -> tuple[str, ...]:
     return tuple(read.table.name for read in proof.reads if not read.tenant_params)
 
 
-_RECORDS: list[list[FannedOut]] = []
-
-
-def watching() -> bool:
-    """Whether a :func:`record_fan_out` block is open (the gate asks, once per statement)."""
-    return bool(_RECORDS)
+OPEN_RECORDS: list[list[FannedOut]] = []
+"""The lists of the open :func:`record_fan_out` blocks; the gate observes a statement only
+while it is not empty."""
 
 
 def observe(tenant: Any, compiled: SQLCompiler, proof: Proof) -> None:
@@ -59,7 +56,7 @@ def observe(tenant: Any, compiled: SQLCompiler, proof: Proof) -> None:
         return  # the global-access switch reads across tenants by design
     tables = fanning_tables(proof)
     if tables:
-        for record in _RECORDS:
+        for record in OPEN_RECORDS:
             record.append(FannedOut(tenant, compiled.string, tables))
 
 
@@ -68,8 +65,8 @@ def record_fan_out() -> Iterator[list[FannedOut]]:
     """Collect, while the block runs, every statement a tenant session sends in this process
     that would reach more than one tenant's shard (see the module's docstring)."""
     record: list[FannedOut] = []
-    _RECORDS.append(record)
+    OPEN_RECORDS.append(record)
     try:
         yield record
     finally:
-        _RECORDS.remove(record)
+        OPEN_RECORDS.remove(record)
