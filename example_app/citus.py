@@ -13,30 +13,19 @@ LOCAL`` needs to reach the workers.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine
 
-from fastapi_tenancy.postgres.citus import distribute
+from fastapi_tenancy.postgres.citus import citus_installed, distribute
 
 from .models import metadata
 
-__all__ = ["distribute_if_citus", "has_citus"]
-
-
-def has_citus(bind: Engine | Connection) -> bool:
-    """Whether ``bind``'s database is PostgreSQL with the ``citus`` extension."""
-    if bind.dialect.name != "postgresql":
-        return False
-    query = text("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')")
-    if isinstance(bind, Connection):
-        return bool(bind.execute(query).scalar_one())
-    with bind.connect() as conn:
-        return bool(conn.execute(query).scalar_one())
+__all__ = ["distribute_if_citus"]
 
 
 def distribute_if_citus(engine: Engine) -> bool:
     """Distribute the app's tables when ``engine`` is a Citus coordinator (nothing when they
     are already); answers whether it is one."""
-    if not has_citus(engine):
+    if not citus_installed(engine):
         return False
     distribute(engine, metadata)
     return True

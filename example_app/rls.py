@@ -26,8 +26,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from fastapi_tenancy.postgres import apply_rls
+from fastapi_tenancy.postgres.citus import citus_installed
 
-from .citus import has_citus
 from .models import metadata
 
 __all__ = [
@@ -103,7 +103,7 @@ def prepare_rls(owner: Engine, *, password: str, role: str = DEFAULT_APP_ROLE) -
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
             {"key": f"example_app.prepare_rls:{role}"},
         )
-        citus = has_citus(conn)
+        citus = citus_installed(conn)
         if citus:  # Citus refuses DDL on one table after a parallel one on another, in one
             conn.exec_driver_sql("SET LOCAL citus.multi_shard_modify_mode TO 'sequential'")
         # The role first: Citus refuses to create or alter a role after an operation on a

@@ -52,6 +52,7 @@ __all__ = [
     "CitusState",
     "DistributedTable",
     "citus_findings",
+    "citus_installed",
     "citus_state",
     "distribute",
     "distribute_tables",
@@ -362,10 +363,21 @@ def distribute(
         )
 
 
-_CITUS_SQL = text("""
-SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus'),
-       COALESCE(current_setting('citus.propagate_set_commands', true), '')
-""")
+_INSTALLED_SQL = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'citus')"
+)
+_PROPAGATION_SQL = text(
+    "SELECT COALESCE(current_setting('citus.propagate_set_commands', true), '')"
+)
+
+
+def citus_installed(bind: Engine | Connection) -> bool:
+    """Whether ``bind``'s database is PostgreSQL with the ``citus`` extension (a coordinator,
+    or a worker)."""
+    if bind.dialect.name != "postgresql":
+        return False
+    with _transaction(bind) as connection:
+        return bool(connection.execute(_INSTALLED_SQL).scalar_one())
 
 
 def citus_findings(
@@ -375,8 +387,7 @@ def citus_findings(
     extension, the setting propagation the tenant needs (for the connecting role), each tenant
     table (name: tenant column) distributed on its tenant column, all colocated, and each
     shared table a reference table."""
-    installed, propagation = connection.execute(_CITUS_SQL).one()
-    if not installed:
+    if not citus_installed(connection):
         return [
             Finding(
                 "citus_missing",
@@ -386,6 +397,7 @@ def citus_findings(
             )
         ]
     findings = []
+    propagation = connection.execute(_PROPAGATION_SQL).scalar_one()
     if propagation != "local":
         findings.append(
             Finding(
