@@ -28,6 +28,7 @@ from starlette.requests import HTTPConnection
 from .context import TenantContext, audit_logger, get_tenant_context
 from .exceptions import AdminRequired, TenancyMisuse, TenantRequired
 from .scope import Access, SessionScope
+from .session import scope_of
 from .tenancy import TENANCY_SCOPE_KEY, Predicate, Tenancy, call_predicate
 
 __all__ = [
@@ -113,7 +114,7 @@ async def _sync_session(tenancy: Tenancy, scope: SessionScope) -> AsyncIterator[
     committed, on every exit. Closing a session that holds a connection talks to the database,
     so it runs in a thread of the slots' own, shielded from cancellation."""
     session = tenancy.make_session(scope)
-    limiter = tenancy.limiter_for(scope)
+    limiter = tenancy.limiter_for(scope_of(session))
     await limiter.acquire(session)
     try:
         yield session
@@ -131,7 +132,7 @@ async def _sync_session(tenancy: Tenancy, scope: SessionScope) -> AsyncIterator[
 @asynccontextmanager
 async def _async_session(tenancy: Tenancy, scope: SessionScope) -> AsyncIterator[AsyncSession]:
     session = tenancy.make_async_session(scope)
-    limiter = tenancy.limiter_for(scope)
+    limiter = tenancy.limiter_for(scope_of(session.sync_session))
     await limiter.acquire(session)
     try:
         yield session

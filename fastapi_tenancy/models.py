@@ -24,6 +24,7 @@ from typing_extensions import TypeVar
 
 from .exceptions import TenancyMisuse
 from .hierarchy import TenantReads
+from .isolation.placement import TENANT_SCHEMA
 from .keys import TenantKeyType, key_type_for
 from .row_policies import RowPolicy, mark_row_policies
 from .row_scopes import (
@@ -240,6 +241,15 @@ def tenant_table_names() -> Mapping[tuple[str | None, str], str]:
 _FAMILY_READS: frozenset[TenantReads] = frozenset()
 
 
+_PLACED_TABLES: dict[str, Table] = {}
+
+
+def placed_tables() -> Mapping[str, Table]:
+    """The tables of tenant models declared in the placeholder schema ``TENANT_SCHEMA``, by
+    name: those each tenant keeps in its own place (see :mod:`fastapi_tenancy.isolation`)."""
+    return _PLACED_TABLES
+
+
 def family_reads() -> frozenset[TenantReads]:
     """``"ancestors"`` and ``"descendants"`` as some mapped model reads them, in this
     process: what a session needs of its tenant's family."""
@@ -299,6 +309,10 @@ def _mark_tenant_table(mapper: Mapper[Any], cls: type[Any]) -> None:
                 )
             table.info[TENANT_TABLE_INFO_KEY] = tenant_column.name
             _TENANT_TABLE_NAMES[(table.schema, table.name)] = tenant_column.name
+            if table.schema == TENANT_SCHEMA:
+                # Unqualified, the same name reaches the shared tables' copy of the table.
+                _TENANT_TABLE_NAMES[(None, table.name)] = tenant_column.name
+                _PLACED_TABLES[table.name] = table
             if cls.__global_access__:
                 table.info[TENANT_GLOBAL_INFO_KEY] = True
             if cls.__shared_rows__:

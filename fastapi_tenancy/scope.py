@@ -9,6 +9,7 @@ from typing import Any
 from .context import get_tenant_context
 from .exceptions import SessionTenantMismatch
 from .hierarchy import TenantFamily
+from .isolation.placement import Placement
 
 __all__ = ["Access", "SessionScope", "row_value_of_statement", "tenant_of_statement"]
 
@@ -37,7 +38,9 @@ class SessionScope:
     ``None``; ``lifted`` names the row scopes this session does not apply (a tenant admin's
     switch, see :func:`~fastapi_tenancy.lifted_session`). ``family`` is the tenant's
     ancestors and descendants, whose rows it reads of models declaring ``__tenant_reads__``;
-    taken from the bound context when left ``None``.
+    taken from the bound context when left ``None``. ``placement`` is where the tenant's rows
+    live when the app places tenants apart (:mod:`fastapi_tenancy.isolation`), set by the
+    ``Tenancy`` when the session is made.
     """
 
     tenant_id: Any
@@ -46,6 +49,7 @@ class SessionScope:
     row_values: tuple[tuple[str, Any], ...] | None = None
     lifted: frozenset[str] = frozenset()
     family: TenantFamily | None = None
+    placement: Placement | None = None
 
     def row_value(self, name: str) -> Any:
         """The value of the row scope ``name`` in this session, or ``None``."""

@@ -175,6 +175,10 @@ def _guard_connection(
     scope = scope_of(session)
     if scope.scoped:
         guard_connection(connection, scope).audit = session.info.get(AUDIT_KEY)
+        placement = scope.placement
+        if placement is not None and placement.schema is not None:
+            # On this Connection only, which lives for one checkout: never on the pooled one.
+            connection.execution_options(schema_translate_map=placement.translate_map)
 
 
 @event.listens_for(TenantScopedSession, "before_attach")

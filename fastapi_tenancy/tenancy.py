@@ -5,12 +5,15 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from sqlalchemy import Engine, MetaData, Table
+from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,10 +31,11 @@ from .checks import (
 from .context import TenantContext, audit_logger, checked_key, get_tenant_context
 from .exceptions import NotAMember, TenancyError, TenancyMisuse, TenancyUnavailable, TenantRequired
 from .hierarchy import NO_FAMILY, TenantHierarchy
+from .isolation.placement import Isolation, Placement, Strategy
 from .keys import DEFAULT_KEY_PATTERN, TenantKeyType, key_type_for
 from .limits import SessionLimiter, SessionLimits
 from .lookup import LookupCache, TenantLookup, TenantTableLookup
-from .models import family_reads
+from .models import family_reads, placed_tables
 from .registry import TenantRegistry
 from .resolvers.base import Resolver
 from .row_policies import declared_row_policies
@@ -131,6 +135,7 @@ class Tenancy:
         audit_statements: bool = False,
         tag_statements: bool = False,
         hierarchy: TenantHierarchy | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
         if not isinstance(engine, (Engine, AsyncEngine)):
             raise TypeError("Tenancy needs a SQLAlchemy Engine or AsyncEngine")
@@ -182,6 +187,14 @@ class Tenancy:
                 "a TenantHierarchy reads parents from the tenant records: give a lookup"
             )
         self.hierarchy = hierarchy
+        self.isolation = isolation
+        self._record_table: TenantTableLookup[Any] | None = None
+        self._engine_limiters: weakref.WeakKeyDictionary[Any, SessionLimiter] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._session_limits = session_limits
+        if isolation is not None:
+            self._place_apart(isolation, lookup)
         if tenant_changes is not None and not isinstance(tenant_changes, TenantChanges):
             raise TypeError("tenant_changes must be a TenantChanges (RedisChanges, ...)")
         self.tenant_changes = tenant_changes
@@ -200,6 +213,65 @@ class Tenancy:
         # concurrent delete would turn into an error for a write that did happen.
         self.session_options = {"expire_on_commit": False, **(session_options or {})}
         self._models_checked = False
+
+    def _place_apart(self, isolation: Isolation, lookup: Any) -> None:
+        """Make every connection of the app's engines translate the tenant schema placeholder
+        to the default schema (where the shared tenants' tables are), unless its session places
+        its tenant elsewhere; keep the table that records a tenant's strategy."""
+        for engine in (self.engine, self.admin_engine):
+            if engine is not None:
+                sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+                sync_engine.update_execution_options(
+                    schema_translate_map=isolation.shared.translate_map
+                )
+        if isinstance(lookup, TenantTableLookup):
+            self._record_table = lookup
+        elif self.registry is not None:
+            self._record_table = self.registry.lookup()
+        if isolation.reads_records and self.lookup is None:
+            raise TenancyMisuse(
+                "Isolation(field=...) reads the tenant records: give the Tenancy a lookup or a "
+                "registry"
+            )
+
+    def placement_of(self, tenant: Any, record: Any = None) -> Placement | None:
+        """Where tenant ``tenant`` (a key, its spelling or a record) keeps its rows, or
+        ``None`` when the app does not place tenants apart (no ``isolation``).
+
+        The strategy reads ``record`` when given, else the record of the bound tenant when it
+        is this one, else (on a sync engine) the registry's row. An async app's script names
+        the record: ``tenancy.async_session(tenant=record)``.
+        """
+        isolation = self.isolation
+        if isolation is None:
+            return None
+        if record is None:
+            record = _record(tenant)
+        key = self.keys.coerce(checked_key(tenant, "a tenant's placement"))
+        if record is None and (isolation.reads_records or isolation.choose is not None):
+            record = self._record_of(key, needed=isolation.reads_records)
+        strategy = isolation.strategy_of(key, record)
+        if strategy is Strategy.SCHEMA and self.engine.dialect.name == "sqlite":
+            raise TenancyMisuse(
+                "SQLite has no schemas, and an attached database would stay attached to the "
+                "pooled connection: place SQLite tenants in databases of their own "
+                "(Strategy.DATABASE, a file each) or in the shared tables"
+            )
+        return isolation.placement(self.keys.format(key), strategy, record)
+
+    def _record_of(self, key: Any, *, needed: bool) -> Any:
+        context = get_tenant_context()
+        if context is not None and context.record is not None and context.id == key:
+            return context.record
+        table = self._record_table
+        if table is not None and isinstance(self.engine, Engine):
+            return table.fetch_sync(self.engine, key)
+        if not needed:
+            return None
+        raise TenancyMisuse(
+            f"the strategy of tenant {key!r} depends on its record, and none is at hand: "
+            "pass the record (tenancy.async_session(tenant=record)) or bind it in a request"
+        )
 
     def install(self, app: FastAPI) -> None:
         """Add :class:`TenancyMiddleware`, the JSON handlers for :class:`TenancyError` and
@@ -442,7 +514,7 @@ class Tenancy:
             scope = self.ambient_scope()
         else:
             key = self.keys.coerce(checked_key(tenant, "tenancy.session(tenant=...)"))
-            scope = SessionScope(tenant_id=key)
+            scope = SessionScope(tenant_id=key, placement=self.placement_of(key, _record(tenant)))
         if lift:
             scope = self.lift(scope, lift, reason="tenancy.session(lift=...)")
         return scope
@@ -463,16 +535,17 @@ class Tenancy:
         """A sync session with an explicit scope."""
         if self.is_async:
             raise TenancyMisuse("this Tenancy has an AsyncEngine: use the async dependencies")
-        bind, session_class, info = self._session_parts(scope)
-        return session_class(bind, info=info, **self.session_options)  # type: ignore[arg-type]
+        bind, session_class, info, binds = self._session_parts(scope)
+        return session_class(bind, binds=binds, info=info, **self.session_options)  # type: ignore[arg-type]
 
     def make_async_session(self, scope: SessionScope) -> AsyncSession:
         """An async session with an explicit scope."""
         if not self.is_async:
             raise TenancyMisuse("this Tenancy has a sync Engine: use the sync dependencies")
-        bind, session_class, info = self._session_parts(scope)
+        bind, session_class, info, binds = self._session_parts(scope)
         return AsyncSession(
             bind,  # type: ignore[arg-type]
+            binds=binds,  # type: ignore[arg-type]
             sync_session_class=session_class,
             info=info,
             **self.session_options,
@@ -481,23 +554,55 @@ class Tenancy:
     def limiter_for(self, scope: SessionScope) -> SessionLimiter:
         """The slots of the engine that sessions of ``scope`` use."""
         admin = scope.access is Access.UNSCOPED and scope.tenant_id is None
-        return self._admin_limiter if admin else self.session_limiter
+        if admin:
+            return self._admin_limiter
+        placement, isolation = scope.placement, self.isolation
+        if placement is None or placement.url is None or isolation is None:
+            return self.session_limiter
+        engine = self._tenant_engine(isolation, placement.url)
+        limiter = self._engine_limiters.get(engine)
+        if limiter is None:
+            limiter = SessionLimiter.for_engine(engine, self._session_limits)
+            self._engine_limiters[engine] = limiter
+        return limiter
+
+    def _tenant_engine(self, isolation: Isolation, url: URL) -> Engine | AsyncEngine:
+        """The engine of a tenant database, from the isolation's cache."""
+        return isolation.engines.get(
+            url, is_async=self.is_async, configure=partial(_configure_tenant_engine, isolation)
+        )
 
     def _session_parts(
         self, scope: SessionScope
-    ) -> tuple[Engine | AsyncEngine, type[TenantScopedSession], dict[str, Any]]:
+    ) -> tuple[
+        Engine | AsyncEngine,
+        type[TenantScopedSession],
+        dict[str, Any],
+        dict[Any, Engine | AsyncEngine] | None,
+    ]:
         if not self._models_checked:
             refuse_forgotten_tenant_models()  # once: scripts make sessions without install()
             self._models_checked = True
         admin = scope.access is Access.UNSCOPED and scope.tenant_id is None
         if admin and self.admin_engine is not None:
-            return self.admin_engine, TenantScopedSession, {SCOPE_KEY: scope}
+            return self.admin_engine, TenantScopedSession, {SCOPE_KEY: scope}, None
         if scope.scoped and (
             (scope.row_values is None and declared_row_scopes())
             or (scope.family is None and family_reads())
         ):
             scope = self._completed(scope)
-        return self.engine, self._session_class, {SCOPE_KEY: scope, **self._session_info}
+        binds = None
+        isolation = self.isolation
+        if isolation is not None and scope.scoped and scope.tenant_id is not None:
+            placement = scope.placement
+            if placement is None:
+                placement = self.placement_of(scope.tenant_id)
+                scope = replace(scope, placement=placement)
+            if placement is not None and placement.url is not None:
+                engine = self._tenant_engine(isolation, placement.url)
+                binds = dict.fromkeys(placed_tables().values(), engine)
+        info = {SCOPE_KEY: scope, **self._session_info}
+        return self.engine, self._session_class, info, binds
 
     def _completed(self, scope: SessionScope) -> SessionScope:
         """``scope`` with what it left ``None`` taken from the bound context: the values of
@@ -515,7 +620,13 @@ class Tenancy:
             if context is not None and context.id in (scope.tenant_id, scope.bound_as):
                 family = context.family
         return SessionScope(
-            scope.tenant_id, scope.access, scope.bound_as, values, scope.lifted, family
+            scope.tenant_id,
+            scope.access,
+            scope.bound_as,
+            values,
+            scope.lifted,
+            family,
+            scope.placement,
         )
 
     def _row_value(self, name: str, context: TenantContext | None) -> Any:
@@ -577,6 +688,19 @@ class Tenancy:
 
             return TenantLookup(fetch, fetch_all=fetch_all, is_active=table.is_active, cache=cache)
         return TenantLookup(lookup, cache=cache)
+
+
+def _configure_tenant_engine(isolation: Isolation, engine: Engine | AsyncEngine) -> None:
+    """What the kit needs of a tenant database's engine: the wall's gate, and the placeholder
+    translated to the database's default schema."""
+    install_guard(engine)
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    sync_engine.update_execution_options(schema_translate_map=isolation.shared.translate_map)
+
+
+def _record(tenant: Any) -> Any:
+    """``tenant`` if it is a tenant record (it has a key of its own), else ``None``."""
+    return tenant if hasattr(tenant, "__tenant_key__") else None
 
 
 def _connect_once(engine: Engine) -> None:

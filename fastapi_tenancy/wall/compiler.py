@@ -12,6 +12,7 @@ custom operators spelled with words, identifiers that skip quoting) is refused o
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from sqlalchemy.sql.elements import ColumnClause, quoted_name
 from sqlalchemy.sql.schema import Column, Table
 from sqlalchemy.types import UserDefinedType
 
-from ..models import TENANT_TABLE_INFO_KEY, tenant_table_names
+from ..models import TENANT_TABLE_INFO_KEY, placed_tables, tenant_table_names
 
 __all__ = [
     "Occurrence",
@@ -129,11 +130,39 @@ class ProvingCompiler(_CompilerBase):  # type: ignore[misc]
 
     wall_occurrences: list[Occurrence]
     wall_writes: list[Write]
+    wall_schemas: set[str | None]
+    wall_unplaced: set[str]
 
     def __init__(self, dialect: Dialect, statement: Any, **kwargs: Any) -> None:
         self.wall_occurrences = []
         self.wall_writes = []
+        self.wall_schemas = set()
+        self.wall_unplaced = set()
         super().__init__(dialect, statement, **kwargs)
+
+    # -- which schemas the SQL names ---------------------------------------------------------
+
+    @property
+    def preparer(self) -> Any:
+        return self._wall_preparer
+
+    @preparer.setter
+    def preparer(self, preparer: Any) -> None:
+        """Every schema-qualified name (tables as FROMs, INSERT targets and column prefixes,
+        sequences, types) is rendered through the preparer's ``schema_for_object``: a copy of
+        the preparer records the schema each object declares, untranslated."""
+        recording = copy.copy(preparer)
+        effective = preparer.schema_for_object
+
+        def schema_for_object(element: Any) -> Any:
+            schema = getattr(element, "schema", None)
+            self.wall_schemas.add(schema)
+            if schema is None and isinstance(element, Table) and element.name in placed_tables():
+                self.wall_unplaced.add(element.name)
+            return effective(element)
+
+        recording.schema_for_object = schema_for_object
+        self._wall_preparer = recording
 
     # -- where tenant tables are rendered ------------------------------------------------------
 
@@ -293,8 +322,11 @@ class ProvingCompiler(_CompilerBase):  # type: ignore[misc]
                 "security sees; it is refused in a tenant session"
             )
         _refuse_unquoted(func.name)
-        for package in getattr(func, "packagenames", ()) or ():
+        packages = getattr(func, "packagenames", ()) or ()
+        for package in packages:
             _refuse_unquoted(package)
+        if packages:  # func.<schema>.<name>(): a function of that schema
+            self.wall_schemas.add(packages[0])
         return super().visit_function(func, **kwargs)
 
 

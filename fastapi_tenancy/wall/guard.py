@@ -40,6 +40,7 @@ from ..row_scopes import public_columns_of, row_scope_missing, row_scope_param, 
 from ..scope import Access, SessionScope
 from .audit import TAG_ATTRIBUTE, StatementAudit
 from .compiler import tenant_column_of
+from .places import check_place
 from .proof import Proof, prove
 from .reads import PolicyBinds, ReadCheck
 from .routing import OPEN_RECORDS, observe
@@ -208,6 +209,9 @@ def _gate(cursor: Any, statement: str, *rest: Any) -> None:
     proof = proof_of(compiled)
     if proof.refusal is not None:
         raise UnscopedStatement(proof.refusal)
+    placement = guard.scope.placement
+    if placement is not None:
+        check_place(conn, context.execution_options, proof, placement)
     for read in proof.reads:
         _check_read(conn, guard, read, rows, context)
     if proof.writes:

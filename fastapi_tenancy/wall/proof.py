@@ -41,6 +41,10 @@ class Proof:
     refusal: str | None
     reads: tuple[ReadCheck, ...] = ()
     writes: tuple[WriteCheck | PolicyWrite, ...] = ()
+    schemas: frozenset[str | None] = frozenset()
+    """The schema of every table the statement renders (``None``: unqualified)."""
+    unplaced: frozenset[str] = frozenset()
+    """Tables of the placeholder schema named unqualified: their shared tables' copy."""
 
 
 def prove(compiled: SQLCompiler) -> Proof:
@@ -64,4 +68,10 @@ def prove(compiled: SQLCompiler) -> Proof:
         writes = tuple(check for write in twin.wall_writes for check in write_checks(twin, write))
     except Refusal as refusal:
         return Proof(refusal=str(refusal))
-    return Proof(refusal=None, reads=reads, writes=writes)
+    return Proof(
+        refusal=None,
+        reads=reads,
+        writes=writes,
+        schemas=frozenset(twin.wall_schemas),
+        unplaced=frozenset(twin.wall_unplaced),
+    )

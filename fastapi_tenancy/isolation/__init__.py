@@ -1,0 +1,9 @@
+"""Physical isolation: each tenant's rows in the shared tables, a schema of its own, or a
+database of its own, chosen per tenant (see :class:`Isolation`)."""
+
+from __future__ import annotations
+
+from .engines import EngineCache
+from .placement import TENANT_SCHEMA, Isolation, Placement, Strategy
+
+__all__ = ["TENANT_SCHEMA", "EngineCache", "Isolation", "Placement", "Strategy"]

@@ -1,0 +1,132 @@
+"""Making and dropping a tenant's own place: its schema, or its database, and its tables.
+
+Identifiers pass through SQLAlchemy's DDL constructs and quoting (``CreateSchema``,
+``DropSchema``, the dialect's identifier preparer), never string formatting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import Engine, Table, create_engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
+from sqlalchemy.schema import CreateSchema, DropSchema
+
+from ..exceptions import TenancyMisuse
+from ..models import placed_tables
+from .placement import Placement, Strategy
+
+__all__ = ["create_storage", "drop_storage", "storage_exists"]
+
+
+def create_storage(
+    engine: Engine, placement: Placement, tables: Iterable[Table] | None = None
+) -> None:
+    """Create the schema or database of ``placement`` (if missing) and its tenant tables
+    (``tables``, or every table of the placeholder schema), as ``CREATE ... IF NOT EXISTS``:
+    running it again finishes what an interrupted run began. ``engine`` is the app's."""
+    chosen = list(placed_tables().values() if tables is None else tables)
+    if placement.strategy is Strategy.SHARED:
+        return
+    if placement.strategy is Strategy.SCHEMA:
+        assert_schemas_supported(engine)
+        with engine.begin() as conn:
+            conn.execute(CreateSchema(_name(placement.schema), if_not_exists=True))
+            _create_tables(conn, placement, chosen)
+        return
+    url = placement.url
+    if url is None:
+        raise TenancyMisuse("a database placement needs a URL")
+    if url.get_backend_name() != "sqlite":
+        _create_database(engine, url.database)
+    tenant_engine = create_engine(url, poolclass=NullPool)
+    try:
+        with tenant_engine.begin() as conn:
+            _create_tables(conn, placement, chosen)
+    finally:
+        tenant_engine.dispose()
+
+
+def drop_storage(engine: Engine, placement: Placement) -> None:
+    """Drop the schema or database of ``placement`` with everything in it (if it exists).
+
+    A SQLite tenant database is a file: the caller removes it."""
+    if placement.strategy is Strategy.SCHEMA:
+        with engine.begin() as conn:
+            conn.execute(
+                DropSchema(
+                    _name(placement.schema),
+                    cascade=engine.dialect.name == "postgresql",
+                    if_exists=True,
+                )
+            )
+        return
+    url = placement.url
+    if placement.strategy is Strategy.DATABASE and url is not None and url.drivername != "sqlite":
+        _drop_database(engine, url.database)
+
+
+def storage_exists(engine: Engine, placement: Placement) -> bool:
+    """Whether the schema (or server database) of ``placement`` exists."""
+    from sqlalchemy import inspect
+
+    if placement.strategy is Strategy.SCHEMA:
+        return bool(inspect(engine).has_schema(placement.schema))  # type: ignore[arg-type]
+    if placement.strategy is Strategy.DATABASE and placement.url is not None:
+        if placement.url.get_backend_name() == "sqlite":
+            from pathlib import Path
+
+            return Path(placement.url.database or "").exists()
+        return bool(inspect(engine).has_schema(placement.url.database))  # type: ignore[arg-type]
+    return True
+
+
+def assert_schemas_supported(engine: Engine) -> None:
+    """Refuse schemas on SQLite, which has none (see :class:`~.placement.Strategy`)."""
+    if engine.dialect.name == "sqlite":
+        raise TenancyMisuse(
+            "SQLite has no schemas: place SQLite tenants in databases of their own or in the "
+            "shared tables"
+        )
+
+
+def _create_tables(conn: Connection, placement: Placement, tables: list[Table]) -> None:
+    translated = conn.execution_options(schema_translate_map=placement.translate_map)
+    metadatas = {table.metadata for table in tables}
+    for metadata in metadatas:
+        own = [table for table in tables if table.metadata is metadata]
+        metadata.create_all(translated, tables=own, checkfirst=True)
+
+
+def _create_database(engine: Engine, name: str | None) -> None:
+    preparer = engine.dialect.identifier_preparer
+    quoted = preparer.quote_identifier(_database_name(name))
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if engine.dialect.name == "postgresql":
+            exists = conn.exec_driver_sql(
+                "SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": name}
+            ).first()
+            if exists is None:
+                conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+        else:
+            conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS {quoted}")
+
+
+def _drop_database(engine: Engine, name: str | None) -> None:
+    quoted = engine.dialect.identifier_preparer.quote_identifier(_database_name(name))
+    force = " WITH (FORCE)" if engine.dialect.name == "postgresql" else ""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}{force}")
+
+
+def _name(schema: str | None) -> str:
+    if not schema:
+        raise TenancyMisuse("a schema placement needs a schema name")
+    return schema
+
+
+def _database_name(name: str | None) -> str:
+    if not name:
+        raise TenancyMisuse("a tenant database URL must name its database")
+    return name
