@@ -59,6 +59,7 @@ from .exceptions import (
     TenantHierarchyInvalid,
     TenantInactive,
     TenantLimitReached,
+    TenantMigrationFailed,
     TenantMismatch,
     TenantNotFound,
     TenantRequired,
@@ -66,6 +67,7 @@ from .exceptions import (
     WriteConflict,
 )
 from .hierarchy import TenantFamily, TenantHierarchy
+from .isolation import TENANT_SCHEMA, EngineCache, Isolation, Placement, Strategy
 from .keys import (
     DEFAULT_KEY_PATTERN,
     IntegerKeys,
@@ -103,6 +105,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_KEY_PATTERN",
+    "TENANT_SCHEMA",
     "Access",
     "AdminRequired",
     "AdminSession",
@@ -118,16 +121,19 @@ __all__ = [
     "CurrentTenant",
     "DatabaseBusy",
     "DatabaseUnavailable",
+    "EngineCache",
     "GlobalSession",
     "HeaderResolver",
     "IntegerKeys",
     "InternalError",
     "InvalidTenantKey",
     "InvalidToken",
+    "Isolation",
     "JWTClaimResolver",
     "KeyValidator",
     "LookupCache",
     "NotAMember",
+    "Placement",
     "Resolution",
     "Resolver",
     "ResolverChain",
@@ -137,6 +143,7 @@ __all__ = [
     "SessionLimits",
     "SessionScope",
     "SessionTenantMismatch",
+    "Strategy",
     "StringKeys",
     "SubdomainResolver",
     "Tenancy",
@@ -157,6 +164,7 @@ __all__ = [
     "TenantLimitReached",
     "TenantLogFilter",
     "TenantLookup",
+    "TenantMigrationFailed",
     "TenantMismatch",
     "TenantNotFound",
     "TenantRecord",

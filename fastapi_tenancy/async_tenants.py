@@ -11,6 +11,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic
 
+import anyio.to_thread
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,6 +25,15 @@ from .exceptions import (
     TenantLimitReached,
     WriteConflict,
 )
+from .isolation.lifecycle import (
+    isolation_of,
+    move_places,
+    placed_only,
+    provide,
+    release_async,
+    restart_sequences,
+)
+from .isolation.placement import Placement, Strategy
 from .jobs import JobReport, OnDone, run_for_each_tenant_async
 from .purge import PurgeReport, PurgeStep, log_purge, purge_plan
 from .registry import (
@@ -34,6 +44,7 @@ from .registry import (
     import_plan,
     maybe_await,
     refuse_active,
+    refuse_renaming_apart,
     refused_rename,
     run_own_statement,
 )
@@ -73,14 +84,31 @@ class AsyncTenants(Generic[RecordT]):
     async def create(self, key: Any, **fields: Any) -> RecordT:
         """See :meth:`Tenants.create`."""
         registry, key = self.registry, checked_key(self.tenancy, key)
-        async with self.tenancy.make_async_session(self.tenancy.whole_tenant_scope(key)) as session:
-            record = await self._add_record(session, key, fields)
-            if registry.after_create is not None:
-                with with_tenant(key, source="registry"):
-                    await maybe_await(registry.after_create(record, session))
-            await session.commit()
+        placement, made = await self._provide(key, fields)
+        try:
+            async with self.tenancy.make_async_session(
+                self.tenancy.whole_tenant_scope(key, placement)
+            ) as session:
+                record = await self._add_record(session, key, fields)
+                if registry.after_create is not None:
+                    with with_tenant(key, source="registry"):
+                        await maybe_await(registry.after_create(record, session))
+                await session.commit()
+        except BaseException:
+            if placement is not None and made:
+                await release_async(self.tenancy, placement)
+            raise
         await self.tenancy.tenant_changed(key)
         return record
+
+    async def _provide(self, key: Any, fields: dict[str, Any]) -> tuple[Placement | None, bool]:
+        """See :meth:`Tenants._provide`; the place is made in a worker thread."""
+        placement = self.tenancy.placement_of(key, self.registry.new_record(key, dict(fields)))
+        if placement is None:
+            return None, False
+        spelled = self.tenancy.keys.format(key)
+        made = await anyio.to_thread.run_sync(provide, self.tenancy, spelled, placement)
+        return placement, made
 
     async def _add_record(self, session: Any, key: Any, fields: dict[str, Any]) -> RecordT:
         registry = self.registry
@@ -144,10 +172,19 @@ class AsyncTenants(Generic[RecordT]):
         record = await self.get(key)
         if not dry_run:
             refuse_active(self.registry, record)
+        placement = self.tenancy.placement_of(key, record)
         async with self._engine.connect() as connection:
-            steps = await connection.run_sync(purge_plan)
+            steps = await connection.run_sync(purge_plan, placement)
         report = PurgeReport(key, dry_run)
-        async with self.tenancy.make_async_session(self.tenancy.whole_tenant_scope(key)) as session:
+        scope = self.tenancy.whole_tenant_scope(key, placement)
+        if placement is not None and placement.strategy is not Strategy.SHARED and not dry_run:
+            placed = placed_only(steps)
+            async with self.tenancy.make_async_session(scope) as session:
+                for step in placed:
+                    report.rows[step.table.name] = (await session.exec(step.count(key))).one()
+            await release_async(self.tenancy, placement)
+            steps = [step for step in steps if step not in placed]
+        async with self.tenancy.make_async_session(scope) as session:
             for step in steps:
                 if dry_run:
                     report.rows[step.table.name] = (await session.exec(step.count(key))).one()
@@ -172,12 +209,13 @@ class AsyncTenants(Generic[RecordT]):
         """See :meth:`Tenants.export`."""
         key = checked_key(self.tenancy, key)
         record = await self.get(key)
+        placement = self.tenancy.placement_of(key, record)
         async with self._engine.connect() as connection:
-            steps = await connection.run_sync(purge_plan)
+            steps = await connection.run_sync(purge_plan, placement)
         report = TransferReport(key, Path(path))
         with ExportWriter(path) as writer:
             async with self.tenancy.make_async_session(
-                self.tenancy.whole_tenant_scope(key)
+                self.tenancy.whole_tenant_scope(key, placement)
             ) as session:
                 engine = self._engine.sync_engine
                 session.sync_session.bind = engine.execution_options(**snapshot_options(engine))
@@ -208,23 +246,22 @@ class AsyncTenants(Generic[RecordT]):
             steps = await connection.run_sync(purge_plan)
         reader = ExportReader(path)
         report = TransferReport(key, Path(path))
+        placement, made = None, False
         try:
             plan = import_plan(reader, steps)
             ids = IdMap(key, self.registry.key_column(), [copy for copy, _ in plan])
+            record_fields = self.registry.imported_fields(reader, fields)
+            placement, made = await self._provide(key, record_fields)
             async with self.tenancy.make_async_session(
-                self.tenancy.whole_tenant_scope(key)
+                self.tenancy.whole_tenant_scope(key, placement)
             ) as session:
-                await self._add_record(session, key, self.registry.imported_fields(reader, fields))
-                for copy, table in plan:
-                    report.rows[copy.table.name] = 0
-                    for batch in reader.batches(table, copy.batch_size):
-                        rows = [ids.rewrite(copy, values) for values in batch]
-                        result = await session.exec(copy.insert(ids.remembers(copy)), params=rows)
-                        ids.learn(copy, batch, rows, result)
-                        report.rows[copy.table.name] += len(batch)
-                        if progress is not None:
-                            progress(len(batch))
+                await self._add_record(session, key, record_fields)
+                await _copy_rows_async(session, reader, plan, ids, report, progress)
                 await session.commit()
+        except BaseException:
+            if placement is not None and made:
+                await release_async(self.tenancy, placement)
+            raise
         finally:
             reader.close()
         log_transfer("imported", report, f"from {report.path}")
@@ -240,7 +277,9 @@ class AsyncTenants(Generic[RecordT]):
     async def rename(self, key: Any, new_key: Any) -> RenameReport:
         """See :meth:`Tenants.rename`."""
         key, new_key = checked_key(self.tenancy, key), checked_key(self.tenancy, new_key)
-        refuse_active(self.registry, await self.get(key), "renaming")
+        record = await self.get(key)
+        refuse_active(self.registry, record, "renaming")
+        refuse_renaming_apart(self.tenancy.placement_of(key, record), key)
         async with self._engine.connect() as connection:
             steps = await connection.run_sync(purge_plan)
         report = RenameReport(key, new_key)
@@ -264,16 +303,112 @@ class AsyncTenants(Generic[RecordT]):
         await self.tenancy.tenant_changed(new_key)
         return report
 
+    async def move(
+        self, key: Any, strategy: Strategy | str, *, progress: Progress | None = None
+    ) -> TransferReport:
+        """See :meth:`Tenants.move`."""
+        tenancy = self.tenancy
+        field = isolation_of(tenancy).field
+        if field is None:
+            raise TenancyMisuse(
+                "moving a tenant writes its strategy into its record: give Isolation(field=...)"
+            )
+        key = checked_key(tenancy, key)
+        record = await self.get(key)
+        source, target = move_places(tenancy, key, record, Strategy(strategy))
+        active = bool(getattr(record, self.registry.active))
+        with tempfile.TemporaryDirectory(prefix="tenant-move-") as directory:
+            report = TransferReport(key, Path(directory) / "export")
+            if source == target:
+                return report
+            if active:
+                await self.suspend(key)
+            try:
+                await self.export(key, report.path)
+                await self._copy_in(key, report, target, progress)
+                value = target.strategy.value
+                await self._update_record(key, lambda changed: setattr(changed, field, value))
+                await self._leave(key, source)
+            finally:
+                if active:
+                    await self.resume(key)
+        log_transfer("moved", report, f"from {source.strategy.value} to {target.strategy.value}")
+        return report
+
+    async def _copy_in(
+        self, key: Any, report: TransferReport, target: Placement, progress: Progress | None
+    ) -> None:
+        tenancy = self.tenancy
+        spelled = tenancy.keys.format(key)
+        made = await anyio.to_thread.run_sync(provide, tenancy, spelled, target)
+        reader = ExportReader(report.path)
+        try:
+            async with self._engine.connect() as connection:
+                steps = placed_only(await connection.run_sync(purge_plan, target))
+            plan = import_plan(reader, steps, partial=True)
+            keep_ids = target.strategy is not Strategy.SHARED
+            ids = None if keep_ids else IdMap(key, self.registry.key_column(), [c for c, _ in plan])
+            scope = tenancy.whole_tenant_scope(key, target)
+            async with tenancy.make_async_session(scope) as session:
+                await _copy_rows_async(session, reader, plan, ids, report, progress)
+                await session.commit()
+            if keep_ids:
+                await anyio.to_thread.run_sync(restart_sequences, tenancy, target)
+        except BaseException:
+            if made:
+                await release_async(tenancy, target)
+            raise
+        finally:
+            reader.close()
+
+    async def _leave(self, key: Any, source: Placement) -> None:
+        if source.strategy is not Strategy.SHARED:
+            await release_async(self.tenancy, source)
+            return
+        async with self._engine.connect() as connection:
+            steps = placed_only(await connection.run_sync(purge_plan, source))
+        scope = self.tenancy.whole_tenant_scope(key, source)
+        async with self.tenancy.make_async_session(scope) as session:
+            for step in steps:
+                await session.exec(step.delete_all(key))
+            await session.commit()
+
     async def _set_active(self, key: Any, active: bool) -> RecordT:
+        return await self._update_record(key, lambda record: self.registry.mark(record, active))
+
+    async def _update_record(self, key: Any, change: Callable[[Any], None]) -> RecordT:
         key = checked_key(self.tenancy, key)
         async with AsyncSession(self._engine, expire_on_commit=False) as session:
             result = await session.exec(self.registry.by_key(key).with_for_update())
             record: RecordT = found(result.first())
-            self.registry.mark(record, active)
+            change(record)
             session.add(record)
             await session.commit()
         await self.tenancy.tenant_changed(key)
         return record
+
+
+async def _copy_rows_async(
+    session: Any,
+    reader: ExportReader,
+    plan: list[tuple[TableCopy, dict[str, Any]]],
+    ids: IdMap | None,
+    report: TransferReport,
+    progress: Progress | None,
+) -> None:
+    """Async twin of the sync lifecycle's row copy: new ids with ``ids``, else as they are."""
+    for copy, table in plan:
+        report.rows[copy.table.name] = 0
+        for batch in reader.batches(table, copy.batch_size):
+            if ids is None:
+                await session.exec(copy.insert(False), params=batch)
+            else:
+                rows = [ids.rewrite(copy, values) for values in batch]
+                result = await session.exec(copy.insert(ids.remembers(copy)), params=rows)
+                ids.learn(copy, batch, rows, result)
+            report.rows[copy.table.name] += len(batch)
+            if progress is not None:
+                progress(len(batch))
 
 
 async def _write_rows_async(

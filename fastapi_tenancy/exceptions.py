@@ -26,6 +26,7 @@ applications can branch on the code and the middleware can answer ``{"detail", "
     ├── DatabaseUnavailable      503 database_unavailable
     │   └── DatabaseBusy         503 database_busy
     ├── InternalError            500 internal_error
+    ├── TenantMigrationFailed    500 tenant_migration_failed
     └── TenancyMisuse            500 tenancy_misuse
         ├── UnscopedStatement    500 unscoped_statement
         └── SessionTenantMismatch 500 session_tenant_mismatch
@@ -58,6 +59,7 @@ __all__ = [
     "TenantHierarchyInvalid",
     "TenantInactive",
     "TenantLimitReached",
+    "TenantMigrationFailed",
     "TenantMismatch",
     "TenantNotFound",
     "TenantRequired",
@@ -270,6 +272,15 @@ class InternalError(TenancyError):
     code = "internal_error"
     status_code = 500
     default_detail = "The server could not complete this request."
+
+
+class TenantMigrationFailed(TenancyError):
+    """A new tenant's schema or database could not be migrated (see
+    :mod:`fastapi_tenancy.isolation.migrations`): nothing of the tenant was kept."""
+
+    code = "tenant_migration_failed"
+    status_code = 500
+    default_detail = "The tenant's schema could not be migrated."
 
 
 class TenancyMisuse(TenancyError):

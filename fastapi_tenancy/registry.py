@@ -25,6 +25,7 @@ from sqlalchemy import TextClause, delete, func, update
 from sqlmodel import select
 
 from .exceptions import TenancyMisuse, TenantActive, TenantNotFound
+from .isolation.placement import Placement, Strategy
 from .lookup import TenantTableLookup
 from .purge import PurgeStep
 from .records import TenantRecord
@@ -132,13 +133,16 @@ def run_own_statement(session: Any, statement: TextClause) -> Any:
 
 
 def import_plan(
-    reader: ExportReader, steps: list[PurgeStep]
+    reader: ExportReader, steps: list[PurgeStep], *, partial: bool = False
 ) -> list[tuple[TableCopy, dict[str, Any]]]:
-    """Each table of the export with the tenant model that maps it here, parents first."""
+    """Each table of the export with the tenant model that maps it here, parents first;
+    ``partial``: only the tables of ``steps``, the others left out."""
     by_name = {step.table.name: step for step in steps}
     plan = []
     for table in reader.tables:
         step = by_name.get(table["name"])
+        if step is None and partial:
+            continue
         if step is None:
             raise TenancyMisuse(
                 f"the export has rows of table {table['name']!r}, which no tenant model "
@@ -153,6 +157,16 @@ def refuse_active(registry: TenantRegistry[Any], record: Any, doing: str = "purg
         raise TenantActive(
             f"tenant {getattr(record, registry.key)!r} is active: suspend it before {doing} "
             "it, so that no request writes while its rows move"
+        )
+
+
+def refuse_renaming_apart(placement: Placement | None, key: Any) -> None:
+    """A tenant in a schema or database of its own is named by its key there: renaming it
+    would leave its place under the old name."""
+    if placement is not None and placement.strategy is not Strategy.SHARED:
+        raise TenancyMisuse(
+            f"tenant {key} is in a {placement.strategy.value} of its own, named by its key: "
+            "move it to the shared tables, rename it, and move it back"
         )
 
 

@@ -497,17 +497,18 @@ class Tenancy:
             raise TenancyMisuse("this Tenancy has a sync Engine: use tenancy.session()")
         return self.make_async_session(self._session_scope(tenant, lift))
 
-    def whole_tenant_scope(self, tenant: Any) -> SessionScope:
+    def whole_tenant_scope(self, tenant: Any, placement: Placement | None = None) -> SessionScope:
         """The scope of the kit's own work on a whole tenant (creating, purging, exporting,
         importing, renaming): scoped to ``tenant``, with every row scope and row policy
         lifted, since those operations move every owner's rows alike (never the caller's
         only: an admin purging a tenant is a principal too), and without its family's rows
         (an export holds the tenant's own). The values still come from the bound context, so
         a hook creating a row-scoped row stamps the caller as its owner. Not for application
-        code: their own audit lines stand for it."""
+        code: their own audit lines stand for it. ``placement`` places the session where the
+        tenant's record does not (yet) say."""
         key = self.keys.coerce(checked_key(tenant, "a tenant operation"))
         lifted = declared_row_scopes() | declared_row_policies()
-        return SessionScope(tenant_id=key, lifted=lifted, family=NO_FAMILY)
+        return SessionScope(key, lifted=lifted, family=NO_FAMILY, placement=placement)
 
     def _session_scope(self, tenant: Any, lift: Collection[str]) -> SessionScope:
         if tenant is None:

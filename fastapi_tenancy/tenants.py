@@ -25,6 +25,15 @@ from .exceptions import (
     TenantLimitReached,
     WriteConflict,
 )
+from .isolation.lifecycle import (
+    isolation_of,
+    move_places,
+    placed_only,
+    provide,
+    release,
+    restart_sequences,
+)
+from .isolation.placement import Placement, Strategy
 from .jobs import JobReport, OnDone, run_for_each_tenant
 from .purge import PurgeReport, PurgeStep, log_purge, purge_plan
 from .registry import (
@@ -35,6 +44,7 @@ from .registry import (
     import_plan,
     is_async,
     refuse_active,
+    refuse_renaming_apart,
     refused_rename,
     run_own_statement,
 )
@@ -80,14 +90,30 @@ class Tenants(Generic[RecordT]):
         limit, or what ``before_create`` raises; then every worker forgets any cached miss of it.
         """
         registry, key = self.registry, checked_key(self.tenancy, key)
-        with self.tenancy.make_session(self.tenancy.whole_tenant_scope(key)) as session:
-            record = self._add_record(session, key, fields)
-            if registry.after_create is not None:
-                with with_tenant(key, source="registry"):
-                    registry.after_create(record, session)
-            session.commit()
+        placement, made = self._provide(key, fields)
+        try:
+            with self.tenancy.make_session(
+                self.tenancy.whole_tenant_scope(key, placement)
+            ) as session:
+                record = self._add_record(session, key, fields)
+                if registry.after_create is not None:
+                    with with_tenant(key, source="registry"):
+                        registry.after_create(record, session)
+                session.commit()
+        except BaseException:
+            if placement is not None and made:
+                release(self.tenancy, placement)
+            raise
         self.tenancy.tenant_changed_sync(key)
         return record
+
+    def _provide(self, key: Any, fields: dict[str, Any]) -> tuple[Placement | None, bool]:
+        """A new tenant's placement, read from its fields, and its own place made (with
+        whether it is new: dropped again if the creation fails)."""
+        placement = self.tenancy.placement_of(key, self.registry.new_record(key, dict(fields)))
+        if placement is None:
+            return None, False
+        return placement, provide(self.tenancy, self.tenancy.keys.format(key), placement)
 
     def _add_record(self, session: Any, key: Any, fields: dict[str, Any]) -> RecordT:
         registry = self.registry
@@ -162,10 +188,20 @@ class Tenants(Generic[RecordT]):
         record = self.get(key)
         if not dry_run:
             refuse_active(self.registry, record)
+        placement = self.tenancy.placement_of(key, record)
         with self._engine.connect() as connection:
-            steps = purge_plan(connection)
+            steps = purge_plan(connection, placement)
         report = PurgeReport(key, dry_run)
-        with self.tenancy.make_session(self.tenancy.whole_tenant_scope(key)) as session:
+        if placement is not None and placement.strategy is not Strategy.SHARED and not dry_run:
+            # Its own place goes whole, first: a purge that fails later is finished by the next.
+            placed = placed_only(steps)
+            scope = self.tenancy.whole_tenant_scope(key, placement)
+            with self.tenancy.make_session(scope) as session:
+                for step in placed:
+                    report.rows[step.table.name] = session.exec(step.count(key)).one()
+            release(self.tenancy, placement)
+            steps = [step for step in steps if step not in placed]
+        with self.tenancy.make_session(self.tenancy.whole_tenant_scope(key, placement)) as session:
             for step in steps:
                 report.rows[step.table.name] = (
                     session.exec(step.count(key)).one()
@@ -194,12 +230,13 @@ class Tenants(Generic[RecordT]):
         """
         key = checked_key(self.tenancy, key)
         record = self.get(key)
+        placement = self.tenancy.placement_of(key, record)
         with self._engine.connect() as connection:
-            copies = [TableCopy(step) for step in reversed(purge_plan(connection))]
+            copies = [TableCopy(step) for step in reversed(purge_plan(connection, placement))]
         report = TransferReport(key, Path(path))
         with (
             ExportWriter(path) as writer,
-            self.tenancy.make_session(self.tenancy.whole_tenant_scope(key)) as session,
+            self.tenancy.make_session(self.tenancy.whole_tenant_scope(key, placement)) as session,
         ):
             session.bind = self._engine.execution_options(**snapshot_options(self._engine))
             if needs_explicit_begin(self._engine):
@@ -228,21 +265,21 @@ class Tenants(Generic[RecordT]):
             steps = purge_plan(connection)
         reader = ExportReader(path)
         report = TransferReport(key, Path(path))
+        placement, made = None, False
         try:
             plan = import_plan(reader, steps)
             ids = IdMap(key, self.registry.key_column(), [copy for copy, _ in plan])
-            with self.tenancy.make_session(self.tenancy.whole_tenant_scope(key)) as session:
-                self._add_record(session, key, self.registry.imported_fields(reader, fields))
-                for copy, table in plan:
-                    report.rows[copy.table.name] = 0
-                    for batch in reader.batches(table, copy.batch_size):
-                        rows = [ids.rewrite(copy, values) for values in batch]
-                        result = session.exec(copy.insert(ids.remembers(copy)), params=rows)
-                        ids.learn(copy, batch, rows, result)
-                        report.rows[copy.table.name] += len(batch)
-                        if progress is not None:
-                            progress(len(batch))
+            record_fields = self.registry.imported_fields(reader, fields)
+            placement, made = self._provide(key, record_fields)
+            scope = self.tenancy.whole_tenant_scope(key, placement)
+            with self.tenancy.make_session(scope) as session:
+                self._add_record(session, key, record_fields)
+                _copy_rows(session, reader, plan, ids, report, progress)
                 session.commit()
+        except BaseException:
+            if placement is not None and made:
+                release(self.tenancy, placement)
+            raise
         finally:
             reader.close()
         log_transfer("imported", report, f"from {report.path}")
@@ -266,7 +303,9 @@ class Tenants(Generic[RecordT]):
         changes. :class:`TenantExists` if ``new_key`` is taken.
         """
         key, new_key = checked_key(self.tenancy, key), checked_key(self.tenancy, new_key)
-        refuse_active(self.registry, self.get(key), "renaming")
+        record = self.get(key)
+        refuse_active(self.registry, record, "renaming")
+        refuse_renaming_apart(self.tenancy.placement_of(key, record), key)
         with self._engine.connect() as connection:
             steps = purge_plan(connection)
         report = RenameReport(key, new_key)
@@ -290,17 +329,125 @@ class Tenants(Generic[RecordT]):
         self.tenancy.tenant_changed_sync(new_key)
         return report
 
+    def move(
+        self, key: Any, strategy: Strategy | str, *, progress: Progress | None = None
+    ) -> TransferReport:
+        """Move tenant ``key``'s rows of the tables in the tenant schema placeholder to
+        ``strategy`` (the shared tables, a schema or a database of its own), then name it in
+        the record's ``Isolation(field=...)``; audited.
+
+        The tenant is suspended while its rows are copied (and resumed if it was active).
+        Into its own new place rows keep their ids; into the shared tables they get new ones,
+        foreign keys following, since other tenants' rows may hold theirs. The old place goes
+        only once the record names the new one: a failure before leaves the tenant where it
+        was (the new place dropped), a failure after leaves only a copy nobody reads.
+        """
+        tenancy = self.tenancy
+        field = isolation_of(tenancy).field
+        if field is None:
+            raise TenancyMisuse(
+                "moving a tenant writes its strategy into its record: give Isolation(field=...)"
+            )
+        key = checked_key(tenancy, key)
+        record = self.get(key)
+        source, target = move_places(tenancy, key, record, Strategy(strategy))
+        active = bool(getattr(record, self.registry.active))
+        with tempfile.TemporaryDirectory(prefix="tenant-move-") as directory:
+            report = TransferReport(key, Path(directory) / "export")
+            if source == target:
+                return report
+            if active:
+                self.suspend(key)
+            try:
+                self.export(key, report.path)
+                self._copy_in(key, report, target, progress)
+                self._update_record(
+                    key, lambda changed: setattr(changed, field, target.strategy.value)
+                )
+                self._leave(key, source)
+            finally:
+                if active:
+                    self.resume(key)
+        log_transfer("moved", report, f"from {source.strategy.value} to {target.strategy.value}")
+        return report
+
+    def _copy_in(
+        self, key: Any, report: TransferReport, target: Placement, progress: Progress | None
+    ) -> None:
+        """Copy the exported rows of the placed tables into ``target``, made for them (and
+        dropped again if the copy fails)."""
+        tenancy = self.tenancy
+        made = provide(tenancy, tenancy.keys.format(key), target)
+        reader = ExportReader(report.path)
+        try:
+            with self._engine.connect() as connection:
+                steps = placed_only(purge_plan(connection, target))
+            plan = [(copy, table) for copy, table in import_plan(reader, steps, partial=True)]
+            keep_ids = target.strategy is not Strategy.SHARED
+            ids = None if keep_ids else IdMap(key, self.registry.key_column(), [c for c, _ in plan])
+            with tenancy.make_session(tenancy.whole_tenant_scope(key, target)) as session:
+                _copy_rows(session, reader, plan, ids, report, progress)
+                session.commit()
+            if keep_ids:
+                restart_sequences(tenancy, target)
+        except BaseException:
+            if made:
+                release(tenancy, target)
+            raise
+        finally:
+            reader.close()
+
+    def _leave(self, key: Any, source: Placement) -> None:
+        """Drop the place a tenant moved out of: its rows of the shared tables, or its own."""
+        if source.strategy is not Strategy.SHARED:
+            release(self.tenancy, source)
+            return
+        with self._engine.connect() as connection:
+            steps = placed_only(purge_plan(connection, source))
+        scope = self.tenancy.whole_tenant_scope(key, source)
+        with self.tenancy.make_session(scope) as session:
+            for step in steps:
+                session.exec(step.delete_all(key))
+            session.commit()
+
     def _set_active(self, key: Any, active: bool) -> RecordT:
+        return self._update_record(key, lambda record: self.registry.mark(record, active))
+
+    def _update_record(self, key: Any, change: Callable[[Any], None]) -> RecordT:
         key = checked_key(self.tenancy, key)
         with Session(self._engine, expire_on_commit=False) as session:
             record: RecordT = found(
                 session.exec(self.registry.by_key(key).with_for_update()).first()
             )
-            self.registry.mark(record, active)
+            change(record)
             session.add(record)
             session.commit()
         self.tenancy.tenant_changed_sync(key)
         return record
+
+
+def _copy_rows(
+    session: Any,
+    reader: ExportReader,
+    plan: list[tuple[TableCopy, dict[str, Any]]],
+    ids: IdMap | None,
+    report: TransferReport,
+    progress: Progress | None,
+) -> None:
+    """Insert the rows of ``reader``'s tables, parents first: with new ids (``ids``), or as
+    they are (``None``, into a tenant's own empty place)."""
+    for copy, table in plan:
+        report.rows[copy.table.name] = 0
+        for batch in reader.batches(table, copy.batch_size):
+            if ids is None:
+                session.exec(copy.insert(False), params=batch)
+            else:
+                rows = [ids.rewrite(copy, values) for values in batch]
+                result = session.exec(copy.insert(ids.remembers(copy)), params=rows)
+                ids.learn(copy, batch, rows, result)
+            report.rows[copy.table.name] += len(batch)
+            if progress is not None:
+                progress(len(batch))
 
 
 def _write_rows(

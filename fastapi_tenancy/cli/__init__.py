@@ -1,7 +1,8 @@
 """``fastapi-tenancy``: the kit's command line.
 
-Subcommands: ``tenants list|create|suspend|resume|purge|export|import|clone|rename``,
-``check``, ``shell --tenant KEY`` and ``run --tenant KEY|--all-tenants module:function``. They
+Subcommands: ``tenants list|create|suspend|resume|purge|export|import|clone|rename|move``,
+``check``, ``shell --tenant KEY``, ``run --tenant KEY|--all-tenants module:function`` and
+``migrate --tenant KEY|--all-tenants [--jobs N]``. They
 find the app's :class:`~fastapi_tenancy.Tenancy` from ``--app module:attribute`` or the
 ``FASTAPI_TENANCY_APP`` environment variable (the attribute is a ``Tenancy`` or a function of no
 arguments that returns one), show progress of long work on stderr, and fail with one line.
@@ -16,7 +17,7 @@ import traceback
 from collections.abc import Sequence
 
 from .. import __version__
-from . import check, run, shell, tenants
+from . import check, migrate, run, shell, tenants
 from .arguments import common_options
 from .errors import EXPECTED, describe
 from .runtime import Runtime
@@ -84,6 +85,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = [common_options(inherited=True)]
-    for command in (tenants, check, shell, run):
+    for command in (tenants, check, shell, run, migrate):
         command.add_parser(commands, common)
     return parser

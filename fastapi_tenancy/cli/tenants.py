@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Column, inspect
 
+from ..isolation.placement import Strategy
 from ..transfer import ExportReader
 from .arguments import positive_int
 from .errors import CliError, UsageError
@@ -36,7 +37,7 @@ def add_parser(commands: Any, common: list[argparse.ArgumentParser]) -> None:
     tenants = commands.add_parser(
         "tenants",
         parents=common,
-        help="list, create, suspend, resume, purge, export, import, clone or rename tenants",
+        help="list, create, suspend, resume, purge, export, import, clone, rename or move tenants",
         description="The tenants of the app's TenantRegistry.",
     )
     actions = tenants.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -91,6 +92,14 @@ def add_parser(commands: Any, common: list[argparse.ArgumentParser]) -> None:
     rename = action("rename", "move a suspended tenant and its rows to a new key", _rename)
     rename.add_argument("key", metavar="KEY")
     rename.add_argument("new_key", metavar="NEW_KEY")
+
+    move = action(
+        "move",
+        "move a tenant's rows to the shared tables, or a schema or database of its own",
+        _move,
+    )
+    move.add_argument("key", metavar="KEY")
+    move.add_argument("strategy", choices=[strategy.value for strategy in Strategy])
 
 
 def _add_fields(parser: argparse.ArgumentParser) -> None:
@@ -239,6 +248,17 @@ def _rename(args: argparse.Namespace, runtime: Runtime) -> int:
     print(
         f"renamed tenant {runtime.spell(key)} to {runtime.spell(new_key)}: {report.total} rows "
         f"({_per_table(report.rows)}); it stays suspended until resumed"
+    )
+    return 0
+
+
+def _move(args: argparse.Namespace, runtime: Runtime) -> int:
+    key = runtime.key(args.key)
+    with runtime.naming(missing=key), _meter(runtime, f"moving tenant {args.key}") as progress:
+        report = runtime.wait(runtime.tenants.move(key, args.strategy, progress=progress.update))
+    print(
+        f"moved tenant {runtime.spell(key)} to {args.strategy}: {report.total} rows "
+        f"({_per_table(report.rows)})"
     )
     return 0
 

@@ -78,6 +78,23 @@ class EngineCache:
             self._dispose(evicted)
         return engine
 
+    def forget(self, url: URL) -> None:
+        """Dispose of the engines of ``url`` (its database is gone, or moved)."""
+        for engine in self._pop(url):
+            self._dispose(engine)
+
+    async def aforget(self, url: URL) -> None:
+        """:meth:`forget`, waiting for async engines to close their connections."""
+        for engine in self._pop(url):
+            if isinstance(engine, AsyncEngine):
+                await engine.dispose()
+            else:
+                engine.dispose()
+
+    def _pop(self, url: URL) -> list[AnyEngine]:
+        with self._lock:
+            return [self._engines.pop(key) for key in list(self._engines) if key[0] == url]
+
     def dispose_all(self) -> None:
         """Dispose of every engine (sync ones now, async ones as tasks of the running loop)."""
         with self._lock:

@@ -7,6 +7,7 @@ Identifiers pass through SQLAlchemy's DDL constructs and quoting (``CreateSchema
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from sqlalchemy import Engine, Table, create_engine
 from sqlalchemy.engine import Connection
@@ -16,6 +17,7 @@ from sqlalchemy.schema import CreateSchema, DropSchema
 from ..exceptions import TenancyMisuse
 from ..models import placed_tables
 from .placement import Placement, Strategy
+from .urls import sync_url
 
 __all__ = ["create_storage", "drop_storage", "storage_exists"]
 
@@ -40,7 +42,7 @@ def create_storage(
         raise TenancyMisuse("a database placement needs a URL")
     if url.get_backend_name() != "sqlite":
         _create_database(engine, url.database)
-    tenant_engine = create_engine(url, poolclass=NullPool)
+    tenant_engine = create_engine(sync_url(url), poolclass=NullPool)
     try:
         with tenant_engine.begin() as conn:
             _create_tables(conn, placement, chosen)
@@ -49,9 +51,8 @@ def create_storage(
 
 
 def drop_storage(engine: Engine, placement: Placement) -> None:
-    """Drop the schema or database of ``placement`` with everything in it (if it exists).
-
-    A SQLite tenant database is a file: the caller removes it."""
+    """Drop the schema or database of ``placement`` with everything in it (if it exists); a
+    SQLite tenant database is a file, removed."""
     if placement.strategy is Strategy.SCHEMA:
         with engine.begin() as conn:
             conn.execute(
@@ -63,8 +64,12 @@ def drop_storage(engine: Engine, placement: Placement) -> None:
             )
         return
     url = placement.url
-    if placement.strategy is Strategy.DATABASE and url is not None and url.drivername != "sqlite":
+    if placement.strategy is not Strategy.DATABASE or url is None:
+        return
+    if url.get_backend_name() != "sqlite":
         _drop_database(engine, url.database)
+    elif url.database and url.database != ":memory:":
+        Path(url.database).unlink(missing_ok=True)
 
 
 def storage_exists(engine: Engine, placement: Placement) -> bool:
@@ -75,9 +80,14 @@ def storage_exists(engine: Engine, placement: Placement) -> bool:
         return bool(inspect(engine).has_schema(placement.schema))  # type: ignore[arg-type]
     if placement.strategy is Strategy.DATABASE and placement.url is not None:
         if placement.url.get_backend_name() == "sqlite":
-            from pathlib import Path
-
             return Path(placement.url.database or "").exists()
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as conn:
+                found = conn.exec_driver_sql(
+                    "SELECT 1 FROM pg_database WHERE datname = %(name)s",
+                    {"name": placement.url.database},
+                ).first()
+            return found is not None
         return bool(inspect(engine).has_schema(placement.url.database))  # type: ignore[arg-type]
     return True
 

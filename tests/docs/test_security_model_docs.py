@@ -21,7 +21,13 @@ PAGE = ROOT / "docs" / "security-model.md"
 REFERENCE = re.compile(r"`(tests/[\w./-]+?)(?:::(\w+))?`")
 ATTACK_LIST = "## The attack list the suite runs"
 FEWER_THAN_THREE = "Tests that take a database but run on fewer than three, and why:"
-ATTACK_DIRS = ("tests/scoping", "tests/resolvers", "tests/postgres", "tests/example_app")
+ATTACK_DIRS = (
+    "tests/scoping",
+    "tests/resolvers",
+    "tests/postgres",
+    "tests/example_app",
+    "tests/isolation",
+)
 BACKENDS = ["mariadb", "postgres", "sqlite"]
 
 # Loaded with ``-p`` by the collecting subprocess: which backends each test function runs on.

@@ -8,7 +8,7 @@ tests' tables."""
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Relationship, SQLModel
 
-from fastapi_tenancy import TenantScoped
+from fastapi_tenancy import TenantRecord, TenantScoped
 from fastapi_tenancy.isolation import TENANT_SCHEMA
 
 isolation_registry = registry()
@@ -61,5 +61,17 @@ class Plan(IsolationModel, table=True):
     name: str = Field(max_length=50)
 
 
+class Organization(IsolationModel, TenantRecord, table=True):
+    """The tenants table: each tenant's record says where its rows are."""
+
+    __tablename__ = "iso_organization"
+
+    isolation: str = Field(default="shared", max_length=20)
+
+    @property
+    def __tenant_key__(self) -> str:
+        return self.slug
+
+
 PLACED = (Doc.__table__, Comment.__table__)
-SHARED = (Member.__table__, Plan.__table__)
+SHARED = (Member.__table__, Plan.__table__, Organization.__table__)

@@ -84,10 +84,7 @@ def test_sqlite_refuses_a_schema_of_its_own_and_says_what_to_use(
         place_tenants({"globex": "schema"})
 
 
-@pytest.mark.backends("sqlite")
-def test_a_schema_name_too_long_for_the_database_is_refused_not_truncated(
-    engine: Any,
-) -> None:
+def test_a_schema_name_too_long_for_the_database_is_refused_not_truncated() -> None:
     isolation = Isolation(schema_prefix="tenant_")
     with pytest.raises(TenancyMisuse, match="longer than 63 bytes"):
         isolation.placement("a" * 60, Strategy.SCHEMA)
