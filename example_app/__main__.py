@@ -70,6 +70,9 @@ environment:
                        every worker
   EXAMPLE_MAX_TENANTS  how many tenants the database may hold (the seeded and suspended ones
                        count): POST /signup answers 403 at the limit; default: no limit
+  EXAMPLE_SCHEMA_TENANTS  slugs, comma-separated, of the tenants whose projects, tasks and
+                       notes live in a schema of their own (tenant_<slug>); PostgreSQL or
+                       MariaDB, not with EXAMPLE_RLS
 
 seeded logins (email, password, tenants):
 {_logins()}
@@ -135,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     engines = [engine]
     serving = False
     try:
-        seeded = init_database(engine, PasswordHasher(), reset=reset)
+        seeded = init_database(
+            engine, PasswordHasher(), reset=reset, schema_tenants=settings.schema_tenants
+        )
         app_engine, admin_engine = engine, None
         if settings.rls:
             if not owner_bypasses_rls(engine):
@@ -160,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rls=settings.rls,
             own_engines=True,
             max_tenants=settings.max_tenants,
+            schema_tenants=settings.schema_tenants,
         )
         if settings.rls:
             try:

@@ -8,7 +8,7 @@ created at import time.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
@@ -31,6 +31,7 @@ from .auth import (
 from .errors import install_error_handlers
 from .lifecycle import tenant_registry
 from .middleware import AccessLogMiddleware, BearerRequiredMiddleware
+from .placement import isolation_for
 from .rls import prepare_rls
 from .routes import Services, admin_router, public_router, team_router, tenant_router
 from .settings import Settings, make_engine
@@ -88,6 +89,7 @@ def create_app(
     rls: bool = False,
     own_engines: bool = False,
     max_tenants: int | None = None,
+    schema_tenants: Collection[str] | None = None,
 ) -> FastAPI:
     """Build the example API on ``engine``.
 
@@ -99,7 +101,9 @@ def create_app(
     connect as an ordinary role and ``admin_engine`` (the owner, a superuser or ``BYPASSRLS``)
     serves the admin routes' sessions; :mod:`example_app.rls` prepares both.
     ``max_tenants`` caps the tenants ``POST /signup`` may bring the database to (see
-    :mod:`example_app.lifecycle`); none by default.
+    :mod:`example_app.lifecycle`); none by default. ``schema_tenants`` names the tenants whose
+    data is in a schema of their own (see :mod:`example_app.placement`; made by
+    :func:`~example_app.seed.init_database`).
     Arguments left out come from the environment (see :class:`~example_app.settings.Settings`).
     The app's shutdown disposes of the engines it made itself, and of ``engine`` and
     ``admin_engine`` too with ``own_engines=True`` (``python -m example_app`` hands its engines
@@ -122,6 +126,9 @@ def create_app(
         base_domain = base_domain or settings.base_domain
         if max_tenants is None:
             max_tenants = settings.max_tenants
+        if schema_tenants is None:
+            schema_tenants = settings.schema_tenants
+    schema_tenants = tuple(schema_tenants or ())
     if own_engines:
         owned += [each for each in (engine, admin_engine) if each is not None and each not in owned]
 
@@ -146,6 +153,9 @@ def create_app(
         exclude_paths=UNRESOLVED_PATHS,
         rls=rls,
         admin_engine=admin_engine,
+        # Each tenant's projects, tasks and notes: in the shared tables, or in a schema of its
+        # own for the tenants of EXAMPLE_SCHEMA_TENANTS.
+        isolation=isolation_for(schema_tenants),
         # A committed write is answered from the values it wrote: a re-read after the commit
         # could find the row deleted meanwhile and answer a write that happened as failed.
         session_options={"expire_on_commit": False},
@@ -174,6 +184,7 @@ def create_app(
         tenants=tenancy.tenants,
     )
     app.state.tenancy = tenancy
+    app.state.schema_tenants = schema_tenants
     app.include_router(public_router)
     app.include_router(tenant_router)
     app.include_router(team_router(engine))

@@ -17,6 +17,10 @@ the user asking. These rules are also kept by the database itself, whatever code
 - a note's owner is an existing user: ``private_notes.owner_id`` references ``users.email``,
   the value the kit stamps (the principal is the token's ``sub``, the user's email).
 
+Tenant data is declared in the tenant schema placeholder (``TENANT_SCHEMA``): a tenant named in
+``EXAMPLE_SCHEMA_TENANTS`` keeps it in a schema of its own (see :mod:`example_app.app`), every
+other tenant in the shared tables.
+
 Every column holding a tenant key (``tenants.slug``, ``memberships.tenant_id`` and the tenant
 columns) is a :class:`~fastapi_tenancy.TenantKey`, so MariaDB compares them exactly and accepts
 the foreign keys between them. ``users.email`` is one too (254 characters), for the same two
@@ -33,7 +37,14 @@ from sqlalchemy import BigInteger, ForeignKeyConstraint, MetaData, Text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-from fastapi_tenancy import TenantKey, TenantScoped, identity_key, owner_field, tenant_unique
+from fastapi_tenancy import (
+    TENANT_SCHEMA,
+    TenantKey,
+    TenantScoped,
+    identity_key,
+    owner_field,
+    tenant_unique,
+)
 
 __all__ = [
     "ExampleModel",
@@ -121,6 +132,7 @@ class Project(ExampleModel, TenantScoped, table=True):
     __table_args__ = (
         tenant_unique("name", name="uq_projects_tenant_name"),
         ForeignKeyConstraint(["tenant_id"], ["tenants.slug"], name="fk_projects_tenant"),
+        {"schema": TENANT_SCHEMA},
     )
 
     id: int | None = identity_key()
@@ -135,9 +147,10 @@ class Task(ExampleModel, TenantScoped, table=True):
     __table_args__ = (
         ForeignKeyConstraint(
             ["tenant_id", "project_id"],
-            ["projects.tenant_id", "projects.id"],
+            [f"{TENANT_SCHEMA}.projects.tenant_id", f"{TENANT_SCHEMA}.projects.id"],
             name="fk_tasks_project_same_tenant",
         ),
+        {"schema": TENANT_SCHEMA},
     )
 
     id: int | None = identity_key()
@@ -160,6 +173,7 @@ class PrivateNote(ExampleModel, TenantScoped, table=True):
     __table_args__ = (
         ForeignKeyConstraint(["tenant_id"], ["tenants.slug"], name="fk_private_notes_tenant"),
         ForeignKeyConstraint(["owner_id"], ["users.email"], name="fk_private_notes_owner"),
+        {"schema": TENANT_SCHEMA},
     )
 
     id: int | None = identity_key()

@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
+from fastapi_tenancy.isolation import stored_schema
 from fastapi_tenancy.postgres import apply_rls
 from fastapi_tenancy.postgres.citus import citus_installed
 
@@ -115,16 +116,15 @@ def prepare_rls(owner: Engine, *, password: str, role: str = DEFAULT_APP_ROLE) -
         schema = conn.execute(text("SELECT current_schema()")).scalar_one()
         conn.execute(text(f"GRANT USAGE ON SCHEMA {preparer.quote(schema)} TO {grantee}"))
         for table in metadata.sorted_tables:
-            conn.execute(
-                text(
-                    f"GRANT SELECT, INSERT, UPDATE, DELETE ON {preparer.format_table(table)} "
-                    f"TO {grantee}"
-                )
-            )
+            # Tenant data is declared in the placeholder schema: here, in the shared tables.
+            name = preparer.quote(table.name)
+            if stored_schema(table.schema) is not None:
+                name = preparer.format_table(table)
+            conn.execute(text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {name} TO {grantee}"))
             for column in table.primary_key.columns:
                 sequence = conn.execute(
                     text("SELECT pg_get_serial_sequence(:table, :column)"),
-                    {"table": preparer.format_table(table), "column": column.name},
+                    {"table": name, "column": column.name},
                 ).scalar_one()
                 if sequence is not None:  # already quoted by the server
                     conn.execute(text(f"GRANT USAGE ON SEQUENCE {sequence} TO {grantee}"))

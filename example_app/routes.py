@@ -23,6 +23,7 @@ from fastapi_tenancy import (
     AdminSession,
     GlobalSession,
     NotAMember,
+    Tenancy,
     TenantSession,
     admin_session,
     get_tenant_context,
@@ -448,17 +449,28 @@ def team_router(engine: Engine) -> APIRouter:
 
 @admin_router.get("/projects")
 def all_projects(
-    principal: CurrentPrincipal, session: AdminSession, page: PageDep, response: Response
+    principal: CurrentPrincipal,
+    session: AdminSession,
+    page: PageDep,
+    response: Response,
+    request: Request,
 ) -> list[ProjectOut]:
-    """Every tenant's projects: platform admins only (403 otherwise), audited by the kit."""
-    response.headers["X-Total-Count"] = str(_count(session, col(Project.id)))
-    projects = session.exec(
-        select(Project)
-        .order_by(col(Project.tenant_id), col(Project.id))
-        .offset(page.offset)
-        .limit(page.limit)
-    ).all()
-    return [ProjectOut.of(project) for project in projects]
+    """Every tenant's projects: platform admins only (403 otherwise), audited by the kit.
+
+    The admin session reads the shared tables; each tenant in a schema of its own is read
+    through a session of its own, and the pages are cut from the merged order."""
+    ordered = select(Project).order_by(col(Project.tenant_id), col(Project.id))
+    window = ordered.limit(page.offset + page.limit)
+    total = _count(session, col(Project.id))
+    projects = list(session.exec(window))
+    tenancy: Tenancy = request.app.state.tenancy
+    for slug in request.app.state.schema_tenants:
+        with tenancy.session(tenant=slug) as own:
+            total += _count(own, col(Project.id))
+            projects += own.exec(window)
+    response.headers["X-Total-Count"] = str(total)
+    projects.sort(key=lambda project: (project.tenant_id, project.id or 0))
+    return [ProjectOut.of(p) for p in projects[page.offset : page.offset + page.limit]]
 
 
 Slug = Annotated[str, Path(description="The tenant's slug.")]

@@ -10,17 +10,19 @@ scope (``tenancy.session(lift=["owner"])``, audited) and names each note's owner
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from fastapi_tenancy import Tenancy, with_tenant
+from fastapi_tenancy.isolation.storage import create_storage, drop_storage
 
 from .auth import PasswordHasher
 from .citus import distribute_if_citus
 from .models import Membership, Plan, PrivateNote, Project, Task, Tenant, User, metadata
+from .placement import PLACED_TABLES, isolation_for
 
 __all__ = ["NOTES", "SEED_USERS", "SeedUser", "init_database", "seed"]
 
@@ -103,8 +105,9 @@ def _id(row: User | Project) -> int:
     return row.id
 
 
-def seed(engine: Engine, passwords: PasswordHasher) -> None:
-    """Write the demo data into empty tables."""
+def seed(engine: Engine, passwords: PasswordHasher, tenancy: Tenancy | None = None) -> None:
+    """Write the demo data into empty tables; each tenant's through ``tenancy``, which places
+    it (the shared tables by default)."""
     with Session(engine) as session:
         session.add_all(
             [
@@ -130,7 +133,7 @@ def seed(engine: Engine, passwords: PasswordHasher) -> None:
             )
         session.commit()
 
-    tenancy = Tenancy(engine, resolvers=[])
+    tenancy = tenancy or Tenancy(engine, resolvers=[], isolation=isolation_for(()))
     for tenant, projects in PROJECTS.items():
         with with_tenant(tenant), tenancy.session() as session:
             for name, tasks in projects.items():
@@ -151,17 +154,30 @@ def seed(engine: Engine, passwords: PasswordHasher) -> None:
 
 
 def init_database(
-    engine: Engine, passwords: PasswordHasher | None = None, *, reset: bool = False
+    engine: Engine,
+    passwords: PasswordHasher | None = None,
+    *,
+    reset: bool = False,
+    schema_tenants: Collection[str] = (),
 ) -> bool:
-    """Create the tables; seed them if they are empty (or if ``reset``). True if it seeded."""
+    """Create the tables, and the schema of each of ``schema_tenants`` with its tables; seed
+    them if they are empty (or if ``reset``). True if it seeded."""
     passwords = passwords or PasswordHasher()
+    tenancy = Tenancy(engine, resolvers=[], isolation=isolation_for(schema_tenants))
+    places = [tenancy.placement_of(slug) for slug in schema_tenants]
     if reset:
+        for place in places:
+            if place is not None:
+                drop_storage(engine, place)
         metadata.drop_all(engine)
-    metadata.create_all(engine)
+    metadata.create_all(engine)  # the engine translates the placeholder: the shared tables
+    for place in places:
+        if place is not None:
+            create_storage(engine, place, PLACED_TABLES)
     distribute_if_citus(engine)  # on a Citus coordinator: before any row is written
     if not reset:
         with Session(engine) as session:
             if session.exec(select(Tenant.id).limit(1)).first() is not None:
                 return False
-    seed(engine, passwords)
+    seed(engine, passwords, tenancy)
     return True

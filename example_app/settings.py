@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.pool import QueuePool
+
+from fastapi_tenancy import DEFAULT_KEY_PATTERN, TENANT_SCHEMA
 
 __all__ = [
     "DEFAULT_BASE_DOMAIN",
@@ -66,6 +69,7 @@ class Settings:
     rls: bool = False
     rls_password: str | None = field(default=None, repr=False)
     max_tenants: int | None = None
+    schema_tenants: tuple[str, ...] = ()
 
     @property
     def uses_dev_secret(self) -> bool:
@@ -89,7 +93,9 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``DATABASE_URL``, ``PORT``, ``EXAMPLE_JWT_SECRET``, ``EXAMPLE_BASE_DOMAIN``,
-        ``EXAMPLE_RLS``, ``EXAMPLE_RLS_PASSWORD`` and ``EXAMPLE_MAX_TENANTS``.
+        ``EXAMPLE_RLS``, ``EXAMPLE_RLS_PASSWORD``, ``EXAMPLE_MAX_TENANTS`` and
+        ``EXAMPLE_SCHEMA_TENANTS`` (slugs, comma-separated, of the tenants kept in a schema of
+        their own; PostgreSQL or MariaDB, without ``EXAMPLE_RLS``).
 
         Unset or empty variables take the defaults; bad values raise ``ValueError`` with a
         sentence naming the variable.
@@ -125,6 +131,16 @@ class Settings:
                 "characters"
             )
         max_tenants = _max_tenants(env.get("EXAMPLE_MAX_TENANTS", ""))
+        schema_tenants = _schema_tenants(env.get("EXAMPLE_SCHEMA_TENANTS", ""))
+        if schema_tenants and parsed.get_backend_name() == "sqlite":
+            raise ValueError(
+                "EXAMPLE_SCHEMA_TENANTS needs PostgreSQL or MariaDB: SQLite has no schemas"
+            )
+        if schema_tenants and rls:
+            raise ValueError(
+                "EXAMPLE_SCHEMA_TENANTS and EXAMPLE_RLS=1 do not go together: the policies "
+                "are made on the shared tables only"
+            )
         return cls(
             database_url=url,
             port=port,
@@ -133,7 +149,17 @@ class Settings:
             rls=rls,
             rls_password=rls_password,
             max_tenants=max_tenants,
+            schema_tenants=schema_tenants,
         )
+
+
+def _schema_tenants(raw: str) -> tuple[str, ...]:
+    """``EXAMPLE_SCHEMA_TENANTS``: the slugs of the tenants kept in a schema of their own."""
+    slugs = tuple(slug.strip() for slug in raw.split(",") if slug.strip())
+    for slug in slugs:
+        if not re.fullmatch(DEFAULT_KEY_PATTERN, slug):
+            raise ValueError(f"EXAMPLE_SCHEMA_TENANTS names {slug!r}, which is not a tenant slug")
+    return slugs
 
 
 def _max_tenants(raw: str) -> int | None:
@@ -266,7 +292,10 @@ def make_engine(
     fails, and the kit answers it ``503 database_unavailable``, so no request, and no thread,
     waits on the database without end. SQLite: foreign keys are switched on per connection;
     SQLite ignores them unless each connection asks, and the app relies on one to keep every
-    task in its project's tenant. ``kwargs`` go to ``create_engine`` and win over the defaults.
+    task in its project's tenant. Every engine translates the tenant schema placeholder to the
+    shared tables (a tenant session with a schema of its own translates it there instead), so
+    the app's own SQL outside tenant sessions, the seed and the tests' second clients reach the
+    tables. ``kwargs`` go to ``create_engine`` and win over the defaults.
     """
     url = database_url(raw_url) if isinstance(raw_url, str) else raw_url
     backend = url.get_backend_name()
@@ -279,6 +308,7 @@ def make_engine(
     ):
         kwargs.setdefault("pool_timeout", timeouts.pool)
     kwargs["connect_args"] = {**_connect_args(url, timeouts), **kwargs.get("connect_args", {})}
+    kwargs.setdefault("execution_options", {"schema_translate_map": {TENANT_SCHEMA: None}})
     engine = create_engine(url, **kwargs)
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_foreign_keys)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic
 
 import anyio.to_thread
+from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -34,6 +35,7 @@ from .isolation.lifecycle import (
     restart_sequences,
 )
 from .isolation.placement import Placement, Strategy
+from .isolation.storage import present_placed_tables
 from .jobs import JobReport, OnDone, run_for_each_tenant_async
 from .purge import PurgeReport, PurgeStep, log_purge, purge_plan
 from .registry import (
@@ -107,8 +109,15 @@ class AsyncTenants(Generic[RecordT]):
         if placement is None:
             return None, False
         spelled = self.tenancy.keys.format(key)
-        made = await anyio.to_thread.run_sync(provide, self.tenancy, spelled, placement)
+        tables = await self._present_placed_tables()
+        made = await anyio.to_thread.run_sync(provide, self.tenancy, spelled, placement, tables)
         return placement, made
+
+    async def _present_placed_tables(self) -> list[Table]:
+        """The placed tables whose shared copy is in the app's database, read on the app's own
+        engine (its connection settings, the default schema among them)."""
+        async with self._engine.connect() as connection:
+            return await connection.run_sync(present_placed_tables)
 
     async def _add_record(self, session: Any, key: Any, fields: dict[str, Any]) -> RecordT:
         registry = self.registry
@@ -174,7 +183,7 @@ class AsyncTenants(Generic[RecordT]):
             refuse_active(self.registry, record)
         placement = self.tenancy.placement_of(key, record)
         async with self._engine.connect() as connection:
-            steps = await connection.run_sync(purge_plan, placement)
+            steps = await connection.run_sync(purge_plan)
         report = PurgeReport(key, dry_run)
         scope = self.tenancy.whole_tenant_scope(key, placement)
         if placement is not None and placement.strategy is not Strategy.SHARED and not dry_run:
@@ -211,7 +220,7 @@ class AsyncTenants(Generic[RecordT]):
         record = await self.get(key)
         placement = self.tenancy.placement_of(key, record)
         async with self._engine.connect() as connection:
-            steps = await connection.run_sync(purge_plan, placement)
+            steps = await connection.run_sync(purge_plan)
         report = TransferReport(key, Path(path))
         with ExportWriter(path) as writer:
             async with self.tenancy.make_async_session(
@@ -340,11 +349,12 @@ class AsyncTenants(Generic[RecordT]):
     ) -> None:
         tenancy = self.tenancy
         spelled = tenancy.keys.format(key)
-        made = await anyio.to_thread.run_sync(provide, tenancy, spelled, target)
+        tables = await self._present_placed_tables()
+        made = await anyio.to_thread.run_sync(provide, tenancy, spelled, target, tables)
         reader = ExportReader(report.path)
         try:
             async with self._engine.connect() as connection:
-                steps = placed_only(await connection.run_sync(purge_plan, target))
+                steps = placed_only(await connection.run_sync(purge_plan))
             plan = import_plan(reader, steps, partial=True)
             keep_ids = target.strategy is not Strategy.SHARED
             ids = None if keep_ids else IdMap(key, self.registry.key_column(), [c for c, _ in plan])
@@ -353,7 +363,8 @@ class AsyncTenants(Generic[RecordT]):
                 await _copy_rows_async(session, reader, plan, ids, report, progress)
                 await session.commit()
             if keep_ids:
-                await anyio.to_thread.run_sync(restart_sequences, tenancy, target)
+                copied = [copy.table for copy, _ in plan]
+                await anyio.to_thread.run_sync(restart_sequences, tenancy, target, copied)
         except BaseException:
             if made:
                 await release_async(tenancy, target)
@@ -366,7 +377,7 @@ class AsyncTenants(Generic[RecordT]):
             await release_async(self.tenancy, source)
             return
         async with self._engine.connect() as connection:
-            steps = placed_only(await connection.run_sync(purge_plan, source))
+            steps = placed_only(await connection.run_sync(purge_plan))
         scope = self.tenancy.whole_tenant_scope(key, source)
         async with self.tenancy.make_async_session(scope) as session:
             for step in steps:

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapper, registry
 
 from .exceptions import TenancyMisuse
+from .isolation.placement import stored_schema
 from .models import TENANT_TABLE_INFO_KEY, TenantScoped, tenant_table_names
 
 __all__ = ["Finding", "find_case_insensitive_tenant_columns", "find_forgotten_tenant_models"]
@@ -107,7 +108,8 @@ def find_case_insensitive_tenant_columns(
         return []
     by_schema: dict[str | None, dict[str, str]] = {}
     for table in _tenant_tables(metadata):
-        by_schema.setdefault(table.schema, {})[table.name] = table.info[TENANT_TABLE_INFO_KEY]
+        schema = stored_schema(table.schema)
+        by_schema.setdefault(schema, {})[table.name] = table.info[TENANT_TABLE_INFO_KEY]
     quote = conn.dialect.identifier_preparer.quote_identifier
     findings = []
     for schema, columns in by_schema.items():

@@ -20,8 +20,7 @@ from sqlalchemy.schema import sort_tables
 from sqlmodel import select
 
 from .checks import _registry_mappers
-from .isolation.placement import Placement, Strategy
-from .models import is_tenant_model, placed_tables
+from .models import is_tenant_model
 
 __all__ = ["PurgeReport", "PurgeStep", "log_purge", "purge_plan"]
 
@@ -79,13 +78,12 @@ class PurgeStep:
         return self.model.tenant_column() == key
 
 
-def purge_plan(connection: Connection, placement: Placement | None = None) -> list[PurgeStep]:
+def purge_plan(connection: Connection) -> list[PurgeStep]:
     """The tenant models whose table exists where ``connection`` points, each before the
-    tables it references (so before its parents). A tenant placed in a schema or database of
-    its own (``placement``) has every table of the placeholder schema there."""
+    tables it references (so before its parents). A table of the tenant schema placeholder
+    counts when its shared tables' copy exists: a tenant's own place has the same tables
+    (:func:`~fastapi_tenancy.isolation.storage.create_storage`)."""
     existing = set(inspect(connection).get_table_names())
-    if placement is not None and placement.strategy is not Strategy.SHARED:
-        existing |= placed_tables().keys()
     by_table: dict[Table, type[Any]] = {}
     for mapper in _registry_mappers(None):
         table = mapper.local_table

@@ -190,7 +190,7 @@ class Tenants(Generic[RecordT]):
             refuse_active(self.registry, record)
         placement = self.tenancy.placement_of(key, record)
         with self._engine.connect() as connection:
-            steps = purge_plan(connection, placement)
+            steps = purge_plan(connection)
         report = PurgeReport(key, dry_run)
         if placement is not None and placement.strategy is not Strategy.SHARED and not dry_run:
             # Its own place goes whole, first: a purge that fails later is finished by the next.
@@ -232,7 +232,7 @@ class Tenants(Generic[RecordT]):
         record = self.get(key)
         placement = self.tenancy.placement_of(key, record)
         with self._engine.connect() as connection:
-            copies = [TableCopy(step) for step in reversed(purge_plan(connection, placement))]
+            copies = [TableCopy(step) for step in reversed(purge_plan(connection))]
         report = TransferReport(key, Path(path))
         with (
             ExportWriter(path) as writer,
@@ -381,7 +381,7 @@ class Tenants(Generic[RecordT]):
         reader = ExportReader(report.path)
         try:
             with self._engine.connect() as connection:
-                steps = placed_only(purge_plan(connection, target))
+                steps = placed_only(purge_plan(connection))
             plan = [(copy, table) for copy, table in import_plan(reader, steps, partial=True)]
             keep_ids = target.strategy is not Strategy.SHARED
             ids = None if keep_ids else IdMap(key, self.registry.key_column(), [c for c, _ in plan])
@@ -389,7 +389,7 @@ class Tenants(Generic[RecordT]):
                 _copy_rows(session, reader, plan, ids, report, progress)
                 session.commit()
             if keep_ids:
-                restart_sequences(tenancy, target)
+                restart_sequences(tenancy, target, [copy.table for copy, _ in plan])
         except BaseException:
             if made:
                 release(tenancy, target)
@@ -403,7 +403,7 @@ class Tenants(Generic[RecordT]):
             release(self.tenancy, source)
             return
         with self._engine.connect() as connection:
-            steps = placed_only(purge_plan(connection, source))
+            steps = placed_only(purge_plan(connection))
         scope = self.tenancy.whole_tenant_scope(key, source)
         with self.tenancy.make_session(scope) as session:
             for step in steps:

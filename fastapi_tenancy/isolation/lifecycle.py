@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
-from sqlalchemy import Engine, Integer, create_engine, func, select, text
+from sqlalchemy import Engine, Integer, Table, create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
 from ..exceptions import TenancyMisuse, TenantMigrationFailed
@@ -60,17 +60,20 @@ def ddl_engine(tenancy: Tenancy) -> Iterator[Engine]:
         made.dispose()
 
 
-def provide(tenancy: Tenancy, spelled: str, placement: Placement) -> bool:
+def provide(
+    tenancy: Tenancy, spelled: str, placement: Placement, tables: list[Table] | None = None
+) -> bool:
     """Make ``placement``'s schema or database with its tables (migrated with the isolation's
-    ``migrations`` when given, else ``create_all``); whether it is new (so the caller drops it
-    if the tenant's creation fails after all). Raises :class:`TenantMigrationFailed`."""
+    ``migrations`` when given, else ``tables`` made with ``create_all``: by default those whose
+    shared copy is in the app's database); whether it is new (so the caller drops it if the
+    tenant's creation fails after all). Raises :class:`TenantMigrationFailed`."""
     if placement.strategy is Strategy.SHARED:
         return False
     isolation = isolation_of(tenancy)
     with ddl_engine(tenancy) as engine:
         existed = storage_exists(engine, placement)
         if isolation.migrations is None:
-            create_storage(engine, placement)
+            create_storage(engine, placement, tables)
             return not existed
         create_storage(engine, placement, [])
         result = migrate_tenant(
@@ -134,9 +137,9 @@ def _location(tenancy: Tenancy, placement: Placement) -> tuple[Any, ...]:
     return (url.get_backend_name(), url.host, url.port, database, schema)
 
 
-def restart_sequences(tenancy: Tenancy, placement: Placement) -> None:
-    """After rows were copied into ``placement`` with their ids, make PostgreSQL's sequences
-    of the placed tables go on past them (MariaDB and SQLite do so themselves)."""
+def restart_sequences(tenancy: Tenancy, placement: Placement, tables: list[Table]) -> None:
+    """After rows were copied into ``tables`` of ``placement`` with their ids, make
+    PostgreSQL's sequences go on past them (MariaDB and SQLite do so themselves)."""
     with ddl_engine(tenancy) as engine:
         if engine.dialect.name != "postgresql":
             return
@@ -147,16 +150,16 @@ def restart_sequences(tenancy: Tenancy, placement: Placement) -> None:
         )
         try:
             with own.begin() as connection:
-                _restart_sequences(connection, placement)
+                _restart_sequences(connection, placement, tables)
         finally:
             if own is not engine:
                 own.dispose()
 
 
-def _restart_sequences(connection: Connection, placement: Placement) -> None:
+def _restart_sequences(connection: Connection, placement: Placement, tables: list[Table]) -> None:
     preparer = connection.dialect.identifier_preparer
     translated = connection.execution_options(schema_translate_map=placement.translate_map)
-    for table in placed_tables().values():
+    for table in tables:
         keys = list(table.primary_key.columns)
         if len(keys) != 1 or not isinstance(keys[0].type, Integer):
             continue

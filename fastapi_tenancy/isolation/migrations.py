@@ -24,6 +24,7 @@ processes (``jobs``), never in threads.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import multiprocessing
 import time
@@ -33,12 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateSchema
 
 from .placement import TENANT_SCHEMA, Placement, Strategy
+from .storage import ddl_translate_map
 from .urls import sync_url
 
 __all__ = [
@@ -119,7 +121,10 @@ def _configure_and_run(
     *,
     own_transaction: bool = False,
 ) -> None:
-    translated = connection.execution_options(schema_translate_map=placement.translate_map)
+    translate = ddl_translate_map(connection, placement)
+    translated = connection.execution_options(schema_translate_map=translate)
+    if placement.schema != TENANT_SCHEMA:
+        event.listen(translated, "before_execute", _alembic_ddl_placed(placement), retval=True)
     context.configure(
         connection=translated,
         target_metadata=metadata,
@@ -132,6 +137,21 @@ def _configure_and_run(
             context.run_migrations()
     else:
         context.run_migrations()
+
+
+def _alembic_ddl_placed(placement: Placement) -> Any:
+    """Alembic writes the schema of its ``ALTER TABLE`` statements (``op.add_column``,
+    ``op.alter_column``, ...) as given, past the schema translation: give those statements the
+    tenant's schema before they are compiled."""
+    from alembic.ddl.base import AlterTable
+
+    def placed(conn: Any, element: Any, multiparams: Any, params: Any, options: Any) -> Any:
+        if isinstance(element, AlterTable) and element.schema == TENANT_SCHEMA:
+            element = copy.copy(element)
+            element.schema = placement.schema
+        return element, multiparams, params
+
+    return placed
 
 
 def _only_tenant_tables(name: str | None, type_: str, parent_names: Any) -> bool:
@@ -219,7 +239,9 @@ def _run_job(job: _Job) -> TenantMigration:
     try:
         with _engine(url).connect() as connection:
             _lock(connection, job.key, placement)
-            translated = connection.execution_options(schema_translate_map=placement.translate_map)
+            translated = connection.execution_options(
+                schema_translate_map=ddl_translate_map(connection, placement)
+            )
             versions = {"version_table_schema": placement.schema}
             before = MigrationContext.configure(translated, opts=versions).get_current_revision()
             config = Config(job.config_file)

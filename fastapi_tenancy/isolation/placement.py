@@ -31,10 +31,18 @@ from ..exceptions import TenancyMisuse
 if TYPE_CHECKING:
     from .engines import EngineCache
 
-__all__ = ["TENANT_SCHEMA", "Isolation", "Placement", "Strategy"]
+__all__ = ["TENANT_SCHEMA", "Isolation", "Placement", "Strategy", "stored_schema"]
 
 TENANT_SCHEMA = "tenant"
 """The placeholder schema of tenant tables; every session translates it to its tenant's place."""
+
+
+def stored_schema(schema: str | None) -> str | None:
+    """The schema of the shared tables' copy of a table declared in ``schema``: the default
+    schema (``None``) for the placeholder. What the database's own tooling (row-level
+    security, Citus, the checkers) names, since it works on the shared tables."""
+    return None if schema == TENANT_SCHEMA else schema
+
 
 _MAX_SCHEMA_NAME = 63  # PostgreSQL truncates longer names, MySQL refuses past 64: refuse here
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy import Engine, Table, create_engine
+from sqlalchemy import Engine, Table, create_engine, inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateSchema, DropSchema
@@ -19,16 +19,26 @@ from ..models import placed_tables
 from .placement import Placement, Strategy
 from .urls import sync_url
 
-__all__ = ["create_storage", "drop_storage", "storage_exists"]
+__all__ = [
+    "create_storage",
+    "ddl_translate_map",
+    "drop_storage",
+    "present_placed_tables",
+    "storage_exists",
+]
 
 
 def create_storage(
     engine: Engine, placement: Placement, tables: Iterable[Table] | None = None
 ) -> None:
     """Create the schema or database of ``placement`` (if missing) and its tenant tables
-    (``tables``, or every table of the placeholder schema), as ``CREATE ... IF NOT EXISTS``:
-    running it again finishes what an interrupted run began. ``engine`` is the app's."""
-    chosen = list(placed_tables().values() if tables is None else tables)
+    (``tables``, or every table of the placeholder schema whose shared copy is in the app's
+    database), as ``CREATE ... IF NOT EXISTS``: running it again finishes what an interrupted
+    run began. ``engine`` is the app's."""
+    if tables is None:
+        with engine.connect() as conn:
+            tables = present_placed_tables(conn)
+    chosen = list(tables)
     if placement.strategy is Strategy.SHARED:
         return
     if placement.strategy is Strategy.SCHEMA:
@@ -48,6 +58,13 @@ def create_storage(
             _create_tables(conn, placement, chosen)
     finally:
         tenant_engine.dispose()
+
+
+def present_placed_tables(connection: Connection) -> list[Table]:
+    """The tables of the placeholder schema whose shared tables' copy exists where
+    ``connection`` points: those a tenant's own place gets."""
+    shared = set(inspect(connection).get_table_names())
+    return [table for name, table in placed_tables().items() if name in shared]
 
 
 def drop_storage(engine: Engine, placement: Placement) -> None:
@@ -74,8 +91,6 @@ def drop_storage(engine: Engine, placement: Placement) -> None:
 
 def storage_exists(engine: Engine, placement: Placement) -> bool:
     """Whether the schema (or server database) of ``placement`` exists."""
-    from sqlalchemy import inspect
-
     if placement.strategy is Strategy.SCHEMA:
         return bool(inspect(engine).has_schema(placement.schema))  # type: ignore[arg-type]
     if placement.strategy is Strategy.DATABASE and placement.url is not None:
@@ -102,11 +117,20 @@ def assert_schemas_supported(engine: Engine) -> None:
 
 
 def _create_tables(conn: Connection, placement: Placement, tables: list[Table]) -> None:
-    translated = conn.execution_options(schema_translate_map=placement.translate_map)
+    translated = conn.execution_options(schema_translate_map=ddl_translate_map(conn, placement))
     metadatas = {table.metadata for table in tables}
     for metadata in metadatas:
         own = [table for table in tables if table.metadata is metadata]
         metadata.create_all(translated, tables=own, checkfirst=True)
+
+
+def ddl_translate_map(conn: Connection, placement: Placement) -> dict[str | None, str | None]:
+    """The translation of a tenant's DDL: the placeholder to its place, and, for a schema of
+    its own, the shared tables to the default schema by name (a foreign key to a shared table
+    must say where that table is: MariaDB would look for it in the tenant's database)."""
+    if placement.schema is None:
+        return dict(placement.translate_map)
+    return {**placement.translate_map, None: conn.dialect.default_schema_name}
 
 
 def _create_database(engine: Engine, name: str | None) -> None:

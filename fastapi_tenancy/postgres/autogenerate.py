@@ -43,6 +43,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ..hierarchy import TenantReads
+from ..isolation.placement import stored_schema
 from ..models import TENANT_TABLE_INFO_KEY
 from ..row_policies import ROW_POLICIES_INFO_KEY
 from .alembic import DisableTenantRLSOp, EnableTenantRLSOp
@@ -304,6 +305,7 @@ def _compare_tenant_rls(
     default_schema = dialect.default_schema_name
 
     def normalized(schema: str | None, name: str) -> tuple[str | None, str]:
+        schema = stored_schema(schema)
         return (None if schema == default_schema else schema, name)
 
     included: list[Table] = [

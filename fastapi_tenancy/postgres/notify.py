@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..changes import EVERY_TENANT, OnChange
+from ..isolation.placement import stored_schema
 from .policies import _QUOTE
 
 __all__ = ["PostgresChanges", "notify_tenant_changed", "tenant_change_trigger"]
@@ -81,8 +82,9 @@ def tenant_change_trigger(table: Table, key: str, *, channel: str = DEFAULT_CHAN
     preparer = _QUOTE
     name = f"fastapi_tenancy_notify_{table.name}"
     function = preparer.quote(name)
-    if table.schema:
-        function = f"{preparer.quote_schema(table.schema)}.{function}"
+    schema = stored_schema(table.schema)
+    if schema:
+        function = f"{preparer.quote_schema(schema)}.{function}"
     qualified = preparer.format_table(table)
     column = preparer.quote(key)
     literal = "'" + channel.replace("'", "''") + "'"

@@ -71,6 +71,7 @@ Usage::
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +82,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from ..hierarchy import TenantReads
+from ..isolation.placement import stored_schema
 from ..models import (
     TENANT_READS_INFO_KEY,
     TENANT_SHARED_ROWS_INFO_KEY,
@@ -172,7 +174,9 @@ def owned_policy_name(scope: str, command: str) -> str:
 
 
 _DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
-_QUOTE = _DIALECT.identifier_preparer
+_QUOTE = copy.copy(_DIALECT.identifier_preparer)
+# Tables in the tenant schema placeholder are named by their shared tables' copy.
+_QUOTE.schema_for_object = lambda element: stored_schema(element.schema)  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -277,7 +281,7 @@ def tenant_tables(
         found.append(
             TenantTable(
                 name=table.name,
-                schema=table.schema,
+                schema=stored_schema(table.schema),
                 tenant_column=column_name,
                 global_read=global_access.get(table, False)
                 or bool(table.info.get(GLOBAL_READ_INFO_KEY)),

@@ -323,6 +323,8 @@ def test_text_beyond_the_basic_plane_is_stored_and_read_back(
 # row is really deleted or inserted, at the worst moment for the route. The last test races
 # real requests against each other.
 
+SCHEMA = r"(?:\S+\.)?"  # the tables' schema, as the engine names its default one
+DELETE_PROJECT = rf"DELETE FROM {SCHEMA}projects"  # noqa: S608 (a pattern, not SQL)
 BOUND = 30.0  # seconds: a bound on waits that end in milliseconds when all is well
 Action = Callable[[Engine], None]
 
@@ -461,7 +463,7 @@ def test_a_task_posted_while_its_project_is_deleted_is_409_and_writes_nothing(
     api: TestClient, alice: Headers, project_id: FindId, engine: Engine, other: Engine
 ) -> None:
     target = project_id(alice, "Onboarding")
-    with before_statement(engine, other, "INSERT INTO tasks", delete_project(target)):
+    with before_statement(engine, other, rf"INSERT INTO {SCHEMA}tasks", delete_project(target)):
         r = api.post(f"/projects/{target}/tasks", json={"name": "Orphan"}, headers=alice)
 
     assert r.status_code == 409, r.text
@@ -470,7 +472,9 @@ def test_a_task_posted_while_its_project_is_deleted_is_409_and_writes_nothing(
 
 
 # The kit's check, in the flush, that the task's project is the tenant's.
-PROJECT_CHECK = r"SELECT projects\.id\s+FROM projects\s+WHERE projects\.id IN"
+PROJECT_CHECK = (
+    rf"SELECT {SCHEMA}projects\.id\s+FROM {SCHEMA}projects\s+WHERE {SCHEMA}projects\.id IN"
+)
 
 
 def test_a_task_posted_to_a_project_deleted_since_the_route_read_it_is_409(
@@ -506,7 +510,7 @@ def test_a_project_deleted_while_a_task_is_added_keeps_both_or_neither(
             sneaking.append(pool.submit(add_task(target, "acme"), other))
             wait(sneaking, timeout=2)
 
-        with before_statement(engine, other, "DELETE FROM projects", sneak_a_task_in):
+        with before_statement(engine, other, DELETE_PROJECT, sneak_a_task_in):
             r = api.delete(f"/projects/{target}", headers=alice)
         try:
             sneaking[0].result(timeout=BOUND)
@@ -530,7 +534,7 @@ def test_a_project_deleted_just_before_its_rename_is_409(
     api: TestClient, alice: Headers, project_id: FindId, engine: Engine, other: Engine
 ) -> None:
     target = project_id(alice, "Onboarding")
-    with before_statement(engine, other, "UPDATE projects", delete_project(target)):
+    with before_statement(engine, other, rf"UPDATE {SCHEMA}projects", delete_project(target)):
         r = api.patch(f"/projects/{target}", json={"name": "Too late"}, headers=alice)
 
     assert r.status_code == 409, r.text

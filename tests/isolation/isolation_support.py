@@ -59,6 +59,8 @@ def upgrade():
         sa.Column("title", sa.String(50), nullable=False),
         schema="tenant",
     )
+    # An ALTER TABLE, which Alembic writes past the schema translation.
+    op.add_column("mig_doc", sa.Column("note", sa.String(50)), schema="tenant")
 """
 
 SECOND = """

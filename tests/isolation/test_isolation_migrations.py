@@ -87,6 +87,10 @@ def test_a_failed_tenant_is_reported_and_the_others_are_migrated(
     assert by_key["globex"].error
     assert revision_of(engine, globex) == "0001"
     assert revision_of(engine, dict(tenants)["acme"]) == "0002"
+    for _, placement in tenants[:3]:  # the ALTER TABLE of 0001 reached each tenant's own table
+        with connect(engine, placement) as conn:
+            columns = inspect(conn).get_columns("mig_doc", schema=placement.schema)
+        assert "note" in [column["name"] for column in columns]
 
     with connect(engine, globex) as conn:  # fixed: the next run finishes it
         conn.execute(
