@@ -194,6 +194,7 @@ class Tenancy:
         )
         self._session_limits = session_limits
         if isolation is not None:
+            self._configure_engine = partial(_configure_tenant_engine, isolation)
             self._place_apart(isolation, lookup)
         if tenant_changes is not None and not isinstance(tenant_changes, TenantChanges):
             raise TypeError("tenant_changes must be a TenantChanges (RedisChanges, ...)")
@@ -569,9 +570,7 @@ class Tenancy:
 
     def _tenant_engine(self, isolation: Isolation, url: URL) -> Engine | AsyncEngine:
         """The engine of a tenant database, from the isolation's cache."""
-        return isolation.engines.get(
-            url, is_async=self.is_async, configure=partial(_configure_tenant_engine, isolation)
-        )
+        return isolation.engines.get(url, is_async=self.is_async, configure=self._configure_engine)
 
     def _session_parts(
         self, scope: SessionScope

@@ -19,6 +19,7 @@ key wherever they live.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,9 @@ def stored_schema(schema: str | None) -> str | None:
     return None if schema == TENANT_SCHEMA else schema
 
 
-_MAX_SCHEMA_NAME = 63  # PostgreSQL truncates longer names, MySQL refuses past 64: refuse here
+# PostgreSQL truncates longer names, MySQL refuses past 64: refuse here
+_MAX_SCHEMA_NAME = 63
+_SCHEMA_PLACEMENTS_KEPT = 4096
 
 
 class Strategy(str, enum.Enum):
@@ -139,6 +142,11 @@ class Isolation:
             raise TenancyMisuse("schema_prefix must be a non-empty prefix other than 'tenant'")
         self.schema_prefix = schema_prefix
         self.shared = Placement(Strategy.SHARED, schema_prefix=schema_prefix)
+        # A schema tenant's placement depends on its key only: made once per key, not per
+        # session (the most recent tenants kept).
+        self._schema_placement = functools.lru_cache(maxsize=_SCHEMA_PLACEMENTS_KEPT)(
+            self._new_schema_placement
+        )
         self.database_url = database_url
         self.engines = engines if engines is not None else EngineCache()
         self.migrations = migrations
@@ -165,9 +173,7 @@ class Isolation:
         if strategy is Strategy.SHARED:
             return self.shared
         if strategy is Strategy.SCHEMA:
-            return Placement(
-                Strategy.SCHEMA, schema=self.schema_name(spelled), schema_prefix=self.schema_prefix
-            )
+            return self._schema_placement(spelled)
         if self.database_url is None:
             raise TenancyMisuse(
                 f"tenant {spelled!r} is placed in a database of its own, and Isolation has no "
@@ -175,6 +181,11 @@ class Isolation:
             )
         url = make_url(self.database_url(spelled, record))
         return Placement(Strategy.DATABASE, url=url, schema_prefix=self.schema_prefix)
+
+    def _new_schema_placement(self, spelled: str) -> Placement:
+        return Placement(
+            Strategy.SCHEMA, schema=self.schema_name(spelled), schema_prefix=self.schema_prefix
+        )
 
     def schema_name(self, spelled: str) -> str:
         """The schema of tenant ``spelled``: the prefix and the key, exactly."""

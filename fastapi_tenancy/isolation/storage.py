@@ -98,11 +98,7 @@ def storage_exists(engine: Engine, placement: Placement) -> bool:
             return Path(placement.url.database or "").exists()
         if engine.dialect.name == "postgresql":
             with engine.connect() as conn:
-                found = conn.exec_driver_sql(
-                    "SELECT 1 FROM pg_database WHERE datname = %(name)s",
-                    {"name": placement.url.database},
-                ).first()
-            return found is not None
+                return _postgres_database_exists(conn, placement.url.database)
         return bool(inspect(engine).has_schema(placement.url.database))  # type: ignore[arg-type]
     return True
 
@@ -138,13 +134,18 @@ def _create_database(engine: Engine, name: str | None) -> None:
     quoted = preparer.quote_identifier(_database_name(name))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if engine.dialect.name == "postgresql":
-            exists = conn.exec_driver_sql(
-                "SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": name}
-            ).first()
-            if exists is None:
+            if not _postgres_database_exists(conn, name):
                 conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
         else:
             conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS {quoted}")
+
+
+def _postgres_database_exists(conn: Connection, name: str | None) -> bool:
+    """PostgreSQL has no ``CREATE DATABASE IF NOT EXISTS``: the catalog says."""
+    found = conn.exec_driver_sql(
+        "SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": name}
+    ).first()
+    return found is not None
 
 
 def _drop_database(engine: Engine, name: str | None) -> None:
