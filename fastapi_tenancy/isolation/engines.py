@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,9 +19,13 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["EngineCache"]
+__all__ = ["TENANT_DATABASE_ENGINES", "EngineCache"]
 
 AnyEngine = Engine | AsyncEngine
+
+TENANT_DATABASE_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+"""The (sync) engines of tenant databases made by every cache: the wall refuses to send a
+tenant's placed tables through one that is not its own."""
 
 
 class EngineCache:
@@ -115,8 +120,12 @@ class EngineCache:
             options.update(pool_size=self.pool_size, max_overflow=self.max_overflow)
         options.update(self.engine_options)
         if is_async:
-            return create_async_engine(url, **options)
-        return create_engine(url, **options)
+            made = create_async_engine(url, **options)
+            TENANT_DATABASE_ENGINES.add(made.sync_engine)
+            return made
+        engine = create_engine(url, **options)
+        TENANT_DATABASE_ENGINES.add(engine)
+        return engine
 
     def _dispose(self, engine: AnyEngine) -> None:
         if isinstance(engine, Engine):

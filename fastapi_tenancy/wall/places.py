@@ -14,10 +14,25 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from ..exceptions import UnscopedStatement
+from ..isolation.engines import TENANT_DATABASE_ENGINES
 from ..isolation.placement import TENANT_SCHEMA, Placement, Strategy
 from .proof import Proof
 
 __all__ = ["check_place"]
+
+
+def _refuse_another_database(conn: Connection, placement: Placement) -> None:
+    """A tenant's placed tables go to its own database: the tenant database's engine for a
+    database tenant, never a tenant database's engine for the others."""
+    if placement.url is not None:
+        elsewhere = conn.engine.url != placement.url
+    else:
+        elsewhere = conn.engine in TENANT_DATABASE_ENGINES
+    if elsewhere:
+        raise UnscopedStatement(
+            "the statement sends the tenant's tables to another tenant's database; send it "
+            "through the tenant's session, on its own bind"
+        )
 
 
 def check_place(conn: Connection, options: Any, proof: Proof, placement: Placement) -> None:
@@ -31,11 +46,7 @@ def check_place(conn: Connection, options: Any, proof: Proof, placement: Placeme
         if schema is None:
             continue
         if schema == TENANT_SCHEMA:
-            if placement.strategy is Strategy.DATABASE and conn.engine.url != placement.url:
-                raise UnscopedStatement(
-                    "the tenant's tables are in its own database, and this statement was sent "
-                    "to another one; send it through the tenant's session"
-                )
+            _refuse_another_database(conn, placement)
             continue
         if placement.is_tenant_schema(schema):
             raise UnscopedStatement(

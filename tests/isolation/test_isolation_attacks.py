@@ -117,6 +117,22 @@ def test_a_tenant_reaches_none_of_another_tenants_rows_whatever_their_strategies
             )
         session.rollback()
 
+        # The placed tables sent to a database that is not the tenant's own.
+        their_place = tenancy.placement_of("globex")
+        assert their_place is not None
+        elsewhere = [tenancy.engine] if my_place.url is not None else []
+        if their_place.url is not None:
+            elsewhere.append(tenancy._tenant_engine(tenancy.isolation, their_place.url))  # type: ignore[arg-type]
+        for bind in elsewhere:
+            refused(lambda b=bind: session.execute(select(Doc), bind_arguments={"bind": b}).all())
+            session.rollback()
+            refused(
+                lambda b=bind: session.execute(
+                    insert(Doc).values(title="planted"), bind_arguments={"bind": b}
+                )
+            )
+            session.rollback()
+
         # Raw SQL and the raw connection are refused in a tenant session.
         raw = text(f"SELECT title FROM {their_schema}.iso_doc")  # noqa: S608 (the attack)
         refused(lambda: session.execute(raw).all())
