@@ -44,6 +44,7 @@ from .row_scopes import declared_row_scopes, row_scope_missing, row_scope_param,
 from .scope import Access, SessionScope
 from .tenant_first import TENANT_FIRST_INFO_KEY
 from .wall import TENANT_PARAM
+from .writes import refuse_move_out_of_place
 
 __all__ = ["TENANT_PARAM", "refuse_unscoped_moves", "scope_execution"]
 
@@ -208,9 +209,12 @@ def refuse_unscoped_moves(state: ORMExecuteState) -> None:
         _check_statement_move(statement, mapper, state.parameters)
 
 
-def _check_statement_move(statement: Update, mapper: Any, parameters: Any) -> None:
-    """Refuse an UPDATE statement that sets ``tenant_id`` outside ``mutable_tenant()``; inside
-    the block, let it through and log it as the unit of work logs the rows it moves."""
+def _check_statement_move(
+    statement: Update, mapper: Any, parameters: Any, scope: SessionScope | None = None
+) -> None:
+    """Refuse an UPDATE statement that sets ``tenant_id`` outside ``mutable_tenant()``, or out
+    of the place of ``scope``'s tenant; inside the block, let it through and log it as the
+    unit of work logs the rows it moves."""
     column = mapper.columns["tenant_id"]
     names = ("tenant_id", column.name)
     targets = [_find_value(statement._values or {}, column, names)]
@@ -224,6 +228,8 @@ def _check_statement_move(statement: Update, mapper: Any, parameters: Any) -> No
     context = get_tenant_context()
     if not (context is not None and context.mutable):
         raise CrossTenantWrite("changing tenant_id is refused outside a mutable_tenant() block")
+    if scope is not None:
+        refuse_move_out_of_place(scope, mapper.local_table)
     for value in targets:
         if isinstance(value, BindParameter):
             value = value.effective_value
@@ -424,7 +430,7 @@ def _scope_dml(state: ORMExecuteState, statement: Update | Delete, scope: Sessio
             if TENANT_FIRST_INFO_KEY in getattr(mapper.local_table, "info", {}):
                 state.parameters = stamped  # the tenant is part of the key the rows must carry
             return
-        _check_statement_move(statement, mapper, parameters)
+        _check_statement_move(statement, mapper, parameters, scope)
     target = mapper.local_table if mapper is not None else None
     extra = _joined_tenant_froms(statement, target)
     scoped = statement.options(*_owned_options(scope))  # shared rows are read-only for tenants

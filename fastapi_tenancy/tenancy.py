@@ -194,7 +194,7 @@ class Tenancy:
         )
         self._session_limits = session_limits
         if isolation is not None:
-            self._configure_engine = partial(_configure_tenant_engine, isolation)
+            self._configure_engine = partial(_configure_tenant_engine, isolation, tag_statements)
             self._place_apart(isolation, lookup)
         if tenant_changes is not None and not isinstance(tenant_changes, TenantChanges):
             raise TypeError("tenant_changes must be a TenantChanges (RedisChanges, ...)")
@@ -690,10 +690,15 @@ class Tenancy:
         return TenantLookup(lookup, cache=cache)
 
 
-def _configure_tenant_engine(isolation: Isolation, engine: Engine | AsyncEngine) -> None:
-    """What the kit needs of a tenant database's engine: the wall's gate, and the placeholder
-    translated to the database's default schema."""
+def _configure_tenant_engine(
+    isolation: Isolation, tag_statements: bool, engine: Engine | AsyncEngine
+) -> None:
+    """What the kit needs of a tenant database's engine: the wall's gate, the statement tagger
+    when the app tags statements, and the placeholder translated to the database's default
+    schema."""
     install_guard(engine)
+    if tag_statements:
+        install_tagger(engine)
     sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
     sync_engine.update_execution_options(schema_translate_map=isolation.shared.translate_map)
 

@@ -35,13 +35,14 @@ from .exceptions import (
     TenantRequired,
     WriteConflict,
 )
+from .isolation.placement import TENANT_SCHEMA, Strategy
 from .models import TENANT_TABLE_INFO_KEY, is_tenant_model
 from .row_policies import declared_row_policies, row_policies_of
 from .row_scopes import row_scope_missing, row_scope_param, row_scopes_of
 from .scope import Access, SessionScope
 from .wall import TENANT_PARAM, guard_of
 
-__all__ = ["check_flush", "note_attached", "read_here"]
+__all__ = ["check_flush", "note_attached", "read_here", "refuse_move_out_of_place"]
 
 _ATTACHED_UNREAD = "fastapi_tenancy.attached_unread"
 """``session.info`` key: states of objects with an identity that entered without a read."""
@@ -259,6 +260,7 @@ def _check_move(obj: Any, scope: SessionScope, mutable: bool) -> None:
         raise CrossTenantWrite("changing tenant_id is refused outside a mutable_tenant() block")
     if scope.scoped and scope.tenant_id is not None and before != scope.tenant_id:
         raise CrossTenantWrite(f"this {type(obj).__name__} belongs to another tenant")
+    refuse_move_out_of_place(scope, inspect(obj).mapper.local_table)
     audit_logger.info(
         "row moved between tenants",
         extra={
@@ -268,6 +270,23 @@ def _check_move(obj: Any, scope: SessionScope, mutable: bool) -> None:
             "tenancy_to": after,
         },
     )
+
+
+def refuse_move_out_of_place(scope: SessionScope, table: Any) -> None:
+    """Refuse to move a row of a tenant kept in a schema or database of its own to another
+    tenant: an UPDATE of ``tenant_id`` leaves it in this tenant's place, where the other
+    tenant never reads it."""
+    placement = scope.placement
+    if (
+        placement is not None
+        and placement.strategy is not Strategy.SHARED
+        and getattr(table, "schema", None) == TENANT_SCHEMA
+    ):
+        raise CrossTenantWrite(
+            f"rows of {table.name} stay in their tenant's own schema or database: changing "
+            "their tenant_id would hide them from both tenants; copy them to the other tenant "
+            "instead"
+        )
 
 
 def _prove_owned(session: Session, objects: Iterable[Any]) -> None:

@@ -32,7 +32,8 @@ class EngineCache:
     """At most ``max_engines`` engines, one per tenant database URL, each with a pool of
     ``pool_size`` connections (and ``max_overflow`` more for bursts).
 
-    ``engine_options`` go to ``create_engine`` / ``create_async_engine`` as given;
+    ``engine_options`` go to ``create_engine`` / ``create_async_engine`` as given (a
+    ``poolclass`` there, ``NullPool`` behind PgBouncer say, replaces the sized pool);
     ``on_engine(engine)`` runs on each new engine (events, a SQLite pragma). Thread-safe: sync
     routes run in worker threads.
     """
@@ -116,7 +117,7 @@ class EngineCache:
 
     def _create(self, url: URL, is_async: bool) -> AnyEngine:
         options: dict[str, Any] = {"pool_pre_ping": True}
-        if url.get_backend_name() != "sqlite":
+        if url.get_backend_name() != "sqlite" and "poolclass" not in self.engine_options:
             options.update(pool_size=self.pool_size, max_overflow=self.max_overflow)
         options.update(self.engine_options)
         if is_async:

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from ..context import audit_logger, get_tenant_context
+from ..isolation.placement import TENANT_SCHEMA
 from ..models import TENANT_SHARED_ROWS_INFO_KEY
 from ..row_policies import row_policies_of
 from ..row_scopes import public_columns_of, row_scopes_of
@@ -72,8 +73,8 @@ def describe(compiled: SQLCompiler, proof: Proof) -> Described:
     """The description of ``compiled`` (proven by ``proof``), made once and kept with it."""
     described = _DESCRIBED.get(compiled)
     if described is None:
-        tables = [read.table.fullname for read in proof.reads]
-        tables += [write.table.fullname for write in proof.writes if is_tenant_table(write.table)]
+        tables = [_named(read.table) for read in proof.reads]
+        tables += [_named(write.table) for write in proof.writes if is_tenant_table(write.table)]
         scopes = [scope for read in proof.reads for scope in _read_scopes(read)]
         scopes += [_write_scope(write) for write in proof.writes]
         described = _DESCRIBED[compiled] = Described(
@@ -82,10 +83,16 @@ def describe(compiled: SQLCompiler, proof: Proof) -> Described:
     return described
 
 
+def _named(table: Any) -> str:
+    """A table as the audit names it: schema-qualified, except in the tenant schema
+    placeholder, which names no schema of its own (the record's tenant says whose it is)."""
+    return table.name if table.schema == TENANT_SCHEMA else table.fullname  # type: ignore[no-any-return]
+
+
 def _read_scopes(read: ReadCheck) -> Iterator[str]:
     """How the SQL scopes one FROM of a tenant table, in the order the gate accepts them."""
     table = read.table
-    name = table.fullname
+    name = _named(table)
     if read.family_params:
         column = f"{name}.{tenant_column_of(table).name}"
         for binds in read.family_params:
@@ -116,7 +123,7 @@ def _read_scopes(read: ReadCheck) -> Iterator[str]:
 
 def _row_scopes(read: ReadCheck) -> Iterator[str]:
     """The filters on the table's row scope columns (its owner, say) the proof found."""
-    name = read.table.fullname
+    name = _named(read.table)
     columns = row_scopes_of(read.table)
     # As for shared rows, the proof accepts the filter alone or with the public arm, where it
     # is only read: "[...]" is what may come with it.
@@ -140,13 +147,13 @@ def _policy_sql(expression: Any) -> str:
 def _write_scope(write: WriteCheck | PolicyWrite) -> str:
     if isinstance(write, PolicyWrite):
         sql = _policy_sql(write.term.expression)
-        return f"writes {write.table.fullname} meeting {sql} (the row policy {write.policy})"
-    column = f"{write.table.fullname}.{write.column}"
+        return f"writes {_named(write.table)} meeting {sql} (the row policy {write.policy})"
+    column = f"{_named(write.table)}.{write.column}"
     if write.row_scope is not None:
         return f"writes {column} = :{write.param} (the {write.row_scope})"
     if write.parent is None:
         return f"writes {column} = :{write.param} (the tenant)"
-    parent = write.parent.table.fullname
+    parent = _named(write.parent.table)
     return f"writes {column} = :{write.param} (a {parent} row of the tenant)"
 
 

@@ -23,8 +23,10 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import Insert, UpdateBase
 from sqlalchemy.sql.elements import ColumnClause, quoted_name
 from sqlalchemy.sql.schema import Column, Table
+from sqlalchemy.sql.selectable import TableClause
 from sqlalchemy.types import UserDefinedType
 
+from ..isolation.placement import TENANT_SCHEMA
 from ..models import TENANT_TABLE_INFO_KEY, placed_tables, tenant_table_names
 
 __all__ = [
@@ -132,12 +134,14 @@ class ProvingCompiler(_CompilerBase):  # type: ignore[misc]
     wall_writes: list[Write]
     wall_schemas: set[str | None]
     wall_unplaced: set[str]
+    wall_shared: set[str]
 
     def __init__(self, dialect: Dialect, statement: Any, **kwargs: Any) -> None:
         self.wall_occurrences = []
         self.wall_writes = []
         self.wall_schemas = set()
         self.wall_unplaced = set()
+        self.wall_shared = set()
         super().__init__(dialect, statement, **kwargs)
 
     # -- which schemas the SQL names ---------------------------------------------------------
@@ -157,8 +161,10 @@ class ProvingCompiler(_CompilerBase):  # type: ignore[misc]
         def schema_for_object(element: Any) -> Any:
             schema = getattr(element, "schema", None)
             self.wall_schemas.add(schema)
-            if schema is None and isinstance(element, Table) and element.name in placed_tables():
-                self.wall_unplaced.add(element.name)
+            if isinstance(element, TableClause) and schema != TENANT_SCHEMA:
+                self.wall_shared.add(element.fullname)
+                if schema is None and element.name in placed_tables():
+                    self.wall_unplaced.add(element.name)
             return effective(element)
 
         recording.schema_for_object = schema_for_object

@@ -47,6 +47,12 @@ def check_place(conn: Connection, options: Any, proof: Proof, placement: Placeme
             continue
         if schema == TENANT_SCHEMA:
             _refuse_another_database(conn, placement)
+            if placement.url is not None and proof.shared:
+                names = ", ".join(sorted(proof.shared))
+                raise UnscopedStatement(
+                    f"the statement joins the tenant's own tables with {names}, which are in "
+                    "the app's database, not the tenant's: no database holds both"
+                )
             continue
         if placement.is_tenant_schema(schema):
             raise UnscopedStatement(

@@ -45,6 +45,8 @@ class Proof:
     """The schema of every table the statement renders (``None``: unqualified)."""
     unplaced: frozenset[str] = frozenset()
     """Tables of the placeholder schema named unqualified: their shared tables' copy."""
+    shared: frozenset[str] = frozenset()
+    """Tables named outside the placeholder schema: in the app's own database."""
 
 
 def prove(compiled: SQLCompiler) -> Proof:
@@ -74,4 +76,5 @@ def prove(compiled: SQLCompiler) -> Proof:
         writes=writes,
         schemas=frozenset(twin.wall_schemas),
         unplaced=frozenset(twin.wall_unplaced),
+        shared=frozenset(twin.wall_shared),
     )

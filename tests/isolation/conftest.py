@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 from isolation_models import PLACED, SHARED, Comment, Doc, Member, Plan
-from isolation_support import PlaceTenants, tenant_database_url
+from isolation_support import PlaceTenants
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tenant_databases import tenant_database_url
 
 from fastapi_tenancy import Access, HeaderResolver, SessionScope, Tenancy
 from fastapi_tenancy.isolation import EngineCache, Isolation, Strategy

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 from isolation_models import PLACED, SHARED, Doc, Organization
-from isolation_support import tenant_database_url, write_environment
+from isolation_support import write_environment
 from sqlalchemy import Engine, create_engine, text
 from sqlmodel import Session, select
+from tenant_databases import tenant_database_url
 
 from fastapi_tenancy.isolation import Isolation, Strategy
 from fastapi_tenancy.isolation.storage import create_storage, drop_storage

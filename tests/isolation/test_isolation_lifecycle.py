@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from isolation_models import PLACED, SHARED, Comment, Doc, Member, Organization
-from isolation_support import tenant_database_url
 from sqlalchemy import Engine, inspect
 from sqlmodel import select
+from tenant_databases import tenant_database_url
 
 from fastapi_tenancy import (
     HeaderResolver,

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from isolation_support import tenant_database_url, write_environment
+from isolation_support import write_environment
 from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.pool import NullPool
+from tenant_databases import tenant_database_url
 
 from fastapi_tenancy.isolation import Isolation, Placement, Strategy
 from fastapi_tenancy.isolation.migrations import migrate_tenant, migrate_tenants

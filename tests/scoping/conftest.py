@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from models import (
@@ -18,11 +20,13 @@ from models import (
     seed,
     seed_pair,
 )
+from scoping_places import STRATEGY, Places
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from fastapi_tenancy import Access, HeaderResolver, SessionScope, Tenancy
+from fastapi_tenancy.isolation import Strategy
 from fastapi_tenancy.session import TenantScopedSession
 
 SessionFactory = Callable[..., TenantScopedSession]
@@ -30,10 +34,30 @@ AsyncSessionFactory = Callable[..., AsyncSession]
 
 
 @pytest.fixture
-def tenancy(engine: Engine, create_tables) -> Tenancy:
+def places(database: Any, engine: Engine, tmp_path: Path) -> Iterator[Places]:
+    """Where this run keeps acme's and globex's rows (see scoping_places.py); their places
+    are dropped, on the test's engine, when the test ends."""
+    if STRATEGY is Strategy.SCHEMA and database.backend == "sqlite":
+        pytest.skip("SQLite has no schemas: the schema strategy runs on PostgreSQL and MariaDB")
+    made = Places(database, engine, tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def create_tables(create_tables: Any, places: Places) -> Any:
+    """``create_tables(engine, *models)``, which also makes the placed tables in every placed
+    tenant's place when this run places tenants apart."""
+    return places.table_creator(create_tables)
+
+
+@pytest.fixture
+def tenancy(engine: Engine, create_tables, places: Places) -> Tenancy:
     """A Tenancy on the test's sync engine, with the tables of Project and Task."""
     create_tables(engine, *CORE_MODELS)
-    return Tenancy(engine, resolvers=[HeaderResolver()], key_type=KEY_TYPE)
+    return Tenancy(
+        engine, resolvers=[HeaderResolver()], key_type=KEY_TYPE, **places.options(engine)
+    )
 
 
 @pytest.fixture
@@ -84,8 +108,13 @@ def session_for(tenancy: Tenancy, world: World) -> SessionFactory:
 
 
 @pytest.fixture
-def async_tenancy(async_engine: AsyncEngine) -> Tenancy:
-    return Tenancy(async_engine, resolvers=[HeaderResolver()], key_type=KEY_TYPE)
+def async_tenancy(async_engine: AsyncEngine, places: Places) -> Tenancy:
+    return Tenancy(
+        async_engine,
+        resolvers=[HeaderResolver()],
+        key_type=KEY_TYPE,
+        **places.options(async_engine),
+    )
 
 
 @pytest.fixture

@@ -13,12 +13,22 @@ once:
 
 # No "from __future__ import annotations": SQLModel resolves relationships from real annotations.
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from key_types import ACME, GLOBEX, INITECH, KEY_TYPE, UMBRELLA, Keyed  # noqa: F401 (re-exported)
+from scoping_places import (
+    PLACED,
+    SEND_EVENTS,
+    is_placed,
+    place_session,
+    placed,
+    placed_key,
+    places_of,
+    sent_to_tenant_databases,
+)
 from sqlalchemy import Column, and_, event, false, func, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -55,7 +65,7 @@ class Plan(ScopingModel, table=True):
 
 class Project(ScopingModel, Keyed, table=True):
     __tablename__ = "scoping_project"
-    __table_args__ = (tenant_unique("name", name="uq_scoping_project_tenant_name"),)
+    __table_args__ = placed(tenant_unique("name", name="uq_scoping_project_tenant_name"))
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=50)
@@ -65,11 +75,12 @@ class Project(ScopingModel, Keyed, table=True):
 
 class Task(ScopingModel, Keyed, table=True):
     __tablename__ = "scoping_task"
+    __table_args__ = placed()
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=50)
     done: bool = False
-    project_id: int | None = Field(default=None, foreign_key="scoping_project.id")
+    project_id: int | None = Field(default=None, foreign_key=placed_key("scoping_project.id"))
 
     project: Project | None = Relationship(back_populates="tasks")
 
@@ -88,8 +99,8 @@ class Note(ScopingModel, Keyed, table=True):
     """A tenant model whose tenant lives in a column named ``org_id``."""
 
     __tablename__ = "scoping_note"
-    __table_args__ = (
-        tenant_unique("title", name="uq_scoping_note_org_title", tenant_column="org_id"),
+    __table_args__ = placed(
+        tenant_unique("title", name="uq_scoping_note_org_title", tenant_column="org_id")
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -146,38 +157,97 @@ def _admin(tenancy: Tenancy) -> Any:
     return tenancy.make_session(SessionScope(None, Access.UNSCOPED))
 
 
+@contextmanager
+def _writer(tenancy: Tenancy, *, plant: bool = False) -> Iterator[Callable[[Any], Any]]:
+    """``session_of(row)``: an unscoped session that can write ``row``: the admin session on
+    the shared tables, or a plain one in the place of the row's tenant when this run places
+    tenants apart (``plant``: one that lets a row point at a row of another place). Commits
+    every session it opened at the end."""
+    with ExitStack() as stack:
+        sessions: dict[Any, Any] = {}
+
+        def session_of(row: Any) -> Any:
+            place = row.tenant_id if PLACED and is_placed(type(row).__table__) else None
+            if place not in sessions:
+                if PLACED:
+                    opened = place_session(tenancy, place, foreign_keys=not plant)
+                else:
+                    opened = _admin(tenancy)
+                sessions[place] = stack.enter_context(opened)
+            return sessions[place]
+
+        yield session_of
+        for session in sessions.values():
+            session.commit()
+
+
+def _write(session_of: Callable[[Any], Any], row: Any) -> int:
+    session = session_of(row)
+    session.add(row)
+    session.flush()
+    return row.id  # type: ignore[no-any-return]
+
+
 def seed(tenancy: Tenancy) -> World:
     """Write the world with an unscoped session (the only way to plant cross-tenant links)."""
-    with _admin(tenancy) as session:
-        apollo = Project(name="apollo", tenant_id=ACME)
-        zeus = Project(name="zeus", tenant_id=GLOBEX)
-        hermes = Project(name="hermes", tenant_id=GLOBEX)
-        session.add_all([apollo, zeus, hermes])
-        session.flush()
-        tasks = {
-            "design": Task(name="design", tenant_id=ACME, project_id=apollo.id),
-            "build": Task(name="build", tenant_id=ACME, project_id=apollo.id, done=True),
-            "leak_probe": Task(name="leak-probe", tenant_id=ACME, project_id=zeus.id),
-            "secret_plan": Task(name="secret-plan", tenant_id=GLOBEX, project_id=zeus.id),
-            "planted": Task(name="planted", tenant_id=GLOBEX, project_id=apollo.id),
-        }
+    with _writer(tenancy, plant=True) as session_of:
         # One flush per row keeps the ids in a known order on every database.
-        for task in tasks.values():
-            session.add(task)
-            session.flush()
-        ids = {name: task.id for name, task in tasks.items()}
-        session.commit()
-        return World(apollo=apollo.id, zeus=zeus.id, hermes=hermes.id, **ids)  # type: ignore[arg-type]
+        projects = {
+            "apollo": Project(name="apollo", tenant_id=ACME),
+            "zeus": Project(name="zeus", tenant_id=GLOBEX),
+            "hermes": Project(name="hermes", tenant_id=GLOBEX),
+        }
+        ids = {name: _write(session_of, project) for name, project in projects.items()}
+        apollo, zeus = ids["apollo"], ids["zeus"]
+        tasks = {
+            "design": Task(name="design", tenant_id=ACME, project_id=apollo),
+            "build": Task(name="build", tenant_id=ACME, project_id=apollo, done=True),
+            "leak_probe": Task(name="leak-probe", tenant_id=ACME, project_id=zeus),
+            "secret_plan": Task(name="secret-plan", tenant_id=GLOBEX, project_id=zeus),
+            "planted": Task(name="planted", tenant_id=GLOBEX, project_id=apollo),
+        }
+        ids |= {name: _write(session_of, task) for name, task in tasks.items()}
+    return World(**ids)
 
 
 def seed_pair(tenancy: Tenancy, acme: Any, globex: Any) -> Pair:
     """Write one row for each tenant (rows built with their ``tenant_id``)."""
-    with _admin(tenancy) as session:
-        session.add(acme)
-        session.flush()
-        session.add(globex)
-        session.commit()
-        return Pair(acme=acme.id, globex=globex.id)
+    with _writer(tenancy) as session_of:
+        return Pair(acme=_write(session_of, acme), globex=_write(session_of, globex))
+
+
+def seed_rows(tenancy: Tenancy, *rows: Any, plant: bool = False) -> list[int]:
+    """Write ``rows`` unscoped, in order, one flush each (each in its tenant's place when this
+    run places tenants apart; ``plant``: a row may point at another place's row); their ids."""
+    with _writer(tenancy, plant=plant) as session_of:
+        return [_write(session_of, row) for row in rows]
+
+
+def detached_row(tenancy: Tenancy, model: Any, row_id: int) -> Any:
+    """The row of ``model`` with ``row_id``, read unscoped wherever it lives, detached."""
+    places = places_of(model) if PLACED else (None,)
+    for place in places:
+        opened = place_session(tenancy, place) if PLACED else _admin(tenancy)
+        with opened as session:
+            row = session.get(model, row_id)
+            if row is not None:
+                session.expunge(row)
+                return row
+    raise LookupError(f"no {model.__name__} {row_id}")
+
+
+def run_unscoped(tenancy: Tenancy, model: Any, statement: Any) -> None:
+    """Run the write ``statement`` on ``model``'s rows unscoped, in every place they live, and
+    commit."""
+    if not PLACED:
+        with _admin(tenancy) as session:
+            session.execute(statement)
+            session.commit()
+        return
+    for place in places_of(model):
+        with place_session(tenancy, place) as session:
+            session.execute(statement)
+            session.commit()
 
 
 Rows = list[dict[str, Any]]
@@ -188,8 +258,18 @@ def snapshot(tenancy: Tenancy, *models: Any) -> dict[Any, Rows]:
 
     Compare a snapshot taken before an attack with one taken after it.
     """
-    with _admin(tenancy) as session:
-        return {model: _rows(session, model) for model in models or (Project, Task)}
+    return {model: _all_rows(tenancy, model) for model in models or (Project, Task)}
+
+
+def _all_rows(tenancy: Tenancy, model: Any) -> Rows:
+    if not PLACED:
+        with _admin(tenancy) as session:
+            return _rows(session, model)
+    rows: Rows = []
+    for place in places_of(model):
+        with place_session(tenancy, place) as session:
+            rows += _rows(session, model)
+    return sorted(rows, key=lambda row: row["id"])
 
 
 def _rows(session: Any, model: Any) -> Rows:
@@ -209,7 +289,12 @@ def owned_by(rows: Rows, tenant_id: Any) -> Rows:
 
 def rows_of(tenancy: Tenancy, model: Any, tenant_id: Any) -> dict[int, Any]:
     """``{id: row}`` of one tenant's rows of ``model``, read unscoped and detached."""
-    with _admin(tenancy) as session:
+    if PLACED:
+        place = tenant_id if is_placed(model.__table__) else None
+        opened: Any = place_session(tenancy, place)
+    else:
+        opened = _admin(tenancy)
+    with opened as session:
         rows = session.execute(select(model).where(model.tenant_id == tenant_id)).scalars()
         found = {row.id: row for row in rows}
         session.expunge_all()
@@ -230,7 +315,8 @@ def assert_all_refused(session: Any, error: type[Exception], statements: dict[st
 
 @contextmanager
 def capture_sql(engine: Engine | AsyncEngine) -> Iterator[list[str]]:
-    """Record every statement the engine sends to the database inside the block.
+    """Record every statement the engine (and the tenants' own databases' engines, when they
+    have some) sends to the database inside the block.
 
     Recorded at the dialect's ``do_execute`` hooks, the last step before the driver, and after
     the kit's wall, which checks each statement there first (its listeners come earlier).
@@ -246,13 +332,11 @@ def capture_sql(engine: Engine | AsyncEngine) -> Iterator[list[str]]:
     for name in SEND_EVENTS:
         event.listen(target, name, record)
     try:
-        yield sent
+        with sent_to_tenant_databases(record):
+            yield sent
     finally:
         for name in SEND_EVENTS:
             event.remove(target, name, record)
-
-
-SEND_EVENTS = ("do_execute", "do_executemany", "do_execute_no_params")
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,10 +347,11 @@ class Folder(ScopingModel, Keyed, table=True):
     """A self-referential tenant model: folders in folders."""
 
     __tablename__ = "scoping_folder"
+    __table_args__ = placed()
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=50)
-    parent_id: int | None = Field(default=None, foreign_key="scoping_folder.id")
+    parent_id: int | None = Field(default=None, foreign_key=placed_key("scoping_folder.id"))
 
 
 _folder_t = Folder.__table__  # type: ignore[attr-defined]
@@ -297,7 +382,7 @@ class Blueprint(ScopingModel, Keyed, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=50)
-    project_id: int | None = Field(default=None, foreign_key="scoping_project.id")
+    project_id: int | None = Field(default=None, foreign_key=placed_key("scoping_project.id"))
 
     project: Project | None = Relationship()
 
@@ -342,6 +427,7 @@ class Memo(ScopingModel, Keyed, table=True):
     """Owner-only rows: a memo is private to its author inside the tenant."""
 
     __tablename__ = "scoping_memo"
+    __table_args__ = placed()
 
     id: int | None = Field(default=None, primary_key=True)
     owner_id: str | None = owner_field()
@@ -356,10 +442,11 @@ class MemoReply(ScopingModel, Keyed, table=True):
     """Owner-only rows pointing at a memo."""
 
     __tablename__ = "scoping_memo_reply"
+    __table_args__ = placed()
 
     id: int | None = Field(default=None, primary_key=True)
     owner_id: str | None = owner_field()
-    memo_id: int | None = Field(default=None, foreign_key="scoping_memo.id")
+    memo_id: int | None = Field(default=None, foreign_key=placed_key("scoping_memo.id"))
     body: str = Field(max_length=50)
 
     memo: Memo | None = Relationship(back_populates="replies")
@@ -369,6 +456,7 @@ class TeamDoc(ScopingModel, Keyed, table=True):
     """Two row scopes beside the tenant: its team (a claim) and its owner."""
 
     __tablename__ = "scoping_team_doc"
+    __table_args__ = placed()
 
     id: int | None = Field(default=None, primary_key=True)
     team_id: int | None = row_scope_field("team", int)
@@ -380,6 +468,7 @@ class Post(ScopingModel, Keyed, table=True):
     """Owner-only rows, except those their owner published: ``public OR owned``."""
 
     __tablename__ = "scoping_post"
+    __table_args__ = placed()
 
     id: int | None = Field(default=None, primary_key=True)
     owner_id: str | None = owner_field(public="published")
@@ -395,10 +484,11 @@ class PostComment(ScopingModel, Keyed, table=True):
     """A comment, private to its author, on a post: one's own, or a published one."""
 
     __tablename__ = "scoping_post_comment"
+    __table_args__ = placed()
 
     id: int | None = Field(default=None, primary_key=True)
     owner_id: str | None = owner_field()
-    post_id: int | None = Field(default=None, foreign_key="scoping_post.id")
+    post_id: int | None = Field(default=None, foreign_key=placed_key("scoping_post.id"))
     body: str = Field(max_length=50)
 
     post: Post | None = Relationship(back_populates="comments")
@@ -449,8 +539,8 @@ class OwnedProject(ScopingModel, Keyed, table=True):
     """Project's twin whose rows are private to their owner inside the tenant."""
 
     __tablename__ = "scoping_owned_project"
-    __table_args__ = (
-        tenant_unique("owner_id", "name", name="uq_scoping_owned_project_owner_name"),
+    __table_args__ = placed(
+        tenant_unique("owner_id", "name", name="uq_scoping_owned_project_owner_name")
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -464,12 +554,13 @@ class OwnedTask(ScopingModel, Keyed, table=True):
     """Task's twin whose rows are private to their owner inside the tenant."""
 
     __tablename__ = "scoping_owned_task"
+    __table_args__ = placed()
 
     id: int | None = Field(default=None, primary_key=True)
     owner_id: str | None = owner_field()
     name: str = Field(max_length=50)
     done: bool = False
-    project_id: int | None = Field(default=None, foreign_key="scoping_owned_project.id")
+    project_id: int | None = Field(default=None, foreign_key=placed_key("scoping_owned_project.id"))
 
     project: OwnedProject | None = Relationship(back_populates="tasks")
 
@@ -508,8 +599,8 @@ class PolicyProject(ScopingModel, Keyed, table=True):
     """Project's twin whose archived rows no tenant session reads or writes."""
 
     __tablename__ = "scoping_policy_project"
-    __table_args__ = (
-        tenant_unique("archived", "name", name="uq_scoping_policy_project_archived_name"),
+    __table_args__ = placed(
+        tenant_unique("archived", "name", name="uq_scoping_policy_project_archived_name")
     )
     __row_policies__ = (RowPolicy("live", live),)
 
@@ -524,13 +615,16 @@ class PolicyTask(ScopingModel, Keyed, table=True):
     """Task's twin whose archived rows no tenant session reads or writes."""
 
     __tablename__ = "scoping_policy_task"
+    __table_args__ = placed()
     __row_policies__ = (RowPolicy("live", live),)
 
     id: int | None = Field(default=None, primary_key=True)
     archived: bool = False
     name: str = Field(max_length=50)
     done: bool = False
-    project_id: int | None = Field(default=None, foreign_key="scoping_policy_project.id")
+    project_id: int | None = Field(
+        default=None, foreign_key=placed_key("scoping_policy_project.id")
+    )
 
     project: PolicyProject | None = Relationship(back_populates="tasks")
 

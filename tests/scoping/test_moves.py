@@ -10,6 +10,7 @@ import logging
 
 import pytest
 from models import ACME, GLOBEX, INITECH, Project, capture_sql, snapshot
+from scoping_places import PLACED, ROWS_STAY_IN_PLACE, UNSCOPED_READS_SHARED
 from sqlalchemy import select, update
 
 from fastapi_tenancy import Access, CrossTenantWrite, mutable_tenant, with_tenant
@@ -45,6 +46,30 @@ def test_bulk_update_of_tenant_id_is_refused_before_any_sql(tenancy, session_for
     assert snapshot(tenancy) == before
 
 
+@pytest.mark.skipif(not PLACED, reason="acme's rows are in the shared tables in this run")
+def test_mutable_tenant_refuses_to_move_a_row_out_of_the_tenants_own_place(
+    tenancy, session_for, world
+):
+    before = snapshot(tenancy)
+
+    with with_tenant(ACME), mutable_tenant(reason="hand apollo over"):
+        with session_for(ACME) as session:
+            apollo = session.get(Project, world.apollo)
+            apollo.tenant_id = GLOBEX
+            with pytest.raises(CrossTenantWrite, match="own schema or database"):
+                session.commit()
+        with (
+            session_for(ACME) as session,
+            capture_sql(tenancy.engine) as sent,
+            pytest.raises(CrossTenantWrite, match="own schema or database"),
+        ):
+            session.execute(update(Project).values(tenant_id=INITECH))
+        assert sent == []
+
+    assert snapshot(tenancy) == before
+
+
+@ROWS_STAY_IN_PLACE
 def test_mutable_tenant_allows_moving_the_tenants_own_row_and_audits_it(
     tenancy, session_for, world, caplog
 ):
@@ -65,6 +90,7 @@ def test_mutable_tenant_allows_moving_the_tenants_own_row_and_audits_it(
         assert session.get(Project, world.apollo).tenant_id == GLOBEX
 
 
+@ROWS_STAY_IN_PLACE
 def test_mutable_tenant_allows_a_bulk_move_of_the_tenants_own_rows(
     tenancy, session_for, world, caplog
 ):
@@ -95,12 +121,14 @@ def test_mutable_tenant_still_cannot_take_another_tenants_rows(tenancy, session_
 
     with with_tenant(ACME), mutable_tenant(reason="attack"), session_for(ACME) as session:
         assert session.get(Project, world.zeus) is None
-        result = session.execute(
-            update(Project).where(Project.id == world.zeus).values(tenant_id=ACME)
-        )
+        statement = update(Project).where(Project.id == world.zeus).values(tenant_id=ACME)
+        if PLACED:  # no row of acme's own place moves at all
+            with pytest.raises(CrossTenantWrite):
+                session.execute(statement)
+        else:
+            assert session.execute(statement).rowcount == 0
         session.commit()
 
-    assert result.rowcount == 0
     assert snapshot(tenancy) == before
 
 
@@ -119,6 +147,7 @@ def test_mutable_tenant_refuses_a_detached_row_of_another_tenant(tenancy, sessio
     assert snapshot(tenancy) == before
 
 
+@UNSCOPED_READS_SHARED
 def test_unscoped_session_cannot_move_a_row_on_flush(tenancy, session_for, world):
     before = snapshot(tenancy)
 
@@ -142,6 +171,7 @@ def test_unscoped_session_cannot_move_rows_with_a_bulk_update(tenancy, session_f
     assert snapshot(tenancy) == before
 
 
+@UNSCOPED_READS_SHARED
 def test_unscoped_session_may_move_a_row_inside_mutable_tenant(tenancy, session_for, world):
     with mutable_tenant(reason="migration"), session_for(None, Access.UNSCOPED) as session:
         zeus = session.get(Project, world.zeus)

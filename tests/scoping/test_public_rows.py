@@ -13,13 +13,12 @@ import logging
 from typing import Any
 
 import pytest
-from models import ACME, GLOBEX, KEY_TYPE, Post, PostComment, snapshot
+from models import ACME, GLOBEX, KEY_TYPE, Post, PostComment, seed_rows, snapshot
 from sqlalchemy import bindparam, delete, func, or_, select, text, true, update
 from sqlalchemy.orm import make_transient_to_detached, registry, selectinload
 from sqlmodel import Field, SQLModel
 
 from fastapi_tenancy import (
-    Access,
     CrossScopeWrite,
     CrossTenantWrite,
     SessionScope,
@@ -46,17 +45,15 @@ POSTS = [  # tenant, owner, published, title
 @pytest.fixture
 def posts(tenancy: Tenancy, create_tables) -> dict[str, int]:
     create_tables(tenancy.engine, Post, PostComment)
-    ids = {}
-    with tenancy.make_session(SessionScope(None, Access.UNSCOPED)) as session:
-        for tenant, owner, published, title in POSTS:
-            post = Post(tenant_id=tenant, owner_id=owner, published=published, title=title)
-            session.add(post)
-            session.flush()
-            ids[title] = post.id
-        comment = PostComment(tenant_id=ACME, owner_id="bob", post_id=ids["bob-draft"], body="b")
-        session.add(comment)
-        session.commit()
-    return ids  # type: ignore[return-value]
+    posts = [
+        Post(tenant_id=tenant, owner_id=owner, published=published, title=title)
+        for tenant, owner, published, title in POSTS
+    ]
+    ids = dict(zip([post.title for post in posts], seed_rows(tenancy, *posts), strict=True))
+    seed_rows(
+        tenancy, PostComment(tenant_id=ACME, owner_id="bob", post_id=ids["bob-draft"], body="b")
+    )
+    return ids
 
 
 def as_user(tenancy: Tenancy, values: Any = ALICE, **scope: Any):

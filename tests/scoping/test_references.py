@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from models import ACME, Project, Task, snapshot
+from models import ACME, Project, Task, detached_row, snapshot
 from sqlalchemy import insert, update
 from sqlalchemy.orm import make_transient_to_detached
 
-from fastapi_tenancy import Access, CrossTenantWrite
-
-
-def detached(session_for, model, key):
-    with session_for(None, Access.UNSCOPED) as session:
-        row = session.get(model, key)
-        session.expunge(row)
-    return row
+from fastapi_tenancy import CrossTenantWrite
 
 
 def test_new_task_whose_project_is_another_tenants_object_is_refused(tenancy, session_for, world):
     before = snapshot(tenancy)
-    zeus = detached(session_for, Project, world.zeus)
+    zeus = detached_row(tenancy, Project, world.zeus)
 
     with session_for(ACME) as session:
         task = Task(name="hijack")
@@ -45,7 +38,7 @@ def test_repointing_the_tenants_task_at_another_tenants_project_is_refused(
     tenancy, session_for, world
 ):
     before = snapshot(tenancy)
-    hermes = detached(session_for, Project, world.hermes)
+    hermes = detached_row(tenancy, Project, world.hermes)
 
     with session_for(ACME) as session:
         design = session.get(Task, world.design)
@@ -65,7 +58,7 @@ def test_appending_another_tenants_task_to_the_tenants_project_is_refused(
     tenancy, session_for, world
 ):
     before = snapshot(tenancy)
-    secret = detached(session_for, Task, world.secret_plan)
+    secret = detached_row(tenancy, Task, world.secret_plan)
     copy = Task(id=world.planted, name="planted", tenant_id=ACME, project_id=world.apollo)
     make_transient_to_detached(copy)
 

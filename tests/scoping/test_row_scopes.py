@@ -13,12 +13,11 @@ import logging
 from dataclasses import dataclass
 
 import pytest
-from models import ACME, GLOBEX, Memo, MemoReply, TeamDoc, snapshot
+from models import ACME, GLOBEX, Memo, MemoReply, TeamDoc, detached_row, seed_rows, snapshot
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import aliased, selectinload
 
 from fastapi_tenancy import (
-    Access,
     CrossScopeWrite,
     CrossTenantWrite,
     RowScopeRequired,
@@ -43,31 +42,21 @@ class Memos:
     bob_reply_on_alice: int
 
 
-def _unscoped(tenancy: Tenancy):
-    return tenancy.make_session(SessionScope(None, Access.UNSCOPED))
-
-
 @pytest.fixture
 def memos(tenancy: Tenancy, create_tables) -> Memos:
     create_tables(tenancy.engine, Memo, MemoReply)
-    with _unscoped(tenancy) as session:
-        rows = [
-            Memo(title="alice-memo", owner_id="alice", tenant_id=ACME),
-            Memo(title="bob-memo", owner_id="bob", tenant_id=ACME),
-            Memo(title="globex-alice-memo", owner_id="alice", tenant_id=GLOBEX),
-        ]
-        for row in rows:
-            session.add(row)
-            session.flush()
-        replies = [
-            MemoReply(body="alice-on-bob", owner_id="alice", memo_id=rows[1].id, tenant_id=ACME),
-            MemoReply(body="bob-on-alice", owner_id="bob", memo_id=rows[0].id, tenant_id=ACME),
-        ]
-        for reply in replies:
-            session.add(reply)
-            session.flush()
-        session.commit()
-        return Memos(rows[0].id, rows[1].id, rows[2].id, replies[0].id, replies[1].id)  # type: ignore[arg-type]
+    alice, bob, globex_alice = seed_rows(
+        tenancy,
+        Memo(title="alice-memo", owner_id="alice", tenant_id=ACME),
+        Memo(title="bob-memo", owner_id="bob", tenant_id=ACME),
+        Memo(title="globex-alice-memo", owner_id="alice", tenant_id=GLOBEX),
+    )
+    alice_on_bob, bob_on_alice = seed_rows(
+        tenancy,
+        MemoReply(body="alice-on-bob", owner_id="alice", memo_id=bob, tenant_id=ACME),
+        MemoReply(body="bob-on-alice", owner_id="bob", memo_id=alice, tenant_id=ACME),
+    )
+    return Memos(alice, bob, globex_alice, alice_on_bob, bob_on_alice)
 
 
 def as_user(tenancy: Tenancy, values=ALICE, tenant=ACME, **scope):
@@ -151,8 +140,7 @@ def test_bulk_update_and_delete_reach_only_the_owners_rows(tenancy, memos):
     after = snapshot(tenancy, Memo)
     changed = [row["title"] for row in after[Memo] if row not in before[Memo]]
     assert changed == ["mine"]
-    with _unscoped(tenancy) as session:
-        bodies = sorted(session.execute(select(MemoReply.body)).scalars())
+    bodies = sorted(row["body"] for row in snapshot(tenancy, MemoReply)[MemoReply])
     assert bodies == ["bob-on-alice"]
 
 
@@ -175,8 +163,7 @@ def test_new_rows_get_the_owner_and_may_not_name_another(tenancy, memos):
         with pytest.raises(CrossScopeWrite):
             session.execute(insert(Memo), [{"title": "x"}, {"title": "y", "owner_id": "bob"}])
         session.rollback()
-    with _unscoped(tenancy) as session:
-        owners = sorted(session.execute(select(Memo.title, Memo.owner_id)).all())
+    owners = sorted((row["title"], row["owner_id"]) for row in snapshot(tenancy, Memo)[Memo])
     assert ("fresh", "alice") in owners
     assert not any(title in ("forged", "x", "y") for title, _ in owners)
 
@@ -224,9 +211,7 @@ def test_references_to_another_owners_row_are_refused(tenancy, memos):
 
 
 def test_another_owners_object_cannot_join_the_session(tenancy, memos):
-    with _unscoped(tenancy) as admin:
-        bobs = admin.get(Memo, memos.bob)
-        admin.expunge(bobs)
+    bobs = detached_row(tenancy, Memo, memos.bob)
     with as_user(tenancy) as session:
         with pytest.raises(CrossScopeWrite):
             session.merge(bobs, load=False)
@@ -279,12 +264,13 @@ def test_a_lifted_session_sees_every_owner_of_its_tenant_only(tenancy, memos, ca
 
 def test_two_row_scopes_are_both_applied(tenancy, create_tables):
     create_tables(tenancy.engine, TeamDoc)
-    with _unscoped(tenancy) as session:
-        for team, owner in ((1, "alice"), (1, "bob"), (2, "alice")):
-            session.add(
-                TeamDoc(title=f"{team}-{owner}", team_id=team, owner_id=owner, tenant_id=ACME)
-            )
-        session.commit()
+    seed_rows(
+        tenancy,
+        *(
+            TeamDoc(title=f"{team}-{owner}", team_id=team, owner_id=owner, tenant_id=ACME)
+            for team, owner in ((1, "alice"), (1, "bob"), (2, "alice"))
+        ),
+    )
     alice_team1 = (("owner", "alice"), ("team", 1))
     with as_user(tenancy, alice_team1) as session:
         assert sorted(session.execute(select(TeamDoc.title)).scalars()) == ["1-alice"]

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import pytest
 from models import ACME, GLOBEX, KEY_TYPE, Category, Product, Project, Task, Template
+from scoping_places import sql_target
 from sqlalchemy import event, func, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -58,8 +59,17 @@ def tag(tenant: Any, principal: str | None = None) -> str:
     return " /*" + ",".join(pairs) + "*/"
 
 
-def make_tenancy(engine: Engine | AsyncEngine, **options: Any) -> Tenancy:
-    return Tenancy(engine, resolvers=[HeaderResolver()], key_type=KEY_TYPE, **options)
+def make_tenancy(
+    like: Tenancy, engine: Engine | AsyncEngine | None = None, **options: Any
+) -> Tenancy:
+    """A Tenancy placing tenants as ``like`` does, on ``like``'s engine or on ``engine``."""
+    return Tenancy(
+        engine or like.engine,
+        resolvers=[HeaderResolver()],
+        key_type=KEY_TYPE,
+        isolation=like.isolation,
+        **options,
+    )
 
 
 @contextmanager
@@ -99,7 +109,9 @@ class Sent:
 
 @contextmanager
 def sent_to(engine: Engine | AsyncEngine) -> Iterator[Sent]:
-    target = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    """The records and the SQL sent on ``engine`` (on every engine when this run keeps tenants
+    in databases of their own) inside the block."""
+    target = sql_target(engine)
     sent = Sent()
 
     class Handler(logging.Handler):
@@ -151,9 +163,10 @@ def assert_carried(engine: Engine | AsyncEngine, record: logging.LogRecord, sql:
         assert re.search(rf"\b{table}\.{column} = {placeholder(engine, param)}", sql), (scope, sql)
 
 
-def audited(engine: Engine, work) -> list[tuple[logging.LogRecord, str]]:
+def audited(like: Tenancy, work) -> list[tuple[logging.LogRecord, str]]:
     """Run ``work(session)`` in an audited acme session; every record checked against its SQL."""
-    tenancy = make_tenancy(engine, audit_statements=True)
+    engine = like.engine
+    tenancy = make_tenancy(like, audit_statements=True)
     with (
         sent_to(engine) as sent,
         as_principal(ACME, "alice"),
@@ -179,7 +192,7 @@ def the(pairs: list[tuple[logging.LogRecord, str]], verb: str) -> logging.LogRec
 
 def test_a_join_lists_both_tables_and_both_scopes(tenancy, world):
     pairs = audited(
-        tenancy.engine,
+        tenancy,
         lambda s: s.execute(select(Task.name).join(Project, Project.id == Task.project_id)).all(),
     )
 
@@ -190,7 +203,7 @@ def test_a_join_lists_both_tables_and_both_scopes(tenancy, world):
 
 def test_a_subquery_lists_the_table_it_reads(tenancy, world):
     pairs = audited(
-        tenancy.engine,
+        tenancy,
         lambda s: s.execute(
             select(Project.name).where(Project.id.in_(select(Task.project_id)))
         ).all(),
@@ -206,7 +219,7 @@ def test_relationship_loads_are_audited(tenancy, world):
         session.get(Task, world.design).project  # noqa: B018 (a lazy load)
         session.execute(select(Project).options(selectinload(Project.tasks))).all()
 
-    pairs = audited(tenancy.engine, work)
+    pairs = audited(tenancy, work)
 
     # the get, its lazy load, the select and its selectin load
     assert [record.tenancy_tables for record, _ in pairs] == [
@@ -219,7 +232,7 @@ def test_relationship_loads_are_audited(tenancy, world):
 
 
 def test_the_unit_of_works_insert_lists_the_keys_it_writes(tenancy, world):
-    pairs = audited(tenancy.engine, lambda s: s.add(Task(name="new", project_id=world.apollo)))
+    pairs = audited(tenancy, lambda s: s.add(Task(name="new", project_id=world.apollo)))
 
     record = the(pairs, "INSERT")
     assert record.tenancy_tables == (TASK,)
@@ -235,7 +248,7 @@ def test_the_unit_of_works_update_and_delete_list_their_keys(tenancy, world):
         session.flush()
         session.delete(session.get(Task, world.build))
 
-    pairs = audited(tenancy.engine, work)
+    pairs = audited(tenancy, work)
 
     for verb, table in (("UPDATE", PROJECT), ("DELETE", TASK)):
         record = the(pairs, verb)
@@ -245,7 +258,7 @@ def test_the_unit_of_works_update_and_delete_list_their_keys(tenancy, world):
 
 
 def test_a_bulk_update_lists_its_scope(tenancy, world):
-    pairs = audited(tenancy.engine, lambda s: s.execute(update(Task).values(done=True)))
+    pairs = audited(tenancy, lambda s: s.execute(update(Task).values(done=True)))
 
     record = the(pairs, "UPDATE")
     assert record.tenancy_scopes == (scoped(TASK),)
@@ -254,7 +267,7 @@ def test_a_bulk_update_lists_its_scope(tenancy, world):
 def test_a_read_of_shared_rows_lists_the_shared_rows_filter(tenancy, world, create_tables):
     create_tables(tenancy.engine, Category, Product)
     column = f"{CATEGORY}.tenant_id"
-    pairs = audited(tenancy.engine, lambda s: s.execute(select(Category.name)).all())
+    pairs = audited(tenancy, lambda s: s.execute(select(Category.name)).all())
 
     [(record, sql)] = pairs
     assert record.tenancy_scopes == (
@@ -269,7 +282,7 @@ def test_a_bulk_update_of_shared_rows_lists_the_filter_of_the_tenants_own(
     create_tables(tenancy.engine, Category, Product)
     column = f"{CATEGORY}.tenant_id"
     renamed = update(Category).values(name="renamed").execution_options(synchronize_session="fetch")
-    pairs = audited(tenancy.engine, lambda s: s.execute(renamed))
+    pairs = audited(tenancy, lambda s: s.execute(renamed))
 
     assert the(pairs, "UPDATE").tenancy_scopes == (f"{column} = :fastapi_tenancy_tenant_id",)
     # MariaDB reads the rows to update first, with both filters on one parameter: the proof
@@ -283,7 +296,7 @@ def test_a_bulk_update_of_shared_rows_lists_the_filter_of_the_tenants_own(
 
 
 def test_a_global_read_without_a_tenant_says_so(tenancy, templates):
-    audit = make_tenancy(tenancy.engine, audit_statements=True)
+    audit = make_tenancy(tenancy, audit_statements=True)
     with (
         sent_to(tenancy.engine) as sent,
         audit.make_session(SessionScope(None, Access.GLOBAL)) as session,
@@ -297,7 +310,7 @@ def test_a_global_read_without_a_tenant_says_so(tenancy, templates):
 
 
 def test_the_principal_is_the_tenancys_principal_claim(tenancy, world):
-    audit = make_tenancy(tenancy.engine, audit_statements=True, principal_claim="user")
+    audit = make_tenancy(tenancy, audit_statements=True, principal_claim="user")
     with (
         sent_to(tenancy.engine) as sent,
         as_principal(ACME, "42", claim="user"),
@@ -315,7 +328,7 @@ def test_the_principal_is_the_tenancys_principal_claim(tenancy, world):
 
 
 def test_off_by_default_and_never_for_unscoped_sessions(tenancy, world):
-    audit = make_tenancy(tenancy.engine, audit_statements=True, tag_statements=True)
+    audit = make_tenancy(tenancy, audit_statements=True, tag_statements=True)
     with sent_to(tenancy.engine) as sent:
         with tenancy.make_session(SessionScope(ACME)) as session:
             session.execute(select(Project.name)).all()
@@ -328,7 +341,7 @@ def test_off_by_default_and_never_for_unscoped_sessions(tenancy, world):
 
 
 def test_every_statement_of_a_tagged_session_ends_with_its_tag(tenancy, world):
-    tagged = make_tenancy(tenancy.engine, tag_statements=True)
+    tagged = make_tenancy(tenancy, tag_statements=True)
     with (
         sent_to(tenancy.engine) as sent,
         as_principal(ACME, "alice"),
@@ -345,7 +358,7 @@ def test_every_statement_of_a_tagged_session_ends_with_its_tag(tenancy, world):
 
 
 def test_an_insertmanyvalues_batch_is_tagged_and_the_statement_audited_once(tenancy, world):
-    both = make_tenancy(tenancy.engine, audit_statements=True, tag_statements=True)
+    both = make_tenancy(tenancy, audit_statements=True, tag_statements=True)
     rows = [{"name": f"bulk-{i}", "project_id": world.apollo} for i in range(5)]
     with sent_to(tenancy.engine) as sent, as_principal(ACME, "alice"):
         with both.make_session(SessionScope(ACME)) as session:
@@ -369,7 +382,7 @@ def test_a_tenant_and_principal_that_try_to_close_the_comment_are_encoded(tenanc
         with tenancy.make_session(SessionScope(None, Access.UNSCOPED)) as admin:
             admin.add(Project(name="evil-project", tenant_id=tenant))
             admin.commit()
-    tagged = make_tenancy(tenancy.engine, audit_statements=True, tag_statements=True)
+    tagged = make_tenancy(tenancy, audit_statements=True, tag_statements=True)
     with (
         sent_to(tenancy.engine) as sent,
         as_principal(tenant, principal),
@@ -389,7 +402,7 @@ def test_a_tenant_and_principal_that_try_to_close_the_comment_are_encoded(tenanc
 
 
 def test_the_compiled_cache_does_not_grow_with_tenants(tenancy, world):
-    tagged = make_tenancy(tenancy.engine, tag_statements=True)
+    tagged = make_tenancy(tenancy, tag_statements=True)
     engine = tenancy.engine
     keys = {
         str: [f"t{i}" for i in range(1000)],
@@ -424,10 +437,10 @@ def comment(conn, cursor, statement, parameters, context, executemany):
 def test_a_listener_that_changes_the_sql_is_still_refused_with_the_tag_on(
     tenancy, world, change, tagger_first
 ):
-    engine = tenancy.engine
-    tagged = make_tenancy(engine, tag_statements=True) if tagger_first else None
+    engine = sql_target(tenancy.engine)
+    tagged = make_tenancy(tenancy, tag_statements=True) if tagger_first else None
     event.listen(engine, "before_cursor_execute", change, retval=True)
-    tagged = tagged or make_tenancy(engine, tag_statements=True)
+    tagged = tagged or make_tenancy(tenancy, tag_statements=True)
     try:
         with (
             tagged.make_session(SessionScope(ACME)) as session,
@@ -439,7 +452,7 @@ def test_a_listener_that_changes_the_sql_is_still_refused_with_the_tag_on(
 
 
 def test_another_tenants_session_on_the_same_engine_carries_its_own_tag(tenancy, world):
-    tagged = make_tenancy(tenancy.engine, tag_statements=True)
+    tagged = make_tenancy(tenancy, tag_statements=True)
     with sent_to(tenancy.engine) as sent:
         for tenant in (ACME, GLOBEX):
             with tagged.make_session(SessionScope(tenant)) as session:
@@ -450,12 +463,14 @@ def test_another_tenants_session_on_the_same_engine_carries_its_own_tag(tenancy,
 
 @pytest.mark.backends("postgres")
 def test_postgres_sees_the_tag_in_pg_stat_activity(database, tenancy, world):
-    tagged = make_tenancy(tenancy.engine, tag_statements=True)
+    tagged = make_tenancy(tenancy, tag_statements=True)
     watcher = database.create_engine()
     seen: list[str] = []
     try:
         with tagged.make_session(SessionScope(ACME)) as session, as_principal(ACME, "alice"):
-            pid = session.execute(select(func.pg_backend_pid())).scalar_one()
+            # On the connection of the tenant's tables (its own database's, if it has one).
+            first = select(func.pg_backend_pid()).select_from(Project).limit(1)
+            pid = session.execute(first).scalar_one()
             statement = select(Project.name, func.pg_sleep(1.5))
             slow = threading.Thread(  # in this context, where the principal is bound
                 target=contextvars.copy_context().run,
@@ -480,8 +495,8 @@ def test_postgres_sees_the_tag_in_pg_stat_activity(database, tenancy, world):
 
 
 @pytest.mark.anyio
-async def test_an_async_session_is_audited_and_tagged(async_engine, world):
-    tenancy = make_tenancy(async_engine, audit_statements=True, tag_statements=True)
+async def test_an_async_session_is_audited_and_tagged(async_tenancy, async_engine, world):
+    tenancy = make_tenancy(async_tenancy, audit_statements=True, tag_statements=True)
     with sent_to(async_engine) as sent, as_principal(ACME, "alice"):
         async with tenancy.make_async_session(SessionScope(ACME)) as session:
             rows = await session.exec(
@@ -504,7 +519,7 @@ def test_the_record_lists_each_row_scope_the_sql_carried(tenancy, create_tables)
 
     create_tables(tenancy.engine, Memo)
     memo = Memo.__table__.name  # type: ignore[attr-defined]
-    audited_tenancy = make_tenancy(tenancy.engine, audit_statements=True)
+    audited_tenancy = make_tenancy(tenancy, audit_statements=True)
     with (
         sent_to(tenancy.engine) as sent,
         as_principal(ACME, "alice"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from models import ACME, GLOBEX, Project, Task, Template, assert_all_refused, capture_sql, snapshot
+from scoping_places import UNSCOPED_READS_SHARED
 from sqlalchemy import delete, insert, select, update
 
 from fastapi_tenancy import Access, TenantRequired
@@ -83,6 +84,7 @@ def test_global_access_with_a_tenant_is_scoped_as_usual(session_for, templates):
     assert other is None
 
 
+@UNSCOPED_READS_SHARED
 def test_unscoped_session_sees_every_tenant(session_for, world):
     with session_for(None, Access.UNSCOPED) as session:
         projects = session.execute(select(Project.name).order_by(Project.id)).scalars().all()
@@ -103,6 +105,7 @@ def test_unscoped_session_refuses_a_new_tenant_row_without_a_tenant(tenancy, ses
     assert snapshot(tenancy) == before
 
 
+@UNSCOPED_READS_SHARED
 def test_unscoped_session_writes_a_new_row_that_names_its_tenant(tenancy, session_for, world):
     with session_for(None, Access.UNSCOPED) as session:
         session.add(Project(name="hera", tenant_id=GLOBEX))

@@ -27,8 +27,11 @@ from models import (
     Project,
     Task,
     World,
+    detached_row,
     owned_by,
     rows_of,
+    run_unscoped,
+    seed_rows,
     snapshot,
 )
 from sqlalchemy import (
@@ -60,7 +63,6 @@ from sqlalchemy.sql.elements import quoted_name
 from fastapi_tenancy import (
     Access,
     CrossTenantWrite,
-    SessionScope,
     Tenancy,
     TenantRequired,
     UnscopedStatement,
@@ -112,43 +114,34 @@ class Folders:
     globex_stray: int
 
 
-def _admin(tenancy: Tenancy) -> Any:
-    return tenancy.make_session(SessionScope(None, Access.UNSCOPED))
-
-
 @pytest.fixture
 def folders(tenancy, world, create_tables) -> Folders:
     create_tables(tenancy.engine, Folder)
-    with _admin(tenancy) as session:
-        acme_root = Folder(name="acme-root", tenant_id=ACME)
-        globex_root = Folder(name="globex-root", tenant_id=GLOBEX)
-        session.add_all([acme_root, globex_root])
-        session.flush()
-        acme_child = Folder(name="acme-child", tenant_id=ACME, parent_id=acme_root.id)
-        acme_stray = Folder(name="acme-stray", tenant_id=ACME, parent_id=globex_root.id)
-        globex_stray = Folder(name="globex-stray", tenant_id=GLOBEX, parent_id=acme_root.id)
-        for folder in (acme_child, acme_stray, globex_stray):
-            session.add(folder)
-            session.flush()
-        session.commit()
-        return Folders(
-            acme_root=acme_root.id,  # type: ignore[arg-type]
-            acme_child=acme_child.id,  # type: ignore[arg-type]
-            acme_stray=acme_stray.id,  # type: ignore[arg-type]
-            globex_root=globex_root.id,  # type: ignore[arg-type]
-            globex_stray=globex_stray.id,  # type: ignore[arg-type]
-        )
+    acme_root, globex_root = seed_rows(
+        tenancy,
+        Folder(name="acme-root", tenant_id=ACME),
+        Folder(name="globex-root", tenant_id=GLOBEX),
+    )
+    acme_child, acme_stray, globex_stray = seed_rows(
+        tenancy,
+        Folder(name="acme-child", tenant_id=ACME, parent_id=acme_root),
+        Folder(name="acme-stray", tenant_id=ACME, parent_id=globex_root),
+        Folder(name="globex-stray", tenant_id=GLOBEX, parent_id=acme_root),
+        plant=True,
+    )
+    return Folders(acme_root, acme_child, acme_stray, globex_root, globex_stray)
 
 
 @pytest.fixture
 def blueprints(tenancy, world, create_tables) -> None:
     """One Blueprint (global-access) of each tenant, on a project of its tenant."""
     create_tables(tenancy.engine, Blueprint)
-    with _admin(tenancy) as session:
-        session.add(Blueprint(name="acme-blueprint", tenant_id=ACME, project_id=world.apollo))
-        session.flush()
-        session.add(Blueprint(name="globex-blueprint", tenant_id=GLOBEX, project_id=world.zeus))
-        session.commit()
+    seed_rows(
+        tenancy,
+        Blueprint(name="acme-blueprint", tenant_id=ACME, project_id=world.apollo),
+        Blueprint(name="globex-blueprint", tenant_id=GLOBEX, project_id=world.zeus),
+        plant=True,  # a shared table pointing into the tenants' places, when they have them
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -519,9 +512,7 @@ def test_update_whose_values_name_another_model_copies_only_the_tenants_values(
 ):
     """1: ``update(Project).values(name=Task.name)``: Task enters UPDATE ... FROM via SET."""
     # acme has no task left, so the tenant's join is empty and any row copied is globex's.
-    with _admin(tenancy) as session:
-        session.execute(delete(Task).where(Task.tenant_id == ACME))
-        session.commit()
+    run_unscoped(tenancy, Task, delete(Task).where(Task.tenant_id == ACME))
 
     outcome = scoped_or_refused(_rowcount(make()))
 
@@ -807,10 +798,7 @@ def test_insert_or_replace_cannot_replace_another_tenants_row(scoped_or_refused,
 
 
 def _globex_zeus(tenancy: Tenancy, world: World) -> Project:
-    with _admin(tenancy) as session:
-        zeus = session.get(Project, world.zeus)
-        session.expunge(zeus)
-    return zeus
+    return detached_row(tenancy, Project, world.zeus)  # type: ignore[no-any-return]
 
 
 def _described(project: Project | None) -> Any:
@@ -1206,9 +1194,7 @@ def test_foreign_key_set_to_a_subquery_of_the_tenants_own_project_is_allowed(
 ):
     """11 MUST WORK: a foreign key given as a subquery selecting the tenant's own project."""
     if globex_apollo:
-        with _admin(tenancy) as session:
-            session.add(Project(name="apollo", tenant_id=GLOBEX))
-            session.commit()
+        seed_rows(tenancy, Project(name="apollo", tenant_id=GLOBEX))
     before = snapshot(tenancy)
 
     with session_for(ACME) as session:
