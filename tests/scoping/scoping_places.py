@@ -207,15 +207,21 @@ def _place_connection(engine: Engine, placement: Placement | None) -> Iterator[C
             own.dispose()
 
 
-def _start_ids_at(conn: Connection, placement: Placement, tables: list[Table], base: int) -> None:
+def table_name(conn: Connection, placement: Placement | None, table: Table) -> str:
+    """``table`` as raw SQL names it on ``conn``, a connection of ``placement``'s."""
     preparer = conn.dialect.identifier_preparer
+    name = preparer.format_table(table, use_schema=False)
+    if placement is not None and placement.schema is not None:
+        name = f"{preparer.quote_schema(placement.schema)}.{name}"
+    return name
+
+
+def _start_ids_at(conn: Connection, placement: Placement, tables: list[Table], base: int) -> None:
     for table in tables:
         keys = list(table.primary_key.columns)
         if len(keys) != 1 or not isinstance(keys[0].type, Integer):
             continue
-        name = preparer.format_table(table, use_schema=False)
-        if placement.schema is not None:
-            name = f"{preparer.quote_schema(placement.schema)}.{name}"
+        name = table_name(conn, placement, table)
         if conn.dialect.name == "postgresql":
             conn.execute(
                 text("SELECT setval(pg_get_serial_sequence(:table, :column), :value, false)"),
@@ -241,6 +247,31 @@ def place_of(tenancy: Tenancy, tenant_id: Any) -> Placement | None:
 
 
 @contextmanager
+def place_connection(tenancy: Tenancy, tenant_id: Any = None) -> Iterator[Connection]:
+    """A plain connection to the tables of ``tenant_id``'s place (see ``place_session``)."""
+    engine = tenancy.engine
+    sync = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+    with _place_connection(sync, place_of(tenancy, tenant_id)) as conn:
+        yield conn
+
+
+@contextmanager
+def unchecked_foreign_keys(conn: Connection) -> Iterator[None]:
+    """A transaction of ``conn`` in which rows may point at rows of another place."""
+    postgres = conn.dialect.name == "postgresql"
+    if not postgres:  # a setting of the connection, made outside the transaction
+        _foreign_keys(conn, on=False)
+        conn.commit()
+    with conn.begin():
+        if postgres:  # a setting of the transaction
+            _foreign_keys(conn, on=False)
+        yield
+    if not postgres:
+        _foreign_keys(conn, on=True)
+        conn.commit()
+
+
+@contextmanager
 def place_session(
     tenancy: Tenancy, tenant_id: Any = None, *, foreign_keys: bool = True
 ) -> Iterator[Session]:
@@ -261,7 +292,7 @@ def place_session(
 
 
 def _foreign_keys(conn: Connection, *, on: bool) -> None:
-    """Foreign key checks of ``conn`` off or back on (PostgreSQL: for its transaction)."""
+    """Foreign key checks of ``conn`` off or back on (PostgreSQL: off for its transaction)."""
     if conn.dialect.name == "postgresql":
         if not on:
             conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
@@ -273,11 +304,19 @@ def _foreign_keys(conn: Connection, *, on: bool) -> None:
 
 
 def places_of(model: Any) -> tuple[Any, ...]:
-    """The places an unscoped oracle reads ``model``'s rows in: the shared tables (``None``),
-    and each placed tenant's for a placed model."""
-    if PLACED and is_placed(model.__table__):
+    """The places an unscoped oracle reads ``model``'s rows (or a table's) in: the shared
+    tables (``None``), and each placed tenant's for a placed model."""
+    table = model if isinstance(model, Table) else model.__table__
+    if PLACED and is_placed(table):
         return (None, *PLACED_TENANTS)
     return (None,)
+
+
+def place_of_row(table: Table, row: Any) -> Any:
+    """The place of a row of ``table`` (a mapping with its ``tenant_id``): its tenant's, or
+    ``None`` for the shared tables."""
+    tenant = row.get("tenant_id") if isinstance(row, dict) else row.tenant_id
+    return tenant if PLACED and is_placed(table) and tenant in PLACED_TENANTS else None
 
 
 UNSCOPED_READS_SHARED = shared_tables_only(

@@ -75,7 +75,15 @@ from functools import cached_property
 from typing import Any
 
 import pytest
-from models import ScopingModel
+from models import ScopingModel, seed_rows
+from scoping_places import (
+    PLACED,
+    place_connection,
+    place_of_row,
+    places_of,
+    table_name,
+    unchecked_foreign_keys,
+)
 from sqlalchemy import (
     Column,
     Engine,
@@ -111,6 +119,7 @@ from fastapi_tenancy import (
     TenancyError,
     TenantFamily,
 )
+from fastapi_tenancy.isolation import TENANT_SCHEMA as PLACEHOLDER
 
 DEFAULT_STATEMENTS = 2000
 DEFAULT_OWNER_STATEMENTS = 1000
@@ -429,8 +438,13 @@ FAMILY_WORLD = World(
 
 
 def seed_shared(tenancy: Tenancy, world: World) -> None:
-    """The shared database's rows, written by an unscoped session (cross-tenant links too)."""
+    """The shared database's rows, written by an unscoped session (cross-tenant links too);
+    each in its tenant's place, when this run places tenants apart."""
     models = world.models()
+    if PLACED:
+        rows = [models[name](**row) for name in INSERT_ORDER for row in world.rows[name]]
+        seed_rows(tenancy, *rows, plant=True)
+        return
     with tenancy.make_session(SessionScope(None, Access.UNSCOPED)) as session:
         for name in INSERT_ORDER:
             for row in world.rows[name]:
@@ -479,6 +493,20 @@ def prepare(engine: Engine, backend: str, world: World) -> None:
                 )
 
 
+def prepare_places(tenancy: Tenancy, backend: str, world: World) -> None:
+    """``prepare`` on the shared tables and on the tables of each tenant's own place."""
+    prepare(tenancy.engine, backend, world)  # type: ignore[arg-type]
+    if backend != "mariadb" or not PLACED:
+        return
+    for table in world.tables.values():
+        for place in places_of(table)[1:]:
+            with place_connection(tenancy, place) as conn:
+                name = table_name(conn, tenancy.placement_of(place), table)
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {name} CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                )
+
+
 def stamp_mine(engine: Engine, backend: str, world: World) -> None:
     """PostgreSQL and MariaDB: an INSERT into a tenant table that sends NULL for tenant_id sends
     acme instead, and alice for owner_id in the owner world. (SQLite does it in the column;
@@ -524,27 +552,51 @@ def sync_sequences(engine: Engine, backend: str, world: World) -> None:
             conn.execute(select(func.setval(sequence, highest)))
 
 
-def snapshot(conn: Connection, world: World) -> Rows:
-    """Every row of the three tables, read by a plain connection in a transaction of its own."""
+Readers = dict[Any, Connection]
+"""Plain connections by place: ``None``, the shared tables (the only one of an oracle), and
+each placed tenant's own place when this run places tenants apart."""
+
+
+def snapshot(readers: Readers, world: World) -> Rows:
+    """Every row of the three tables, read by plain connections in transactions of their own,
+    from every place the table has."""
     try:
-        return {
-            name: [
+        found: Rows = {}
+        for name, table in world.tables.items():
+            rows = [
                 dict(row._mapping)
-                for row in conn.execute(select(*table.columns).order_by(table.c.id))
+                for place in places_of(table)
+                if place in readers
+                for row in readers[place].execute(select(*table.columns))
             ]
-            for name, table in world.tables.items()
-        }
+            found[name] = sorted(rows, key=lambda row: row["id"])
+        return found
     finally:
-        conn.rollback()
+        for conn in readers.values():
+            conn.rollback()
 
 
-def restore(conn: Connection, rows: Rows, world: World) -> None:
+def _place(readers: Readers, table: Table, row: dict[str, Any]) -> Any:
+    """The place among ``readers`` of a row of ``table`` (an oracle has one: ``None``)."""
+    place = place_of_row(table, row)
+    return place if place in readers else None
+
+
+def restore(readers: Readers, rows: Rows, world: World) -> None:
     tables = world.tables
-    with conn.begin():
-        for name in reversed(INSERT_ORDER):
-            conn.execute(delete(tables[name]))
-        for name in INSERT_ORDER:
-            conn.execute(insert(tables[name]), rows[name])
+    for place, conn in readers.items():
+        if len(readers) == 1:
+            transaction: Any = conn.begin()
+        else:  # places apart: a task of acme's may point at a project of globex's place
+            transaction = unchecked_foreign_keys(conn)
+        with transaction:
+            for name in reversed(INSERT_ORDER):
+                if place in places_of(tables[name]):
+                    conn.execute(delete(tables[name]))
+            for name in INSERT_ORDER:
+                own = [row for row in rows[name] if _place(readers, tables[name], row) == place]
+                if own:
+                    conn.execute(insert(tables[name]), own)
 
 
 # --------------------------------------------------------------------------------------------
@@ -607,24 +659,26 @@ class Side:
         seed: Rows,
         *,
         kit: bool,
+        readers: Readers | None = None,
     ) -> None:
         self.engine = engine
         self.world = world
         self.session = make_session()
-        self.reader = engine.connect()
+        self.readers = readers if readers is not None else {None: engine.connect()}
         self.seed = seed
         self.kit = kit
         self.sent: list[tuple[str, Any]] = []
         event.listen(engine, "before_cursor_execute", self._record)
 
     def _record(self, conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        if conn is not self.reader:
+        if all(conn is not reader for reader in self.readers.values()):
             self.sent.append((statement, parameters))
 
     def close(self) -> None:
         event.remove(self.engine, "before_cursor_execute", self._record)
         self.session.close()
-        self.reader.close()
+        for reader in self.readers.values():
+            reader.close()
 
     def run(self, generated: Generated) -> Outcome:
         self.sent = []
@@ -655,9 +709,9 @@ class Side:
             session.rollback()
             session.expunge_all()
         if generated.write and outcome.error is None:
-            outcome.after = snapshot(self.reader, self.world)
+            outcome.after = snapshot(self.readers, self.world)
             if outcome.after != self.seed:
-                restore(self.reader, self.seed, self.world)
+                restore(self.readers, self.seed, self.world)
         return outcome
 
 
@@ -911,16 +965,18 @@ def oracle(world: World, backend: str, make_database: Any, seed: Rows) -> Iterat
     """A private database of ``backend`` holding ``seed``, and a plain session on it."""
     with make_database(backend) as database:
         engine = database.create_engine()
+        if PLACED:  # the world's tables are in the placeholder: the oracle's are plain
+            engine.update_execution_options(schema_translate_map={PLACEHOLDER: None})
         try:
             oracle_metadata(world).create_all(engine)
             prepare(engine, backend, world)
             stamp_mine(engine, backend, world)
             with engine.connect() as conn:
-                restore(conn, seed, world)
+                restore({None: conn}, seed, world)
             sync_sequences(engine, backend, world)
             side = Side(engine, lambda: Session(engine), world, seed, kit=False)
             try:
-                assert snapshot(side.reader, world) == seed, "the oracle is not the seed"
+                assert snapshot(side.readers, world) == seed, "the oracle is not the seed"
                 yield side
             finally:
                 side.close()
@@ -944,7 +1000,7 @@ def check_world(
     shared_engine = tenancy.engine
     assert isinstance(shared_engine, Engine)
     create_tables(shared_engine, *(world.tables[name] for name in INSERT_ORDER))
-    prepare(shared_engine, backend, world)
+    prepare_places(tenancy, backend, world)
     seed_shared(tenancy, world)
     sync_sequences(shared_engine, backend, world)
     dialect = shared_engine.dialect
@@ -964,15 +1020,20 @@ def check_world(
         reads = writes
         if world.family:
             reads = stack.enter_context(oracle(world, backend, make_database, world.read_seed))
+        readers = None
+        if PLACED:
+            places = {place for table in world.tables.values() for place in places_of(table)}
+            readers = {p: stack.enter_context(place_connection(tenancy, p)) for p in places}
         kit = Side(
             shared_engine,
             lambda: tenancy.make_session(world.scope),
             world,
             world.seed_rows(mine_only=False),
             kit=True,
+            readers=readers,
         )
         stack.callback(kit.close)
-        assert snapshot(kit.reader, world) == kit.seed, "the shared database is not the seed"
+        assert snapshot(kit.readers, world) == kit.seed, "the shared database is not the seed"
         counts: Counter[str] = Counter()
         failures: list[Failure] = []
         indexes = _indexes(count)
