@@ -212,11 +212,12 @@ def _refuse_foreign_objects(session: Session, instance: Any) -> None:
 def _scope_statement(state: ORMExecuteState) -> None:
     scope = scope_of(state.session)
     scope.check_ambient()
-    if state.session.binds and "clause" not in state.bind_arguments:
+    placement = scope.placement
+    if placement is not None and placement.url is not None:
         # A database tenant's tables are bound to its own engine, found by the tables the
         # statement names; SQLAlchemy passes no clause for a Core statement, such as a union
         # of ORM selects, which would then go to the app's engine.
-        state.bind_arguments["clause"] = state.statement
+        state.bind_arguments.setdefault("clause", state.statement)
     try:
         if scope.scoped:
             scope_execution(state, scope)
